@@ -1,0 +1,41 @@
+// tf: the TameFlare for Linux command-line tool.
+#include "cli/commands.h"
+
+#include <cstdio>
+#include <cstring>
+#include <span>
+
+namespace {
+
+constexpr const char* kUsage = R"(Usage: tf COMMAND ...
+
+Commands:
+  policy check                       validate connectors and gateways
+  policy test --gateway G 'METHOD URL' [--body B]
+                                     decide one request and show the trace
+  policy test --gateway G --requests FILE
+                                     decide every request in FILE (a table)
+  connectors list                    the loaded connectors
+  connectors show NAME               a connector's domains, routes and actions
+
+Common options: -c/--config FILE, --connectors-dir DIR, --gateways-dir DIR.
+`tf COMMAND --help` shows a command's options.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+        std::fputs(kUsage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? tameflare::cli::kExitUsage : tameflare::cli::kExitOk;
+    }
+    if (std::strcmp(argv[1], "--version") == 0) {
+        std::printf("tf %s\n", TF_VERSION);
+        return 0;
+    }
+    const std::span<char*> rest(argv + 1, static_cast<std::size_t>(argc - 1));
+    if (std::strcmp(argv[1], "policy") == 0) return tameflare::cli::policy_command(rest);
+    if (std::strcmp(argv[1], "connectors") == 0) return tameflare::cli::connectors_command(rest);
+    std::fprintf(stderr, "tf: unknown command \"%s\"\n\n%s", argv[1], kUsage);
+    return tameflare::cli::kExitUsage;
+}

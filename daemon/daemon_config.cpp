@@ -1,0 +1,123 @@
+#include "daemon/daemon_config.h"
+
+#include "policy/json_reader.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace tameflare::daemon {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::size_t kMaxConfigFileBytes = 4 << 20;
+
+std::optional<std::string> read_file(const fs::path& path, policy::ConfigErrors& errors) {
+    std::error_code ec;
+    const auto size = fs::file_size(path, ec);
+    if (!ec && size > kMaxConfigFileBytes) {
+        errors.push_back({path.string(), "", 0, 0, "file is larger than 4 MiB", "split it, or check it is the right file"});
+        return std::nullopt;
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        errors.push_back({path.string(), "", 0, 0, std::string("cannot read: ") + std::strerror(errno),
+                          "check that the file exists and is readable by the daemon"});
+        return std::nullopt;
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// *.json files of `dir` by file name; a missing directory is an empty one.
+std::map<std::string, fs::path> json_files(const fs::path& dir, policy::ConfigErrors& errors) {
+    std::map<std::string, fs::path> files;
+    std::error_code ec;
+    if (!fs::exists(dir, ec)) return files;
+    if (!fs::is_directory(dir, ec)) {
+        errors.push_back({dir.string(), "", 0, 0, "not a directory", "point the setting at a directory of *.json files"});
+        return files;
+    }
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const auto& path = it->path();
+        if (path.extension() != ".json" || path.filename().string().starts_with(".")) continue;
+        if (!it->is_regular_file(ec)) continue;
+        files[path.filename().string()] = path;
+    }
+    if (ec) {
+        errors.push_back({dir.string(), "", 0, 0, "cannot list directory: " + ec.message(),
+                          "check its permissions"});
+    }
+    return files;
+}
+
+fs::path resolve(const fs::path& base, const std::string& value) {
+    const fs::path path(value);
+    return path.is_absolute() ? path : (base / path).lexically_normal();
+}
+
+}  // namespace
+
+std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explicit_path,
+                                               policy::ConfigErrors& errors) {
+    DaemonConfig config;
+    std::error_code ec;
+    if (!explicit_path && !fs::exists(file, ec)) return config;
+    const std::size_t errors_before = errors.size();
+    const auto text = read_file(file, errors);
+    if (!text) return std::nullopt;
+    config.config_file = file;
+    policy::JsonReader reader(file.string(), errors);
+    const auto json = reader.parse(*text);
+    if (!json) return std::nullopt;
+    const policy::JsonNode root(reader, *json, "");
+    if (!root.expect_object()) return std::nullopt;
+    root.allow_fields({"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes"});
+    const fs::path base = fs::absolute(file, ec).parent_path();
+    if (const auto dirs = root.string_array("connector_dirs", false)) {
+        config.connector_dirs.clear();
+        for (const auto& dir : *dirs) config.connector_dirs.push_back(resolve(base, dir));
+    }
+    if (const auto dir = root.string("gateways_dir", false)) config.gateways_dir = resolve(base, *dir);
+    if (const auto dir = root.string("state_dir", false)) config.state_dir = resolve(base, *dir);
+    if (const auto dir = root.string("runtime_dir", false)) config.runtime_dir = resolve(base, *dir);
+    if (const auto bytes = root.integer("max_body_bytes", 0, 64 << 20, false)) {
+        config.max_body_bytes = static_cast<std::size_t>(*bytes);
+    }
+    if (errors.size() != errors_before) return std::nullopt;
+    return config;
+}
+
+PolicyFiles read_policy_files(const DaemonConfig& config, policy::ConfigErrors& errors) {
+    PolicyFiles files;
+    std::map<std::string, fs::path> connectors;
+    for (const auto& dir : config.connector_dirs) {
+        for (auto& [name, path] : json_files(dir, errors)) connectors[name] = path;  // later dirs override
+    }
+    for (const auto& [name, path] : connectors) {
+        if (auto text = read_file(path, errors)) files.connectors.push_back({path.string(), std::move(*text)});
+    }
+    for (const auto& [name, path] : json_files(config.gateways_dir, errors)) {
+        if (auto text = read_file(path, errors)) files.gateways.push_back({path.string(), std::move(*text)});
+    }
+    return files;
+}
+
+policy::LoadResult load_policy(const DaemonConfig& config) {
+    policy::ConfigErrors errors;
+    const auto files = read_policy_files(config, errors);
+    auto result = policy::load_config(files.connectors, files.gateways);
+    if (!errors.empty()) {
+        errors.insert(errors.end(), result.errors.begin(), result.errors.end());
+        return policy::LoadResult{nullptr, std::move(errors)};
+    }
+    return result;
+}
+
+}  // namespace tameflare::daemon

@@ -1,0 +1,47 @@
+// tameflared's own configuration (tameflared.json) and the reading of the
+// policy files it points at. This is the I/O side of policy loading.
+#pragma once
+
+#include "policy/config.h"
+#include "policy/config_error.h"
+#include "policy/document.h"
+
+#include <cstddef>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tameflare::daemon {
+
+struct DaemonConfig {
+    std::filesystem::path config_file;  // where this came from ("" = built-in defaults)
+    // Searched in order; a file in a later directory replaces the file with the
+    // same name in an earlier one (/etc overrides /usr/share).
+    std::vector<std::filesystem::path> connector_dirs{"/usr/share/tameflare/connectors", "/etc/tameflare/connectors.d"};
+    std::filesystem::path gateways_dir{"/etc/tameflare/gateways.d"};
+    std::filesystem::path state_dir{"/var/lib/tameflare"};
+    std::filesystem::path runtime_dir{"/run/tameflare"};
+    std::size_t max_body_bytes = 1 << 20;  // body bytes read to extract parameters
+};
+
+inline constexpr const char* kDefaultConfigFile = "/etc/tameflare/tameflared.json";
+
+// Reads `file`. A missing file at the default path means built-in defaults; a
+// missing file named explicitly is an error. Relative paths inside the file
+// are relative to the file's directory.
+std::optional<DaemonConfig> load_daemon_config(const std::filesystem::path& file, bool explicit_path,
+                                               policy::ConfigErrors& errors);
+
+struct PolicyFiles {
+    std::vector<policy::Document> connectors;
+    std::vector<policy::Document> gateways;
+};
+
+// Lists and reads every *.json in the configured directories (sorted by name).
+PolicyFiles read_policy_files(const DaemonConfig& config, policy::ConfigErrors& errors);
+
+// Everything at once: read the files, compile the policy.
+policy::LoadResult load_policy(const DaemonConfig& config);
+
+}  // namespace tameflare::daemon

@@ -1,0 +1,164 @@
+// tameflared: the TameFlare for Linux daemon.
+#include "daemon/daemon_config.h"
+#include "daemon/log.h"
+
+#include <getopt.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+namespace {
+
+using namespace tameflare;
+
+constexpr const char* kUsage = R"(Usage: tameflared [OPTIONS]
+
+Runs the TameFlare for Linux daemon in the foreground.
+
+Options:
+  -c, --config FILE          main configuration (default /etc/tameflare/tameflared.json)
+      --connectors-dir DIR   add a connector directory (repeatable; replaces the
+                             configured list on first use; later ones override)
+      --gateways-dir DIR     gateway directory (default /etc/tameflare/gateways.d)
+      --check-config         validate the configuration, print a summary, exit 0 if valid
+  -V, --version              print the version
+  -h, --help                 this text
+
+Signals: SIGHUP reloads the configuration (a bad one is refused and the running
+one kept); SIGTERM and SIGINT stop the daemon.
+)";
+
+struct Options {
+    std::string config = daemon::kDefaultConfigFile;
+    bool explicit_config = false;
+    std::vector<std::string> connector_dirs;
+    std::string gateways_dir;
+    bool check = false;
+};
+
+std::optional<daemon::DaemonConfig> configure(const Options& options, policy::ConfigErrors& errors) {
+    auto config = daemon::load_daemon_config(options.config, options.explicit_config, errors);
+    if (!config) return std::nullopt;
+    if (!options.connector_dirs.empty()) {
+        config->connector_dirs.assign(options.connector_dirs.begin(), options.connector_dirs.end());
+    }
+    if (!options.gateways_dir.empty()) config->gateways_dir = options.gateways_dir;
+    return config;
+}
+
+void log_errors(const policy::ConfigErrors& errors) {
+    for (const auto& error : errors) {
+        daemon::log(daemon::LogLevel::error, "configuration error: " + error.message,
+                    {{"CONFIG_FILE", error.file}, {"JSON_POINTER", error.pointer}, {"HINT", error.hint}});
+    }
+}
+
+std::string summary(const policy::Config& config) {
+    std::string text = std::to_string(config.connectors.size()) + " connectors, " +
+                       std::to_string(config.gateways.size()) + " gateways";
+    for (const auto& [name, gateway] : config.gateways) {
+        text += "\n  gateway " + name + ": enforcement " + std::string(policy::to_string(gateway->enforcement)) +
+                ", " + std::to_string(gateway->connectors.size()) + " connectors, " +
+                std::to_string(gateway->policies.size()) + " policies";
+    }
+    return text;
+}
+
+int check_config(const Options& options) {
+    policy::ConfigErrors errors;
+    const auto config = configure(options, errors);
+    if (config) {
+        auto result = daemon::load_policy(*config);
+        if (result.ok()) {
+            std::printf("configuration OK: %s\n", summary(*result.config).c_str());
+            return EXIT_SUCCESS;
+        }
+        errors = std::move(result.errors);
+    }
+    std::fputs(policy::format_errors(errors).c_str(), stderr);
+    std::fprintf(stderr, "configuration invalid: %zu error(s)\n", errors.size());
+    return EXIT_FAILURE;
+}
+
+int run(const Options& options) {
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGHUP);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    policy::ConfigErrors errors;
+    const auto config = configure(options, errors);
+    if (!config) {
+        log_errors(errors);
+        return EXIT_FAILURE;
+    }
+    policy::ConfigStore store;
+    auto result = daemon::load_policy(*config);
+    if (!result.ok()) {
+        log_errors(result.errors);
+        daemon::log(daemon::LogLevel::error, "refusing to start with an invalid configuration",
+                    {{"CONFIG_FILE", config->config_file.string()}});
+        return EXIT_FAILURE;
+    }
+    store.publish(result.config);
+    daemon::log(daemon::LogLevel::notice, "tameflared started: " + summary(*store.snapshot()),
+                {{"VERSION", TF_VERSION}});
+
+    while (true) {
+        int signal = 0;
+        if (sigwait(&signals, &signal) != 0) continue;
+        if (signal == SIGHUP) {
+            auto reloaded = daemon::load_policy(*config);
+            if (reloaded.ok()) {
+                store.publish(reloaded.config);
+                daemon::log(daemon::LogLevel::notice, "configuration reloaded: " + summary(*store.snapshot()));
+            } else {
+                log_errors(reloaded.errors);
+                daemon::log(daemon::LogLevel::warning, "reload refused; the running configuration stays in force");
+            }
+            continue;
+        }
+        daemon::log(daemon::LogLevel::notice, "tameflared stopping");
+        return EXIT_SUCCESS;
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options options;
+    enum { kConnectorsDir = 256, kGatewaysDir, kCheck };
+    const option long_options[] = {
+        {"config", required_argument, nullptr, 'c'},
+        {"connectors-dir", required_argument, nullptr, kConnectorsDir},
+        {"gateways-dir", required_argument, nullptr, kGatewaysDir},
+        {"check-config", no_argument, nullptr, kCheck},
+        {"version", no_argument, nullptr, 'V'},
+        {"help", no_argument, nullptr, 'h'},
+        {nullptr, 0, nullptr, 0},
+    };
+    int c = 0;
+    while ((c = getopt_long(argc, argv, "c:Vh", long_options, nullptr)) != -1) {
+        switch (c) {
+            case 'c':
+                options.config = optarg;
+                options.explicit_config = true;
+                break;
+            case kConnectorsDir: options.connector_dirs.emplace_back(optarg); break;
+            case kGatewaysDir: options.gateways_dir = optarg; break;
+            case kCheck: options.check = true; break;
+            case 'V': std::printf("tameflared %s\n", TF_VERSION); return EXIT_SUCCESS;
+            case 'h': std::fputs(kUsage, stdout); return EXIT_SUCCESS;
+            default: std::fputs(kUsage, stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        std::fprintf(stderr, "tameflared: unexpected argument \"%s\"\n%s", argv[optind], kUsage);
+        return 2;
+    }
+    return options.check ? check_config(options) : run(options);
+}

@@ -1,0 +1,320 @@
+#include "policy/classify.h"
+
+#include "policy/internal/text.h"
+#include "policy/params.h"
+
+#include <algorithm>
+
+namespace tameflare::policy {
+
+namespace {
+
+constexpr std::size_t kMaxSegments = 64;
+constexpr std::size_t kMaxBatch = 100;
+
+bool ambiguous_segment(std::string_view decoded) {
+    return decoded == "." || decoded == ".." || decoded.find_first_of(std::string_view("/\\\0", 3)) != std::string_view::npos;
+}
+
+void merge_missing(nlohmann::json& into, const nlohmann::json& from) {
+    if (!from.is_object()) return;
+    for (const auto& [key, value] : from.items()) {
+        if (!into.contains(key)) into[key] = value;
+    }
+}
+
+std::optional<std::string> conflicting_key(const nlohmann::json& a, const nlohmann::json& b) {
+    for (const auto& [key, value] : a.items()) {
+        const auto other = b.find(key);
+        if (other != b.end() && *other != value) return key;
+    }
+    return std::nullopt;
+}
+
+bool is_json_type(std::string_view type) {
+    const auto semicolon = type.find(';');
+    std::string media = ascii_lower(type.substr(0, semicolon));
+    while (!media.empty() && media.back() == ' ') media.pop_back();
+    return media == "application/json" || media.ends_with("+json");
+}
+
+bool is_form_type(std::string_view type) {
+    const auto semicolon = type.find(';');
+    std::string media = ascii_lower(type.substr(0, semicolon));
+    while (!media.empty() && media.back() == ' ') media.pop_back();
+    return media == "application/x-www-form-urlencoded";
+}
+
+// Body fields; sets `complete` false when the body could not be read whole.
+nlohmann::json body_parameters(BodyMode mode, const Request& request, bool& complete) {
+    nlohmann::json out = nlohmann::json::object();
+    if (request.body.empty()) {
+        if (!request.body_complete) complete = false;
+        return out;
+    }
+    const bool as_json = mode == BodyMode::json || (mode == BodyMode::automatic && is_json_type(request.content_type));
+    const bool as_form = mode == BodyMode::form || (mode == BodyMode::automatic && is_form_type(request.content_type));
+    if (as_json) {
+        auto value = request.body_complete ? parse_json_body(request.body) : std::nullopt;
+        if (!value) {
+            complete = false;
+        } else if (value->is_object()) {
+            out = std::move(*value);
+        } else {
+            out["body"] = std::move(*value);
+        }
+    } else if (as_form) {
+        std::string_view text = request.body;
+        if (!request.body_complete) {
+            // The last pair may be cut short ("amount=200" of "amount=20000"): drop it.
+            const auto amp = text.rfind('&');
+            text = amp == std::string_view::npos ? std::string_view() : text.substr(0, amp);
+            complete = false;
+        }
+        if (!parse_form(text, out)) complete = false;
+    } else if (mode != BodyMode::none) {
+        complete = false;  // a body we cannot read may carry what a condition looks for
+    }
+    return out;
+}
+
+std::string field_text(const nlohmann::json& value) {
+    return value.is_string() ? value.get<std::string>() : value.dump();
+}
+
+std::string substitute(const std::string& pattern, const std::vector<std::string>& names,
+                       const std::vector<std::string>& values, std::string_view method) {
+    if (pattern.find('{') == std::string::npos) return pattern;
+    std::string out;
+    std::size_t pos = 0;
+    while (pos < pattern.size()) {
+        const auto open = pattern.find('{', pos);
+        if (open == std::string::npos) {
+            out.append(pattern, pos);
+            break;
+        }
+        out.append(pattern, pos, open - pos);
+        const auto close = pattern.find('}', open);
+        const std::string name = pattern.substr(open + 1, close - open - 1);
+        const auto it = std::find(names.begin(), names.end(), name);
+        if (it != names.end()) {
+            out += action_safe(values[static_cast<std::size_t>(it - names.begin())]);
+        } else {
+            out += action_safe(name == "method" ? ascii_lower(method) : std::string());
+        }
+        pos = close + 1;
+    }
+    return out;
+}
+
+int severity(Risk risk, Access access) { return static_cast<int>(risk) * 2 + (access == Access::write ? 1 : 0); }
+
+Action make_unknown(const ConnectorDef& def, const ClassifyOptions& options, const Request& request,
+                    std::string why) {
+    Action action;
+    action.connector = std::string(options.instance);
+    action.provider = def.name;
+    action.type = def.unknown_action();
+    action.risk = Risk::high;
+    action.access = Access::write;
+    action.route = std::move(why);
+    action.method = std::string(request.method);
+    action.host = std::string(request.host);
+    return action;
+}
+
+// Applies the first variant whose test holds. With an incomplete body a
+// variant whose field is missing might hold: then the most severe candidate wins.
+void apply_variants(const Route& route, Action& action) {
+    struct Candidate {
+        const std::string* type;
+        Risk risk;
+        Access access;
+    };
+    std::vector<Candidate> uncertain;
+    Candidate chosen{&route.action, action.risk, action.access};
+    for (const auto& variant : route.variants) {
+        const nlohmann::json* field = find_field(action.parameters, variant.field);
+        const Candidate candidate{&variant.action, variant.risk.value_or(action.risk),
+                                  variant.access.value_or(action.access)};
+        if (!field && !action.parameters_complete) {
+            uncertain.push_back(candidate);
+            continue;
+        }
+        bool holds = false;
+        switch (variant.test) {
+            case Variant::Test::equals: holds = field && field_text(*field) == variant.value; break;
+            case Variant::Test::present: holds = field != nullptr; break;
+            case Variant::Test::absent: holds = field == nullptr; break;
+        }
+        if (holds) {
+            chosen = candidate;
+            break;
+        }
+    }
+    for (const auto& candidate : uncertain) {
+        if (severity(candidate.risk, candidate.access) > severity(chosen.risk, chosen.access)) chosen = candidate;
+    }
+    if (chosen.type != &route.action) {
+        action.type = *chosen.type;  // variants have no placeholders of their own beyond the route's
+    }
+    action.risk = chosen.risk;
+    action.access = chosen.access;
+}
+
+std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOptions& options,
+                                     const Request& request, Action base) {
+    if (!request.body_complete) return {make_unknown(def, options, request, "JSON-RPC body larger than the read bound")};
+    const auto body = parse_json_body(request.body);
+    if (!body || !(body->is_object() || (body->is_array() && !body->empty() && body->size() <= kMaxBatch))) {
+        return {make_unknown(def, options, request, "body is not a JSON-RPC call or batch")};
+    }
+    const auto& rules = *def.jsonrpc;
+    std::vector<Action> actions;
+    const auto calls = body->is_array() ? *body : nlohmann::json::array({*body});
+    for (const auto& call : calls) {
+        const auto method = call.is_object() ? call.find("method") : call.end();
+        if (!call.is_object() || method == call.end() || !method->is_string()) {
+            return {make_unknown(def, options, request, "JSON-RPC entry without a method")};
+        }
+        const std::string name = method->get<std::string>();
+        const auto rule = std::find_if(rules.methods.begin(), rules.methods.end(),
+                                       [&](const RpcMethod& m) { return m.method == name; });
+        const RpcMethod& chosen = rule == rules.methods.end() ? rules.fallback : *rule;
+        const nlohmann::json params = call.contains("params") ? call["params"] : nlohmann::json();
+        std::vector<std::string> names{"method"};
+        std::string method_value = name;
+        std::replace(method_value.begin(), method_value.end(), '/', '_');
+        std::vector<std::string> values{method_value};
+        bool missing = false;
+        for (std::size_t open = chosen.action.find("{params."); open != std::string::npos;
+             open = chosen.action.find("{params.", open + 1)) {
+            const auto close = chosen.action.find('}', open);
+            const std::string key = chosen.action.substr(open + 8, close - open - 8);
+            const auto value = params.is_object() ? params.find(key) : params.end();
+            if (!params.is_object() || value == params.end() || !value->is_string()) {
+                missing = true;
+                break;
+            }
+            names.push_back("params." + key);
+            values.push_back(value->get<std::string>());
+        }
+        if (missing) return {make_unknown(def, options, request, "JSON-RPC call \"" + name + "\" lacks a string parameter its action needs")};
+        Action action = base;
+        std::string pattern = chosen.action;
+        // {method} is the JSON-RPC method here, not the HTTP one.
+        action.type = substitute(pattern, names, values, base.method);
+        action.risk = chosen.risk;
+        action.access = chosen.access;
+        action.route = "jsonrpc " + name;
+        if (params.is_object()) action.parameters = params;
+        action.parameters["rpc_method"] = name;
+        if (call.contains("id")) action.parameters["rpc_id"] = call["id"];
+        actions.push_back(std::move(action));
+    }
+    return actions;
+}
+
+}  // namespace
+
+const nlohmann::json* find_field(const nlohmann::json& root, std::string_view dotted) {
+    const nlohmann::json* node = &root;
+    while (true) {
+        const auto dot = dotted.find('.');
+        const std::string_view key = dotted.substr(0, dot);
+        if (node->is_object()) {
+            const auto it = node->find(key);
+            if (it == node->end()) return nullptr;
+            node = &*it;
+        } else if (node->is_array()) {
+            std::size_t index = 0;
+            if (key.empty() || key.size() > 9 || !std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; })) return nullptr;
+            for (const char c : key) index = index * 10 + static_cast<std::size_t>(c - '0');
+            if (index >= node->size()) return nullptr;
+            node = &(*node)[index];
+        } else {
+            return nullptr;
+        }
+        if (dot == std::string_view::npos) return node;
+        dotted.remove_prefix(dot + 1);
+    }
+}
+
+std::optional<std::vector<std::string>> decode_path(std::string_view path) {
+    if (path.empty() || path.front() != '/') return std::nullopt;
+    std::vector<std::string> segments;
+    std::size_t pos = 1;
+    while (pos <= path.size()) {
+        const auto slash = path.find('/', pos);
+        const auto end = slash == std::string_view::npos ? path.size() : slash;
+        const std::string_view raw = path.substr(pos, end - pos);
+        pos = end + 1;
+        if (raw.empty()) continue;
+        auto decoded = percent_decode(raw, false);
+        if (!decoded || ambiguous_segment(*decoded) || decoded->find('#') != std::string::npos) return std::nullopt;
+        segments.push_back(std::move(*decoded));
+        if (segments.size() > kMaxSegments) return std::nullopt;
+    }
+    return segments;
+}
+
+std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& options, const Request& request) {
+    const auto question = request.target.find('?');
+    const std::string_view path = request.target.substr(0, question);
+    const std::string_view query =
+        question == std::string_view::npos ? std::string_view() : request.target.substr(question + 1);
+    const std::string method = ascii_upper(request.method);
+
+    if (!request.method_override.empty() && !iequals(request.method_override, method)) {
+        return {make_unknown(def, options, request, "method override header changes the method")};
+    }
+    auto segments = decode_path(path);
+    if (!segments) return {make_unknown(def, options, request, "ambiguous path (dot segment, encoded '/', or bad escape)")};
+    const auto& base = options.base_segments;
+    if (!base.empty() && segments->size() >= base.size() &&
+        std::equal(base.begin(), base.end(), segments->begin(), [](const auto& a, const auto& b) { return iequals(a, b); })) {
+        segments->erase(segments->begin(), segments->begin() + static_cast<std::ptrdiff_t>(base.size()));
+    }
+
+    Action action;
+    action.connector = std::string(options.instance);
+    action.provider = def.name;
+    action.method = method;
+    action.host = std::string(request.host);
+    action.path = std::string(path);
+
+    if (def.jsonrpc && method == "POST") return classify_jsonrpc(def, options, request, std::move(action));
+
+    auto match = def.match(method, *segments);
+    if (!match && method == "HEAD") match = def.match("GET", *segments);
+    if (!match) {
+        Action unknown = make_unknown(def, options, request, "no route for " + method + " " + std::string(path));
+        unknown.path = action.path;
+        return {std::move(unknown)};
+    }
+    const Route& route = *match->route;
+    for (std::size_t i = 0; i < route.param_names.size(); ++i) action.parameters[route.param_names[i]] = match->captures[i];
+    nlohmann::json query_params = nlohmann::json::object();
+    bool complete = parse_form(query, query_params);
+    const nlohmann::json body_params = body_parameters(def.body, request, complete);
+    // A field sent twice with two values leaves it to the upstream which one
+    // counts; the policy must not guess, so such a request is not classified.
+    if (const auto clash = conflicting_key(query_params, body_params)) {
+        Action unknown = make_unknown(def, options, request,
+                                      "parameter \"" + *clash + "\" differs between query string and body");
+        unknown.path = action.path;
+        return {std::move(unknown)};
+    }
+    merge_missing(action.parameters, body_params);
+    merge_missing(action.parameters, query_params);
+    action.parameters_complete = complete;
+
+    action.type = substitute(route.action, route.param_names, match->captures, method);
+    action.risk = route.risk;
+    action.access = route.access.value_or(default_access(method));
+    action.route = (route.methods.empty() ? std::string("*") : method) + " " + route.path;
+    apply_variants(route, action);
+    return {std::move(action)};
+}
+
+}  // namespace tameflare::policy

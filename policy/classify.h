@@ -1,0 +1,31 @@
+// Request -> actions, for one connector instance of a gateway.
+#pragma once
+
+#include "policy/action.h"
+#include "policy/connector.h"
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tameflare::policy {
+
+struct ClassifyOptions {
+    std::string_view instance;                   // connector instance name in the gateway
+    std::span<const std::string> base_segments;  // path prefix stripped before matching (GitHub Enterprise)
+};
+
+// Never fails: a request no route explains becomes "<connector>.unknown".
+// Returns one action, or one per call of a JSON-RPC batch.
+std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& options, const Request& request);
+
+// Splits an origin-form target into decoded path segments. Empty segments are
+// dropped; nullopt when the path is ambiguous (dot segments, encoded '/', '\' or
+// NUL, a bad escape) and so must not be matched against routes.
+std::optional<std::vector<std::string>> decode_path(std::string_view path);
+
+// Looks up a dotted path ("metadata.order", "items.0") in a JSON value.
+const nlohmann::json* find_field(const nlohmann::json& root, std::string_view dotted);
+
+}  // namespace tameflare::policy

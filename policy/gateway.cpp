@@ -1,0 +1,436 @@
+#include "policy/gateway.h"
+
+#include "policy/glob.h"
+#include "policy/internal/text.h"
+
+#include <algorithm>
+#include <array>
+#include <set>
+
+namespace tameflare::policy {
+
+namespace {
+
+constexpr std::array<std::string_view, 3> kEffects{"allow", "require_approval", "deny"};
+constexpr std::array<std::string_view, 3> kLevels{"monitor", "soft", "full"};
+constexpr std::array<std::string_view, 4> kPresets{"custom", "allow_all", "read_only", "require_approval"};
+
+Effect parse_effect(std::string_view text) {
+    return text == "allow" ? Effect::allow : text == "require_approval" ? Effect::require_approval : Effect::deny;
+}
+
+bool valid_gateway_name(std::string_view name) {
+    if (name.empty() || name.size() > 63) return false;
+    if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= '0' && name[0] <= '9'))) return false;
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    });
+}
+
+bool is_connector_wide(const std::string& pattern, const std::string& provider) {
+    return pattern == "*" || pattern == provider + ".*";
+}
+
+bool has_dynamic_actions(const ConnectorDef& def) {
+    const auto templated = [](const std::string& action) { return action.find('{') != std::string::npos; };
+    if (std::any_of(def.routes.begin(), def.routes.end(), [&](const Route& r) { return templated(r.action); })) {
+        return true;
+    }
+    if (def.jsonrpc) {
+        if (templated(def.jsonrpc->fallback.action)) return true;
+        return std::any_of(def.jsonrpc->methods.begin(), def.jsonrpc->methods.end(),
+                           [&](const RpcMethod& m) { return templated(m.action); });
+    }
+    return false;
+}
+
+// "https://ghe.example.com/api/v3" -> host and path segments.
+bool parse_base_url(const std::string& url, std::string& host, std::vector<std::string>& segments) {
+    std::string_view rest = url;
+    if (rest.starts_with("https://")) {
+        rest.remove_prefix(8);
+    } else if (rest.starts_with("http://")) {
+        rest.remove_prefix(7);
+    } else {
+        return false;
+    }
+    const auto slash = rest.find('/');
+    std::string_view authority = rest.substr(0, slash);
+    if (const auto colon = authority.find(':'); colon != std::string_view::npos) authority = authority.substr(0, colon);
+    host = ascii_lower(authority);
+    segments = slash == std::string_view::npos ? std::vector<std::string>{} : split_path_template(rest.substr(slash));
+    return !host.empty() && rest.find_first_of("?#{}") == std::string_view::npos;
+}
+
+std::optional<ConnectorInstance> read_instance(
+    const std::string& key, const JsonNode& node,
+    const std::map<std::string, std::shared_ptr<const ConnectorDef>>& connectors) {
+    if (!node.expect_object()) return std::nullopt;
+    node.allow_fields({"connector", "credential", "credential_header", "credential_format", "domains", "base_url",
+                       "preset", "rules"});
+    const std::size_t errors_before = node.reader().error_count();
+    ConnectorInstance instance;
+    instance.name = key;
+    const std::string def_name = node.string("connector", false).value_or(key);
+    const auto def = connectors.find(def_name);
+    if (def == connectors.end()) {
+        std::vector<std::string_view> names;
+        for (const auto& [name, unused] : connectors) names.emplace_back(name);
+        const std::string suggestion = closest_match(def_name, names);
+        std::string known;
+        for (const auto& name : names) known += (known.empty() ? "" : ", ") + std::string(name);
+        (node.field("connector") ? *node.field("connector") : node)
+            .error("unknown connector \"" + def_name + "\"",
+                   suggestion.empty() ? "loaded connectors: " + known + "; add a file to connectors.d for a new API"
+                                      : "did you mean \"" + suggestion + "\"?");
+        return std::nullopt;
+    }
+    instance.def = def->second;
+    const ConnectorDef& connector = *instance.def;
+    instance.credential = node.string("credential", false).value_or("");
+    instance.credential_format = connector.credential;
+    if (auto header = node.string("credential_header", false)) instance.credential_format.header = *header;
+    if (auto format = node.string("credential_format", false)) {
+        if (format->find("{secret}") == std::string::npos) {
+            node.field("credential_format")->error("credential format has no {secret}", "e.g. \"Bearer {secret}\"");
+        }
+        instance.credential_format.format = *format;
+    }
+    if (!instance.credential.empty() &&
+        (instance.credential_format.header.empty() || instance.credential_format.format.empty())) {
+        node.field("credential")->error("connector \"" + connector.name + "\" does not say how to inject a credential",
+                                        "set credential_header and credential_format");
+    }
+    if (auto url = node.string("base_url", false)) {
+        std::string host;
+        if (!parse_base_url(*url, host, instance.base_segments)) {
+            node.field("base_url")->error("invalid base_url \"" + *url + "\"",
+                                          "use https://HOST[/PATH], e.g. https://ghe.example.com/api/v3");
+        } else {
+            instance.domains.push_back(host);
+        }
+    }
+    if (auto domains = node.string_array("domains", false)) {
+        for (auto& domain : *domains) domain = ascii_lower(domain);
+        if (check_domains(*node.field("domains"), *domains)) {
+            if (!instance.domains.empty() &&
+                std::find(domains->begin(), domains->end(), instance.domains.front()) == domains->end()) {
+                domains->push_back(instance.domains.front());
+            }
+            instance.domains = std::move(*domains);
+        }
+    }
+    if (instance.domains.empty()) instance.domains = connector.domains;
+    if (instance.domains.empty() && node.reader().error_count() == errors_before) {
+        node.error("connector \"" + connector.name + "\" has no domains of its own",
+                   "set \"domains\" (or \"base_url\") for this gateway");
+    }
+    if (const auto preset = node.choice("preset", kPresets, false)) {
+        instance.preset = *preset == "allow_all" ? Preset::allow_all
+                          : *preset == "read_only" ? Preset::read_only
+                          : *preset == "require_approval" ? Preset::require_approval
+                                                          : Preset::custom;
+    }
+    const auto statics = connector.static_actions();
+    const bool dynamic = has_dynamic_actions(connector);
+    std::vector<std::string_view> static_views(statics.begin(), statics.end());
+    if (const auto rules = node.field("rules"); rules && rules->expect_array()) {
+        for (std::size_t i = 0; i < rules->json().size(); ++i) {
+            const JsonNode item = rules->element(i);
+            if (!item.expect_object()) continue;
+            item.allow_fields({"action", "decision"});
+            auto pattern = item.string("action", true);
+            const auto effect = item.choice("decision", kEffects, true);
+            if (!pattern || !effect) continue;
+            const JsonNode at = *item.field("action");
+            if (pattern->empty()) {
+                at.error("empty action pattern", "use an action such as \"" + connector.name +
+                                                     ".x.y\", a glob such as \"" + connector.name + ".x.*\", or \"*\"");
+                continue;
+            }
+            if (*pattern != "*" && !pattern->starts_with(connector.name + ".")) {
+                at.error("pattern \"" + *pattern + "\" can never match: actions of this connector start with \"" +
+                             connector.name + ".\"",
+                         "write \"" + connector.name + "." + *pattern + "\" or move the rule to its connector");
+                continue;
+            }
+            const bool matches_static = std::any_of(statics.begin(), statics.end(),
+                                                    [&](const std::string& a) { return glob_match(*pattern, a); });
+            if (!dynamic && !matches_static) {
+                const std::string suggestion = closest_match(*pattern, static_views);
+                at.error("pattern \"" + *pattern + "\" matches no action of connector \"" + connector.name + "\"",
+                         suggestion.empty() ? "`tf connectors show " + connector.name + "` lists its actions"
+                                            : "did you mean \"" + suggestion + "\"?");
+                continue;
+            }
+            if (is_connector_wide(*pattern, connector.name) && instance.preset != Preset::custom) {
+                at.error("a connector-wide rule conflicts with preset \"" +
+                             std::string(to_string(instance.preset)) + "\"",
+                         "drop the preset (custom) or this rule; the preset already decides every other action");
+                continue;
+            }
+            instance.rules.push_back(PermissionRule{std::move(*pattern), parse_effect(*effect), i});
+        }
+    }
+    if (node.reader().error_count() != errors_before) return std::nullopt;
+    return instance;
+}
+
+std::optional<ConditionPolicy> read_policy(const JsonNode& node, const std::set<std::string>& providers) {
+    if (!node.expect_object()) return std::nullopt;
+    node.allow_fields({"name", "actions", "when", "decision", "reason"});
+    const std::size_t errors_before = node.reader().error_count();
+    ConditionPolicy policy;
+    policy.name = node.string("name", true).value_or("");
+    if (auto actions = node.string_array("actions", false)) {
+        for (std::size_t i = 0; i < actions->size(); ++i) {
+            const auto& pattern = (*actions)[i];
+            const auto dot = pattern.find('.');
+            const std::string provider = pattern.substr(0, dot);
+            if (pattern != "*" && (dot == std::string::npos || !providers.contains(provider)) &&
+                !has_glob_chars(provider)) {
+                node.field("actions")->element(i).error(
+                    "pattern \"" + pattern + "\" matches no connector of this gateway",
+                    "action names start with a connector name enabled in \"connectors\"");
+            }
+        }
+        policy.actions = std::move(*actions);
+    }
+    const auto decision = node.string("decision", true);
+    if (decision && *decision == "allow") {
+        node.field("decision")->error("a condition policy cannot allow",
+                                      "policies only tighten a decision (deny or require_approval); "
+                                      "grant access with a permission rule");
+    } else if (decision) {
+        const std::array<std::string_view, 2> choices{"require_approval", "deny"};
+        if (const auto effect = node.choice("decision", choices, true)) policy.effect = parse_effect(*effect);
+    }
+    policy.reason = node.string("reason", false).value_or("");
+    if (const auto when = node.field("when")) {
+        if (auto condition = Condition::load(*when)) policy.when = std::move(*condition);
+    } else {
+        node.error("missing required field \"when\"",
+                   "e.g. {\"field\": \"parameters.amount\", \"op\": \"gt\", \"value\": 10000}");
+    }
+    if (node.reader().error_count() != errors_before) return std::nullopt;
+    return policy;
+}
+
+std::string describe(const PermissionRule& rule, const ConnectorInstance& connector) {
+    return "connectors." + connector.name + ".rules[" + std::to_string(rule.index) + "] " + rule.pattern + " -> " +
+           std::string(to_string(rule.effect));
+}
+
+Resolution strictest(const std::vector<const PermissionRule*>& rules, const ConnectorInstance& connector,
+                     Resolution::Tier tier) {
+    const PermissionRule* chosen = rules.front();
+    for (const PermissionRule* rule : rules) {
+        if (rule->effect > chosen->effect) chosen = rule;
+    }
+    std::string text = describe(*chosen, connector);
+    if (rules.size() > 1) text += " (strictest of " + std::to_string(rules.size()) + " matching rules)";
+    return Resolution{chosen->effect, tier, std::move(text)};
+}
+
+}  // namespace
+
+std::string_view to_string(Effect effect) noexcept {
+    switch (effect) {
+        case Effect::allow: return "allow";
+        case Effect::require_approval: return "require_approval";
+        case Effect::deny: return "deny";
+    }
+    return "deny";
+}
+
+std::string_view to_string(Enforcement level) noexcept {
+    switch (level) {
+        case Enforcement::monitor: return "monitor";
+        case Enforcement::soft: return "soft";
+        case Enforcement::full: return "full";
+    }
+    return "full";
+}
+
+std::string_view to_string(Preset preset) noexcept {
+    switch (preset) {
+        case Preset::custom: return "custom";
+        case Preset::allow_all: return "allow_all";
+        case Preset::read_only: return "read_only";
+        case Preset::require_approval: return "require_approval";
+    }
+    return "custom";
+}
+
+Resolution ConnectorInstance::resolve(const std::string& type, Access access) const {
+    if (const auto it = exact.find(type); it != exact.end()) {
+        return strictest(it->second, *this, Resolution::Tier::exact);
+    }
+    std::vector<const PermissionRule*> matching;
+    for (const PermissionRule* rule : wildcards) {
+        if (glob_match(rule->pattern, type)) matching.push_back(rule);
+    }
+    if (!matching.empty()) return strictest(matching, *this, Resolution::Tier::wildcard);
+    if (connector_wide) {
+        return Resolution{connector_wide->effect, Resolution::Tier::connector_wide, describe(*connector_wide, *this)};
+    }
+    const std::string preset_text = "connectors." + name + ".preset " + std::string(to_string(preset));
+    switch (preset) {
+        case Preset::allow_all: return Resolution{Effect::allow, Resolution::Tier::connector_wide, preset_text};
+        case Preset::require_approval:
+            return Resolution{Effect::require_approval, Resolution::Tier::connector_wide, preset_text};
+        case Preset::read_only:
+            return Resolution{access == Access::read ? Effect::allow : Effect::deny, Resolution::Tier::connector_wide,
+                              preset_text + " (" + std::string(to_string(access)) + " access)"};
+        case Preset::custom: break;
+    }
+    return Resolution{Effect::deny, Resolution::Tier::default_deny, "no rule matches " + type + ": default deny"};
+}
+
+const ConnectorInstance* Gateway::connector_for_host(std::string_view host) const {
+    std::string key = ascii_lower(host);
+    if (!key.empty() && key.back() == '.') key.pop_back();  // "api.github.com." is the same name
+    if (const auto it = exact_hosts_.find(key); it != exact_hosts_.end()) return &connectors[it->second];
+    for (const auto& [suffix, index] : suffix_hosts_) {
+        if (key.size() > suffix.size() && key.ends_with(suffix)) return &connectors[index];
+    }
+    return nullptr;
+}
+
+Resolution Gateway::resolve(const ConnectorInstance& connector, const Action& action) const {
+    if (const auto it = connector.cache.find(action.type); it != connector.cache.end()) {
+        return it->second.by_access[action.access == Access::read ? 0 : 1];
+    }
+    return connector.resolve(action.type, action.access);
+}
+
+void Gateway::policies_for(const ConnectorInstance& connector, const Action& action,
+                           std::vector<const ConditionPolicy*>& out) const {
+    if (const auto it = connector.cache.find(action.type); it != connector.cache.end()) {
+        out.insert(out.end(), it->second.policies.begin(), it->second.policies.end());
+        return;
+    }
+    for (const auto& policy : policies) {
+        if (policy.actions.empty() || std::any_of(policy.actions.begin(), policy.actions.end(), [&](const auto& p) {
+                return glob_match(p, action.type);
+            })) {
+            out.push_back(&policy);
+        }
+    }
+}
+
+void Gateway::compile() {
+    for (std::size_t i = 0; i < connectors.size(); ++i) {
+        ConnectorInstance& connector = connectors[i];
+        for (const auto& rule : connector.rules) {
+            if (is_connector_wide(rule.pattern, connector.def->name)) {
+                if (!connector.connector_wide || rule.effect > connector.connector_wide->effect) {
+                    connector.connector_wide = &rule;
+                }
+            } else if (has_glob_chars(rule.pattern)) {
+                connector.wildcards.push_back(&rule);
+            } else {
+                connector.exact[rule.pattern].push_back(&rule);
+            }
+        }
+        for (const auto& type : connector.def->static_actions()) {
+            ConnectorInstance::Cached cached{{connector.resolve(type, Access::read), connector.resolve(type, Access::write)},
+                                             {}};
+            Action probe;
+            probe.type = type;
+            connector.cache.erase(type);
+            policies_for(connector, probe, cached.policies);
+            connector.cache.emplace(type, std::move(cached));
+        }
+        for (const auto& domain : connector.domains) {
+            if (domain.starts_with("*.")) {
+                suffix_hosts_.emplace_back(domain.substr(1), i);
+            } else {
+                exact_hosts_.emplace(domain, i);
+            }
+        }
+    }
+    // Longest suffix first, so "*.eu.example.com" beats "*.example.com".
+    std::sort(suffix_hosts_.begin(), suffix_hosts_.end(),
+              [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+}
+
+std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
+                                       const std::map<std::string, std::shared_ptr<const ConnectorDef>>& connectors) {
+    if (!root.expect_object()) return nullptr;
+    root.allow_fields({"name", "description", "enforcement", "rate_limit", "approval_timeout_seconds", "connectors",
+                       "policies"});
+    const std::size_t errors_before = root.reader().error_count();
+    auto gateway = std::make_shared<Gateway>();
+    gateway->origin = root.reader().origin();
+    if (auto name = root.string("name", true)) {
+        if (!valid_gateway_name(*name)) {
+            root.field("name")->error("invalid gateway name \"" + *name + "\"",
+                                      "use 1-63 lower-case letters, digits, '_' and '-' (it names a cgroup)");
+        }
+        gateway->name = std::move(*name);
+    }
+    gateway->description = root.string("description", false).value_or("");
+    if (const auto level = root.choice("enforcement", kLevels, false)) {
+        gateway->enforcement = *level == "monitor" ? Enforcement::monitor
+                               : *level == "soft"  ? Enforcement::soft
+                                                   : Enforcement::full;
+    }
+    if (const auto limit = root.field("rate_limit"); limit && limit->expect_object()) {
+        limit->allow_fields({"requests", "window_seconds"});
+        if (const auto requests = limit->integer("requests", 0, 100000, false)) {
+            gateway->rate_limit.requests = static_cast<std::uint32_t>(*requests);
+        }
+        if (const auto window = limit->integer("window_seconds", 1, 3600, false)) {
+            gateway->rate_limit.window = std::chrono::seconds(*window);
+        }
+    }
+    if (const auto timeout = root.integer("approval_timeout_seconds", 1, 7 * 24 * 3600, false)) {
+        gateway->approval_timeout = std::chrono::seconds(*timeout);
+    }
+    std::map<std::string, std::string> domain_owner;
+    std::set<std::string> providers;
+    if (const auto list = root.field("connectors"); list && list->expect_object()) {
+        for (const auto& [key, node] : list->members()) {
+            if (key.empty() || !std::all_of(key.begin(), key.end(), [](char c) {
+                    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+                })) {
+                node.error("invalid connector instance name \"" + key + "\"",
+                           "use lower-case letters, digits, '_' and '-'");
+                continue;
+            }
+            auto instance = read_instance(key, node, connectors);
+            if (!instance) continue;
+            for (const auto& domain : instance->domains) {
+                const auto [it, inserted] = domain_owner.emplace(domain, key);
+                if (!inserted) {
+                    node.error("domain \"" + domain + "\" is served by connector \"" + it->second + "\" already",
+                               "a host belongs to one connector per gateway; remove it from one of them");
+                }
+            }
+            providers.insert(instance->def->name);
+            gateway->connectors.push_back(std::move(*instance));
+        }
+    } else if (!root.field("connectors")) {
+        root.error("missing required field \"connectors\"",
+                   "name the APIs this gateway may reach, e.g. {\"github\": {\"preset\": \"read_only\"}}");
+    }
+    if (const auto list = root.field("policies"); list && list->expect_array()) {
+        std::set<std::string> names;
+        for (const auto& item : list->elements()) {
+            auto policy = read_policy(item, providers);
+            if (!policy) continue;
+            if (!names.insert(policy->name).second) {
+                item.field("name")->error("duplicate policy name \"" + policy->name + "\"",
+                                          "policy names appear in logs and traces; make them unique");
+                continue;
+            }
+            gateway->policies.push_back(std::move(*policy));
+        }
+    }
+    if (root.reader().error_count() != errors_before) return nullptr;
+    gateway->compile();
+    return gateway;
+}
+
+}  // namespace tameflare::policy

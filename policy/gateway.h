@@ -1,0 +1,111 @@
+// A gateway: the connectors an agent group may use, with permissions,
+// condition policies, enforcement level, rate limit and approval timeout.
+// Compiled once at load time into lookup tables; immutable afterwards.
+#pragma once
+
+#include "policy/action.h"
+#include "policy/condition.h"
+#include "policy/connector.h"
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace tameflare::policy {
+
+// What permissions and policies say about an action. Ordered by restriction.
+enum class Effect { allow = 0, require_approval = 1, deny = 2 };
+enum class Enforcement { monitor, soft, full };
+enum class Preset { custom, allow_all, read_only, require_approval };
+
+std::string_view to_string(Effect effect) noexcept;
+std::string_view to_string(Enforcement level) noexcept;
+std::string_view to_string(Preset preset) noexcept;
+
+struct PermissionRule {
+    std::string pattern;  // exact action, glob, or "*"
+    Effect effect = Effect::deny;
+    std::size_t index = 0;  // position in the gateway file, for traces
+};
+
+// How the permission stage decided, for the trace.
+struct Resolution {
+    enum class Tier { exact, wildcard, connector_wide, default_deny };
+    Effect effect = Effect::deny;
+    Tier tier = Tier::default_deny;
+    std::string rule;  // e.g. "rules[2] github.pr.* -> allow"
+};
+
+struct ConditionPolicy {
+    std::string name;
+    std::vector<std::string> actions;  // glob patterns; empty: every action
+    Condition when;
+    Effect effect = Effect::deny;      // deny or require_approval
+    std::string reason;
+};
+
+struct RateLimit {
+    std::uint32_t requests = 120;  // 0: no limit
+    std::chrono::seconds window{60};
+};
+
+struct ConnectorInstance {
+    std::string name;                          // key in the gateway's "connectors"
+    std::shared_ptr<const ConnectorDef> def;
+    std::vector<std::string> domains;
+    std::vector<std::string> base_segments;    // from base_url
+    std::string credential;                    // vault entry name, "" for none
+    CredentialFormat credential_format;
+    Preset preset = Preset::custom;
+    std::vector<PermissionRule> rules;
+
+    // Compiled.
+    std::unordered_map<std::string, std::vector<const PermissionRule*>> exact;
+    std::vector<const PermissionRule*> wildcards;
+    const PermissionRule* connector_wide = nullptr;
+    struct Cached {
+        Resolution by_access[2];                   // [read, write]
+        std::vector<const ConditionPolicy*> policies;
+    };
+    std::unordered_map<std::string, Cached> cache;  // every static action of the connector
+
+    [[nodiscard]] Resolution resolve(const std::string& type, Access access) const;
+};
+
+class Gateway {
+public:
+    Gateway() = default;
+    // Compiled tables point into the gateway itself: it never moves.
+    Gateway(const Gateway&) = delete;
+    Gateway& operator=(const Gateway&) = delete;
+
+    std::string name;
+    std::string description;
+    std::string origin;  // the file it came from
+    Enforcement enforcement = Enforcement::full;
+    RateLimit rate_limit;
+    std::chrono::seconds approval_timeout{300};
+    std::vector<ConnectorInstance> connectors;
+    std::vector<ConditionPolicy> policies;
+
+    // nullptr when no connector of this gateway serves `host` (any case, no port).
+    [[nodiscard]] const ConnectorInstance* connector_for_host(std::string_view host) const;
+    [[nodiscard]] Resolution resolve(const ConnectorInstance& connector, const Action& action) const;
+    // The condition policies whose action patterns cover `action`.
+    void policies_for(const ConnectorInstance& connector, const Action& action,
+                      std::vector<const ConditionPolicy*>& out) const;
+
+    // Reads one gateway file against the loaded connectors; nullptr after recording errors.
+    static std::shared_ptr<Gateway> load(const JsonNode& root,
+                                         const std::map<std::string, std::shared_ptr<const ConnectorDef>>& connectors);
+
+private:
+    void compile();
+    std::unordered_map<std::string, std::size_t> exact_hosts_;
+    std::vector<std::pair<std::string, std::size_t>> suffix_hosts_;  // ".example.com"
+};
+
+}  // namespace tameflare::policy

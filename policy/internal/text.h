@@ -1,0 +1,19 @@
+// Small string helpers shared inside the policy library.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tameflare::policy {
+
+std::string ascii_lower(std::string_view text);
+std::string ascii_upper(std::string_view text);
+bool iequals(std::string_view a, std::string_view b) noexcept;
+// "/a/{b}/c" -> {"a", "{b}", "c"}; "/" -> {}.
+std::vector<std::string> split_path_template(std::string_view path);
+// Replaces every character outside [A-Za-z0-9_-] by '_' (so a value put into
+// an action name cannot add segments or glob characters); "" becomes "_".
+std::string action_safe(std::string_view value);
+
+}  // namespace tameflare::policy

@@ -1,0 +1,27 @@
+// Turning the parts of a request into action parameters: percent-decoding,
+// query strings and form bodies (with Stripe's bracket nesting), and JSON bodies.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tameflare::policy {
+
+// Decodes %XX escapes (and '+' as space when `plus_is_space`). Returns nullopt
+// on a malformed escape.
+std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space);
+
+// Parses "a=1&b[c]=2&d[]=x&d[]=y" into {"a":"1","b":{"c":"2"},"d":["x","y"]}.
+// A repeated plain key becomes an array. Returns false (keeping what parsed)
+// when a part is malformed or the nesting is too deep.
+bool parse_form(std::string_view text, nlohmann::json& out);
+
+// Parses a JSON body no deeper than `max_depth`. nullopt when invalid or too deep.
+std::optional<nlohmann::json> parse_json_body(std::string_view body, int max_depth = 32);
+
+inline constexpr int kMaxFormDepth = 8;
+
+}  // namespace tameflare::policy

@@ -1,0 +1,145 @@
+// tf and tameflared as a user runs them: exit codes, output, and the daemon's
+// reload on SIGHUP.
+#include "subprocess.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+namespace tameflare::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kExampleConfig = std::string(TF_SOURCE_DIR) + "/examples/tameflared.json";
+
+TEST(Tf, PolicyTestPrintsTheDecisionAndItsTrace) {
+    const auto result = run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "--gateway", "dev-bot",
+                             "PUT https://api.github.com/repos/o/r/pulls/7/merge"});
+    EXPECT_EQ(result.status, 0) << result.err;
+    EXPECT_NE(result.out.find("decision:   pending_approval"), std::string::npos) << result.out;
+    EXPECT_NE(result.out.find("action:     github.pr.merge"), std::string::npos) << result.out;
+    EXPECT_NE(result.out.find("permission"), std::string::npos) << result.out;
+}
+
+TEST(Tf, PolicyTestJsonCarriesParametersFromTheBody) {
+    const auto result = run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "--gateway", "payments-bot", "--json",
+                             "--body", "amount=25000&currency=eur", "POST https://api.stripe.com/v1/transfers"});
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto json = nlohmann::json::parse(result.out);
+    EXPECT_EQ(json["decision"], "pending_approval");
+    EXPECT_EQ(json["actions"][0]["action"], "stripe.transfer.create");
+    EXPECT_EQ(json["actions"][0]["parameters"]["amount"], "25000");
+    EXPECT_EQ(json["reason"], "amounts over 100.00 need a human");
+    EXPECT_EQ(json["approval_timeout_seconds"], 900);
+}
+
+TEST(Tf, ExitCodeOptionFailsWhenTheRequestIsNotForwarded) {
+    const auto denied = run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "--gateway", "dev-bot", "--exit-code",
+                             "DELETE https://api.github.com/repos/o/r"});
+    EXPECT_EQ(denied.status, 1);
+    const auto allowed = run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "--gateway", "dev-bot", "--exit-code",
+                              "GET https://api.github.com/repos/o/r"});
+    EXPECT_EQ(allowed.status, 0) << allowed.out;
+}
+
+TEST(Tf, RequestsFileGivesATable) {
+    const auto result = run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "--gateway", "dev-bot", "--requests",
+                             std::string(TF_SOURCE_DIR) + "/examples/requests.txt"});
+    ASSERT_EQ(result.status, 0) << result.err;
+    EXPECT_NE(result.out.find("pending_approval"), std::string::npos);
+    EXPECT_NE(result.out.find("github.branch.delete"), std::string::npos);
+    EXPECT_NE(result.out.find("no connector of gateway dev-bot serves this host"), std::string::npos);
+}
+
+TEST(Tf, UsageErrorsExitTwoAndSayWhatIsMissing) {
+    const auto no_gateway = run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "GET https://api.github.com/"});
+    EXPECT_EQ(no_gateway.status, 2);
+    EXPECT_NE(no_gateway.err.find("--gateway"), std::string::npos);
+    const auto unknown_gateway = run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "--gateway", "nope",
+                                      "GET https://api.github.com/"});
+    EXPECT_EQ(unknown_gateway.status, 2);
+    EXPECT_NE(unknown_gateway.err.find("configured: ci, dev-bot, payments-bot"), std::string::npos) << unknown_gateway.err;
+    EXPECT_EQ(run({TF_BINARY, "frobnicate"}).status, 2);
+}
+
+TEST(Tf, ConnectorsListAndShow) {
+    const auto list = run({TF_BINARY, "connectors", "list", "-c", kExampleConfig});
+    ASSERT_EQ(list.status, 0) << list.err;
+    for (const char* name : {"github", "openai", "anthropic", "stripe", "slack", "mcp", "webhook", "http"}) {
+        EXPECT_NE(list.out.find(name), std::string::npos) << name;
+    }
+    const auto show = run({TF_BINARY, "connectors", "show", "github", "-c", kExampleConfig});
+    ASSERT_EQ(show.status, 0) << show.err;
+    EXPECT_NE(show.out.find("/repos/{owner}/{repo}/pulls/{number}/merge"), std::string::npos);
+}
+
+class Daemon : public ::testing::Test {
+protected:
+    void SetUp() override {
+        std::string pattern = (fs::temp_directory_path() / "tf-daemon-XXXXXX").string();
+        ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+        root_ = pattern;
+        fs::create_directories(root_ / "gateways.d");
+        std::ofstream(root_ / "tameflared.json")
+            << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d"})";
+        write_gateway("one", R"({"name": "one", "connectors": {"github": {"preset": "read_only"}}})");
+    }
+    void TearDown() override { fs::remove_all(root_); }
+    void write_gateway(const std::string& file, const std::string& text) {
+        std::ofstream(root_ / "gateways.d" / (file + ".json")) << text;
+    }
+    std::string config() const { return (root_ / "tameflared.json").string(); }
+    fs::path root_;
+};
+
+TEST_F(Daemon, CheckConfigAcceptsAGoodConfigurationAndExplainsABadOne) {
+    const auto good = run({TAMEFLARED_BINARY, "--check-config", "-c", config()});
+    EXPECT_EQ(good.status, 0) << good.err;
+    EXPECT_NE(good.out.find("configuration OK: 8 connectors, 1 gateways"), std::string::npos) << good.out;
+
+    write_gateway("two", R"({"name": "two", "enforcment": "soft", "connectors": {"githb": {}}})");
+    const auto bad = run({TAMEFLARED_BINARY, "--check-config", "-c", config()});
+    EXPECT_EQ(bad.status, 1);
+    const std::string file = (root_ / "gateways.d/two.json").string();
+    EXPECT_NE(bad.err.find(file + ": /enforcment: unknown field \"enforcment\" (hint: did you mean \"enforcement\"?)"),
+              std::string::npos)
+        << bad.err;
+    EXPECT_NE(bad.err.find(file + ": /connectors/githb: unknown connector \"githb\" (hint: did you mean \"github\"?)"),
+              std::string::npos)
+        << bad.err;
+    EXPECT_NE(bad.err.find("2 error(s)"), std::string::npos);
+}
+
+TEST_F(Daemon, RefusesToStartWithABadConfiguration) {
+    write_gateway("two", "{ not json");
+    const auto result = run({TAMEFLARED_BINARY, "-c", config()});
+    EXPECT_EQ(result.status, 1);
+    EXPECT_NE(result.err.find("refusing to start"), std::string::npos) << result.err;
+    EXPECT_NE(result.err.find("CONFIG_FILE=" + (root_ / "gateways.d/two.json").string()), std::string::npos) << result.err;
+}
+
+TEST_F(Daemon, SighupReloadsAGoodConfigurationAndKeepsTheRunningOneOnABadOne) {
+    Subprocess daemon({TAMEFLARED_BINARY, "-c", config()});
+    ASSERT_TRUE(daemon.wait_for_stderr("tameflared started: 8 connectors, 1 gateways")) << daemon.err();
+
+    write_gateway("two", R"({"name": "two", "connectors": {"github": {"rules": [{"action": "github.pr.mrge", "decision": "allow"}]}}})");
+    std::size_t mark = daemon.err().size();
+    daemon.signal(SIGHUP);
+    ASSERT_TRUE(daemon.wait_for_stderr("reload refused", mark)) << daemon.err();
+    EXPECT_NE(daemon.err().find("did you mean", mark), std::string::npos) << daemon.err();
+
+    write_gateway("two", R"({"name": "two", "connectors": {"github": {"rules": [{"action": "github.pr.merge", "decision": "allow"}]}}})");
+    mark = daemon.err().size();
+    daemon.signal(SIGHUP);
+    ASSERT_TRUE(daemon.wait_for_stderr("configuration reloaded: 8 connectors, 2 gateways", mark)) << daemon.err();
+
+    daemon.signal(SIGTERM);
+    EXPECT_EQ(daemon.wait(), 0);
+    EXPECT_NE(daemon.err().find("tameflared stopping"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tameflare::testing

@@ -1,0 +1,126 @@
+// Reading tameflared.json and the policy directories from real files.
+#include "daemon/daemon_config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+
+namespace tameflare::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TempDir : public ::testing::Test {
+protected:
+    void SetUp() override {
+        std::string pattern = (fs::temp_directory_path() / "tf-config-XXXXXX").string();
+        ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+        root_ = pattern;
+    }
+    void TearDown() override { fs::remove_all(root_); }
+    void write(const fs::path& relative, const std::string& text) {
+        fs::create_directories((root_ / relative).parent_path());
+        std::ofstream(root_ / relative) << text;
+    }
+    fs::path root_;
+};
+
+const char* kConnector = R"({"name": "%s", "domains": ["%s"], "credential": {"header": "Authorization", "format": "Bearer {secret}"},
+    "routes": [{"method": "GET", "path": "/x", "action": "%s.x.get"}]})";
+
+std::string connector(const std::string& name, const std::string& domain) {
+    char buffer[512];
+    std::snprintf(buffer, sizeof buffer, kConnector, name.c_str(), domain.c_str(), name.c_str());
+    return buffer;
+}
+
+TEST_F(TempDir, RelativePathsAreRelativeToTheConfigFile) {
+    write("etc/tameflared.json", R"({"connector_dirs": ["../share/connectors", "connectors.d"], "gateways_dir": "gw",
+                                     "state_dir": "/var/lib/x", "max_body_bytes": 4096})");
+    policy::ConfigErrors errors;
+    const auto config = load_daemon_config(root_ / "etc/tameflared.json", true, errors);
+    ASSERT_TRUE(config) << policy::format_errors(errors);
+    ASSERT_EQ(config->connector_dirs.size(), 2U);
+    EXPECT_EQ(config->connector_dirs[0], root_ / "share/connectors");
+    EXPECT_EQ(config->connector_dirs[1], root_ / "etc/connectors.d");
+    EXPECT_EQ(config->gateways_dir, root_ / "etc/gw");
+    EXPECT_EQ(config->state_dir, "/var/lib/x");
+    EXPECT_EQ(config->max_body_bytes, 4096U);
+}
+
+TEST_F(TempDir, AMissingDefaultFileMeansDefaultsButAMissingNamedFileIsAnError) {
+    policy::ConfigErrors errors;
+    const auto defaults = load_daemon_config(root_ / "absent.json", false, errors);
+    ASSERT_TRUE(defaults);
+    EXPECT_EQ(defaults->gateways_dir, "/etc/tameflare/gateways.d");
+    EXPECT_EQ(defaults->connector_dirs.front(), "/usr/share/tameflare/connectors");
+    const auto named = load_daemon_config(root_ / "absent.json", true, errors);
+    EXPECT_FALSE(named);
+    ASSERT_EQ(errors.size(), 1U);
+    EXPECT_EQ(errors[0].file, (root_ / "absent.json").string());
+    EXPECT_NE(errors[0].message.find("cannot read"), std::string::npos);
+}
+
+TEST_F(TempDir, BadMainConfigIsRefusedWithPointerAndHint) {
+    write("tameflared.json", R"({"gateway_dir": "x", "max_body_bytes": -1})");
+    policy::ConfigErrors errors;
+    EXPECT_FALSE(load_daemon_config(root_ / "tameflared.json", true, errors));
+    ASSERT_EQ(errors.size(), 2U);
+    EXPECT_EQ(errors[0].pointer, "/gateway_dir");
+    EXPECT_NE(errors[0].hint.find("gateways_dir"), std::string::npos);
+    EXPECT_EQ(errors[1].pointer, "/max_body_bytes");
+}
+
+TEST_F(TempDir, ALocalConnectorFileReplacesTheShippedOneOfTheSameName) {
+    write("share/alpha.json", connector("alpha", "alpha.example.com"));
+    write("share/beta.json", connector("beta", "beta.example.com"));
+    write("local/alpha.json", connector("alpha", "alpha.internal.example.com"));
+    write("local/gamma.json", connector("gamma", "gamma.example.com"));
+    write("local/notes.txt", "not json, ignored");
+    write("gw/g.json", R"({"name": "g", "connectors": {"alpha": {"preset": "allow_all"}}})");
+    DaemonConfig config;
+    config.connector_dirs = {root_ / "share", root_ / "local"};
+    config.gateways_dir = root_ / "gw";
+    const auto result = load_policy(config);
+    ASSERT_TRUE(result.ok()) << policy::format_errors(result.errors);
+    EXPECT_EQ(result.config->connectors.size(), 3U);
+    EXPECT_EQ(result.config->connectors.at("alpha")->domains.front(), "alpha.internal.example.com");
+    EXPECT_NE(result.config->gateway("g")->connector_for_host("alpha.internal.example.com"), nullptr);
+}
+
+TEST_F(TempDir, TheSameConnectorUnderTwoFileNamesIsAnError) {
+    write("share/alpha.json", connector("alpha", "alpha.example.com"));
+    write("local/alpha-copy.json", connector("alpha", "alpha2.example.com"));
+    DaemonConfig config;
+    config.connector_dirs = {root_ / "share", root_ / "local"};
+    config.gateways_dir = root_ / "gw";
+    const auto result = load_policy(config);
+    ASSERT_FALSE(result.ok());
+    ASSERT_EQ(result.errors.size(), 1U);
+    EXPECT_EQ(result.errors[0].file, (root_ / "share/alpha.json").string());
+    EXPECT_NE(result.errors[0].message.find("also defined in"), std::string::npos);
+}
+
+TEST_F(TempDir, MissingDirectoriesAreEmptyAndAFileInPlaceOfADirectoryIsAnError) {
+    write("gw", "a file, not a directory");
+    DaemonConfig config;
+    config.connector_dirs = {root_ / "nowhere"};
+    config.gateways_dir = root_ / "gw";
+    const auto result = load_policy(config);
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.errors.at(0).message, "not a directory");
+}
+
+TEST_F(TempDir, TheShippedExampleConfigurationLoads) {
+    policy::ConfigErrors errors;
+    const auto config = load_daemon_config(fs::path(TF_SOURCE_DIR) / "examples/tameflared.json", true, errors);
+    ASSERT_TRUE(config) << policy::format_errors(errors);
+    const auto result = load_policy(*config);
+    ASSERT_TRUE(result.ok()) << policy::format_errors(result.errors);
+    EXPECT_GE(result.config->gateways.size(), 3U);
+    EXPECT_EQ(result.config->connectors.size(), 8U);
+}
+
+}  // namespace
+}  // namespace tameflare::daemon
