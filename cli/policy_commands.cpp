@@ -6,6 +6,7 @@
 #include "daemon/daemon_config.h"
 #include "policy/classify.h"
 #include "policy/engine.h"
+#include "policy/params.h"
 
 #include <getopt.h>
 
@@ -187,7 +188,7 @@ void print_human(const policy::Gateway& gateway, const policy::Evaluation& evalu
                     std::string(policy::to_string(action.risk)).c_str(),
                     std::string(policy::to_string(action.access)).c_str());
         std::printf("route:      %s\n", action.route.c_str());
-        std::printf("parameters: %s%s\n", action.parameters.dump().c_str(),
+        std::printf("parameters: %s%s\n", policy::dump_lossy(action.parameters).c_str(),
                     action.parameters_complete ? "" : " (incomplete)");
     }
     std::printf("reason:     %s\n", decision.reason.c_str());
@@ -225,6 +226,7 @@ policy::Evaluation run_one(const policy::Gateway& gateway, const TestOptions& op
     request.content_type = content_type;
     policy::EvalContext context;
     context.agent = options.agent;
+    context.all_parameters = true;
     return policy::evaluate(gateway, request, context);
 }
 
@@ -300,7 +302,7 @@ int test_command(std::span<char*> args) {
     const std::string content_type = options.content_type.empty() ? guess_content_type(body) : options.content_type;
     const auto evaluation = run_one(*gateway, options, line->method, *url, body, content_type);
     if (options.json) {
-        std::printf("%s\n", to_json(*gateway, evaluation).dump(2).c_str());
+        std::printf("%s\n", policy::dump_lossy(to_json(*gateway, evaluation), 2).c_str());
     } else {
         print_human(*gateway, evaluation);
     }

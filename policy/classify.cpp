@@ -16,11 +16,21 @@ bool ambiguous_segment(std::string_view decoded) {
     return decoded == "." || decoded == ".." || decoded.find_first_of(std::string_view("/\\\0", 3)) != std::string_view::npos;
 }
 
-void merge_missing(nlohmann::json& into, const nlohmann::json& from) {
+void merge_missing(nlohmann::json& into, nlohmann::json&& from) {
     if (!from.is_object()) return;
-    for (const auto& [key, value] : from.items()) {
-        if (!into.contains(key)) into[key] = value;
+    if (into.empty()) {
+        into = std::move(from);
+        return;
     }
+    for (auto& [key, value] : from.get_ref<nlohmann::json::object_t&>()) {
+        if (!into.contains(key)) into[key] = std::move(value);
+    }
+}
+
+std::vector<Action> one(Action&& action) {
+    std::vector<Action> out;
+    out.push_back(std::move(action));
+    return out;
 }
 
 std::optional<std::string> conflicting_key(const nlohmann::json& a, const nlohmann::json& b) {
@@ -79,7 +89,7 @@ nlohmann::json body_parameters(BodyMode mode, const Request& request, bool& comp
 }
 
 std::string field_text(const nlohmann::json& value) {
-    return value.is_string() ? value.get<std::string>() : value.dump();
+    return value.is_string() ? value.get<std::string>() : dump_lossy(value);
 }
 
 std::string substitute(const std::string& pattern, const std::vector<std::string>& names,
@@ -164,10 +174,10 @@ void apply_variants(const Route& route, Action& action) {
 
 std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOptions& options,
                                      const Request& request, Action base) {
-    if (!request.body_complete) return {make_unknown(def, options, request, "JSON-RPC body larger than the read bound")};
+    if (!request.body_complete) return one(make_unknown(def, options, request, "JSON-RPC body larger than the read bound"));
     const auto body = parse_json_body(request.body);
     if (!body || !(body->is_object() || (body->is_array() && !body->empty() && body->size() <= kMaxBatch))) {
-        return {make_unknown(def, options, request, "body is not a JSON-RPC call or batch")};
+        return one(make_unknown(def, options, request, "body is not a JSON-RPC call or batch"));
     }
     const auto& rules = *def.jsonrpc;
     std::vector<Action> actions;
@@ -175,7 +185,7 @@ std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOpti
     for (const auto& call : calls) {
         const auto method = call.is_object() ? call.find("method") : call.end();
         if (!call.is_object() || method == call.end() || !method->is_string()) {
-            return {make_unknown(def, options, request, "JSON-RPC entry without a method")};
+            return one(make_unknown(def, options, request, "JSON-RPC entry without a method"));
         }
         const std::string name = method->get<std::string>();
         const auto rule = std::find_if(rules.methods.begin(), rules.methods.end(),
@@ -199,7 +209,7 @@ std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOpti
             names.push_back("params." + key);
             values.push_back(value->get<std::string>());
         }
-        if (missing) return {make_unknown(def, options, request, "JSON-RPC call \"" + name + "\" lacks a string parameter its action needs")};
+        if (missing) return one(make_unknown(def, options, request, "JSON-RPC call \"" + name + "\" lacks a string parameter its action needs"));
         Action action = base;
         std::string pattern = chosen.action;
         // {method} is the JSON-RPC method here, not the HTTP one.
@@ -243,6 +253,7 @@ const nlohmann::json* find_field(const nlohmann::json& root, std::string_view do
 std::optional<std::vector<std::string>> decode_path(std::string_view path) {
     if (path.empty() || path.front() != '/') return std::nullopt;
     std::vector<std::string> segments;
+    segments.reserve(8);
     std::size_t pos = 1;
     while (pos <= path.size()) {
         const auto slash = path.find('/', pos);
@@ -266,10 +277,10 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
     const std::string method = ascii_upper(request.method);
 
     if (!request.method_override.empty() && !iequals(request.method_override, method)) {
-        return {make_unknown(def, options, request, "method override header changes the method")};
+        return one(make_unknown(def, options, request, "method override header changes the method"));
     }
     auto segments = decode_path(path);
-    if (!segments) return {make_unknown(def, options, request, "ambiguous path (dot segment, encoded '/', or bad escape)")};
+    if (!segments) return one(make_unknown(def, options, request, "ambiguous path (dot segment, encoded '/', or bad escape)"));
     const auto& base = options.base_segments;
     if (!base.empty() && segments->size() >= base.size() &&
         std::equal(base.begin(), base.end(), segments->begin(), [](const auto& a, const auto& b) { return iequals(a, b); })) {
@@ -290,31 +301,39 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
     if (!match) {
         Action unknown = make_unknown(def, options, request, "no route for " + method + " " + std::string(path));
         unknown.path = action.path;
-        return {std::move(unknown)};
+        return one(std::move(unknown));
     }
     const Route& route = *match->route;
     for (std::size_t i = 0; i < route.param_names.size(); ++i) action.parameters[route.param_names[i]] = match->captures[i];
+    action.type = substitute(route.action, route.param_names, match->captures, method);
     nlohmann::json query_params = nlohmann::json::object();
     bool complete = parse_form(query, query_params);
-    const nlohmann::json body_params = body_parameters(def.body, request, complete);
+    // Parsing the body is the costliest step; skip it when nothing reads it.
+    const bool read_body = !route.variants.empty() || !options.wants_body ||
+                           options.wants_body(options.wants_body_context, action.type);
+    nlohmann::json body_params = nlohmann::json::object();
+    if (read_body) {
+        body_params = body_parameters(def.body, request, complete);
+    } else if (!request.body.empty() || !request.body_complete) {
+        complete = false;
+    }
     // A field sent twice with two values leaves it to the upstream which one
     // counts; the policy must not guess, so such a request is not classified.
     if (const auto clash = conflicting_key(query_params, body_params)) {
         Action unknown = make_unknown(def, options, request,
                                       "parameter \"" + *clash + "\" differs between query string and body");
         unknown.path = action.path;
-        return {std::move(unknown)};
+        return one(std::move(unknown));
     }
-    merge_missing(action.parameters, body_params);
-    merge_missing(action.parameters, query_params);
+    merge_missing(action.parameters, std::move(body_params));
+    merge_missing(action.parameters, std::move(query_params));
     action.parameters_complete = complete;
 
-    action.type = substitute(route.action, route.param_names, match->captures, method);
     action.risk = route.risk;
     action.access = route.access.value_or(default_access(method));
     action.route = (route.methods.empty() ? std::string("*") : method) + " " + route.path;
     apply_variants(route, action);
-    return {std::move(action)};
+    return one(std::move(action));
 }
 
 }  // namespace tameflare::policy

@@ -2,6 +2,7 @@
 
 #include "policy/classify.h"
 #include "policy/glob.h"
+#include "policy/params.h"
 
 #include <re2/re2.h>
 
@@ -31,35 +32,30 @@ constexpr std::array<std::pair<std::string_view, Condition::Op>, 14> kOps{{
     {"exists", Condition::Op::exists},
 }};
 
-constexpr std::array<std::string_view, 10> kTopFields{"action",  "connector", "provider", "risk",  "access",
-                                                      "method", "host",      "path",     "gateway", "agent"};
+constexpr std::array<std::pair<std::string_view, int>, 10> kTopFields{{
+    {"action", 1}, {"connector", 2}, {"provider", 3}, {"risk", 4}, {"access", 5},
+    {"method", 6}, {"host", 7}, {"path", 8}, {"gateway", 9}, {"agent", 10},
+}};
 
-// A field's value: a JSON value inside the parameters, or a text fact.
-struct Value {
-    const nlohmann::json* json = nullptr;
-    std::string_view text;
-    bool found = false;
-    bool is_text() const { return found && json == nullptr; }
-};
+using Value = FieldValue;
 
-Value lookup(const Action& action, const ConditionFacts& facts, const std::string& field) {
-    if (field.starts_with("parameters.")) {
-        const nlohmann::json* json = find_field(action.parameters, std::string_view(field).substr(11));
-        return Value{json, {}, json != nullptr};
+const nlohmann::json* find_keys(const nlohmann::json& root, const std::vector<std::string>& keys) {
+    const nlohmann::json* node = &root;
+    for (const auto& key : keys) {
+        if (node->is_object()) {
+            const auto it = node->find(key);
+            if (it == node->end()) return nullptr;
+            node = &*it;
+        } else if (node->is_array()) {
+            const bool numeric = !key.empty() && key.size() < 10 && key.find_first_not_of("0123456789") == std::string::npos;
+            const std::size_t index = numeric ? std::stoul(key) : node->size();
+            if (index >= node->size()) return nullptr;
+            node = &(*node)[index];
+        } else {
+            return nullptr;
+        }
     }
-    std::string_view text;
-    if (field == "action") text = action.type;
-    else if (field == "connector") text = action.connector;
-    else if (field == "provider") text = action.provider;
-    else if (field == "risk") text = to_string(action.risk);
-    else if (field == "access") text = to_string(action.access);
-    else if (field == "method") text = action.method;
-    else if (field == "host") text = action.host;
-    else if (field == "path") text = action.path;
-    else if (field == "gateway") text = facts.gateway;
-    else if (field == "agent") text = facts.agent;
-    else return Value{};
-    return Value{nullptr, text, true};
+    return node;
 }
 
 // Numbers: JSON numbers, or strings that are exactly a decimal number
@@ -85,11 +81,15 @@ std::optional<double> as_number(const Value& value) {
 }
 
 // The text of a scalar value (strings as is, numbers and booleans as JSON).
-std::optional<std::string> as_text(const Value& value) {
-    if (value.is_text()) return std::string(value.text);
+// `buffer` holds the text when it has to be made.
+std::optional<std::string_view> as_text(const Value& value, std::string& buffer) {
+    if (value.is_text()) return value.text;
     if (!value.json) return std::nullopt;
-    if (value.json->is_string()) return value.json->get<std::string>();
-    if (value.json->is_number() || value.json->is_boolean()) return value.json->dump();
+    if (value.json->is_string()) return std::string_view(value.json->get_ref<const std::string&>());
+    if (value.json->is_number() || value.json->is_boolean()) {
+        buffer = value.json->dump();
+        return std::string_view(buffer);
+    }
     return std::nullopt;
 }
 
@@ -99,8 +99,11 @@ bool scalar_equals(const Value& value, const nlohmann::json& expected) {
         return number && *number == expected.get<double>();
     }
     if (expected.is_string() || expected.is_boolean()) {
-        const auto text = as_text(value);
-        return text && *text == (expected.is_string() ? expected.get<std::string>() : expected.dump());
+        std::string buffer;
+        const auto text = as_text(value, buffer);
+        if (!text) return false;
+        return expected.is_string() ? *text == expected.get_ref<const std::string&>()
+                                    : *text == (expected.get<bool>() ? "true" : "false");
     }
     return value.json && *value.json == expected;
 }
@@ -114,17 +117,13 @@ Truth negate(Truth truth) {
 std::string describe_value(const Value& value) {
     if (!value.found) return "missing";
     if (value.is_text()) return "\"" + std::string(value.text) + "\"";
-    std::string text = value.json->dump();
+    std::string text = dump_lossy(*value.json);
     if (text.size() > 64) text = text.substr(0, 61) + "...";
     return text;
 }
 
-bool valid_field(const std::string& field) {
-    if (field.starts_with("parameters.")) {
-        const std::string_view rest = std::string_view(field).substr(11);
-        return !rest.empty() && rest.front() != '.' && rest.back() != '.' && rest.find("..") == std::string_view::npos;
-    }
-    return std::find(kTopFields.begin(), kTopFields.end(), field) != kTopFields.end();
+bool valid_parameter_path(std::string_view rest) {
+    return !rest.empty() && rest.front() != '.' && rest.back() != '.' && rest.find("..") == std::string_view::npos;
 }
 
 }  // namespace
@@ -138,7 +137,11 @@ std::string_view to_string(Condition::Op op) noexcept {
 
 std::optional<Condition> Condition::load(const JsonNode& node) {
     int nodes = 0;
-    return load(node, 1, nodes);
+    const std::size_t errors_before = node.reader().error_count();
+    auto condition = load(node, 1, nodes);
+    // Unknown keys are recorded without stopping the walk; they still fail the load.
+    if (node.reader().error_count() != errors_before) return std::nullopt;
+    return condition;
 }
 
 std::optional<Condition> Condition::load(const JsonNode& node, int depth, int& nodes) {
@@ -189,7 +192,18 @@ std::optional<Condition> Condition::load(const JsonNode& node, int depth, int& n
     const auto op = node.choice("op", names, true);
     const auto value = node.field("value");
     if (!field || !op) return std::nullopt;
-    if (!valid_field(*field)) {
+    const auto top = std::find_if(kTopFields.begin(), kTopFields.end(), [&](const auto& f) { return f.first == *field; });
+    if (field->starts_with("parameters.") && valid_parameter_path(std::string_view(*field).substr(11))) {
+        condition.source_ = Source::parameters;
+        std::string_view rest = std::string_view(*field).substr(11);
+        while (!rest.empty()) {
+            const auto dot = rest.find('.');
+            condition.keys_.emplace_back(rest.substr(0, dot));
+            rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
+        }
+    } else if (top != kTopFields.end()) {
+        condition.source_ = static_cast<Source>(top->second);
+    } else {
         node.field("field")->error("unknown field \"" + *field + "\"",
                                    "use parameters.NAME (dotted for nested values) or one of action, connector, "
                                    "provider, risk, access, method, host, path, gateway, agent");
@@ -198,7 +212,7 @@ std::optional<Condition> Condition::load(const JsonNode& node, int depth, int& n
     condition.field_ = std::move(*field);
     condition.op_ = std::find_if(kOps.begin(), kOps.end(), [&](const auto& o) { return o.first == *op; })->second;
     if (!value) {
-        node.error("missing required field \"value\"");
+        node.error("missing required field \"value\"", "give the value to compare with, e.g. \"value\": 10000");
         return std::nullopt;
     }
     condition.value_ = value->json();
@@ -207,7 +221,8 @@ std::optional<Condition> Condition::load(const JsonNode& node, int depth, int& n
         case Op::equals:
         case Op::not_equals:
             if (!(v.is_string() || v.is_number() || v.is_boolean())) {
-                value->error(std::string(*op) + " compares with a string, number or boolean");
+                value->error(std::string(*op) + " compares with a string, number or boolean",
+                             "use \"in\" to compare with a list of values");
                 return std::nullopt;
             }
             break;
@@ -216,7 +231,8 @@ std::optional<Condition> Condition::load(const JsonNode& node, int depth, int& n
             if (!v.is_array() || v.empty() || !std::all_of(v.begin(), v.end(), [](const nlohmann::json& e) {
                     return e.is_string() || e.is_number() || e.is_boolean();
                 })) {
-                value->error(std::string(*op) + " needs a non-empty array of strings, numbers or booleans");
+                value->error(std::string(*op) + " needs a non-empty array of strings, numbers or booleans",
+                             "e.g. \"value\": [\"main\", \"release\"]");
                 return std::nullopt;
             }
             break;
@@ -225,13 +241,14 @@ std::optional<Condition> Condition::load(const JsonNode& node, int depth, int& n
         case Op::contains:
         case Op::glob:
             if (!v.is_string()) {
-                value->error(std::string(*op) + " needs a string value");
+                value->error(std::string(*op) + " needs a string value", "put the value in double quotes");
                 return std::nullopt;
             }
             break;
         case Op::matches: {
             if (!v.is_string()) {
-                value->error("matches needs a string value (an RE2 regular expression)");
+                value->error("matches needs a string value (an RE2 regular expression)",
+                             "e.g. \"value\": \"^release/[0-9]+$\"");
                 return std::nullopt;
             }
             RE2::Options options;
@@ -257,7 +274,7 @@ std::optional<Condition> Condition::load(const JsonNode& node, int depth, int& n
             break;
         case Op::exists:
             if (!v.is_boolean()) {
-                value->error("exists needs true or false");
+                value->error("exists needs true or false", "true: the field must be there; false: it must not");
                 return std::nullopt;
             }
             break;
@@ -291,11 +308,32 @@ Truth Condition::evaluate(const Action& action, const ConditionFacts& facts) con
     return Truth::error;
 }
 
+FieldValue Condition::lookup(const Action& action, const ConditionFacts& facts) const {
+    std::string_view text;
+    switch (source_) {
+        case Source::parameters: {
+            const nlohmann::json* json = find_keys(action.parameters, keys_);
+            return Value{json, {}, json != nullptr};
+        }
+        case Source::action: text = action.type; break;
+        case Source::connector: text = action.connector; break;
+        case Source::provider: text = action.provider; break;
+        case Source::risk: text = to_string(action.risk); break;
+        case Source::access: text = to_string(action.access); break;
+        case Source::method: text = action.method; break;
+        case Source::host: text = action.host; break;
+        case Source::path: text = action.path; break;
+        case Source::gateway: text = facts.gateway; break;
+        case Source::agent: text = facts.agent; break;
+    }
+    return Value{nullptr, text, true};
+}
+
 Truth Condition::evaluate_leaf(const Action& action, const ConditionFacts& facts) const {
-    const Value value = lookup(action, facts, field_);
+    const Value value = lookup(action, facts);
     if (!value.found) {
         // A missing parameter of an incomplete body may be there after all.
-        if (!action.parameters_complete && field_.starts_with("parameters.")) return Truth::error;
+        if (!action.parameters_complete && source_ == Source::parameters) return Truth::error;
         switch (op_) {
             case Op::exists: return from_bool(!value_.get<bool>());
             case Op::not_equals:
@@ -324,7 +362,8 @@ Truth Condition::evaluate_leaf(const Action& action, const ConditionFacts& facts
         case Op::ends_with:
         case Op::glob:
         case Op::matches: {
-            const auto text = as_text(value);
+            std::string buffer;
+            const auto text = as_text(value, buffer);
             if (!text) return Truth::error;
             const auto& pattern = value_.get_ref<const std::string&>();
             switch (op_) {
@@ -332,7 +371,7 @@ Truth Condition::evaluate_leaf(const Action& action, const ConditionFacts& facts
                 case Op::ends_with: return from_bool(text->ends_with(pattern));
                 case Op::contains: return from_bool(text->find(pattern) != std::string::npos);
                 case Op::glob: return from_bool(glob_match(pattern, *text));
-                default: return from_bool(re2::RE2::PartialMatch(*text, *regex_));
+                default: return from_bool(re2::RE2::PartialMatch(re2::StringPiece(text->data(), text->size()), *regex_));
             }
         }
         case Op::gt:
@@ -355,7 +394,7 @@ Truth Condition::evaluate_leaf(const Action& action, const ConditionFacts& facts
 
 std::string Condition::explain(const Action& action, const ConditionFacts& facts) const {
     if (kind_ == Kind::leaf) {
-        const Value value = lookup(action, facts, field_);
+        const Value value = lookup(action, facts);
         std::string out = field_ + " " + std::string(to_string(op_)) + " " + value_.dump() + " (is " +
                           describe_value(value) + ")";
         if (evaluate_leaf(action, facts) == Truth::error) out += " [cannot be decided]";

@@ -20,6 +20,14 @@ namespace tameflare::policy {
 
 enum class Truth { no, yes, error };
 
+// A field's value: a JSON value inside the parameters, or a text fact.
+struct FieldValue {
+    const nlohmann::json* json = nullptr;
+    std::string_view text;
+    bool found = false;
+    [[nodiscard]] bool is_text() const { return found && json == nullptr; }
+};
+
 // Facts about the request that are not part of the action itself.
 struct ConditionFacts {
     std::string_view gateway;
@@ -44,11 +52,17 @@ public:
 private:
     static std::optional<Condition> load(const JsonNode& node, int depth, int& nodes);
     [[nodiscard]] Truth evaluate_leaf(const Action& action, const ConditionFacts& facts) const;
+    [[nodiscard]] FieldValue lookup(const Action& action, const ConditionFacts& facts) const;
 
     Kind kind_ = Kind::leaf;
     std::vector<Condition> children_;
     Op op_ = Op::equals;
-    std::string field_;
+    std::string field_;  // as written, for explanations
+    // The field, resolved once at load: where it comes from and, for
+    // parameters, the keys of its dotted path.
+    enum class Source { parameters, action, connector, provider, risk, access, method, host, path, gateway, agent };
+    Source source_ = Source::parameters;
+    std::vector<std::string> keys_;
     nlohmann::json value_;
     std::shared_ptr<const re2::RE2> regex_;
 };

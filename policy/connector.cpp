@@ -47,7 +47,7 @@ bool check_action(const JsonNode& node, const std::string& action, const std::st
         if (c == '{') {
             const auto close = action.find('}', pos);
             if (close == std::string::npos) {
-                node.error("unclosed \"{\" in action \"" + action + "\"");
+                node.error("unclosed \"{\" in action \"" + action + "\"", "placeholders look like {method} or {name}");
                 return false;
             }
             const std::string name = action.substr(pos + 1, close - pos - 1);
@@ -77,7 +77,7 @@ bool check_action(const JsonNode& node, const std::string& action, const std::st
 // Validates a path template and returns its parameter names.
 std::optional<std::vector<std::string>> check_path(const JsonNode& node, const std::string& path) {
     if (path.empty() || path[0] != '/') {
-        node.error("path template \"" + path + "\" does not start with '/'");
+        node.error("path template \"" + path + "\" does not start with '/'", "e.g. \"/v1/items/{id}\"");
         return std::nullopt;
     }
     std::vector<std::string> names;
@@ -106,11 +106,12 @@ std::optional<std::vector<std::string>> check_path(const JsonNode& node, const s
         }
         if (rest && i + 1 != segments.size()) {
             node.error("{" + name + (segment[segment.size() - 2] == '+' ? "+" : "*") +
-                           "} must be the last segment of \"" + path + "\"");
+                           "} must be the last segment of \"" + path + "\"",
+                       "a rest-of-path parameter takes every segment after it; use {" + name + "} for one segment");
             return std::nullopt;
         }
         if (std::find(names.begin(), names.end(), name) != names.end()) {
-            node.error("parameter {" + name + "} appears twice in \"" + path + "\"");
+            node.error("parameter {" + name + "} appears twice in \"" + path + "\"", "give each parameter its own name");
             return std::nullopt;
         }
         names.push_back(std::move(name));
@@ -131,7 +132,7 @@ std::optional<std::vector<std::string>> read_methods(const JsonNode& route) {
     } else if (node->json().is_array() && !node->json().empty()) {
         items = node->elements();
     } else {
-        node->error("expected a method string or a non-empty array of them");
+        node->error("expected a method string or a non-empty array of them", "e.g. \"GET\" or [\"GET\", \"POST\"]");
         return std::nullopt;
     }
     for (const auto& item : items) {
@@ -170,7 +171,8 @@ std::optional<Variant> read_variant(const JsonNode& node, const std::string& con
     const auto equals = when->string("equals", false);
     const auto present = when->boolean("present");
     if (equals.has_value() == present.has_value()) {
-        when->error("a variant's \"when\" needs exactly one of \"equals\" or \"present\"");
+        when->error("a variant's \"when\" needs exactly one of \"equals\" or \"present\"",
+                    "e.g. {\"field\": \"state\", \"equals\": \"closed\"} or {\"field\": \"sha\", \"present\": true}");
         return std::nullopt;
     }
     if (equals) {

@@ -157,11 +157,30 @@ Decision decide(const Gateway& gateway, const ConnectorInstance* connector, std:
     return decision;
 }
 
+namespace {
+
+struct BodyAsker {
+    const Gateway* gateway;
+    const ConnectorInstance* connector;
+
+    static bool ask(const void* self, std::string_view type) {
+        const auto* asker = static_cast<const BodyAsker*>(self);
+        return asker->gateway->has_policies_for(*asker->connector, type);
+    }
+};
+
+}  // namespace
+
 Evaluation evaluate(const Gateway& gateway, const Request& request, const EvalContext& context) {
     Evaluation evaluation;
     evaluation.connector = gateway.connector_for_host(request.host);
     if (evaluation.connector) {
+        const BodyAsker asker{&gateway, evaluation.connector};
         ClassifyOptions options{evaluation.connector->name, evaluation.connector->base_segments};
+        if (!context.all_parameters) {
+            options.wants_body = &BodyAsker::ask;
+            options.wants_body_context = &asker;
+        }
         evaluation.actions = classify(*evaluation.connector->def, options, request);
     }
     evaluation.decision = decide(gateway, evaluation.connector, evaluation.actions, context);

@@ -29,6 +29,9 @@ struct EvalContext {
     RateLimiter::Clock::time_point now{};
     const KillSwitch* kill_switch = nullptr;  // null: none active
     RateLimiter* limiter = nullptr;           // null: no rate limiting
+    // Read every parameter, even body fields no policy looks at (for showing
+    // them, as `tf policy test` does). The proxy leaves this off.
+    bool all_parameters = false;
 };
 
 // What the proxy does with the request.

@@ -27,8 +27,11 @@ bool valid_gateway_name(std::string_view name) {
     });
 }
 
+// "*", "github.*" (or "github.**"): every action of the connector.
 bool is_connector_wide(const std::string& pattern, const std::string& provider) {
-    return pattern == "*" || pattern == provider + ".*";
+    const std::string_view rest = pattern.starts_with(provider + ".") ? std::string_view(pattern).substr(provider.size() + 1)
+                                                                      : std::string_view(pattern);
+    return !rest.empty() && rest.find_first_not_of('*') == std::string_view::npos;
 }
 
 bool has_dynamic_actions(const ConnectorDef& def) {
@@ -149,9 +152,10 @@ std::optional<ConnectorInstance> read_instance(
                 continue;
             }
             if (*pattern != "*" && !pattern->starts_with(connector.name + ".")) {
-                at.error("pattern \"" + *pattern + "\" can never match: actions of this connector start with \"" +
-                             connector.name + ".\"",
-                         "write \"" + connector.name + "." + *pattern + "\" or move the rule to its connector");
+                at.error("pattern \"" + *pattern + "\" does not start with \"" + connector.name + ".\"",
+                         "did you mean \"" + connector.name + "." + *pattern +
+                             "\"? A rule names its connector's actions in full, or is \"*\"; "
+                             "rules for another connector go under that connector");
                 continue;
             }
             const bool matches_static = std::any_of(statics.begin(), statics.end(),
@@ -267,9 +271,7 @@ Resolution ConnectorInstance::resolve(const std::string& type, Access access) co
         return strictest(it->second, *this, Resolution::Tier::exact);
     }
     std::vector<const PermissionRule*> matching;
-    for (const PermissionRule* rule : wildcards) {
-        if (glob_match(rule->pattern, type)) matching.push_back(rule);
-    }
+    wildcards.for_each_match(type, [&](const PermissionRule* rule) { matching.push_back(rule); });
     if (!matching.empty()) return strictest(matching, *this, Resolution::Tier::wildcard);
     if (connector_wide) {
         return Resolution{connector_wide->effect, Resolution::Tier::connector_wide, describe(*connector_wide, *this)};
@@ -310,16 +312,33 @@ void Gateway::policies_for(const ConnectorInstance& connector, const Action& act
         out.insert(out.end(), it->second.policies.begin(), it->second.policies.end());
         return;
     }
-    for (const auto& policy : policies) {
-        if (policy.actions.empty() || std::any_of(policy.actions.begin(), policy.actions.end(), [&](const auto& p) {
-                return glob_match(p, action.type);
-            })) {
-            out.push_back(&policy);
+    const std::size_t first = out.size();
+    policy_index_.for_each_match(action.type, [&](std::size_t index) {
+        const ConditionPolicy* policy = &policies[index];
+        if (std::find(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(), policy) == out.end()) {
+            out.push_back(policy);
         }
+    });
+    // File order, so the first of equally strict policies gives the reason.
+    std::sort(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(),
+              [](const ConditionPolicy* a, const ConditionPolicy* b) { return a->index < b->index; });
+}
+
+bool Gateway::has_policies_for(const ConnectorInstance& connector, std::string_view type) const {
+    if (const auto it = connector.cache.find(std::string(type)); it != connector.cache.end()) {
+        return !it->second.policies.empty();
     }
+    bool found = false;
+    policy_index_.for_each_match(type, [&found](std::size_t) { found = true; });
+    return found;
 }
 
 void Gateway::compile() {
+    for (std::size_t i = 0; i < policies.size(); ++i) {
+        policies[i].index = i;
+        if (policies[i].actions.empty()) policy_index_.add("*", i);
+        for (const auto& pattern : policies[i].actions) policy_index_.add(pattern, i);
+    }
     for (std::size_t i = 0; i < connectors.size(); ++i) {
         ConnectorInstance& connector = connectors[i];
         for (const auto& rule : connector.rules) {
@@ -328,7 +347,7 @@ void Gateway::compile() {
                     connector.connector_wide = &rule;
                 }
             } else if (has_glob_chars(rule.pattern)) {
-                connector.wildcards.push_back(&rule);
+                connector.wildcards.add(rule.pattern, &rule);
             } else {
                 connector.exact[rule.pattern].push_back(&rule);
             }

@@ -6,6 +6,7 @@
 #include "policy/action.h"
 #include "policy/condition.h"
 #include "policy/connector.h"
+#include "policy/glob_index.h"
 
 #include <chrono>
 #include <map>
@@ -40,6 +41,7 @@ struct Resolution {
 };
 
 struct ConditionPolicy {
+    std::size_t index = 0;  // position in the gateway file
     std::string name;
     std::vector<std::string> actions;  // glob patterns; empty: every action
     Condition when;
@@ -64,7 +66,7 @@ struct ConnectorInstance {
 
     // Compiled.
     std::unordered_map<std::string, std::vector<const PermissionRule*>> exact;
-    std::vector<const PermissionRule*> wildcards;
+    GlobIndex<const PermissionRule*> wildcards;
     const PermissionRule* connector_wide = nullptr;
     struct Cached {
         Resolution by_access[2];                   // [read, write]
@@ -97,6 +99,8 @@ public:
     // The condition policies whose action patterns cover `action`.
     void policies_for(const ConnectorInstance& connector, const Action& action,
                       std::vector<const ConditionPolicy*>& out) const;
+    // Whether any condition policy could look at an action of this type.
+    [[nodiscard]] bool has_policies_for(const ConnectorInstance& connector, std::string_view type) const;
 
     // Reads one gateway file against the loaded connectors; nullptr after recording errors.
     static std::shared_ptr<Gateway> load(const JsonNode& root,
@@ -106,6 +110,7 @@ private:
     void compile();
     std::unordered_map<std::string, std::size_t> exact_hosts_;
     std::vector<std::pair<std::string, std::size_t>> suffix_hosts_;  // ".example.com"
+    GlobIndex<std::size_t> policy_index_;  // action pattern -> index into policies
 };
 
 }  // namespace tameflare::policy

@@ -15,8 +15,8 @@ std::pair<int, int> line_column(std::string_view text, std::size_t byte) {
         if (text[i] == '\n') {
             ++line;
             column = 1;
-        } else {
-            ++column;
+        } else if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) {
+            ++column;  // count characters, as editors do: UTF-8 continuation bytes are not columns
         }
     }
     return {line, column};
@@ -110,25 +110,32 @@ void JsonReader::error(std::string pointer, std::string message, std::string hin
     errors_.push_back(ConfigError{origin_, std::move(pointer), 0, 0, std::move(message), std::move(hint)});
 }
 
+void JsonNode::missing(std::string_view key) const {
+    error("missing required field \"" + std::string(key) + "\"",
+          "add \"" + std::string(key) + "\" to this object; docs/configuration.md lists the fields");
+}
+
 void JsonNode::error(std::string message, std::string hint) const {
     reader_->error(pointer_, std::move(message), std::move(hint));
 }
 
 bool JsonNode::expect_object() const {
     if (value_->is_object()) return true;
-    error("expected an object, found " + std::string(json_type_name(*value_)));
+    error("expected an object, found " + std::string(json_type_name(*value_)),
+          "write a JSON object here: { \"field\": value, ... }; docs/configuration.md shows each shape");
     return false;
 }
 
 bool JsonNode::expect_array() const {
     if (value_->is_array()) return true;
-    error("expected an array, found " + std::string(json_type_name(*value_)));
+    error("expected an array, found " + std::string(json_type_name(*value_)),
+          "write a JSON array here: [ ... ], even for a single entry");
     return false;
 }
 
 bool JsonNode::expect_string() const {
     if (value_->is_string()) return true;
-    error("expected a string, found " + std::string(json_type_name(*value_)));
+    error("expected a string, found " + std::string(json_type_name(*value_)), "put the value in double quotes");
     return false;
 }
 
@@ -175,7 +182,7 @@ std::vector<std::pair<std::string, JsonNode>> JsonNode::members() const {
 std::optional<std::string> JsonNode::string(std::string_view key, bool required) const {
     const auto node = field(key);
     if (!node) {
-        if (required) error("missing required field \"" + std::string(key) + "\"");
+        if (required) missing(key);
         return std::nullopt;
     }
     if (!node->expect_string()) return std::nullopt;
@@ -186,11 +193,12 @@ std::optional<std::int64_t> JsonNode::integer(std::string_view key, std::int64_t
                                               bool required) const {
     const auto node = field(key);
     if (!node) {
-        if (required) error("missing required field \"" + std::string(key) + "\"");
+        if (required) missing(key);
         return std::nullopt;
     }
     if (!node->json().is_number_integer()) {
-        node->error("expected an integer, found " + std::string(json_type_name(node->json())));
+        node->error("expected an integer, found " + std::string(json_type_name(node->json())),
+                    "write a whole number without quotes, from " + std::to_string(min) + " to " + std::to_string(max));
         return std::nullopt;
     }
     // Unsigned values above INT64_MAX read as negative here and fail the range check.
@@ -209,7 +217,8 @@ std::optional<bool> JsonNode::boolean(std::string_view key) const {
     const auto node = field(key);
     if (!node) return std::nullopt;
     if (!node->json().is_boolean()) {
-        node->error("expected true or false, found " + std::string(json_type_name(node->json())));
+        node->error("expected true or false, found " + std::string(json_type_name(node->json())),
+                    "write true or false without quotes");
         return std::nullopt;
     }
     return node->json().get<bool>();
@@ -218,7 +227,7 @@ std::optional<bool> JsonNode::boolean(std::string_view key) const {
 std::optional<std::vector<std::string>> JsonNode::string_array(std::string_view key, bool required) const {
     const auto node = field(key);
     if (!node) {
-        if (required) error("missing required field \"" + std::string(key) + "\"");
+        if (required) missing(key);
         return std::nullopt;
     }
     if (!node->expect_array()) return std::nullopt;

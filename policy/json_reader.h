@@ -45,6 +45,8 @@ public:
     [[nodiscard]] JsonReader& reader() const { return *reader_; }
 
     void error(std::string message, std::string hint = {}) const;
+    // Records "missing required field KEY" on this object.
+    void missing(std::string_view key) const;
 
     // Type checks that record an error when they fail.
     bool expect_object() const;

@@ -62,9 +62,73 @@ bool insert_form_value(nlohmann::json& node, const std::vector<std::string>& par
     return true;
 }
 
+// Builds the DOM from nlohmann's SAX events and stops at `max_depth`, so a
+// hostile body cannot nest deep enough for the recursive copy or dump of a
+// json value to exhaust the stack.
+class JsonBodyBuilder {
+public:
+    using json = nlohmann::json;
+    explicit JsonBodyBuilder(int max_depth) : max_depth_(static_cast<std::size_t>(max_depth)) {}
+
+    bool null() { return put(json()); }
+    bool boolean(bool value) { return put(json(value)); }
+    bool number_integer(json::number_integer_t value) { return put(json(value)); }
+    bool number_unsigned(json::number_unsigned_t value) { return put(json(value)); }
+    bool number_float(json::number_float_t value, const json::string_t&) { return put(json(value)); }
+    bool string(json::string_t& value) { return put(json(std::move(value))); }
+    bool binary(json::binary_t&) { return false; }
+    bool start_object(std::size_t) { return open(json::object()); }
+    bool key(json::string_t& name) {
+        key_ = std::move(name);
+        return true;
+    }
+    bool end_object() { return close(); }
+    bool start_array(std::size_t) { return open(json::array()); }
+    bool end_array() { return close(); }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) { return false; }
+
+    json take() { return std::move(root_); }
+
+private:
+    // Places `value` where the parser is (array element, object member or root).
+    json* place(json&& value) {
+        if (stack_.empty()) {
+            root_ = std::move(value);
+            return &root_;
+        }
+        json& parent = *stack_.back();
+        if (parent.is_array()) {
+            parent.push_back(std::move(value));
+            return &parent.back();
+        }
+        auto& slot = parent[key_];
+        slot = std::move(value);
+        return &slot;
+    }
+    bool put(json&& value) {
+        place(std::move(value));
+        return true;
+    }
+    bool open(json&& container) {
+        if (stack_.size() >= max_depth_) return false;
+        stack_.push_back(place(std::move(container)));
+        return true;
+    }
+    bool close() {
+        stack_.pop_back();
+        return true;
+    }
+
+    std::size_t max_depth_;
+    json root_;
+    std::vector<json*> stack_;
+    std::string key_;
+};
+
 }  // namespace
 
 std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space) {
+    if (text.find_first_of(plus_is_space ? "%+" : "%") == std::string_view::npos) return std::string(text);
     std::string out;
     out.reserve(text.size());
     for (std::size_t i = 0; i < text.size(); ++i) {
@@ -106,16 +170,16 @@ bool parse_form(std::string_view text, nlohmann::json& out) {
     return ok;
 }
 
+std::string dump_lossy(const nlohmann::json& value, int indent) {
+    return value.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::optional<nlohmann::json> parse_json_body(std::string_view body, int max_depth) {
-    bool too_deep = false;
-    const nlohmann::json::parser_callback_t limit_depth =
-        [&too_deep, max_depth](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
-            if (depth > max_depth) too_deep = true;
-            return !too_deep;
-        };
-    auto value = nlohmann::json::parse(body.begin(), body.end(), limit_depth, /*allow_exceptions=*/false);
-    if (too_deep || value.is_discarded()) return std::nullopt;
-    return value;
+    JsonBodyBuilder builder(max_depth);
+    if (!nlohmann::json::sax_parse(body.begin(), body.end(), &builder, nlohmann::json::input_format_t::json, true)) {
+        return std::nullopt;
+    }
+    return builder.take();
 }
 
 }  // namespace tameflare::policy

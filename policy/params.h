@@ -24,4 +24,9 @@ std::optional<nlohmann::json> parse_json_body(std::string_view body, int max_dep
 
 inline constexpr int kMaxFormDepth = 8;
 
+// Serializes a value that may hold bytes from the request (paths, query
+// strings and forms are not required to be UTF-8): invalid sequences become
+// U+FFFD instead of throwing.
+std::string dump_lossy(const nlohmann::json& value, int indent = -1);
+
 }  // namespace tameflare::policy

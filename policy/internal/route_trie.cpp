@@ -26,6 +26,12 @@ std::string join_rest(std::span<const std::string> segments, std::size_t from) {
 
 }  // namespace
 
+bool RouteTrie::CaseInsensitiveLess::operator()(std::string_view a, std::string_view b) const noexcept {
+    const auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
+    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
+                                        [&](char x, char y) { return lower(x) < lower(y); });
+}
+
 std::string RouteTrie::add(const Route& route) {
     Node* node = &root_;
     const auto segments = split_path_template(route.path);
@@ -45,7 +51,7 @@ std::string RouteTrie::add(const Route& route) {
             if (!node->param) node->param = std::make_unique<Node>();
             node = node->param.get();
         } else {
-            auto& child = node->literals[ascii_lower(segment)];
+            auto& child = node->literals[segment];
             if (!child) child = std::make_unique<Node>();
             node = child.get();
         }
@@ -74,7 +80,7 @@ const Route* RouteTrie::walk(const Node& node, std::string_view method, std::spa
     if (index == segments.size()) {
         if (const Route* route = pick(node.terminal, method)) return route;
     } else {
-        if (const auto it = node.literals.find(ascii_lower(segments[index])); it != node.literals.end()) {
+        if (const auto it = node.literals.find(std::string_view(segments[index])); it != node.literals.end()) {
             if (const Route* route = walk(*it->second, method, segments, index + 1, captures)) return route;
         }
         if (node.param) {

@@ -21,8 +21,13 @@ public:
     std::optional<ConnectorDef::Match> match(std::string_view method, std::span<const std::string> segments) const;
 
 private:
+    // ASCII case-insensitive order, usable with string_view keys (no copies).
+    struct CaseInsensitiveLess {
+        using is_transparent = void;
+        bool operator()(std::string_view a, std::string_view b) const noexcept;
+    };
     struct Node {
-        std::map<std::string, std::unique_ptr<Node>, std::less<>> literals;  // lower-cased
+        std::map<std::string, std::unique_ptr<Node>, CaseInsensitiveLess> literals;
         std::unique_ptr<Node> param;
         std::vector<const Route*> terminal;     // routes ending here
         std::vector<const Route*> rest_plus;    // {x+} at this position

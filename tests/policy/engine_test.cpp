@@ -331,6 +331,43 @@ TEST(Trace, NamesEveryStageThatRan) {
     EXPECT_EQ(outcome.decision().trace[1].detail, "github.pr.merge: connectors.github.rules[0] github.pr.merge -> allow");
 }
 
+TEST(ConditionPolicies, ExplainBytesThatAreNotUtf8WithoutThrowing) {
+    // Found by request_fuzz: form values are raw bytes, and nlohmann's dump()
+    // throws on invalid UTF-8.
+    const auto config = testing::load_or_fail({R"({"name": "g",
+        "connectors": {"slack": {"preset": "allow_all"}},
+        "policies": [{"name": "p", "when": {"field": "parameters.text", "op": "contains", "value": "a"}, "decision": "deny"}]})"});
+    ASSERT_TRUE(config);
+    const Request request{"POST", "slack.com", "/api/chat.postMessage", "application/x-www-form-urlencoded",
+                          "channel=C1&text=a%FF%FE"};
+    const Decision decision = evaluate(*config->gateway("g"), request, {}).decision;
+    EXPECT_EQ(decision.effect, Effect::deny);
+    EXPECT_NE(decision.trace.at(1).detail.find("\xEF\xBF\xBD"), std::string::npos) << decision.trace.at(1).detail;
+}
+
+TEST(BodyParsing, IsSkippedWhenNoPolicyOrVariantReadsIt) {
+    const auto config = testing::load_or_fail({R"({"name": "g",
+        "connectors": {"github": {"preset": "allow_all"}},
+        "policies": [{"name": "p", "actions": ["github.issue.*"], "when": {"field": "parameters.title", "op": "equals", "value": "x"}, "decision": "deny"}]})"});
+    ASSERT_TRUE(config);
+    const Gateway& gateway = *config->gateway("g");
+    const Request pr{"POST", "api.github.com", "/repos/o/r/pulls", "application/json", R"({"title":"x"})"};
+    const auto skipped = evaluate(gateway, pr, {});
+    EXPECT_FALSE(skipped.actions.at(0).parameters.contains("title"));
+    EXPECT_FALSE(skipped.actions.at(0).parameters_complete);
+    EvalContext all;
+    all.all_parameters = true;
+    EXPECT_EQ(evaluate(gateway, pr, all).actions.at(0).parameters.value("title", ""), "x");
+    // A policy on the action: the body is read and the policy applies.
+    const Request issue{"POST", "api.github.com", "/repos/o/r/issues", "application/json", R"({"title":"x"})"};
+    const auto read = evaluate(gateway, issue, {});
+    EXPECT_TRUE(read.actions.at(0).parameters_complete);
+    EXPECT_EQ(read.decision.effect, Effect::deny);
+    // A route with variants always reads the body.
+    const Request close{"PATCH", "api.github.com", "/repos/o/r/pulls/7", "application/json", R"({"state":"closed"})"};
+    EXPECT_EQ(evaluate(gateway, close, {}).actions.at(0).type, "github.pr.close");
+}
+
 TEST(Labels, HaveTheirWireNames) {
     EXPECT_EQ(to_string(Label::allowed), "allowed");
     EXPECT_EQ(to_string(Label::would_deny), "would_deny");

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The project's one entry point on a fresh Debian 12 machine (as root):
+#
+#   ./build.sh run    install the Debian packages, build, check the example
+#                     configuration, decide the example requests, and start
+#                     tameflared in the foreground on it (Ctrl-C stops it)
+#   ./build.sh test   install the Debian packages, build, and run every test:
+#                     unit and command-line tests, lint (clang-format and
+#                     clang-tidy), a benchmark smoke run, the fuzzers for a
+#                     short while, and the unit tests again under ASan+UBSan
+#   ./build.sh deps   only install the Debian packages
+#
+# Environment: JOBS (parallel jobs, default: nproc), TF_FUZZ_SECONDS (per
+# fuzzer in `test`, default 30).
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config   # the toolchain
+  nlohmann-json3-dev libre2-dev                  # policy/: JSON, linear-time regular expressions
+  libgtest-dev libgmock-dev libbenchmark-dev     # tests and benchmarks
+  clang libclang-rt-14-dev                       # libFuzzer targets
+  clang-format clang-tidy                        # lint
+  git                                            # lint reads the tracked file list
+)
+JOBS=${JOBS:-$(nproc)}
+
+log() { printf '\n==> %s\n' "$*"; }
+
+install_deps() {
+  local missing=() package
+  for package in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+  done
+  if ((${#missing[@]} == 0)); then
+    return
+  fi
+  if [[ $(id -u) != 0 ]]; then
+    echo "build.sh: installing ${missing[*]} needs root; run it as root or with sudo" >&2
+    exit 1
+  fi
+  log "installing ${missing[*]}"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+configure_and_build() {  # DIR [cmake args...]
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+  ninja -C "$dir" -j "$JOBS"
+}
+
+run_demo() {
+  install_deps
+  log "building"
+  configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTF_BENCH=OFF
+  local config=examples/tameflared.json
+  log "checking the example configuration"
+  ./build/daemon/tameflared --check-config -c "$config"
+  for gateway in dev-bot payments-bot ci; do
+    log "deciding examples/requests.txt on gateway $gateway"
+    ./build/cli/tf policy test -c "$config" --gateway "$gateway" --requests examples/requests.txt
+  done
+  log "one request with its trace"
+  ./build/cli/tf policy test -c "$config" --gateway payments-bot --body 'amount=25000&currency=usd' \
+    'POST https://api.stripe.com/v1/transfers'
+  log "starting tameflared in the foreground (SIGHUP reloads, Ctrl-C stops)"
+  exec ./build/daemon/tameflared -c "$config"
+}
+
+lint() {
+  log "clang-format"
+  git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run -Werror
+  log "clang-tidy"
+  git ls-files 'policy/*.cpp' 'daemon/*.cpp' 'cli/*.cpp' |
+    xargs -P "$JOBS" -n 1 clang-tidy -p build --quiet 2>/dev/null
+}
+
+fuzz_smoke() {
+  local seconds=${TF_FUZZ_SECONDS:-30}
+  log "fuzzing each target for ${seconds} s"
+  CC=clang CXX=clang++ configure_and_build build-fuzz -DTF_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  local target corpus
+  for target in config request; do
+    corpus=$(mktemp -d)
+    cp tests/fuzz/corpus/"$target"/* "$corpus"/
+    ./build-fuzz/tests/fuzz/${target}_fuzz -max_total_time="$seconds" -max_len=8192 -timeout=10 \
+      -rss_limit_mb=2048 -print_final_stats=1 "$corpus" 2>&1 | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|INFO: Done|==[0-9]+==ERROR)' || true
+    test "${PIPESTATUS[0]}" -eq 0
+    rm -rf "$corpus"
+  done
+}
+
+run_tests() {
+  install_deps
+  log "building"
+  configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  log "unit and command-line tests"
+  ctest --test-dir build --output-on-failure -j "$JOBS"
+  lint
+  log "benchmark smoke run (figures are for the record, never asserted)"
+  ./build/bench/policy_bench --benchmark_min_time=0.05
+  fuzz_smoke
+  log "AddressSanitizer + UndefinedBehaviorSanitizer build"
+  configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DTF_SANITIZE=ON -DTF_BENCH=OFF
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+}
+
+case "${1:-}" in
+  run) run_demo ;;
+  test) run_tests ;;
+  deps) install_deps ;;
+  *)
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
