@@ -33,15 +33,16 @@ std::string gateway_json(int rules, int policy_count = 5) {
     nlohmann::json github_rules = nlohmann::json::array();
     nlohmann::json mcp_rules = nlohmann::json::array();
     nlohmann::json policies = nlohmann::json::array();
-    const std::vector<std::string> github_actions{
-        "github.pr.create",     "github.pr.update",     "github.pr.review",    "github.issue.create",
-        "github.issue.update",  "github.branch.create", "github.file.create",  "github.file.update",
-        "github.release.create", "github.team.create",  "github.repo.update",  "github.pr.list"};
+    const std::vector<std::string> github_actions{"github.pr.create",    "github.pr.update",    "github.pr.review",
+                                                  "github.issue.create", "github.issue.update", "github.branch.create",
+                                                  "github.file.create",  "github.file.update",  "github.release.create",
+                                                  "github.team.create",  "github.repo.update",  "github.pr.list"};
     int count = 0;
     const int github_share = std::min(rules / 2, 40);
     for (int i = 0; i < github_share; ++i, ++count) {
         if (i % 4 == 3) {
-            github_rules.push_back({{"action", "github.*." + std::string(i % 8 == 3 ? "delete" : "close")}, {"decision", "deny"}});
+            github_rules.push_back(
+                {{"action", "github.*." + std::string(i % 8 == 3 ? "delete" : "close")}, {"decision", "deny"}});
         } else {
             github_rules.push_back({{"action", github_actions[static_cast<std::size_t>(i) % github_actions.size()]},
                                     {"decision", i % 5 == 0 ? "require_approval" : "allow"}});
@@ -53,15 +54,19 @@ std::string gateway_json(int rules, int policy_count = 5) {
         if (i % 2 == 0) {
             mcp_rules.push_back({{"action", "mcp.tools.tool_" + std::to_string(i)}, {"decision", "allow"}});
         } else {
-            mcp_rules.push_back({{"action", "mcp.tools.group" + std::to_string(i) + "_*"}, {"decision", "require_approval"}});
+            mcp_rules.push_back(
+                {{"action", "mcp.tools.group" + std::to_string(i) + "_*"}, {"decision", "require_approval"}});
         }
     }
     for (int i = 0; i < policy_count; ++i) {
-        policies.push_back({{"name", "p" + std::to_string(i)},
-                            {"actions", {i % 2 ? "github.pr.*" : "mcp.tools.group" + std::to_string(i * 18 + 1) + "_*"}},
-                            {"when", {{"all", {{{"field", "parameters.repo"}, {"op", "equals"}, {"value", "infra" + std::to_string(i)}},
-                                               {{"field", "agent"}, {"op", "glob"}, {"value", "ci-*"}}}}}},
-                            {"decision", "deny"}});
+        policies.push_back(
+            {{"name", "p" + std::to_string(i)},
+             {"actions", {i % 2 ? "github.pr.*" : "mcp.tools.group" + std::to_string(i * 18 + 1) + "_*"}},
+             {"when",
+              {{"all",
+                {{{"field", "parameters.repo"}, {"op", "equals"}, {"value", "infra" + std::to_string(i)}},
+                 {{"field", "agent"}, {"op", "glob"}, {"value", "ci-*"}}}}}},
+             {"decision", "deny"}});
     }
     nlohmann::json gateway{
         {"name", "bench"},
@@ -83,8 +88,9 @@ std::shared_ptr<const Config> load(int rules, int policy_count = 5) {
 
 const Request kMerge{"PUT", "api.github.com", "/repos/octo/hello/pulls/7/merge", "application/json",
                      R"({"commit_title": "Release 2.1", "merge_method": "squash"})"};
-const Request kToolCall{"POST", "mcp.example.com", "/mcp", "application/json",
-                        R"({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"group37_deploy","arguments":{"env":"staging"}}})"};
+const Request kToolCall{
+    "POST", "mcp.example.com", "/mcp", "application/json",
+    R"({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"group37_deploy","arguments":{"env":"staging"}}})"};
 
 void run_evaluate(benchmark::State& state, const Request& request) {
     const auto config = load(static_cast<int>(state.range(0)));
@@ -99,8 +105,12 @@ void run_evaluate(benchmark::State& state, const Request& request) {
 }
 
 // The whole policy step: classify the request, then decide it.
-void BM_EvaluateGithubMerge(benchmark::State& state) { run_evaluate(state, kMerge); }
-void BM_EvaluateMcpToolCall(benchmark::State& state) { run_evaluate(state, kToolCall); }
+void BM_EvaluateGithubMerge(benchmark::State& state) {
+    run_evaluate(state, kMerge);
+}
+void BM_EvaluateMcpToolCall(benchmark::State& state) {
+    run_evaluate(state, kToolCall);
+}
 
 // Deciding an already classified action: the cost the rules add.
 void BM_DecideGithubMerge(benchmark::State& state) {

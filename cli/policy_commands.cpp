@@ -38,7 +38,19 @@ struct TestOptions {
     bool exit_code = false;
 };
 
-enum OptionId { kConfig = 'c', kConnectorsDir = 256, kGatewaysDir, kGateway, kAgent, kBody, kContentType, kRequests, kJson, kExitCode, kHelp };
+enum OptionId {
+    kConfig = 'c',
+    kConnectorsDir = 256,
+    kGatewaysDir,
+    kGateway,
+    kAgent,
+    kBody,
+    kContentType,
+    kRequests,
+    kJson,
+    kExitCode,
+    kHelp
+};
 
 const option kOptions[] = {
     {"config", required_argument, nullptr, kConfig},
@@ -77,7 +89,8 @@ std::optional<daemon::DaemonConfig> configure(const CommonOptions& options) {
         std::fputs(policy::format_errors(errors).c_str(), stderr);
         return std::nullopt;
     }
-    if (!options.connector_dirs.empty()) config->connector_dirs.assign(options.connector_dirs.begin(), options.connector_dirs.end());
+    if (!options.connector_dirs.empty())
+        config->connector_dirs.assign(options.connector_dirs.begin(), options.connector_dirs.end());
     if (!options.gateways_dir.empty()) config->gateways_dir = options.gateways_dir;
     return config;
 }
@@ -135,7 +148,8 @@ std::optional<ParsedUrl> parse_url(std::string_view url) {
     const auto path = rest.find_first_of("/?");
     std::string_view authority = rest.substr(0, path);
     if (const auto at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
-    if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) authority = authority.substr(0, colon);
+    if (const auto colon = authority.rfind(':'); colon != std::string_view::npos)
+        authority = authority.substr(0, colon);
     if (authority.empty()) return std::nullopt;
     std::string target = path == std::string_view::npos ? "/" : std::string(rest.substr(path));
     if (target.front() == '?') target.insert(0, "/");
@@ -249,7 +263,8 @@ int test_file(const policy::Gateway& gateway, const TestOptions& options) {
             std::fprintf(stderr, "%s:%d: expected \"METHOD URL [BODY]\"\n", options.requests_file.c_str(), number);
             return kExitUsage;
         }
-        const auto evaluation = run_one(gateway, options, line->method, *url, line->body, guess_content_type(line->body));
+        const auto evaluation =
+            run_one(gateway, options, line->method, *url, line->body, guess_content_type(line->body));
         const auto& decision = evaluation.decision;
         if (decision.verdict != policy::Verdict::forward) ++not_forwarded;
         std::string action = evaluation.actions.empty() ? "-" : evaluation.actions[decision.deciding_action].type;
@@ -287,7 +302,9 @@ int test_command(std::span<char*> args) {
     const auto line = parse_line(positional[0]);
     const auto url = line ? parse_url(line->url) : std::nullopt;
     if (!line || !url || !line->body.empty()) {
-        std::fprintf(stderr, "tf policy test: expected 'METHOD URL', e.g. 'PUT https://api.github.com/repos/o/r/pulls/7/merge'\n");
+        std::fprintf(
+            stderr,
+            "tf policy test: expected 'METHOD URL', e.g. 'PUT https://api.github.com/repos/o/r/pulls/7/merge'\n");
         return kExitUsage;
     }
     std::string body = options.body;
@@ -312,7 +329,8 @@ int test_command(std::span<char*> args) {
 int check_command(std::span<char*> args) {
     CommonOptions common;
     TestOptions unused;
-    const int first = parse(args, common, unused, "Usage: tf policy check [-c FILE] [--connectors-dir DIR] [--gateways-dir DIR]\n");
+    const int first =
+        parse(args, common, unused, "Usage: tf policy check [-c FILE] [--connectors-dir DIR] [--gateways-dir DIR]\n");
     if (first == -2) return kExitOk;
     if (first < 0) return kExitUsage;
     const auto config = load(common);
@@ -340,7 +358,8 @@ int connectors_command(std::span<char*> args) {
     CommonOptions common;
     TestOptions unused;
     const auto sub_args = args.subspan(1);
-    const int first = parse(sub_args, common, unused, "Usage: tf connectors list | show NAME [-c FILE] [--connectors-dir DIR]\n");
+    const int first =
+        parse(sub_args, common, unused, "Usage: tf connectors list | show NAME [-c FILE] [--connectors-dir DIR]\n");
     if (first == -2) return kExitOk;
     if (first < 0) return kExitUsage;
     const auto config = load(common);
@@ -360,7 +379,8 @@ int connectors_command(std::span<char*> args) {
     }
     const auto it = config->connectors.find(sub_args[static_cast<std::size_t>(first)]);
     if (it == config->connectors.end()) {
-        std::fprintf(stderr, "tf: no connector \"%s\"; `tf connectors list` shows them\n", sub_args[static_cast<std::size_t>(first)]);
+        std::fprintf(stderr, "tf: no connector \"%s\"; `tf connectors list` shows them\n",
+                     sub_args[static_cast<std::size_t>(first)]);
         return kExitUsage;
     }
     const auto& def = *it->second;
@@ -371,7 +391,12 @@ int connectors_command(std::span<char*> args) {
         std::printf("  %-10s %-58s %-40s %s\n", methods.empty() ? "*" : methods.c_str(), route.path.c_str(),
                     route.action.c_str(), std::string(policy::to_string(route.risk)).c_str());
         for (const auto& variant : route.variants) {
-            std::printf("  %-10s   when %-52s %-40s\n", "", (variant.field + (variant.test == policy::Variant::Test::equals ? "=" + variant.value : variant.test == policy::Variant::Test::present ? " present" : " absent")).c_str(), variant.action.c_str());
+            std::printf("  %-10s   when %-52s %-40s\n", "",
+                        (variant.field + (variant.test == policy::Variant::Test::equals    ? "=" + variant.value
+                                          : variant.test == policy::Variant::Test::present ? " present"
+                                                                                           : " absent"))
+                            .c_str(),
+                        variant.action.c_str());
         }
     }
     if (def.jsonrpc) {

@@ -21,7 +21,8 @@ std::optional<std::string> read_file(const fs::path& path, policy::ConfigErrors&
     std::error_code ec;
     const auto size = fs::file_size(path, ec);
     if (!ec && size > kMaxConfigFileBytes) {
-        errors.push_back({path.string(), "", 0, 0, "file is larger than 4 MiB", "split it, or check it is the right file"});
+        errors.push_back(
+            {path.string(), "", 0, 0, "file is larger than 4 MiB", "split it, or check it is the right file"});
         return std::nullopt;
     }
     std::ifstream in(path, std::ios::binary);
@@ -41,7 +42,8 @@ std::map<std::string, fs::path> json_files(const fs::path& dir, policy::ConfigEr
     std::error_code ec;
     if (!fs::exists(dir, ec)) return files;
     if (!fs::is_directory(dir, ec)) {
-        errors.push_back({dir.string(), "", 0, 0, "not a directory", "point the setting at a directory of *.json files"});
+        errors.push_back(
+            {dir.string(), "", 0, 0, "not a directory", "point the setting at a directory of *.json files"});
         return files;
     }
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
@@ -51,8 +53,7 @@ std::map<std::string, fs::path> json_files(const fs::path& dir, policy::ConfigEr
         files[path.filename().string()] = path;
     }
     if (ec) {
-        errors.push_back({dir.string(), "", 0, 0, "cannot list directory: " + ec.message(),
-                          "check its permissions"});
+        errors.push_back({dir.string(), "", 0, 0, "cannot list directory: " + ec.message(), "check its permissions"});
     }
     return files;
 }
@@ -64,8 +65,7 @@ fs::path resolve(const fs::path& base, const std::string& value) {
 
 }  // namespace
 
-std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explicit_path,
-                                               policy::ConfigErrors& errors) {
+std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explicit_path, policy::ConfigErrors& errors) {
     DaemonConfig config;
     std::error_code ec;
     if (!explicit_path && !fs::exists(file, ec)) return config;

@@ -59,8 +59,8 @@ std::string summary(const policy::Config& config) {
     std::string text = std::to_string(config.connectors.size()) + " connectors, " +
                        std::to_string(config.gateways.size()) + " gateways";
     for (const auto& [name, gateway] : config.gateways) {
-        text += "\n  gateway " + name + ": enforcement " + std::string(policy::to_string(gateway->enforcement)) +
-                ", " + std::to_string(gateway->connectors.size()) + " connectors, " +
+        text += "\n  gateway " + name + ": enforcement " + std::string(policy::to_string(gateway->enforcement)) + ", " +
+                std::to_string(gateway->connectors.size()) + " connectors, " +
                 std::to_string(gateway->policies.size()) + " policies";
     }
     return text;

@@ -11,7 +11,9 @@ std::string_view to_string(Risk risk) noexcept {
     return "high";
 }
 
-std::string_view to_string(Access access) noexcept { return access == Access::read ? "read" : "write"; }
+std::string_view to_string(Access access) noexcept {
+    return access == Access::read ? "read" : "write";
+}
 
 std::optional<Risk> parse_risk(std::string_view text) noexcept {
     if (text == "low") return Risk::low;

@@ -19,13 +19,13 @@ std::optional<Access> parse_access(std::string_view text) noexcept;
 
 // An HTTP request as the proxy saw it. Views only: the caller owns the bytes.
 struct Request {
-    std::string_view method;          // upper case, e.g. "PUT"
-    std::string_view host;            // verified server name, any case, no port
-    std::string_view target;          // origin-form: path and optional "?query"
-    std::string_view content_type;    // Content-Type header value, may be empty
-    std::string_view body;            // the bytes read so far (bounded by the caller)
-    bool body_complete = true;        // false when body holds only a prefix
-    std::string_view method_override; // X-HTTP-Method-Override and the like, if sent
+    std::string_view method;           // upper case, e.g. "PUT"
+    std::string_view host;             // verified server name, any case, no port
+    std::string_view target;           // origin-form: path and optional "?query"
+    std::string_view content_type;     // Content-Type header value, may be empty
+    std::string_view body;             // the bytes read so far (bounded by the caller)
+    bool body_complete = true;         // false when body holds only a prefix
+    std::string_view method_override;  // X-HTTP-Method-Override and the like, if sent
 };
 
 // One action a request performs. A JSON-RPC batch performs several.

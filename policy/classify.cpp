@@ -13,7 +13,8 @@ constexpr std::size_t kMaxSegments = 64;
 constexpr std::size_t kMaxBatch = 100;
 
 bool ambiguous_segment(std::string_view decoded) {
-    return decoded == "." || decoded == ".." || decoded.find_first_of(std::string_view("/\\\0", 3)) != std::string_view::npos;
+    return decoded == "." || decoded == ".." ||
+           decoded.find_first_of(std::string_view("/\\\0", 3)) != std::string_view::npos;
 }
 
 void merge_missing(nlohmann::json& into, nlohmann::json&& from) {
@@ -117,10 +118,11 @@ std::string substitute(const std::string& pattern, const std::vector<std::string
     return out;
 }
 
-int severity(Risk risk, Access access) { return static_cast<int>(risk) * 2 + (access == Access::write ? 1 : 0); }
+int severity(Risk risk, Access access) {
+    return static_cast<int>(risk) * 2 + (access == Access::write ? 1 : 0);
+}
 
-Action make_unknown(const ConnectorDef& def, const ClassifyOptions& options, const Request& request,
-                    std::string why) {
+Action make_unknown(const ConnectorDef& def, const ClassifyOptions& options, const Request& request, std::string why) {
     Action action;
     action.connector = std::string(options.instance);
     action.provider = def.name;
@@ -172,9 +174,10 @@ void apply_variants(const Route& route, Action& action) {
     action.access = chosen.access;
 }
 
-std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOptions& options,
-                                     const Request& request, Action base) {
-    if (!request.body_complete) return one(make_unknown(def, options, request, "JSON-RPC body larger than the read bound"));
+std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOptions& options, const Request& request,
+                                     Action base) {
+    if (!request.body_complete)
+        return one(make_unknown(def, options, request, "JSON-RPC body larger than the read bound"));
     const auto body = parse_json_body(request.body);
     if (!body || !(body->is_object() || (body->is_array() && !body->empty() && body->size() <= kMaxBatch))) {
         return one(make_unknown(def, options, request, "body is not a JSON-RPC call or batch"));
@@ -209,7 +212,9 @@ std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOpti
             names.push_back("params." + key);
             values.push_back(value->get<std::string>());
         }
-        if (missing) return one(make_unknown(def, options, request, "JSON-RPC call \"" + name + "\" lacks a string parameter its action needs"));
+        if (missing)
+            return one(make_unknown(def, options, request,
+                                    "JSON-RPC call \"" + name + "\" lacks a string parameter its action needs"));
         Action action = base;
         std::string pattern = chosen.action;
         // {method} is the JSON-RPC method here, not the HTTP one.
@@ -238,7 +243,9 @@ const nlohmann::json* find_field(const nlohmann::json& root, std::string_view do
             node = &*it;
         } else if (node->is_array()) {
             std::size_t index = 0;
-            if (key.empty() || key.size() > 9 || !std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; })) return nullptr;
+            if (key.empty() || key.size() > 9 ||
+                !std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; }))
+                return nullptr;
             for (const char c : key) index = index * 10 + static_cast<std::size_t>(c - '0');
             if (index >= node->size()) return nullptr;
             node = &(*node)[index];
@@ -280,10 +287,12 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
         return one(make_unknown(def, options, request, "method override header changes the method"));
     }
     auto segments = decode_path(path);
-    if (!segments) return one(make_unknown(def, options, request, "ambiguous path (dot segment, encoded '/', or bad escape)"));
+    if (!segments)
+        return one(make_unknown(def, options, request, "ambiguous path (dot segment, encoded '/', or bad escape)"));
     const auto& base = options.base_segments;
     if (!base.empty() && segments->size() >= base.size() &&
-        std::equal(base.begin(), base.end(), segments->begin(), [](const auto& a, const auto& b) { return iequals(a, b); })) {
+        std::equal(base.begin(), base.end(), segments->begin(),
+                   [](const auto& a, const auto& b) { return iequals(a, b); })) {
         segments->erase(segments->begin(), segments->begin() + static_cast<std::ptrdiff_t>(base.size()));
     }
 
@@ -304,13 +313,14 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
         return one(std::move(unknown));
     }
     const Route& route = *match->route;
-    for (std::size_t i = 0; i < route.param_names.size(); ++i) action.parameters[route.param_names[i]] = match->captures[i];
+    for (std::size_t i = 0; i < route.param_names.size(); ++i)
+        action.parameters[route.param_names[i]] = match->captures[i];
     action.type = substitute(route.action, route.param_names, match->captures, method);
     nlohmann::json query_params = nlohmann::json::object();
     bool complete = parse_form(query, query_params);
     // Parsing the body is the costliest step; skip it when nothing reads it.
-    const bool read_body = !route.variants.empty() || !options.wants_body ||
-                           options.wants_body(options.wants_body_context, action.type);
+    const bool read_body =
+        !route.variants.empty() || !options.wants_body || options.wants_body(options.wants_body_context, action.type);
     nlohmann::json body_params = nlohmann::json::object();
     if (read_body) {
         body_params = body_parameters(def.body, request, complete);
@@ -320,8 +330,8 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
     // A field sent twice with two values leaves it to the upstream which one
     // counts; the policy must not guess, so such a request is not classified.
     if (const auto clash = conflicting_key(query_params, body_params)) {
-        Action unknown = make_unknown(def, options, request,
-                                      "parameter \"" + *clash + "\" differs between query string and body");
+        Action unknown =
+            make_unknown(def, options, request, "parameter \"" + *clash + "\" differs between query string and body");
         unknown.path = action.path;
         return one(std::move(unknown));
     }

@@ -33,8 +33,16 @@ constexpr std::array<std::pair<std::string_view, Condition::Op>, 14> kOps{{
 }};
 
 constexpr std::array<std::pair<std::string_view, int>, 10> kTopFields{{
-    {"action", 1}, {"connector", 2}, {"provider", 3}, {"risk", 4}, {"access", 5},
-    {"method", 6}, {"host", 7}, {"path", 8}, {"gateway", 9}, {"agent", 10},
+    {"action", 1},
+    {"connector", 2},
+    {"provider", 3},
+    {"risk", 4},
+    {"access", 5},
+    {"method", 6},
+    {"host", 7},
+    {"path", 8},
+    {"gateway", 9},
+    {"agent", 10},
 }};
 
 using Value = FieldValue;
@@ -47,7 +55,8 @@ const nlohmann::json* find_keys(const nlohmann::json& root, const std::vector<st
             if (it == node->end()) return nullptr;
             node = &*it;
         } else if (node->is_array()) {
-            const bool numeric = !key.empty() && key.size() < 10 && key.find_first_not_of("0123456789") == std::string::npos;
+            const bool numeric =
+                !key.empty() && key.size() < 10 && key.find_first_not_of("0123456789") == std::string::npos;
             const std::size_t index = numeric ? std::stoul(key) : node->size();
             if (index >= node->size()) return nullptr;
             node = &(*node)[index];
@@ -108,7 +117,9 @@ bool scalar_equals(const Value& value, const nlohmann::json& expected) {
     return value.json && *value.json == expected;
 }
 
-Truth from_bool(bool value) { return value ? Truth::yes : Truth::no; }
+Truth from_bool(bool value) {
+    return value ? Truth::yes : Truth::no;
+}
 
 Truth negate(Truth truth) {
     return truth == Truth::error ? Truth::error : truth == Truth::yes ? Truth::no : Truth::yes;
@@ -192,7 +203,8 @@ std::optional<Condition> Condition::load(const JsonNode& node, int depth, int& n
     const auto op = node.choice("op", names, true);
     const auto value = node.field("value");
     if (!field || !op) return std::nullopt;
-    const auto top = std::find_if(kTopFields.begin(), kTopFields.end(), [&](const auto& f) { return f.first == *field; });
+    const auto top =
+        std::find_if(kTopFields.begin(), kTopFields.end(), [&](const auto& f) { return f.first == *field; });
     if (field->starts_with("parameters.") && valid_parameter_path(std::string_view(*field).substr(11))) {
         condition.source_ = Source::parameters;
         std::string_view rest = std::string_view(*field).substr(11);
@@ -256,8 +268,9 @@ std::optional<Condition> Condition::load(const JsonNode& node, int depth, int& n
             options.set_max_mem(1 << 20);
             auto regex = std::make_shared<const re2::RE2>(v.get<std::string>(), options);
             if (!regex->ok()) {
-                value->error("bad regular expression: " + regex->error(),
-                             "RE2 syntax (no backreferences or lookaround); see https://github.com/google/re2/wiki/Syntax");
+                value->error(
+                    "bad regular expression: " + regex->error(),
+                    "RE2 syntax (no backreferences or lookaround); see https://github.com/google/re2/wiki/Syntax");
                 return std::nullopt;
             }
             condition.regex_ = std::move(regex);
@@ -347,8 +360,9 @@ Truth Condition::evaluate_leaf(const Action& action, const ConditionFacts& facts
         case Op::not_equals: return from_bool(!scalar_equals(value, value_));
         case Op::in:
         case Op::not_in: {
-            const bool found = std::any_of(value_.begin(), value_.end(),
-                                           [&](const nlohmann::json& candidate) { return scalar_equals(value, candidate); });
+            const bool found = std::any_of(value_.begin(), value_.end(), [&](const nlohmann::json& candidate) {
+                return scalar_equals(value, candidate);
+            });
             return from_bool(op_ == Op::in ? found : !found);
         }
         case Op::contains:
@@ -371,7 +385,8 @@ Truth Condition::evaluate_leaf(const Action& action, const ConditionFacts& facts
                 case Op::ends_with: return from_bool(text->ends_with(pattern));
                 case Op::contains: return from_bool(text->find(pattern) != std::string::npos);
                 case Op::glob: return from_bool(glob_match(pattern, *text));
-                default: return from_bool(re2::RE2::PartialMatch(re2::StringPiece(text->data(), text->size()), *regex_));
+                default:
+                    return from_bool(re2::RE2::PartialMatch(re2::StringPiece(text->data(), text->size()), *regex_));
             }
         }
         case Op::gt:
@@ -395,8 +410,8 @@ Truth Condition::evaluate_leaf(const Action& action, const ConditionFacts& facts
 std::string Condition::explain(const Action& action, const ConditionFacts& facts) const {
     if (kind_ == Kind::leaf) {
         const Value value = lookup(action, facts);
-        std::string out = field_ + " " + std::string(to_string(op_)) + " " + value_.dump() + " (is " +
-                          describe_value(value) + ")";
+        std::string out =
+            field_ + " " + std::string(to_string(op_)) + " " + value_.dump() + " (is " + describe_value(value) + ")";
         if (evaluate_leaf(action, facts) == Truth::error) out += " [cannot be decided]";
         return out;
     }

@@ -37,7 +37,22 @@ struct ConditionFacts {
 class Condition {
 public:
     enum class Kind { all, any, negate, leaf };
-    enum class Op { equals, not_equals, in, not_in, starts_with, ends_with, contains, glob, matches, gt, gte, lt, lte, exists };
+    enum class Op {
+        equals,
+        not_equals,
+        in,
+        not_in,
+        starts_with,
+        ends_with,
+        contains,
+        glob,
+        matches,
+        gt,
+        gte,
+        lt,
+        lte,
+        exists
+    };
 
     static constexpr int kMaxDepth = 8;
     static constexpr int kMaxNodes = 256;

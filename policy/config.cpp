@@ -21,8 +21,9 @@ LoadResult load_config(const std::vector<Document>& connector_docs, const std::v
         if (!def) continue;
         const auto [it, inserted] = connector_origin.emplace(def->name, doc.origin);
         if (!inserted) {
-            reader.error("/name", "connector \"" + def->name + "\" is also defined in " + it->second,
-                         "rename one; to replace a shipped connector, give the file in connectors.d the same file name");
+            reader.error(
+                "/name", "connector \"" + def->name + "\" is also defined in " + it->second,
+                "rename one; to replace a shipped connector, give the file in connectors.d the same file name");
             continue;
         }
         config->connectors.emplace(def->name, std::move(def));

@@ -19,9 +19,8 @@ constexpr std::array<std::string_view, 9> kMethods{"GET",    "HEAD",    "POST", 
 
 bool valid_name(std::string_view name) {
     if (name.empty() || name.size() > 63 || !(name[0] >= 'a' && name[0] <= 'z')) return false;
-    return std::all_of(name.begin(), name.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-    });
+    return std::all_of(name.begin(), name.end(),
+                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'; });
 }
 
 bool valid_identifier(std::string_view name) {
@@ -111,7 +110,8 @@ std::optional<std::vector<std::string>> check_path(const JsonNode& node, const s
             return std::nullopt;
         }
         if (std::find(names.begin(), names.end(), name) != names.end()) {
-            node.error("parameter {" + name + "} appears twice in \"" + path + "\"", "give each parameter its own name");
+            node.error("parameter {" + name + "} appears twice in \"" + path + "\"",
+                       "give each parameter its own name");
             return std::nullopt;
         }
         names.push_back(std::move(name));
@@ -211,7 +211,8 @@ std::optional<Route> read_route(const JsonNode& node, const std::string& connect
     if (const auto access = node.choice("access", kAccess, false)) route.access = parse_access(*access);
     if (const auto variants = node.field("variants"); variants && variants->expect_array()) {
         for (const auto& item : variants->elements()) {
-            if (auto variant = read_variant(item, connector, placeholders)) route.variants.push_back(std::move(*variant));
+            if (auto variant = read_variant(item, connector, placeholders))
+                route.variants.push_back(std::move(*variant));
         }
     }
     if (node.reader().error_count() != errors_before) return std::nullopt;
@@ -239,9 +240,8 @@ std::optional<RpcMethod> read_rpc_method(const JsonNode& node, const std::string
 bool valid_domain(std::string_view domain) {
     if (domain.starts_with("*.")) domain.remove_prefix(2);
     if (domain.empty() || domain.size() > 253 || domain.front() == '.' || domain.back() == '.') return false;
-    return std::all_of(domain.begin(), domain.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
-    });
+    return std::all_of(domain.begin(), domain.end(),
+                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'; });
 }
 
 }  // namespace
@@ -254,7 +254,7 @@ Access default_access(std::string_view method) noexcept {
 }
 
 std::optional<ConnectorDef::Match> ConnectorDef::match(std::string_view method,
-                                                      std::span<const std::string> segments) const {
+                                                       std::span<const std::string> segments) const {
     return trie_->match(method, segments);
 }
 
@@ -314,7 +314,7 @@ std::shared_ptr<const ConnectorDef> ConnectorDef::load(const JsonNode& root) {
         }
     }
     if (const auto body = root.choice("body", kBodyModes, false)) {
-        def->body = *body == "json" ? BodyMode::json
+        def->body = *body == "json"   ? BodyMode::json
                     : *body == "form" ? BodyMode::form
                     : *body == "none" ? BodyMode::none
                                       : BodyMode::automatic;

@@ -35,9 +35,9 @@ struct Route {
     std::vector<std::string> methods;  // empty: any method
     std::string path;                  // the template as written
     std::vector<std::string> param_names;
-    std::string action;                // may hold {placeholders}
+    std::string action;  // may hold {placeholders}
     Risk risk = Risk::low;
-    std::optional<Access> access;      // default: by method
+    std::optional<Access> access;  // default: by method
     std::vector<Variant> variants;
 };
 

@@ -33,8 +33,9 @@ void finish(const Gateway& gateway, Decision& decision) {
             }
             break;
     }
-    decision.trace.push_back({"enforcement", std::string(to_string(level)) + ": " + std::string(to_string(decision.effect)) +
-                                                 " -> " + std::string(to_string(decision.label))});
+    decision.trace.push_back({"enforcement", std::string(to_string(level)) + ": " +
+                                                 std::string(to_string(decision.effect)) + " -> " +
+                                                 std::string(to_string(decision.label))});
 }
 
 }  // namespace
@@ -139,7 +140,7 @@ Decision decide(const Gateway& gateway, const ConnectorInstance* connector, std:
                                    (truth == Truth::error ? " (undecidable condition fails closed)" : "")});
                 if (policy_effect > effect) {
                     effect = policy_effect;
-                    reason = truth == Truth::error ? "policy " + policy->name + " cannot be decided: " + because
+                    reason = truth == Truth::error    ? "policy " + policy->name + " cannot be decided: " + because
                              : policy->reason.empty() ? "policy " + policy->name + ": " + because
                                                       : policy->reason;
                 }

@@ -53,7 +53,7 @@ std::string_view to_string(Verdict verdict) noexcept;
 std::string_view to_string(Label label) noexcept;
 
 struct TraceStep {
-    std::string stage;   // rate_limit, kill_switch, connector, permission, policy, enforcement
+    std::string stage;  // rate_limit, kill_switch, connector, permission, policy, enforcement
     std::string detail;
 };
 

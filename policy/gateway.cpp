@@ -22,15 +22,15 @@ Effect parse_effect(std::string_view text) {
 bool valid_gateway_name(std::string_view name) {
     if (name.empty() || name.size() > 63) return false;
     if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= '0' && name[0] <= '9'))) return false;
-    return std::all_of(name.begin(), name.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-    });
+    return std::all_of(name.begin(), name.end(),
+                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'; });
 }
 
 // "*", "github.*" (or "github.**"): every action of the connector.
 bool is_connector_wide(const std::string& pattern, const std::string& provider) {
-    const std::string_view rest = pattern.starts_with(provider + ".") ? std::string_view(pattern).substr(provider.size() + 1)
-                                                                      : std::string_view(pattern);
+    const std::string_view rest = pattern.starts_with(provider + ".")
+                                      ? std::string_view(pattern).substr(provider.size() + 1)
+                                      : std::string_view(pattern);
     return !rest.empty() && rest.find_first_not_of('*') == std::string_view::npos;
 }
 
@@ -101,14 +101,16 @@ std::optional<ConnectorInstance> read_instance(
     }
     if (!instance.credential.empty() &&
         (instance.credential_format.header.empty() || instance.credential_format.format.empty())) {
-        node.field("credential")->error("connector \"" + connector.name + "\" does not say how to inject a credential",
-                                        "set credential_header and credential_format");
+        node.field("credential")
+            ->error("connector \"" + connector.name + "\" does not say how to inject a credential",
+                    "set credential_header and credential_format");
     }
     if (auto url = node.string("base_url", false)) {
         std::string host;
         if (!parse_base_url(*url, host, instance.base_segments)) {
-            node.field("base_url")->error("invalid base_url \"" + *url + "\"",
-                                          "use https://HOST[/PATH], e.g. https://ghe.example.com/api/v3");
+            node.field("base_url")
+                ->error("invalid base_url \"" + *url + "\"",
+                        "use https://HOST[/PATH], e.g. https://ghe.example.com/api/v3");
         } else {
             instance.domains.push_back(host);
         }
@@ -129,8 +131,8 @@ std::optional<ConnectorInstance> read_instance(
                    "set \"domains\" (or \"base_url\") for this gateway");
     }
     if (const auto preset = node.choice("preset", kPresets, false)) {
-        instance.preset = *preset == "allow_all" ? Preset::allow_all
-                          : *preset == "read_only" ? Preset::read_only
+        instance.preset = *preset == "allow_all"          ? Preset::allow_all
+                          : *preset == "read_only"        ? Preset::read_only
                           : *preset == "require_approval" ? Preset::require_approval
                                                           : Preset::custom;
     }
@@ -168,9 +170,9 @@ std::optional<ConnectorInstance> read_instance(
                 continue;
             }
             if (is_connector_wide(*pattern, connector.name) && instance.preset != Preset::custom) {
-                at.error("a connector-wide rule conflicts with preset \"" +
-                             std::string(to_string(instance.preset)) + "\"",
-                         "drop the preset (custom) or this rule; the preset already decides every other action");
+                at.error(
+                    "a connector-wide rule conflicts with preset \"" + std::string(to_string(instance.preset)) + "\"",
+                    "drop the preset (custom) or this rule; the preset already decides every other action");
                 continue;
             }
             instance.rules.push_back(PermissionRule{std::move(*pattern), parse_effect(*effect), i});
@@ -202,9 +204,10 @@ std::optional<ConditionPolicy> read_policy(const JsonNode& node, const std::set<
     }
     const auto decision = node.string("decision", true);
     if (decision && *decision == "allow") {
-        node.field("decision")->error("a condition policy cannot allow",
-                                      "policies only tighten a decision (deny or require_approval); "
-                                      "grant access with a permission rule");
+        node.field("decision")
+            ->error("a condition policy cannot allow",
+                    "policies only tighten a decision (deny or require_approval); "
+                    "grant access with a permission rule");
     } else if (decision) {
         const std::array<std::string_view, 2> choices{"require_approval", "deny"};
         if (const auto effect = node.choice("decision", choices, true)) policy.effect = parse_effect(*effect);
@@ -353,8 +356,8 @@ void Gateway::compile() {
             }
         }
         for (const auto& type : connector.def->static_actions()) {
-            ConnectorInstance::Cached cached{{connector.resolve(type, Access::read), connector.resolve(type, Access::write)},
-                                             {}};
+            ConnectorInstance::Cached cached{
+                {connector.resolve(type, Access::read), connector.resolve(type, Access::write)}, {}};
             Action probe;
             probe.type = type;
             connector.cache.erase(type);
@@ -377,8 +380,8 @@ void Gateway::compile() {
 std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
                                        const std::map<std::string, std::shared_ptr<const ConnectorDef>>& connectors) {
     if (!root.expect_object()) return nullptr;
-    root.allow_fields({"name", "description", "enforcement", "rate_limit", "approval_timeout_seconds", "connectors",
-                       "policies"});
+    root.allow_fields(
+        {"name", "description", "enforcement", "rate_limit", "approval_timeout_seconds", "connectors", "policies"});
     const std::size_t errors_before = root.reader().error_count();
     auto gateway = std::make_shared<Gateway>();
     gateway->origin = root.reader().origin();

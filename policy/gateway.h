@@ -45,7 +45,7 @@ struct ConditionPolicy {
     std::string name;
     std::vector<std::string> actions;  // glob patterns; empty: every action
     Condition when;
-    Effect effect = Effect::deny;      // deny or require_approval
+    Effect effect = Effect::deny;  // deny or require_approval
     std::string reason;
 };
 
@@ -55,11 +55,11 @@ struct RateLimit {
 };
 
 struct ConnectorInstance {
-    std::string name;                          // key in the gateway's "connectors"
+    std::string name;  // key in the gateway's "connectors"
     std::shared_ptr<const ConnectorDef> def;
     std::vector<std::string> domains;
-    std::vector<std::string> base_segments;    // from base_url
-    std::string credential;                    // vault entry name, "" for none
+    std::vector<std::string> base_segments;  // from base_url
+    std::string credential;                  // vault entry name, "" for none
     CredentialFormat credential_format;
     Preset preset = Preset::custom;
     std::vector<PermissionRule> rules;
@@ -69,7 +69,7 @@ struct ConnectorInstance {
     GlobIndex<const PermissionRule*> wildcards;
     const PermissionRule* connector_wide = nullptr;
     struct Cached {
-        Resolution by_access[2];                   // [read, write]
+        Resolution by_access[2];  // [read, write]
         std::vector<const ConditionPolicy*> policies;
     };
     std::unordered_map<std::string, Cached> cache;  // every static action of the connector
@@ -110,7 +110,7 @@ private:
     void compile();
     std::unordered_map<std::string, std::size_t> exact_hosts_;
     std::vector<std::pair<std::string, std::size_t>> suffix_hosts_;  // ".example.com"
-    GlobIndex<std::size_t> policy_index_;  // action pattern -> index into policies
+    GlobIndex<std::size_t> policy_index_;                            // action pattern -> index into policies
 };
 
 }  // namespace tameflare::policy

@@ -145,9 +145,9 @@ void JsonNode::allow_fields(std::initializer_list<std::string_view> known) const
     for (const auto& [key, value] : value_->items()) {
         if (std::find(known.begin(), known.end(), key) != known.end()) continue;
         const std::string suggestion = closest_match(key, candidates);
-        reader_->error(pointer_ + "/" + json_pointer_escape(key), "unknown field \"" + key + "\"",
-                       suggestion.empty() ? "known fields: " + quoted_list(candidates)
-                                          : "did you mean \"" + suggestion + "\"?");
+        reader_->error(
+            pointer_ + "/" + json_pointer_escape(key), "unknown field \"" + key + "\"",
+            suggestion.empty() ? "known fields: " + quoted_list(candidates) : "did you mean \"" + suggestion + "\"?");
     }
 }
 

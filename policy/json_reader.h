@@ -58,12 +58,11 @@ public:
 
     [[nodiscard]] std::optional<JsonNode> field(std::string_view key) const;
     [[nodiscard]] JsonNode element(std::size_t index) const;
-    [[nodiscard]] std::vector<JsonNode> elements() const;  // of an array
+    [[nodiscard]] std::vector<JsonNode> elements() const;                         // of an array
     [[nodiscard]] std::vector<std::pair<std::string, JsonNode>> members() const;  // of an object
 
     std::optional<std::string> string(std::string_view key, bool required) const;
-    std::optional<std::int64_t> integer(std::string_view key, std::int64_t min, std::int64_t max,
-                                        bool required) const;
+    std::optional<std::int64_t> integer(std::string_view key, std::int64_t min, std::int64_t max, bool required) const;
     std::optional<bool> boolean(std::string_view key) const;
     // An array of non-empty strings.
     std::optional<std::vector<std::string>> string_array(std::string_view key, bool required) const;

@@ -22,7 +22,8 @@ RateLimiter::Result RateLimiter::acquire(std::string_view key, const RateLimit& 
 
 void RateLimiter::purge(Clock::time_point now, std::chrono::seconds idle) {
     const std::lock_guard lock(mutex_);
-    std::erase_if(windows_, [&](const auto& entry) { return entry.second.empty() || entry.second.back() <= now - idle; });
+    std::erase_if(windows_,
+                  [&](const auto& entry) { return entry.second.empty() || entry.second.back() <= now - idle; });
 }
 
 std::size_t RateLimiter::keys() const {

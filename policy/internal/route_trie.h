@@ -29,9 +29,9 @@ private:
     struct Node {
         std::map<std::string, std::unique_ptr<Node>, CaseInsensitiveLess> literals;
         std::unique_ptr<Node> param;
-        std::vector<const Route*> terminal;     // routes ending here
-        std::vector<const Route*> rest_plus;    // {x+} at this position
-        std::vector<const Route*> rest_star;    // {x*} at this position
+        std::vector<const Route*> terminal;   // routes ending here
+        std::vector<const Route*> rest_plus;  // {x+} at this position
+        std::vector<const Route*> rest_star;  // {x*} at this position
     };
     static const Route* pick(const std::vector<const Route*>& routes, std::string_view method);
     const Route* walk(const Node& node, std::string_view method, std::span<const std::string> segments,

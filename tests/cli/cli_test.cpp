@@ -58,10 +58,11 @@ TEST(Tf, UsageErrorsExitTwoAndSayWhatIsMissing) {
     const auto no_gateway = run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "GET https://api.github.com/"});
     EXPECT_EQ(no_gateway.status, 2);
     EXPECT_NE(no_gateway.err.find("--gateway"), std::string::npos);
-    const auto unknown_gateway = run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "--gateway", "nope",
-                                      "GET https://api.github.com/"});
+    const auto unknown_gateway =
+        run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "--gateway", "nope", "GET https://api.github.com/"});
     EXPECT_EQ(unknown_gateway.status, 2);
-    EXPECT_NE(unknown_gateway.err.find("configured: ci, dev-bot, payments-bot"), std::string::npos) << unknown_gateway.err;
+    EXPECT_NE(unknown_gateway.err.find("configured: ci, dev-bot, payments-bot"), std::string::npos)
+        << unknown_gateway.err;
     EXPECT_EQ(run({TF_BINARY, "frobnicate"}).status, 2);
 }
 
@@ -118,20 +119,25 @@ TEST_F(Daemon, RefusesToStartWithABadConfiguration) {
     const auto result = run({TAMEFLARED_BINARY, "-c", config()});
     EXPECT_EQ(result.status, 1);
     EXPECT_NE(result.err.find("refusing to start"), std::string::npos) << result.err;
-    EXPECT_NE(result.err.find("CONFIG_FILE=" + (root_ / "gateways.d/two.json").string()), std::string::npos) << result.err;
+    EXPECT_NE(result.err.find("CONFIG_FILE=" + (root_ / "gateways.d/two.json").string()), std::string::npos)
+        << result.err;
 }
 
 TEST_F(Daemon, SighupReloadsAGoodConfigurationAndKeepsTheRunningOneOnABadOne) {
     Subprocess daemon({TAMEFLARED_BINARY, "-c", config()});
     ASSERT_TRUE(daemon.wait_for_stderr("tameflared started: 8 connectors, 1 gateways")) << daemon.err();
 
-    write_gateway("two", R"({"name": "two", "connectors": {"github": {"rules": [{"action": "github.pr.mrge", "decision": "allow"}]}}})");
+    write_gateway(
+        "two",
+        R"({"name": "two", "connectors": {"github": {"rules": [{"action": "github.pr.mrge", "decision": "allow"}]}}})");
     std::size_t mark = daemon.err().size();
     daemon.signal(SIGHUP);
     ASSERT_TRUE(daemon.wait_for_stderr("reload refused", mark)) << daemon.err();
     EXPECT_NE(daemon.err().find("did you mean", mark), std::string::npos) << daemon.err();
 
-    write_gateway("two", R"({"name": "two", "connectors": {"github": {"rules": [{"action": "github.pr.merge", "decision": "allow"}]}}})");
+    write_gateway(
+        "two",
+        R"({"name": "two", "connectors": {"github": {"rules": [{"action": "github.pr.merge", "decision": "allow"}]}}})");
     mark = daemon.err().size();
     daemon.signal(SIGHUP);
     ASSERT_TRUE(daemon.wait_for_stderr("configuration reloaded: 8 connectors, 2 gateways", mark)) << daemon.err();

@@ -26,7 +26,8 @@ protected:
     fs::path root_;
 };
 
-const char* kConnector = R"({"name": "%s", "domains": ["%s"], "credential": {"header": "Authorization", "format": "Bearer {secret}"},
+const char* kConnector =
+    R"({"name": "%s", "domains": ["%s"], "credential": {"header": "Authorization", "format": "Bearer {secret}"},
     "routes": [{"method": "GET", "path": "/x", "action": "%s.x.get"}]})";
 
 std::string connector(const std::string& name, const std::string& domain) {

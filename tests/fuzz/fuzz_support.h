@@ -3,8 +3,8 @@
 
 #include "daemon/daemon_config.h"
 
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 
 namespace tameflare::fuzz {
 

@@ -1,8 +1,8 @@
 // Condition trees: loading (with precise errors), three-valued evaluation and
 // explanations. Conditions are loaded from JSON text the way a gateway file
 // carries them, and evaluated against actions built here.
-#include "policy/action.h"
 #include "policy/condition.h"
+#include "policy/action.h"
 #include "policy/config_error.h"
 #include "policy/json_reader.h"
 
@@ -35,7 +35,9 @@ Loaded load_text(std::string_view text) {
     return out;
 }
 
-Loaded load(const json& value) { return load_text(value.dump()); }
+Loaded load(const json& value) {
+    return load_text(value.dump());
+}
 
 // Loads a condition that must be valid.
 Condition must_load_text(std::string_view text) {
@@ -48,7 +50,9 @@ Condition must_load_text(std::string_view text) {
     return std::move(*loaded.condition);
 }
 
-Condition must_load(const json& value) { return must_load_text(value.dump()); }
+Condition must_load(const json& value) {
+    return must_load_text(value.dump());
+}
 
 Condition leaf(std::string_view field, std::string_view op, const json& value) {
     return must_load(json{{"field", field}, {"op", op}, {"value", value}});
@@ -72,7 +76,9 @@ Action refund(json parameters = json::object(), bool complete = true) {
 
 const ConditionFacts kFacts{"payments-bot", "agent-7"};
 
-Truth eval(const Condition& condition, const Action& action) { return condition.evaluate(action, kFacts); }
+Truth eval(const Condition& condition, const Action& action) {
+    return condition.evaluate(action, kFacts);
+}
 
 Truth eval_param(std::string_view op, const json& value, const json& parameter) {
     return eval(leaf("parameters.x", op, value), refund(json{{"x", parameter}}));
@@ -87,7 +93,9 @@ const ConfigError* error_at(const ConfigErrors& errors, std::string_view pointer
     return nullptr;
 }
 
-std::string all_errors(const ConfigErrors& errors) { return format_errors(errors); }
+std::string all_errors(const ConfigErrors& errors) {
+    return format_errors(errors);
+}
 
 // ---------------------------------------------------------------------------
 // Operators
@@ -340,8 +348,8 @@ TEST(Condition, TopLevelFieldsFollowTheAction) {
 }
 
 TEST(Condition, DottedPathsReachIntoNestedObjectsAndArrays) {
-    const Action action = refund(json{{"metadata", {{"order", "7"}}},
-                                      {"items", json::array({{{"price", 100}}, {{"price", 250}}})}});
+    const Action action =
+        refund(json{{"metadata", {{"order", "7"}}}, {"items", json::array({{{"price", 100}}, {{"price", 250}}})}});
     EXPECT_EQ(eval(leaf("parameters.metadata.order", "equals", "7"), action), Truth::yes);
     EXPECT_EQ(eval(leaf("parameters.metadata.order", "equals", 7), action), Truth::yes);
     EXPECT_EQ(eval(leaf("parameters.items.0.price", "equals", 100), action), Truth::yes);
@@ -364,7 +372,9 @@ const json kYes{{"field", "action"}, {"op", "equals"}, {"value", "stripe.refund.
 const json kNo{{"field", "action"}, {"op", "equals"}, {"value", "stripe.charge.create"}};
 const json kError{{"field", "parameters.amount"}, {"op", "gt"}, {"value", 1}};  // amount is "abc" below
 
-Action kleene_action() { return refund(json{{"amount", "abc"}}); }
+Action kleene_action() {
+    return refund(json{{"amount", "abc"}});
+}
 
 Truth combine(std::string_view combinator, std::initializer_list<json> parts) {
     json list = json::array();
@@ -494,7 +504,8 @@ TEST(Condition, ExplainOfAnyNamesThePartThatHeld) {
 }
 
 TEST(Condition, ExplainOfNotWrapsItsPart) {
-    const Condition condition = must_load_text(R"({"not": {"field": "parameters.channel", "op": "in", "value": ["C0SUPPORT"]}})");
+    const Condition condition =
+        must_load_text(R"({"not": {"field": "parameters.channel", "op": "in", "value": ["C0SUPPORT"]}})");
     const std::string text = condition.explain(refund(json{{"channel", "C0RANDOM"}}), kFacts);
     EXPECT_EQ(text.rfind("not (", 0), 0u) << text;
     EXPECT_NE(text.find("C0RANDOM"), std::string::npos) << text;
@@ -504,11 +515,23 @@ TEST(Condition, ExplainOfNotWrapsItsPart) {
 // Load errors
 
 TEST(Condition, LoadsEveryOperatorWithAValueOfTheRightType) {
-    for (const auto& [op, value] : std::initializer_list<std::pair<const char*, json>>{
-             {"equals", "x"}, {"equals", 1}, {"equals", true}, {"not_equals", "x"}, {"in", {"a", 1, false}},
-             {"not_in", {"a"}}, {"starts_with", "a"}, {"ends_with", "a"}, {"contains", "a"}, {"glob", "a.*"},
-             {"matches", "^a+$"}, {"gt", 1}, {"gte", 1.5}, {"lt", -1}, {"lte", 0}, {"exists", true},
-             {"exists", false}}) {
+    for (const auto& [op, value] : std::initializer_list<std::pair<const char*, json>>{{"equals", "x"},
+                                                                                       {"equals", 1},
+                                                                                       {"equals", true},
+                                                                                       {"not_equals", "x"},
+                                                                                       {"in", {"a", 1, false}},
+                                                                                       {"not_in", {"a"}},
+                                                                                       {"starts_with", "a"},
+                                                                                       {"ends_with", "a"},
+                                                                                       {"contains", "a"},
+                                                                                       {"glob", "a.*"},
+                                                                                       {"matches", "^a+$"},
+                                                                                       {"gt", 1},
+                                                                                       {"gte", 1.5},
+                                                                                       {"lt", -1},
+                                                                                       {"lte", 0},
+                                                                                       {"exists", true},
+                                                                                       {"exists", false}}) {
         SCOPED_TRACE(std::string(op) + " " + value.dump());
         const auto loaded = load(json{{"field", "parameters.x"}, {"op", op}, {"value", value}});
         EXPECT_TRUE(loaded.condition.has_value());
@@ -537,13 +560,26 @@ TEST(Condition, RegexFeaturesRe2LacksAreRefused) {
 
 TEST(Condition, AValueOfTheWrongTypeIsRefusedForEveryOperatorFamily) {
     const std::initializer_list<std::pair<const char*, json>> cases{
-        {"equals", json::object()},     {"equals", json::array({"a"})}, {"equals", nullptr},
-        {"not_equals", json::object()}, {"in", "a"},                    {"in", json::array()},
-        {"in", json::array({json::object()})}, {"not_in", 5},          {"not_in", json::array({json::array()})},
-        {"starts_with", 5},             {"ends_with", true},            {"contains", json::array({"a"})},
-        {"glob", 1},                    {"matches", 1},                 {"gt", "10000"},
-        {"gte", true},                  {"lt", json::array({1})},       {"lte", nullptr},
-        {"exists", "yes"},              {"exists", 1},
+        {"equals", json::object()},
+        {"equals", json::array({"a"})},
+        {"equals", nullptr},
+        {"not_equals", json::object()},
+        {"in", "a"},
+        {"in", json::array()},
+        {"in", json::array({json::object()})},
+        {"not_in", 5},
+        {"not_in", json::array({json::array()})},
+        {"starts_with", 5},
+        {"ends_with", true},
+        {"contains", json::array({"a"})},
+        {"glob", 1},
+        {"matches", 1},
+        {"gt", "10000"},
+        {"gte", true},
+        {"lt", json::array({1})},
+        {"lte", nullptr},
+        {"exists", "yes"},
+        {"exists", 1},
     };
     for (const auto& [op, value] : cases) {
         SCOPED_TRACE(std::string(op) + " " + value.dump());
@@ -707,7 +743,8 @@ TEST(Condition, NestingBeyondMaxDepthIsRefused) {
 
 TEST(Condition, DepthCountsAllAndAnyToo) {
     json condition = kYes;
-    for (int i = 0; i < Condition::kMaxDepth; ++i) condition = json{{i % 2 == 0 ? "all" : "any", json::array({condition})}};
+    for (int i = 0; i < Condition::kMaxDepth; ++i)
+        condition = json{{i % 2 == 0 ? "all" : "any", json::array({condition})}};
     const auto loaded = load(condition);
     EXPECT_FALSE(loaded.condition.has_value());
     EXPECT_FALSE(loaded.errors.empty());

@@ -60,8 +60,8 @@ const ConfigError* find_error(const ConfigErrors& errors, std::string_view file,
 
 // Checks that loading failed with an error in `file` at `pointer` whose message
 // contains `message` and whose hint is not empty and contains `hint`.
-void expect_refused(const LoadResult& result, std::string_view file, std::string_view pointer,
-                    std::string_view message, const char* hint = "") {
+void expect_refused(const LoadResult& result, std::string_view file, std::string_view pointer, std::string_view message,
+                    const char* hint = "") {
     EXPECT_FALSE(result.ok());
     EXPECT_EQ(result.config, nullptr);
     const ConfigError* error = find_error(result.errors, file, pointer);
@@ -99,7 +99,8 @@ void expect_refused_connector(const std::string& text, std::string_view pointer,
 
 TEST(ConfigErrors, TheShippedConnectorsAndExampleGatewaysLoad) {
     ASSERT_GE(shipped_connectors().size(), 8u);
-    const auto result = load_config(shipped_connectors(), documents_in(fs::path(TF_SOURCE_DIR) / "examples/gateways.d"));
+    const auto result =
+        load_config(shipped_connectors(), documents_in(fs::path(TF_SOURCE_DIR) / "examples/gateways.d"));
     EXPECT_TRUE(result.ok()) << format_errors(result.errors);
     EXPECT_TRUE(result.errors.empty());
     ASSERT_NE(result.config, nullptr);
@@ -220,8 +221,8 @@ TEST(ConfigErrors, AnUnknownPolicyFieldSuggestsTheCloseName) {
 }
 
 TEST(ConfigErrors, AnUnknownRateLimitFieldSuggestsTheCloseName) {
-    expect_refused_gateway(R"({"name": "bot", "connectors": {}, "rate_limit": {"request": 5}})",
-                           "/rate_limit/request", "unknown field", "\"requests\"");
+    expect_refused_gateway(R"({"name": "bot", "connectors": {}, "rate_limit": {"request": 5}})", "/rate_limit/request",
+                           "unknown field", "\"requests\"");
 }
 
 TEST(ConfigErrors, AnUnknownConnectorFileFieldSuggestsTheCloseName) {
@@ -263,9 +264,9 @@ TEST(ConfigErrors, AGatewayThatIsNotAnObjectIsRefused) {
 TEST(ConfigErrors, ApprovalTimeoutOutOfRangeIsRefusedWithTheRange) {
     for (const char* value : {"0", "-5", "604801", "18446744073709551615"}) {
         SCOPED_TRACE(value);
-        expect_refused_gateway(std::string(R"({"name": "bot", "connectors": {}, "approval_timeout_seconds": )") +
-                                   value + "}",
-                               "/approval_timeout_seconds", "", "604800");
+        expect_refused_gateway(
+            std::string(R"({"name": "bot", "connectors": {}, "approval_timeout_seconds": )") + value + "}",
+            "/approval_timeout_seconds", "", "604800");
     }
     EXPECT_TRUE(load_gateway(R"({"name": "bot", "connectors": {}, "approval_timeout_seconds": 604800})").ok());
     EXPECT_TRUE(load_gateway(R"({"name": "bot", "connectors": {}, "approval_timeout_seconds": 1})").ok());
@@ -275,9 +276,9 @@ TEST(ConfigErrors, ApprovalTimeoutThatIsNoIntegerIsRefused) {
     // 1e20 does not fit 64 bits: the parser reads it as a floating-point number.
     for (const char* value : {"1.5", "\"300\"", "true", "99999999999999999999"}) {
         SCOPED_TRACE(value);
-        expect_refused_gateway(std::string(R"({"name": "bot", "connectors": {}, "approval_timeout_seconds": )") +
-                                   value + "}",
-                               "/approval_timeout_seconds", "expected an integer");
+        expect_refused_gateway(
+            std::string(R"({"name": "bot", "connectors": {}, "approval_timeout_seconds": )") + value + "}",
+            "/approval_timeout_seconds", "expected an integer");
     }
 }
 
@@ -290,7 +291,8 @@ TEST(ConfigErrors, RateLimitOutOfRangeIsRefusedWithTheRange) {
                            "/rate_limit/window_seconds", "out of range", "3600");
     expect_refused_gateway(R"({"name": "bot", "connectors": {}, "rate_limit": {"window_seconds": 3601}})",
                            "/rate_limit/window_seconds", "out of range", "3600");
-    const auto ok = load_gateway(R"({"name": "bot", "connectors": {}, "rate_limit": {"requests": 0, "window_seconds": 3600}})");
+    const auto ok =
+        load_gateway(R"({"name": "bot", "connectors": {}, "rate_limit": {"requests": 0, "window_seconds": 3600}})");
     ASSERT_TRUE(ok.ok()) << format_errors(ok.errors);
     EXPECT_EQ(ok.config->gateway("bot")->rate_limit.requests, 0u);
     EXPECT_EQ(ok.config->gateway("bot")->rate_limit.window, std::chrono::seconds(3600));
@@ -299,8 +301,8 @@ TEST(ConfigErrors, RateLimitOutOfRangeIsRefusedWithTheRange) {
 TEST(ConfigErrors, AnUnknownEnumValueSuggestsTheCloseOne) {
     expect_refused_gateway(R"({"name": "bot", "enforcement": "ful", "connectors": {}})", "/enforcement",
                            "unknown value \"ful\"", "did you mean \"full\"");
-    expect_refused_gateway(with_github(R"({"preset": "readonly"})"), "/connectors/github/preset",
-                           "unknown value", "did you mean \"read_only\"");
+    expect_refused_gateway(with_github(R"({"preset": "readonly"})"), "/connectors/github/preset", "unknown value",
+                           "did you mean \"read_only\"");
     expect_refused_gateway(with_github(R"({"rules": [{"action": "github.pr.merge", "decision": "allwo"}]})"),
                            "/connectors/github/rules/0/decision", "unknown value", "did you mean \"allow\"");
 }
@@ -342,8 +344,8 @@ TEST(ConfigErrors, AMissingGatewayNameOrConnectorsIsRefused) {
 }
 
 TEST(ConfigErrors, AConnectorWithoutDomainsNeedsDomainsInTheGateway) {
-    expect_refused_gateway(R"({"name": "bot", "connectors": {"http": {}}})", "/connectors/http",
-                           "has no domains", "domains");
+    expect_refused_gateway(R"({"name": "bot", "connectors": {"http": {}}})", "/connectors/http", "has no domains",
+                           "domains");
     expect_refused_gateway(R"({"name": "bot", "connectors": {"tools": {"connector": "mcp"}}})", "/connectors/tools",
                            "has no domains", "domains");
 }
@@ -395,7 +397,8 @@ TEST(ConfigErrors, APatternForAnotherConnectorIsRefused) {
 
 TEST(ConfigErrors, APatternThatMatchesNoStaticActionSuggestsTheCloseOne) {
     expect_refused_gateway(with_github(R"({"rules": [{"action": "github.pr.merg", "decision": "allow"}]})"),
-                           "/connectors/github/rules/0/action", "matches no action", "did you mean \"github.pr.merge\"");
+                           "/connectors/github/rules/0/action", "matches no action",
+                           "did you mean \"github.pr.merge\"");
     expect_refused_gateway(with_github(R"({"rules": [{"action": "github.wiki.*", "decision": "allow"}]})"),
                            "/connectors/github/rules/0/action", "matches no action", "github");
 }
@@ -415,8 +418,11 @@ TEST(ConfigErrors, AConnectorWideRuleWithANonCustomPresetIsRefused) {
                                    "/connectors/github/rules/0/action", preset, "preset");
         }
     }
-    EXPECT_TRUE(load_gateway(with_github(R"({"preset": "custom", "rules": [{"action": "*", "decision": "deny"}]})")).ok());
-    EXPECT_TRUE(load_gateway(with_github(R"({"preset": "read_only", "rules": [{"action": "github.pr.*", "decision": "deny"}]})")).ok());
+    EXPECT_TRUE(
+        load_gateway(with_github(R"({"preset": "custom", "rules": [{"action": "*", "decision": "deny"}]})")).ok());
+    EXPECT_TRUE(load_gateway(
+                    with_github(R"({"preset": "read_only", "rules": [{"action": "github.pr.*", "decision": "deny"}]})"))
+                    .ok());
 }
 
 // ---------------------------------------------------------------------------
@@ -452,11 +458,12 @@ TEST(ConfigErrors, APolicyWithoutWhenIsRefused) {
 
 TEST(ConfigErrors, APolicyForAConnectorNotInTheGatewayIsRefused) {
     expect_refused_gateway(policy(std::string(R"({"name": "p", "decision": "deny",
-        "actions": ["github.pr.merge", "stripe.refund.create"], )") + kWhen + "}"),
+        "actions": ["github.pr.merge", "stripe.refund.create"], )") +
+                                  kWhen + "}"),
                            "/policies/0/actions/1", "matches no connector", "connectors");
-    expect_refused_gateway(policy(std::string(R"({"name": "p", "decision": "deny", "actions": ["merge"], )") + kWhen +
-                                  "}"),
-                           "/policies/0/actions/0", "matches no connector", "connectors");
+    expect_refused_gateway(
+        policy(std::string(R"({"name": "p", "decision": "deny", "actions": ["merge"], )") + kWhen + "}"),
+        "/policies/0/actions/0", "matches no connector", "connectors");
 }
 
 TEST(ConfigErrors, APolicyActionGlobOverEveryConnectorIsAccepted) {
@@ -480,15 +487,15 @@ TEST(ConfigErrors, DuplicatePolicyNamesAreRefused) {
 
 TEST(ConfigErrors, ADuplicateGatewayNamesTheOtherFile) {
     const std::string text = R"({"name": "bot", "connectors": {"github": {"preset": "read_only"}}})";
-    const auto result = load_config(shipped_connectors(), {Document{"gateways.d/a.json", text},
-                                                           Document{"gateways.d/b.json", text}});
+    const auto result =
+        load_config(shipped_connectors(), {Document{"gateways.d/a.json", text}, Document{"gateways.d/b.json", text}});
     expect_refused(result, "gateways.d/b.json", "/name", "gateways.d/a.json", "unique");
 }
 
 TEST(ConfigErrors, ADuplicateConnectorNameAcrossTwoFilesIsRefused) {
     auto docs = shipped_connectors();
-    docs.push_back(Document{"connectors.d/my-github.json",
-                            R"({"name": "github", "domains": ["git.example.com"], "routes": []})"});
+    docs.push_back(
+        Document{"connectors.d/my-github.json", R"({"name": "github", "domains": ["git.example.com"], "routes": []})"});
     const auto result = load_config(docs, {});
     const std::string first = (fs::path(TF_SOURCE_DIR) / "connectors" / "github.json").string();
     expect_refused(result, "connectors.d/my-github.json", "/name", first, "connectors.d");
@@ -512,7 +519,8 @@ TEST(ConfigErrors, EveryErrorInEveryDocumentIsReportedInOneLoad) {
 
 TEST(ConfigErrors, ErrorsInConnectorFilesAndGatewayFilesAreReportedTogether) {
     auto docs = shipped_connectors();
-    docs.push_back(Document{"connectors.d/acme.json", acme(R"([{"method": "GET", "path": "/a", "action": "other.a"}])")});
+    docs.push_back(
+        Document{"connectors.d/acme.json", acme(R"([{"method": "GET", "path": "/a", "action": "other.a"}])")});
     const auto result = load_config(docs, {Document{"gateways.d/bot.json", "{ nope"}});
     EXPECT_FALSE(result.ok());
     EXPECT_NE(find_error(result.errors, "connectors.d/acme.json", "/routes/0/action"), nullptr)
@@ -541,17 +549,17 @@ TEST(ConfigErrors, AnUnknownPlaceholderInAnActionIsRefused) {
 }
 
 TEST(ConfigErrors, AKnownPlaceholderInAnActionIsAccepted) {
-    const auto result =
-        load_connector(acme(R"([{"method": ["GET", "POST"], "path": "/items/{kind}", "action": "acme.{kind}.{method}"}])"));
+    const auto result = load_connector(
+        acme(R"([{"method": ["GET", "POST"], "path": "/items/{kind}", "action": "acme.{kind}.{method}"}])"));
     EXPECT_TRUE(result.ok()) << format_errors(result.errors);
 }
 
 TEST(ConfigErrors, ABadPathTemplateIsRefused) {
     for (const char* path : {"/a{b}", "/{b}c", "/{}", "/{1x}", "/{a-b}", "/{+}"}) {
         SCOPED_TRACE(path);
-        expect_refused_connector(acme(std::string(R"([{"method": "GET", "path": ")") + path +
-                                      R"(", "action": "acme.a"}])"),
-                                 "/routes/0/path", "bad parameter segment", "whole segment");
+        expect_refused_connector(
+            acme(std::string(R"([{"method": "GET", "path": ")") + path + R"(", "action": "acme.a"}])"),
+            "/routes/0/path", "bad parameter segment", "whole segment");
     }
 }
 
@@ -626,8 +634,7 @@ TEST(ConfigErrors, TypeAndShapeErrorsCarryAHint) {
         {load_gateway(policy(R"({"name": "p", "decision": "deny",
             "when": {"field": "action", "op": "equals", "value": {"a": 1}}})")),
          gw, "/policies/0/when/value"},
-        {load_connector(acme(R"([{"method": "GET", "path": "/f/{p+}/x", "action": "acme.a"}])")), cf,
-         "/routes/0/path"},
+        {load_connector(acme(R"([{"method": "GET", "path": "/f/{p+}/x", "action": "acme.a"}])")), cf, "/routes/0/path"},
         {load_connector(acme(R"([{"method": "GET", "path": "/a", "action": "acme.a",
             "variants": [{"when": {"field": "s", "equals": "x", "present": true}, "action": "acme.b"}]}])")),
          cf, "/routes/0/variants/0/when"},
@@ -667,14 +674,16 @@ TEST(ConfigErrors, ReloadWithAGoodConfigReplacesTheSnapshot) {
     ASSERT_NE(empty, nullptr);
     EXPECT_TRUE(empty->gateways.empty());
 
-    const auto errors = store.reload(shipped_connectors(), {Document{"gateways.d/a.json", R"({"name": "a", "connectors": {}})"}});
+    const auto errors =
+        store.reload(shipped_connectors(), {Document{"gateways.d/a.json", R"({"name": "a", "connectors": {}})"}});
     EXPECT_TRUE(errors.empty()) << format_errors(errors);
     const auto second = store.snapshot();
     EXPECT_NE(second, empty);
     EXPECT_NE(second->gateway("a"), nullptr);
 
-    EXPECT_TRUE(store.reload(shipped_connectors(), {Document{"gateways.d/b.json", R"({"name": "b", "connectors": {}})"}})
-                    .empty());
+    EXPECT_TRUE(
+        store.reload(shipped_connectors(), {Document{"gateways.d/b.json", R"({"name": "b", "connectors": {}})"}})
+            .empty());
     const auto third = store.snapshot();
     EXPECT_NE(third, second);
     EXPECT_EQ(third->gateway("a"), nullptr);
@@ -684,8 +693,8 @@ TEST(ConfigErrors, ReloadWithAGoodConfigReplacesTheSnapshot) {
 }
 
 TEST(ConfigErrors, ToStringHasFilePositionPointerMessageAndHint) {
-    const ConfigError error{"gateways.d/bot.json", "/connectors/github/preset", 3, 17, "unknown value \"readonly\"",
-                            "did you mean \"read_only\"?"};
+    const ConfigError error{"gateways.d/bot.json",        "/connectors/github/preset",  3, 17,
+                            "unknown value \"readonly\"", "did you mean \"read_only\"?"};
     const std::string text = error.to_string();
     EXPECT_EQ(text,
               "gateways.d/bot.json:3:17: /connectors/github/preset: unknown value \"readonly\" "

@@ -89,7 +89,8 @@ TEST(ConnectorCases, EveryCaseYieldsItsActionRiskAccessAndParameters) {
     ASSERT_TRUE(config);
     std::size_t checked = 0;
     for (const auto& c : all_cases()) {
-        const std::string where = c.connector + ".json[" + std::to_string(c.index) + "] " + c.spec.at("request").get<std::string>();
+        const std::string where =
+            c.connector + ".json[" + std::to_string(c.index) + "] " + c.spec.at("request").get<std::string>();
         const auto def = config->connectors.find(c.connector);
         ASSERT_NE(def, config->connectors.end()) << "cases for a connector that is not shipped: " << c.connector;
         const auto result = run(*def->second, c.spec);
@@ -98,7 +99,8 @@ TEST(ConnectorCases, EveryCaseYieldsItsActionRiskAccessAndParameters) {
         EXPECT_EQ(action.type, c.spec.at("action").get<std::string>()) << where << " (route: " << action.route << ")";
         EXPECT_EQ(action.provider, c.connector) << where;
         if (c.spec.contains("risk")) EXPECT_EQ(to_string(action.risk), c.spec["risk"].get<std::string>()) << where;
-        if (c.spec.contains("access")) EXPECT_EQ(to_string(action.access), c.spec["access"].get<std::string>()) << where;
+        if (c.spec.contains("access"))
+            EXPECT_EQ(to_string(action.access), c.spec["access"].get<std::string>()) << where;
         expect_subset(c.spec.at("parameters"), action.parameters, where);
         if (action.type.ends_with(".unknown")) {
             EXPECT_EQ(action.risk, Risk::high) << where;
@@ -302,7 +304,8 @@ TEST(JsonRpc, ABatchYieldsOneActionPerCall) {
     const auto& mcp = *connectors()->connectors.at("mcp");
     const std::string body = R"([{"jsonrpc":"2.0","id":1,"method":"tools/list"},
                                  {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"drop_db"}}])";
-    const auto actions = classify(mcp, ClassifyOptions{"tools", {}}, {"POST", "mcp.example.com", "/mcp", "application/json", body});
+    const auto actions =
+        classify(mcp, ClassifyOptions{"tools", {}}, {"POST", "mcp.example.com", "/mcp", "application/json", body});
     ASSERT_EQ(actions.size(), 2U);
     EXPECT_EQ(actions[0].type, "mcp.tools.list");
     EXPECT_EQ(actions[1].type, "mcp.tools.drop_db");

@@ -17,7 +17,9 @@ std::shared_ptr<const Config> gateway_config(const std::string& connectors, cons
 struct Outcome {
     Evaluation evaluation;
     const Decision& decision() const { return evaluation.decision; }
-    std::string action() const { return evaluation.actions.empty() ? "" : evaluation.actions.at(evaluation.decision.deciding_action).type; }
+    std::string action() const {
+        return evaluation.actions.empty() ? "" : evaluation.actions.at(evaluation.decision.deciding_action).type;
+    }
 };
 
 Outcome decide_request(const Config& config, const Request& request, const EvalContext& context = {}) {
@@ -89,7 +91,8 @@ TEST(Presets, AllowAllReadOnlyAndRequireApproval) {
     EXPECT_EQ(effect("ro", kPrGet), Effect::allow);
     EXPECT_EQ(effect("ro", kMerge), Effect::deny);
     EXPECT_EQ(effect("ro", {"POST", "github.com", "/o/r.git/git-upload-pack"}), Effect::allow);  // a fetch reads
-    EXPECT_EQ(effect("ro", {"GET", "api.github.com", "/nothing/known/here/at/all/x"}), Effect::deny);  // unknown is a write
+    EXPECT_EQ(effect("ro", {"GET", "api.github.com", "/nothing/known/here/at/all/x"}),
+              Effect::deny);  // unknown is a write
     EXPECT_EQ(effect("ask", kPrGet), Effect::require_approval);
     EXPECT_EQ(effect("custom", kPrGet), Effect::deny);
 }
@@ -124,7 +127,7 @@ TEST(Connectors, HostLookupIgnoresCaseAndATrailingDotAndHonoursWildcards) {
     EXPECT_EQ(gateway.connector_for_host("API.GitHub.com.")->name, "github");
     EXPECT_EQ(gateway.connector_for_host("wiki.corp.example.com")->name, "internal");
     EXPECT_EQ(gateway.connector_for_host("hooks.corp.example.com")->name, "hooks");  // exact beats wildcard
-    EXPECT_EQ(gateway.connector_for_host("corp.example.com"), nullptr);                // apex is not a sub-domain
+    EXPECT_EQ(gateway.connector_for_host("corp.example.com"), nullptr);              // apex is not a sub-domain
     EXPECT_EQ(gateway.connector_for_host("evilcorp.example.com"), nullptr);
 }
 
@@ -160,11 +163,11 @@ TEST(ConditionPolicies, AnUndecidableConditionDenies) {
                       "decision": "require_approval"}]})"});
     ASSERT_TRUE(config);
     // " 20000" is not a number the policy can compare; the upstream might read it as one.
-    const Decision decision = evaluate(*config->gateway("g"),
-                                       {"POST", "api.stripe.com", "/v1/transfers",
-                                        "application/x-www-form-urlencoded", "amount=%2020000"},
-                                       {})
-                                  .decision;
+    const Decision decision =
+        evaluate(*config->gateway("g"),
+                 {"POST", "api.stripe.com", "/v1/transfers", "application/x-www-form-urlencoded", "amount=%2020000"},
+                 {})
+            .decision;
     EXPECT_EQ(decision.effect, Effect::deny);
     EXPECT_NE(decision.reason.find("cannot be decided"), std::string::npos) << decision.reason;
 }
@@ -180,9 +183,10 @@ TEST(ConditionPolicies, DenyWinsAcrossPolicies) {
     const Decision decision = evaluate(*config->gateway("g"), kPrCreate, {}).decision;
     EXPECT_EQ(decision.effect, Effect::deny);
     EXPECT_EQ(decision.reason, "owner o is frozen");
-    const Decision other = evaluate(*config->gateway("g"),
-                                    {"POST", "api.github.com", "/repos/x/r/pulls", "application/json", R"({"base":"dev"})"}, {})
-                               .decision;
+    const Decision other =
+        evaluate(*config->gateway("g"),
+                 {"POST", "api.github.com", "/repos/x/r/pulls", "application/json", R"({"base":"dev"})"}, {})
+            .decision;
     EXPECT_EQ(other.effect, Effect::require_approval);  // ask-all still holds
 }
 
@@ -200,8 +204,10 @@ TEST(ConditionPolicies, ApplyToDynamicActions) {
         "policies": [{"name": "no-drop", "actions": ["mcp.tools.drop_*"], "when": {"field": "agent", "op": "glob", "value": "*"}, "decision": "deny"}]})"});
     ASSERT_TRUE(config);
     const auto call = [&](const std::string& tool) {
-        const std::string body = R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":")" + tool + R"("}})";
-        return evaluate(*config->gateway("g"), {"POST", "mcp.example.com", "/mcp", "application/json", body}, {}).decision.effect;
+        const std::string body =
+            R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":")" + tool + R"("}})";
+        return evaluate(*config->gateway("g"), {"POST", "mcp.example.com", "/mcp", "application/json", body}, {})
+            .decision.effect;
     };
     EXPECT_EQ(call("search"), Effect::allow);
     EXPECT_EQ(call("drop_table"), Effect::deny);
@@ -215,17 +221,20 @@ TEST(JsonRpcBatches, TheStrictestCallDecidesTheBatch) {
     const auto batch = [&](const std::string& body) {
         return decide_request(*config, {"POST", "mcp.example.com", "/mcp", "application/json", body});
     };
-    const auto held = batch(R"([{"method":"tools/list","id":1},{"method":"tools/call","id":2,"params":{"name":"deploy"}}])");
+    const auto held =
+        batch(R"([{"method":"tools/list","id":1},{"method":"tools/call","id":2,"params":{"name":"deploy"}}])");
     EXPECT_EQ(held.decision().effect, Effect::require_approval);
     EXPECT_EQ(held.action(), "mcp.tools.deploy");
-    const auto denied = batch(R"([{"method":"tools/call","id":2,"params":{"name":"deploy"}},{"method":"tools/call","id":3,"params":{"name":"rm"}},{"method":"tools/list","id":1}])");
+    const auto denied = batch(
+        R"([{"method":"tools/call","id":2,"params":{"name":"deploy"}},{"method":"tools/call","id":3,"params":{"name":"rm"}},{"method":"tools/list","id":1}])");
     EXPECT_EQ(denied.decision().effect, Effect::deny);
     EXPECT_EQ(denied.action(), "mcp.tools.rm");
 }
 
 TEST(Enforcement, MonitorForwardsEverythingAndLabelsWhatWouldHaveHappened) {
-    const auto config = gateway_config(R"({"github": {"rules": [{"action": "github.pr.merge", "decision": "require_approval"}]}})",
-                                       R"(, "enforcement": "monitor")");
+    const auto config =
+        gateway_config(R"({"github": {"rules": [{"action": "github.pr.merge", "decision": "require_approval"}]}})",
+                       R"(, "enforcement": "monitor")");
     ASSERT_TRUE(config);
     const auto merge = decide_request(*config, kMerge);
     EXPECT_EQ(merge.decision().verdict, Verdict::forward);
@@ -237,8 +246,9 @@ TEST(Enforcement, MonitorForwardsEverythingAndLabelsWhatWouldHaveHappened) {
 }
 
 TEST(Enforcement, SoftForwardsDeniesButHoldsApprovals) {
-    const auto config = gateway_config(R"({"github": {"rules": [{"action": "github.pr.merge", "decision": "require_approval"}]}})",
-                                       R"(, "enforcement": "soft", "approval_timeout_seconds": 42)");
+    const auto config =
+        gateway_config(R"({"github": {"rules": [{"action": "github.pr.merge", "decision": "require_approval"}]}})",
+                       R"(, "enforcement": "soft", "approval_timeout_seconds": 42)");
     ASSERT_TRUE(config);
     const auto merge = decide_request(*config, kMerge);
     EXPECT_EQ(merge.decision().verdict, Verdict::hold);
@@ -280,8 +290,9 @@ TEST(RateLimit, IsCheckedFirstAndAnswersWithRetryAfter) {
 }
 
 TEST(RateLimit, MonitorModeOnlyLabelsIt) {
-    const auto config = gateway_config(R"({"github": {"preset": "allow_all"}})",
-                                       R"(, "enforcement": "monitor", "rate_limit": {"requests": 1, "window_seconds": 60})");
+    const auto config =
+        gateway_config(R"({"github": {"preset": "allow_all"}})",
+                       R"(, "enforcement": "monitor", "rate_limit": {"requests": 1, "window_seconds": 60})");
     ASSERT_TRUE(config);
     RateLimiter limiter;
     EvalContext context{"a", RateLimiter::Clock::time_point{} + 100s, nullptr, &limiter};
@@ -292,8 +303,8 @@ TEST(RateLimit, MonitorModeOnlyLabelsIt) {
 }
 
 TEST(KillSwitch, CoversAllAGatewayOrAConnectorAtEveryEnforcementLevel) {
-    const auto config = testing::load_or_fail({
-        R"({"name": "g", "enforcement": "monitor", "connectors": {"github": {"preset": "allow_all"}, "openai": {"preset": "allow_all"}}})"});
+    const auto config = testing::load_or_fail(
+        {R"({"name": "g", "enforcement": "monitor", "connectors": {"github": {"preset": "allow_all"}, "openai": {"preset": "allow_all"}}})"});
     ASSERT_TRUE(config);
     const Gateway& gateway = *config->gateway("g");
     const Request chat{"POST", "api.openai.com", "/v1/chat/completions", "application/json", "{}"};
@@ -321,14 +332,16 @@ TEST(KillSwitch, CoversAllAGatewayOrAConnectorAtEveryEnforcementLevel) {
 }
 
 TEST(Trace, NamesEveryStageThatRan) {
-    const auto config = gateway_config(R"({"github": {"rules": [{"action": "github.pr.merge", "decision": "allow"}]}})");
+    const auto config =
+        gateway_config(R"({"github": {"rules": [{"action": "github.pr.merge", "decision": "allow"}]}})");
     ASSERT_TRUE(config);
     RateLimiter limiter;
     const auto outcome = decide_request(*config, kMerge, EvalContext{"a", {}, nullptr, &limiter});
     std::vector<std::string> stages;
     for (const auto& step : outcome.decision().trace) stages.push_back(step.stage);
     EXPECT_EQ(stages, (std::vector<std::string>{"rate_limit", "permission", "enforcement"}));
-    EXPECT_EQ(outcome.decision().trace[1].detail, "github.pr.merge: connectors.github.rules[0] github.pr.merge -> allow");
+    EXPECT_EQ(outcome.decision().trace[1].detail,
+              "github.pr.merge: connectors.github.rules[0] github.pr.merge -> allow");
 }
 
 TEST(ConditionPolicies, ExplainBytesThatAreNotUtf8WithoutThrowing) {

@@ -1,8 +1,8 @@
 // Parameters: percent-decoding, query strings and form bodies (bracket
 // nesting, repeated keys), JSON bodies with a depth bound, path decoding and
 // dotted field lookup.
-#include "policy/classify.h"
 #include "policy/params.h"
+#include "policy/classify.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -228,7 +228,8 @@ TEST(Params, JsonBodyRefusesInvalidJson) {
 }
 
 std::string nested_arrays(int depth, const std::string& inner = "1") {
-    return std::string(static_cast<std::size_t>(depth), '[') + inner + std::string(static_cast<std::size_t>(depth), ']');
+    return std::string(static_cast<std::size_t>(depth), '[') + inner +
+           std::string(static_cast<std::size_t>(depth), ']');
 }
 
 std::string nested_objects(int depth, const std::string& inner = "1") {
@@ -285,8 +286,8 @@ TEST(Params, DecodePathCollapsesEmptySegments) {
 }
 
 TEST(Params, DecodePathRefusesDotSegments) {
-    for (const char* path : {"/a/./b", "/a/../b", "/..", "/.", "/a/%2e%2e/b", "/a/%2E%2E", "/a/%2e/b", "/a/.%2e/b",
-                             "/a/%2e./b"}) {
+    for (const char* path :
+         {"/a/./b", "/a/../b", "/..", "/.", "/a/%2e%2e/b", "/a/%2E%2E", "/a/%2e/b", "/a/.%2e/b", "/a/%2e./b"}) {
         SCOPED_TRACE(path);
         EXPECT_EQ(decode_path(path), std::nullopt);
     }
@@ -318,7 +319,7 @@ TEST(Params, DecodePathAllowsUpTo64Segments) {
     const auto segments = decode_path(path);
     ASSERT_TRUE(segments.has_value());
     EXPECT_EQ(segments->size(), 64u);
-    EXPECT_EQ(decode_path(path + "/"), segments);   // a trailing slash adds none
+    EXPECT_EQ(decode_path(path + "/"), segments);  // a trailing slash adds none
     EXPECT_EQ(decode_path(path + "//"), segments);
 }
 
@@ -354,11 +355,11 @@ TEST(Params, FindFieldReturnsNullForWhatIsNotThere) {
     const json root{{"metadata", {{"order", "7"}}}, {"items", json::array({{{"price", 100}}})}, {"s", "x"}};
     EXPECT_EQ(find_field(root, "missing"), nullptr);
     EXPECT_EQ(find_field(root, "metadata.missing"), nullptr);
-    EXPECT_EQ(find_field(root, "items.1.price"), nullptr);   // out of range
-    EXPECT_EQ(find_field(root, "items.x"), nullptr);         // not an index
+    EXPECT_EQ(find_field(root, "items.1.price"), nullptr);  // out of range
+    EXPECT_EQ(find_field(root, "items.x"), nullptr);        // not an index
     EXPECT_EQ(find_field(root, "items.-1"), nullptr);
     EXPECT_EQ(find_field(root, "items.99999999999999999999"), nullptr);
-    EXPECT_EQ(find_field(root, "s.length"), nullptr);        // into a string
+    EXPECT_EQ(find_field(root, "s.length"), nullptr);  // into a string
     EXPECT_EQ(find_field(root, "metadata.order.x"), nullptr);
     EXPECT_EQ(find_field(root, ""), nullptr);
     EXPECT_EQ(find_field(json("scalar"), "a"), nullptr);

@@ -66,7 +66,7 @@ TEST(RateLimiter, TheWindowSlidesInsteadOfResetting) {
     EXPECT_TRUE(first.allowed);
     EXPECT_EQ(first.used, 60u);
     const auto second = limiter.acquire("k", sixty, at(60.5));
-    EXPECT_FALSE(second.allowed);  // a fixed window would have reset to 60 free slots
+    EXPECT_FALSE(second.allowed);               // a fixed window would have reset to 60 free slots
     EXPECT_EQ(second.retry_after, seconds(1));  // the request at 1 leaves at 61
     EXPECT_TRUE(limiter.acquire("k", sixty, at(61)).allowed);
     EXPECT_FALSE(limiter.acquire("k", sixty, at(61)).allowed);
@@ -106,7 +106,7 @@ TEST(RateLimiter, RetryAfterCountsFromTheOldestRequest) {
     ASSERT_TRUE(limiter.acquire("k", three, at(0)).allowed);
     ASSERT_TRUE(limiter.acquire("k", three, at(4)).allowed);
     ASSERT_TRUE(limiter.acquire("k", three, at(8)).allowed);
-    EXPECT_EQ(limiter.acquire("k", three, at(9)).retry_after, seconds(1));   // 0 leaves at 10
+    EXPECT_EQ(limiter.acquire("k", three, at(9)).retry_after, seconds(1));  // 0 leaves at 10
     EXPECT_TRUE(limiter.acquire("k", three, at(10)).allowed);
     EXPECT_EQ(limiter.acquire("k", three, at(11)).retry_after, seconds(3));  // 4 leaves at 14
 }

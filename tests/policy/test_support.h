@@ -33,7 +33,8 @@ inline std::vector<Document> shipped_connectors() {
 // test (with every error) when the configuration does not load.
 inline std::shared_ptr<const Config> load_or_fail(const std::vector<std::string>& gateways) {
     std::vector<Document> docs;
-    for (std::size_t i = 0; i < gateways.size(); ++i) docs.push_back({"gateway" + std::to_string(i) + ".json", gateways[i]});
+    for (std::size_t i = 0; i < gateways.size(); ++i)
+        docs.push_back({"gateway" + std::to_string(i) + ".json", gateways[i]});
     auto result = load_config(shipped_connectors(), docs);
     EXPECT_TRUE(result.ok()) << format_errors(result.errors);
     return result.config;
