@@ -175,7 +175,7 @@ void apply_variants(const Route& route, Action& action) {
 }
 
 std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOptions& options, const Request& request,
-                                     Action base) {
+                                     const Action& base) {
     if (!request.body_complete)
         return one(make_unknown(def, options, request, "JSON-RPC body larger than the read bound"));
     const auto body = parse_json_body(request.body);
@@ -303,7 +303,7 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
     action.host = std::string(request.host);
     action.path = std::string(path);
 
-    if (def.jsonrpc && method == "POST") return classify_jsonrpc(def, options, request, std::move(action));
+    if (def.jsonrpc && method == "POST") return classify_jsonrpc(def, options, request, action);
 
     auto match = def.match(method, *segments);
     if (!match && method == "HEAD") match = def.match("GET", *segments);

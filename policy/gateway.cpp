@@ -78,6 +78,7 @@ std::optional<ConnectorInstance> read_instance(
     const auto def = connectors.find(def_name);
     if (def == connectors.end()) {
         std::vector<std::string_view> names;
+        names.reserve(connectors.size());
         for (const auto& [name, unused] : connectors) names.emplace_back(name);
         const std::string suggestion = closest_match(def_name, names);
         std::string known;
@@ -407,7 +408,7 @@ std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
             gateway->rate_limit.window = std::chrono::seconds(*window);
         }
     }
-    if (const auto timeout = root.integer("approval_timeout_seconds", 1, 7 * 24 * 3600, false)) {
+    if (const auto timeout = root.integer("approval_timeout_seconds", 1, std::int64_t{7} * 24 * 3600, false)) {
         gateway->approval_timeout = std::chrono::seconds(*timeout);
     }
     std::map<std::string, std::string> domain_owner;
