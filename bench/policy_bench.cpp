@@ -4,8 +4,9 @@
 // rules are spread as a real gateway would have them: exact rules and
 // wildcards on github, and the rest on an MCP server's tools (exact names and
 // per-group wildcards, the worst case: MCP actions are dynamic, so they are
-// not precomputed). Five condition policies, two of which look at each
-// request (so its body is parsed); BM_DecidePolicies scales those instead.
+// not precomputed). Five condition policies, two of which look at the merge
+// request, one of them at a body field (so its body is parsed);
+// BM_DecidePolicies scales the policies instead.
 //
 // Baseline (measured in the same run): classification alone, and a gateway
 // with no rules at all, so the cost of rules is the difference.
@@ -64,7 +65,10 @@ std::string gateway_json(int rules, int policy_count = 5) {
              {"actions", {i % 2 ? "github.pr.*" : "mcp.tools.group" + std::to_string(i * 18 + 1) + "_*"}},
              {"when",
               {{"all",
-                {{{"field", "parameters.repo"}, {"op", "equals"}, {"value", "infra" + std::to_string(i)}},
+                // Every other policy on github reads a body field, so a merge's body is parsed.
+                {{{"field", i % 4 == 1 ? "parameters.merge_method" : "parameters.repo"},
+                  {"op", "equals"},
+                  {"value", "rebase" + std::to_string(i)}},
                  {{"field", "agent"}, {"op", "glob"}, {"value", "ci-*"}}}}}},
              {"decision", "deny"}});
     }

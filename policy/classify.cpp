@@ -178,14 +178,16 @@ std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOpti
                                      const Action& base) {
     if (!request.body_complete)
         return one(make_unknown(def, options, request, "JSON-RPC body larger than the read bound"));
-    const auto body = parse_json_body(request.body);
+    auto body = parse_json_body(request.body);
     if (!body || !(body->is_object() || (body->is_array() && !body->empty() && body->size() <= kMaxBatch))) {
         return one(make_unknown(def, options, request, "body is not a JSON-RPC call or batch"));
     }
     const auto& rules = *def.jsonrpc;
     std::vector<Action> actions;
-    const auto calls = body->is_array() ? *body : nlohmann::json::array({*body});
-    for (const auto& call : calls) {
+    nlohmann::json calls = body->is_array() ? std::move(*body) : nlohmann::json::array();
+    if (calls.empty()) calls.push_back(std::move(*body));
+    actions.reserve(calls.size());
+    for (auto& call : calls) {
         const auto method = call.is_object() ? call.find("method") : call.end();
         if (!call.is_object() || method == call.end() || !method->is_string()) {
             return one(make_unknown(def, options, request, "JSON-RPC entry without a method"));
@@ -194,7 +196,8 @@ std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOpti
         const auto rule = std::find_if(rules.methods.begin(), rules.methods.end(),
                                        [&](const RpcMethod& m) { return m.method == name; });
         const RpcMethod& chosen = rule == rules.methods.end() ? rules.fallback : *rule;
-        const nlohmann::json params = call.contains("params") ? call["params"] : nlohmann::json();
+        nlohmann::json params;
+        if (const auto it = call.find("params"); it != call.end()) params = std::move(*it);
         std::vector<std::string> names{"method"};
         std::string method_value = name;
         std::replace(method_value.begin(), method_value.end(), '/', '_');
@@ -216,13 +219,12 @@ std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOpti
             return one(make_unknown(def, options, request,
                                     "JSON-RPC call \"" + name + "\" lacks a string parameter its action needs"));
         Action action = base;
-        std::string pattern = chosen.action;
         // {method} is the JSON-RPC method here, not the HTTP one.
-        action.type = substitute(pattern, names, values, base.method);
+        action.type = substitute(chosen.action, names, values, base.method);
         action.risk = chosen.risk;
         action.access = chosen.access;
         action.route = "jsonrpc " + name;
-        if (params.is_object()) action.parameters = params;
+        if (params.is_object()) action.parameters = std::move(params);
         action.parameters["rpc_method"] = name;
         if (call.contains("id")) action.parameters["rpc_id"] = call["id"];
         actions.push_back(std::move(action));
@@ -261,6 +263,7 @@ std::optional<std::vector<std::string>> decode_path(std::string_view path) {
     if (path.empty() || path.front() != '/') return std::nullopt;
     std::vector<std::string> segments;
     segments.reserve(8);
+    const bool escaped = path.find('%') != std::string_view::npos;
     std::size_t pos = 1;
     while (pos <= path.size()) {
         const auto slash = path.find('/', pos);
@@ -268,10 +271,17 @@ std::optional<std::vector<std::string>> decode_path(std::string_view path) {
         const std::string_view raw = path.substr(pos, end - pos);
         pos = end + 1;
         if (raw.empty()) continue;
-        auto decoded = percent_decode(raw, false);
-        if (!decoded || ambiguous_segment(*decoded) || decoded->find('#') != std::string::npos) return std::nullopt;
-        segments.push_back(std::move(*decoded));
-        if (segments.size() > kMaxSegments) return std::nullopt;
+        if (escaped) {
+            auto decoded = percent_decode(raw, false);
+            if (!decoded) return std::nullopt;
+            segments.push_back(std::move(*decoded));
+        } else {
+            segments.emplace_back(raw);
+        }
+        if (ambiguous_segment(segments.back()) || segments.back().find('#') != std::string::npos ||
+            segments.size() > kMaxSegments) {
+            return std::nullopt;
+        }
     }
     return segments;
 }
@@ -313,14 +323,16 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
         return one(std::move(unknown));
     }
     const Route& route = *match->route;
-    for (std::size_t i = 0; i < route.param_names.size(); ++i)
-        action.parameters[route.param_names[i]] = match->captures[i];
     action.type = substitute(route.action, route.param_names, match->captures, method);
+    auto& fields = action.parameters.get_ref<nlohmann::json::object_t&>();
+    for (std::size_t i = 0; i < route.param_names.size(); ++i) {
+        fields.emplace(route.param_names[i], std::move(match->captures[i]));
+    }
     nlohmann::json query_params = nlohmann::json::object();
     bool complete = parse_form(query, query_params);
     // Parsing the body is the costliest step; skip it when nothing reads it.
-    const bool read_body =
-        !route.variants.empty() || !options.wants_body || options.wants_body(options.wants_body_context, action.type);
+    const bool read_body = !route.variants.empty() || !options.wants_body ||
+                           options.wants_body(options.wants_body_context, action.type, route.param_names);
     nlohmann::json body_params = nlohmann::json::object();
     if (read_body) {
         body_params = body_parameters(def.body, request, complete);

@@ -14,10 +14,12 @@ namespace tameflare::policy {
 struct ClassifyOptions {
     std::string_view instance;                   // connector instance name in the gateway
     std::span<const std::string> base_segments;  // path prefix stripped before matching (GitHub Enterprise)
-    // Asked, when set, whether the body's fields are wanted for an action type
-    // (a condition policy reads them). When it says no and no variant needs the
-    // body, the body is not parsed and the parameters are marked incomplete.
-    bool (*wants_body)(const void* context, std::string_view action_type) = nullptr;
+    // Asked, when set, whether a body field may be wanted for an action type
+    // whose route has the given path parameters (which shadow body fields of
+    // the same name). When it says no and no variant needs the body, the body
+    // is not parsed and the parameters are marked incomplete.
+    bool (*wants_body)(const void* context, std::string_view action_type,
+                       std::span<const std::string> path_parameters) = nullptr;
     const void* wants_body_context = nullptr;
 };
 

@@ -407,6 +407,16 @@ Truth Condition::evaluate_leaf(const Action& action, const ConditionFacts& facts
     return Truth::error;
 }
 
+void Condition::collect_parameter_roots(std::vector<std::string>& out) const {
+    if (kind_ != Kind::leaf) {
+        for (const auto& child : children_) child.collect_parameter_roots(out);
+        return;
+    }
+    if (source_ == Source::parameters && std::find(out.begin(), out.end(), keys_.front()) == out.end()) {
+        out.push_back(keys_.front());
+    }
+}
+
 std::string Condition::explain(const Action& action, const ConditionFacts& facts) const {
     if (kind_ == Kind::leaf) {
         const Value value = lookup(action, facts);

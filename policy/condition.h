@@ -61,6 +61,9 @@ public:
     static std::optional<Condition> load(const JsonNode& node);
 
     [[nodiscard]] Truth evaluate(const Action& action, const ConditionFacts& facts) const;
+    // Adds the first key of every parameters.* field it reads ("amount" for
+    // parameters.amount, "metadata" for parameters.metadata.order).
+    void collect_parameter_roots(std::vector<std::string>& out) const;
     // A one-line account of why the condition holds (or could not be decided).
     [[nodiscard]] std::string explain(const Action& action, const ConditionFacts& facts) const;
 

@@ -164,9 +164,9 @@ struct BodyAsker {
     const Gateway* gateway;
     const ConnectorInstance* connector;
 
-    static bool ask(const void* self, std::string_view type) {
+    static bool ask(const void* self, std::string_view type, std::span<const std::string> path_parameters) {
         const auto* asker = static_cast<const BodyAsker*>(self);
-        return asker->gateway->has_policies_for(*asker->connector, type);
+        return asker->gateway->reads_body_fields(*asker->connector, type, path_parameters);
     }
 };
 

@@ -328,13 +328,19 @@ void Gateway::policies_for(const ConnectorInstance& connector, const Action& act
               [](const ConditionPolicy* a, const ConditionPolicy* b) { return a->index < b->index; });
 }
 
-bool Gateway::has_policies_for(const ConnectorInstance& connector, std::string_view type) const {
+bool Gateway::reads_body_fields(const ConnectorInstance& connector, std::string_view type,
+                                std::span<const std::string> path_parameters) const {
+    std::vector<std::string> computed;
+    const std::vector<std::string>* roots = &computed;
     if (const auto it = connector.cache.find(std::string(type)); it != connector.cache.end()) {
-        return !it->second.policies.empty();
+        roots = &it->second.parameter_roots;
+    } else {
+        policy_index_.for_each_match(
+            type, [&](std::size_t index) { policies[index].when.collect_parameter_roots(computed); });
     }
-    bool found = false;
-    policy_index_.for_each_match(type, [&found](std::size_t) { found = true; });
-    return found;
+    return std::any_of(roots->begin(), roots->end(), [&](const std::string& root) {
+        return std::find(path_parameters.begin(), path_parameters.end(), root) == path_parameters.end();
+    });
 }
 
 void Gateway::compile() {
@@ -363,6 +369,8 @@ void Gateway::compile() {
             probe.type = type;
             connector.cache.erase(type);
             policies_for(connector, probe, cached.policies);
+            for (const ConditionPolicy* policy : cached.policies)
+                policy->when.collect_parameter_roots(cached.parameter_roots);
             connector.cache.emplace(type, std::move(cached));
         }
         for (const auto& domain : connector.domains) {

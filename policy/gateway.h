@@ -11,6 +11,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -71,6 +72,7 @@ struct ConnectorInstance {
     struct Cached {
         Resolution by_access[2];  // [read, write]
         std::vector<const ConditionPolicy*> policies;
+        std::vector<std::string> parameter_roots;  // parameters those policies read
     };
     std::unordered_map<std::string, Cached> cache;  // every static action of the connector
 
@@ -99,8 +101,10 @@ public:
     // The condition policies whose action patterns cover `action`.
     void policies_for(const ConnectorInstance& connector, const Action& action,
                       std::vector<const ConditionPolicy*>& out) const;
-    // Whether any condition policy could look at an action of this type.
-    [[nodiscard]] bool has_policies_for(const ConnectorInstance& connector, std::string_view type) const;
+    // Whether a condition policy on an action of this type reads a parameter
+    // that is not one of `path_parameters` (and so may come from the body).
+    [[nodiscard]] bool reads_body_fields(const ConnectorInstance& connector, std::string_view type,
+                                         std::span<const std::string> path_parameters) const;
 
     // Reads one gateway file against the loaded connectors; nullptr after recording errors.
     static std::shared_ptr<Gateway> load(const JsonNode& root,

@@ -376,6 +376,14 @@ TEST(BodyParsing, IsSkippedWhenNoPolicyOrVariantReadsIt) {
     const auto read = evaluate(gateway, issue, {});
     EXPECT_TRUE(read.actions.at(0).parameters_complete);
     EXPECT_EQ(read.decision.effect, Effect::deny);
+    // A policy that reads only path parameters does not need the body either.
+    const auto by_path = testing::load_or_fail({R"({"name": "g",
+        "connectors": {"github": {"preset": "allow_all"}},
+        "policies": [{"name": "p", "actions": ["github.pr.*"], "when": {"field": "parameters.repo", "op": "equals", "value": "r"}, "decision": "require_approval"}]})"});
+    ASSERT_TRUE(by_path);
+    const auto path_only = evaluate(*by_path->gateway("g"), pr, {});
+    EXPECT_FALSE(path_only.actions.at(0).parameters.contains("title"));
+    EXPECT_EQ(path_only.decision.effect, Effect::require_approval);
     // A route with variants always reads the body.
     const Request close{"PATCH", "api.github.com", "/repos/o/r/pulls/7", "application/json", R"({"state":"closed"})"};
     EXPECT_EQ(evaluate(gateway, close, {}).actions.at(0).type, "github.pr.close");
