@@ -116,10 +116,9 @@ void BM_EvaluateMcpToolCall(benchmark::State& state) {
     run_evaluate(state, kToolCall);
 }
 
-// Deciding an already classified action: the cost the rules add.
-void BM_DecideGithubMerge(benchmark::State& state) {
-    const auto config = load(static_cast<int>(state.range(0)));
-    const Gateway& gateway = *config->gateway("bench");
+// Deciding the classified merge (every parameter read) on `config`.
+void run_decide(benchmark::State& state, const Config& config) {
+    const Gateway& gateway = *config.gateway("bench");
     const ConnectorInstance* github = gateway.connector_for_host("api.github.com");
     const auto actions = classify(*github->def, ClassifyOptions{github->name, github->base_segments}, kMerge);
     const EvalContext context{"agent-1"};
@@ -129,17 +128,14 @@ void BM_DecideGithubMerge(benchmark::State& state) {
     }
 }
 
+// Deciding an already classified action: the cost the rules add.
+void BM_DecideGithubMerge(benchmark::State& state) {
+    run_decide(state, *load(static_cast<int>(state.range(0))));
+}
+
 // Condition policies that all apply to the request: their cost each.
 void BM_DecidePolicies(benchmark::State& state) {
-    const auto config = load(100, static_cast<int>(state.range(0)) * 2);
-    const Gateway& gateway = *config->gateway("bench");
-    const ConnectorInstance* github = gateway.connector_for_host("api.github.com");
-    const auto actions = classify(*github->def, ClassifyOptions{github->name, github->base_segments}, kMerge);
-    const EvalContext context{"agent-1"};
-    for (auto _ : state) {
-        auto decision = decide(gateway, github, actions, context);
-        benchmark::DoNotOptimize(decision);
-    }
+    run_decide(state, *load(100, static_cast<int>(state.range(0)) * 2));
     state.counters["policies"] = static_cast<double>(state.range(0));
 }
 

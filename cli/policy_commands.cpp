@@ -21,12 +21,7 @@ namespace tameflare::cli {
 
 namespace {
 
-struct CommonOptions {
-    std::string config = daemon::kDefaultConfigFile;
-    bool explicit_config = false;
-    std::vector<std::string> connector_dirs;
-    std::string gateways_dir;
-};
+using CommonOptions = daemon::ConfigLocation;
 
 struct TestOptions {
     std::string gateway;
@@ -82,22 +77,13 @@ Decides a request as the proxy would and prints the decision and its trace.
   -c, --config FILE, --connectors-dir DIR, --gateways-dir DIR
 )";
 
-std::optional<daemon::DaemonConfig> configure(const CommonOptions& options) {
+std::shared_ptr<const policy::Config> load(const CommonOptions& options) {
     policy::ConfigErrors errors;
-    auto config = daemon::load_daemon_config(options.config, options.explicit_config, errors);
+    const auto config = daemon::load_daemon_config(options, errors);
     if (!config) {
         std::fputs(policy::format_errors(errors).c_str(), stderr);
-        return std::nullopt;
+        return nullptr;
     }
-    if (!options.connector_dirs.empty())
-        config->connector_dirs.assign(options.connector_dirs.begin(), options.connector_dirs.end());
-    if (!options.gateways_dir.empty()) config->gateways_dir = options.gateways_dir;
-    return config;
-}
-
-std::shared_ptr<const policy::Config> load(const CommonOptions& options) {
-    const auto config = configure(options);
-    if (!config) return nullptr;
     auto result = daemon::load_policy(*config);
     if (!result.ok()) {
         std::fputs(policy::format_errors(result.errors).c_str(), stderr);
@@ -116,8 +102,8 @@ int parse(std::span<char*> args, CommonOptions& common, TestOptions& test, const
     while ((c = getopt_long(argc, args.data(), "c:", kOptions, nullptr)) != -1) {
         switch (c) {
             case kConfig:
-                common.config = optarg;
-                common.explicit_config = true;
+                common.file = optarg;
+                common.explicit_file = true;
                 break;
             case kConnectorsDir: common.connector_dirs.emplace_back(optarg); break;
             case kGatewaysDir: common.gateways_dir = optarg; break;

@@ -94,6 +94,14 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     return config;
 }
 
+std::optional<DaemonConfig> load_daemon_config(const ConfigLocation& location, policy::ConfigErrors& errors) {
+    auto config = load_daemon_config(location.file, location.explicit_file, errors);
+    if (!config) return std::nullopt;
+    if (!location.connector_dirs.empty()) config->connector_dirs = location.connector_dirs;
+    if (!location.gateways_dir.empty()) config->gateways_dir = location.gateways_dir;
+    return config;
+}
+
 PolicyFiles read_policy_files(const DaemonConfig& config, policy::ConfigErrors& errors) {
     PolicyFiles files;
     std::map<std::string, fs::path> connectors;

@@ -33,6 +33,17 @@ inline constexpr const char* kDefaultConfigFile = "/etc/tameflare/tameflared.jso
 std::optional<DaemonConfig> load_daemon_config(const std::filesystem::path& file, bool explicit_path,
                                                policy::ConfigErrors& errors);
 
+// Where the configuration comes from, as a command line gives it.
+struct ConfigLocation {
+    std::filesystem::path file = kDefaultConfigFile;
+    bool explicit_file = false;                         // named with -c: it must exist
+    std::vector<std::filesystem::path> connector_dirs;  // when given, replace the configured list
+    std::filesystem::path gateways_dir;                 // when given, replaces the configured one
+};
+
+// load_daemon_config() with the command line's overrides applied.
+std::optional<DaemonConfig> load_daemon_config(const ConfigLocation& location, policy::ConfigErrors& errors);
+
 struct PolicyFiles {
     std::vector<policy::Document> connectors;
     std::vector<policy::Document> gateways;

@@ -31,22 +31,9 @@ one kept); SIGTERM and SIGINT stop the daemon.
 )";
 
 struct Options {
-    std::string config = daemon::kDefaultConfigFile;
-    bool explicit_config = false;
-    std::vector<std::string> connector_dirs;
-    std::string gateways_dir;
+    daemon::ConfigLocation location;
     bool check = false;
 };
-
-std::optional<daemon::DaemonConfig> configure(const Options& options, policy::ConfigErrors& errors) {
-    auto config = daemon::load_daemon_config(options.config, options.explicit_config, errors);
-    if (!config) return std::nullopt;
-    if (!options.connector_dirs.empty()) {
-        config->connector_dirs.assign(options.connector_dirs.begin(), options.connector_dirs.end());
-    }
-    if (!options.gateways_dir.empty()) config->gateways_dir = options.gateways_dir;
-    return config;
-}
 
 void log_errors(const policy::ConfigErrors& errors) {
     for (const auto& error : errors) {
@@ -68,7 +55,7 @@ std::string summary(const policy::Config& config) {
 
 int check_config(const Options& options) {
     policy::ConfigErrors errors;
-    const auto config = configure(options, errors);
+    const auto config = daemon::load_daemon_config(options.location, errors);
     if (config) {
         auto result = daemon::load_policy(*config);
         if (result.ok()) {
@@ -91,7 +78,7 @@ int run(const Options& options) {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
     policy::ConfigErrors errors;
-    const auto config = configure(options, errors);
+    const auto config = daemon::load_daemon_config(options.location, errors);
     if (!config) {
         log_errors(errors);
         return EXIT_FAILURE;
@@ -145,11 +132,11 @@ int main(int argc, char** argv) {
     while ((c = getopt_long(argc, argv, "c:Vh", long_options, nullptr)) != -1) {
         switch (c) {
             case 'c':
-                options.config = optarg;
-                options.explicit_config = true;
+                options.location.file = optarg;
+                options.location.explicit_file = true;
                 break;
-            case kConnectorsDir: options.connector_dirs.emplace_back(optarg); break;
-            case kGatewaysDir: options.gateways_dir = optarg; break;
+            case kConnectorsDir: options.location.connector_dirs.emplace_back(optarg); break;
+            case kGatewaysDir: options.location.gateways_dir = optarg; break;
             case kCheck: options.check = true; break;
             case 'V': std::printf("tameflared %s\n", TF_VERSION); return EXIT_SUCCESS;
             case 'h': std::fputs(kUsage, stdout); return EXIT_SUCCESS;

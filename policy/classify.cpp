@@ -42,18 +42,17 @@ std::optional<std::string> conflicting_key(const nlohmann::json& a, const nlohma
     return std::nullopt;
 }
 
-bool is_json_type(std::string_view type) {
-    const auto semicolon = type.find(';');
-    std::string media = ascii_lower(type.substr(0, semicolon));
-    while (!media.empty() && media.back() == ' ') media.pop_back();
-    return media == "application/json" || media.ends_with("+json");
+// "Application/JSON; charset=utf-8" -> "application/json".
+std::string media_type(std::string_view content_type) {
+    std::string_view media = content_type.substr(0, content_type.find(';'));
+    const auto first = media.find_first_not_of(" \t");
+    const auto last = media.find_last_not_of(" \t");
+    return first == std::string_view::npos ? std::string() : ascii_lower(media.substr(first, last - first + 1));
 }
 
-bool is_form_type(std::string_view type) {
-    const auto semicolon = type.find(';');
-    std::string media = ascii_lower(type.substr(0, semicolon));
-    while (!media.empty() && media.back() == ' ') media.pop_back();
-    return media == "application/x-www-form-urlencoded";
+bool looks_like_json(std::string_view body) {
+    const auto first = body.find_first_not_of(" \t\r\n");
+    return first != std::string_view::npos && (body[first] == '{' || body[first] == '[');
 }
 
 // Body fields; sets `complete` false when the body could not be read whole.
@@ -63,8 +62,11 @@ nlohmann::json body_parameters(BodyMode mode, const Request& request, bool& comp
         if (!request.body_complete) complete = false;
         return out;
     }
-    const bool as_json = mode == BodyMode::json || (mode == BodyMode::automatic && is_json_type(request.content_type));
-    const bool as_form = mode == BodyMode::form || (mode == BodyMode::automatic && is_form_type(request.content_type));
+    const std::string media = mode == BodyMode::automatic ? media_type(request.content_type) : std::string();
+    const bool as_json = mode == BodyMode::json ||
+                         (mode == BodyMode::automatic && (media == "application/json" || media.ends_with("+json")));
+    const bool as_form =
+        mode == BodyMode::form || (mode == BodyMode::automatic && media == "application/x-www-form-urlencoded");
     if (as_json) {
         auto value = request.body_complete ? parse_json_body(request.body) : std::nullopt;
         if (!value) {
@@ -83,6 +85,9 @@ nlohmann::json body_parameters(BodyMode mode, const Request& request, bool& comp
             complete = false;
         }
         if (!parse_form(text, out)) complete = false;
+        // JSON sent as a form: an upstream that reads JSON whatever the
+        // Content-Type would see fields we did not.
+        if (looks_like_json(text)) complete = false;
     } else if (mode != BodyMode::none) {
         complete = false;  // a body we cannot read may carry what a condition looks for
     }
@@ -164,8 +169,11 @@ void apply_variants(const Route& route, Action& action) {
             break;
         }
     }
+    // An uncertain variant beats the route's own action at equal severity: the
+    // variant is the more specific (close rather than update).
     for (const auto& candidate : uncertain) {
-        if (severity(candidate.risk, candidate.access) > severity(chosen.risk, chosen.access)) chosen = candidate;
+        const int stake = severity(candidate.risk, candidate.access) - severity(chosen.risk, chosen.access);
+        if (stake > 0 || (stake == 0 && chosen.type == &route.action)) chosen = candidate;
     }
     if (chosen.type != &route.action) {
         action.type = *chosen.type;  // variants have no placeholders of their own beyond the route's

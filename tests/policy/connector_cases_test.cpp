@@ -98,9 +98,12 @@ TEST(ConnectorCases, EveryCaseYieldsItsActionRiskAccessAndParameters) {
         const Action& action = result.actions.front();
         EXPECT_EQ(action.type, c.spec.at("action").get<std::string>()) << where << " (route: " << action.route << ")";
         EXPECT_EQ(action.provider, c.connector) << where;
-        if (c.spec.contains("risk")) EXPECT_EQ(to_string(action.risk), c.spec["risk"].get<std::string>()) << where;
-        if (c.spec.contains("access"))
+        if (c.spec.contains("risk")) {
+            EXPECT_EQ(to_string(action.risk), c.spec["risk"].get<std::string>()) << where;
+        }
+        if (c.spec.contains("access")) {
             EXPECT_EQ(to_string(action.access), c.spec["access"].get<std::string>()) << where;
+        }
         expect_subset(c.spec.at("parameters"), action.parameters, where);
         if (action.type.ends_with(".unknown")) {
             EXPECT_EQ(action.risk, Risk::high) << where;
@@ -287,6 +290,19 @@ TEST_F(Classification, ABodyOfAnUnreadableTypeLeavesParametersIncomplete) {
     EXPECT_FALSE(action.parameters_complete);
     const Action no_body = one({"POST", "api.github.com", "/repos/o/r/pulls", "text/plain", ""});
     EXPECT_TRUE(no_body.parameters_complete);
+}
+
+TEST_F(Classification, JsonSentAsAFormIsNotTrusted) {
+    // Some upstreams read JSON whatever the Content-Type says; a form parse of
+    // it would show fields the upstream does not see, and hide the ones it does.
+    const auto& slack = *connectors()->connectors.at("slack");
+    const Request request{"POST", "slack.com", "/api/chat.postMessage", "application/x-www-form-urlencoded",
+                          R"({"channel": "C1", "text": "hi"})"};
+    EXPECT_FALSE(classify(slack, ClassifyOptions{"slack", {}}, request).at(0).parameters_complete);
+    // GitHub's connector reads bodies as JSON, as GitHub does.
+    const Request close{"PATCH", "api.github.com", "/repos/o/r/pulls/7", "application/x-www-form-urlencoded",
+                        R"({"state": "closed"})"};
+    EXPECT_EQ(one(close).type, "github.pr.close");
 }
 
 TEST_F(Classification, ATruncatedFormBodyDropsItsLastPartialPair) {
