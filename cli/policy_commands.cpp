@@ -134,8 +134,11 @@ std::optional<ParsedUrl> parse_url(std::string_view url) {
     const auto path = rest.find_first_of("/?");
     std::string_view authority = rest.substr(0, path);
     if (const auto at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
-    if (const auto colon = authority.rfind(':'); colon != std::string_view::npos)
+    if (authority.starts_with("[")) {  // an IPv6 literal: [::1]:8080
+        authority = authority.substr(0, authority.find(']') + 1);
+    } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
         authority = authority.substr(0, colon);
+    }
     if (authority.empty()) return std::nullopt;
     std::string target = path == std::string_view::npos ? "/" : std::string(rest.substr(path));
     if (target.front() == '?') target.insert(0, "/");
