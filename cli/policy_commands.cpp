@@ -10,6 +10,7 @@
 
 #include <getopt.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -357,8 +358,14 @@ int connectors_command(std::span<char*> args) {
         for (const auto& [name, def] : config->connectors) {
             std::string domains;
             for (const auto& domain : def->domains) domains += (domains.empty() ? "" : ",") + domain;
-            std::printf("%-12s %3zu routes %3zu actions  %s\n", name.c_str(), def->routes.size(),
-                        def->static_actions().size(), domains.empty() ? "(domains set per gateway)" : domains.c_str());
+            // static_actions() counts "<name>.unknown"; templated actions (http.{method}) are not listed.
+            const std::size_t templated = static_cast<std::size_t>(
+                std::count_if(def->routes.begin(), def->routes.end(),
+                              [](const policy::Route& route) { return route.action.find('{') != std::string::npos; }));
+            const bool rpc_templated = def->jsonrpc && def->jsonrpc->fallback.action.find('{') != std::string::npos;
+            std::printf("%-12s %3zu routes %3zu actions%s  %s\n", name.c_str(), def->routes.size(),
+                        def->static_actions().size() - 1, templated || rpc_templated ? " + templated" : "",
+                        domains.empty() ? "(domains set per gateway)" : domains.c_str());
         }
         return kExitOk;
     }
