@@ -201,11 +201,9 @@ std::optional<std::int64_t> JsonNode::integer(std::string_view key, std::int64_t
                     "write a whole number without quotes, from " + std::to_string(min) + " to " + std::to_string(max));
         return std::nullopt;
     }
-    // Unsigned values above INT64_MAX read as negative here and fail the range check.
-    const auto value = node->json().is_number_unsigned() && node->json().get<std::uint64_t>() > INT64_MAX
-                           ? max + (max < INT64_MAX ? 1 : 0)
-                           : node->json().get<std::int64_t>();
-    if (value < min || value > max) {
+    const bool too_big = node->json().is_number_unsigned() && node->json().get<std::uint64_t>() > INT64_MAX;
+    const std::int64_t value = too_big ? 0 : node->json().get<std::int64_t>();
+    if (too_big || value < min || value > max) {
         node->error("value " + node->json().dump() + " is out of range",
                     "use an integer from " + std::to_string(min) + " to " + std::to_string(max));
         return std::nullopt;
