@@ -18,7 +18,9 @@ cd "$(dirname "$(readlink -f "$0")")"
 PACKAGES=(
   build-essential cmake ninja-build pkg-config   # the toolchain
   nlohmann-json3-dev libre2-dev                  # policy/: JSON, linear-time regular expressions
+  libssl-dev                                     # daemon/proxy/: TLS (ClientHello sniffing, interception)
   libgtest-dev libgmock-dev libbenchmark-dev     # tests and benchmarks
+  curl                                           # a real TLS client in the proxy tests
   clang libclang-rt-14-dev                       # libFuzzer targets
   clang-format clang-tidy                        # lint
   git                                            # lint reads the tracked file list
@@ -82,7 +84,7 @@ fuzz_smoke() {
   log "fuzzing each target for ${seconds} s"
   CC=clang CXX=clang++ configure_and_build build-fuzz -DTF_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
   local target work
-  for target in config request; do
+  for target in config request sniff; do
     work=$(mktemp -d)
     mkdir "$work/corpus"
     cp tests/fuzz/corpus/"$target"/* "$work/corpus/"

@@ -1,6 +1,6 @@
 // tf and tameflared as a user runs them: exit codes, output, and the daemon's
 // reload on SIGHUP.
-#include "subprocess.h"
+#include "support/subprocess.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
