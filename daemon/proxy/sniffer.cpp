@@ -1,5 +1,7 @@
 #include "daemon/proxy/sniffer.h"
 
+#include "daemon/proxy/openssl_handles.h"
+
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -11,15 +13,6 @@
 namespace tameflare::proxy {
 
 namespace {
-
-struct SslCtxFree {
-    void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
-};
-struct SslFree {
-    void operator()(SSL* ssl) const { SSL_free(ssl); }
-};
-using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
-using SslPtr = std::unique_ptr<SSL, SslFree>;
 
 struct Capture {
     Sniffed* out = nullptr;
