@@ -1,0 +1,163 @@
+#include "daemon/proxy/address_policy.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+
+namespace tameflare::proxy {
+
+namespace {
+
+// The IPv4 address an IPv6 address carries, if it is one of the forms that
+// deliver to IPv4: mapped, NAT64 well-known prefix, 6to4, IPv4-compatible.
+std::optional<IpAddress> embedded_v4(const IpAddress& address) {
+    if (address.v4) return std::nullopt;
+    const auto& b = address.bytes;
+    IpAddress v4;
+    v4.v4 = true;
+    const auto zero = [&](std::size_t from, std::size_t to) {
+        return std::all_of(b.begin() + static_cast<std::ptrdiff_t>(from), b.begin() + static_cast<std::ptrdiff_t>(to),
+                           [](std::uint8_t x) { return x == 0; });
+    };
+    if (zero(0, 10) && b[10] == 0xff && b[11] == 0xff) {  // ::ffff:a.b.c.d
+        std::copy(b.begin() + 12, b.end(), v4.bytes.begin());
+        return v4;
+    }
+    if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && zero(4, 12)) {  // 64:ff9b::/96
+        std::copy(b.begin() + 12, b.end(), v4.bytes.begin());
+        return v4;
+    }
+    if (b[0] == 0x20 && b[1] == 0x02) {  // 2002:AABB:CCDD::/48
+        std::copy(b.begin() + 2, b.begin() + 6, v4.bytes.begin());
+        return v4;
+    }
+    if (zero(0, 12) && !(b[12] == 0 && b[13] == 0 && b[14] == 0 && b[15] <= 1)) {  // ::a.b.c.d (deprecated)
+        std::copy(b.begin() + 12, b.end(), v4.bytes.begin());
+        return v4;
+    }
+    return std::nullopt;
+}
+
+struct Range {
+    Cidr cidr;
+    AddressClass kind;
+};
+
+// Special-purpose ranges (RFC 6890 and its updates), most specific first
+// where they overlap.
+const std::vector<Range>& special_ranges() {
+    static const std::vector<Range> ranges = [] {
+        const std::pair<const char*, AddressClass> table[] = {
+            {"0.0.0.0/8", AddressClass::unspecified},
+            {"127.0.0.0/8", AddressClass::loopback},
+            {"10.0.0.0/8", AddressClass::private_net},
+            {"172.16.0.0/12", AddressClass::private_net},
+            {"192.168.0.0/16", AddressClass::private_net},
+            {"100.64.0.0/10", AddressClass::shared},
+            {"169.254.0.0/16", AddressClass::link_local},
+            {"255.255.255.255/32", AddressClass::multicast},
+            {"224.0.0.0/4", AddressClass::multicast},
+            {"240.0.0.0/4", AddressClass::reserved},
+            {"192.0.0.0/24", AddressClass::reserved},
+            {"192.0.2.0/24", AddressClass::reserved},
+            {"198.18.0.0/15", AddressClass::reserved},
+            {"198.51.100.0/24", AddressClass::reserved},
+            {"203.0.113.0/24", AddressClass::reserved},
+            {"::/128", AddressClass::unspecified},
+            {"::1/128", AddressClass::loopback},
+            {"fc00::/7", AddressClass::private_net},
+            {"fe80::/10", AddressClass::link_local},
+            {"ff00::/8", AddressClass::multicast},
+            {"2001:db8::/32", AddressClass::reserved},
+            {"100::/64", AddressClass::reserved},
+            {"::/8", AddressClass::reserved},
+        };
+        std::vector<Range> out;
+        for (const auto& [text, kind] : table) out.push_back({*Cidr::parse(text), kind});
+        return out;
+    }();
+    return ranges;
+}
+
+AddressClass lookup(const IpAddress& address) {
+    for (const auto& range : special_ranges()) {
+        if (range.cidr.contains(address)) return range.kind;
+    }
+    return AddressClass::global;
+}
+
+}  // namespace
+
+std::optional<IpAddress> IpAddress::parse(std::string_view text) {
+    std::string owned(text);
+    if (owned.size() > 2 && owned.front() == '[' && owned.back() == ']') owned = owned.substr(1, owned.size() - 2);
+    IpAddress address;
+    if (inet_pton(AF_INET, owned.c_str(), address.bytes.data()) == 1) {
+        address.v4 = true;
+        return address;
+    }
+    if (inet_pton(AF_INET6, owned.c_str(), address.bytes.data()) == 1) return address;
+    return std::nullopt;
+}
+
+std::string IpAddress::to_string() const {
+    char text[INET6_ADDRSTRLEN] = {};
+    inet_ntop(v4 ? AF_INET : AF_INET6, bytes.data(), text, sizeof text);
+    return text;
+}
+
+std::string_view to_string(AddressClass value) noexcept {
+    switch (value) {
+        case AddressClass::global: return "global";
+        case AddressClass::loopback: return "loopback";
+        case AddressClass::private_net: return "private";
+        case AddressClass::shared: return "shared (CGNAT)";
+        case AddressClass::link_local: return "link-local";
+        case AddressClass::unspecified: return "unspecified";
+        case AddressClass::multicast: return "multicast";
+        case AddressClass::reserved: return "reserved";
+    }
+    return "reserved";
+}
+
+AddressClass classify(const IpAddress& address) {
+    if (const auto v4 = embedded_v4(address)) return lookup(*v4);
+    return lookup(address);
+}
+
+std::optional<Cidr> Cidr::parse(std::string_view text) {
+    const auto slash = text.find('/');
+    const auto address = IpAddress::parse(text.substr(0, slash));
+    if (!address) return std::nullopt;
+    const unsigned width = address->v4 ? 32 : 128;
+    unsigned prefix = width;
+    if (slash != std::string_view::npos) {
+        const std::string_view digits = text.substr(slash + 1);
+        if (digits.empty() || digits.size() > 3 ||
+            !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+            return std::nullopt;
+        }
+        prefix = static_cast<unsigned>(std::stoul(std::string(digits)));
+        if (prefix > width) return std::nullopt;
+    }
+    return Cidr{*address, prefix};
+}
+
+bool Cidr::contains(const IpAddress& address) const {
+    if (address.v4 != network.v4) return false;
+    const unsigned full = prefix / 8;
+    if (!std::equal(network.bytes.begin(), network.bytes.begin() + full, address.bytes.begin())) return false;
+    const unsigned rest = prefix % 8;
+    if (rest == 0) return true;
+    const auto mask = static_cast<std::uint8_t>(0xff << (8 - rest));
+    return (network.bytes[full] & mask) == (address.bytes[full] & mask);
+}
+
+bool upstream_allowed(const IpAddress& address, const std::vector<Cidr>& allowed) {
+    if (classify(address) == AddressClass::global) return true;
+    const auto v4 = embedded_v4(address);
+    return std::any_of(allowed.begin(), allowed.end(),
+                       [&](const Cidr& cidr) { return cidr.contains(address) || (v4 && cidr.contains(*v4)); });
+}
+
+}  // namespace tameflare::proxy
