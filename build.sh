@@ -19,6 +19,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config   # the toolchain
   nlohmann-json3-dev libre2-dev                  # policy/: JSON, linear-time regular expressions
   libssl-dev                                     # daemon/proxy/: TLS (ClientHello sniffing, interception)
+  libboost-dev                                   # daemon/proxy/: Beast parses HTTP (Asio to come)
   libgtest-dev libgmock-dev libbenchmark-dev     # tests and benchmarks
   curl                                           # a real TLS client in the proxy tests
   clang libclang-rt-14-dev                       # libFuzzer targets
@@ -84,7 +85,7 @@ fuzz_smoke() {
   log "fuzzing each target for ${seconds} s"
   CC=clang CXX=clang++ configure_and_build build-fuzz -DTF_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
   local target work
-  for target in config request sniff; do
+  for target in config request sniff request_head; do
     work=$(mktemp -d)
     mkdir "$work/corpus"
     cp tests/fuzz/corpus/"$target"/* "$work/corpus/"

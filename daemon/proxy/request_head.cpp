@@ -1,0 +1,127 @@
+#include "daemon/proxy/request_head.h"
+
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+
+#include <algorithm>
+
+namespace tameflare::proxy {
+
+namespace http = boost::beast::http;
+
+namespace {
+
+std::string_view view(boost::beast::string_view text) {
+    return {text.data(), text.size()};
+}
+
+HeadResult bad(std::string why) {
+    HeadResult result;
+    result.status = HeadResult::Status::bad;
+    result.error = std::move(why);
+    return result;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               const auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
+               return lower(x) == lower(y);
+           });
+}
+
+// Obsolete line folding (a header line that starts with a space or tab)
+// is refused outright (RFC 9112, 5.2): Beast would join the lines, another
+// parser might not.
+bool has_obs_fold(std::string_view head) {
+    for (std::size_t i = head.find('\n'); i != std::string_view::npos && i + 1 < head.size();
+         i = head.find('\n', i + 1)) {
+        if (head[i + 1] == ' ' || head[i + 1] == '\t') return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+HeadResult parse_request_head(std::string_view bytes, std::size_t max_bytes) {
+    const auto end = bytes.find("\r\n\r\n");
+    // A line ending without CR: some servers accept it, so it is refused.
+    const std::string_view scanned = bytes.substr(0, end == std::string_view::npos ? bytes.size() : end + 4);
+    for (std::size_t i = scanned.find('\n'); i != std::string_view::npos; i = scanned.find('\n', i + 1)) {
+        if (i == 0 || scanned[i - 1] != '\r') return bad("line ending without CR");
+    }
+    if (end == std::string_view::npos) {
+        if (bytes.size() > max_bytes) return bad("request head larger than " + std::to_string(max_bytes) + " bytes");
+        return {};
+    }
+    const std::string_view head = bytes.substr(0, end + 4);
+    if (head.size() > max_bytes) return bad("request head larger than " + std::to_string(max_bytes) + " bytes");
+    if (has_obs_fold(head.substr(0, head.size() - 2))) return bad("obsolete line folding in a header");
+
+    http::request_parser<http::empty_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(max_bytes));
+    parser.eager(false);
+    boost::system::error_code error;
+    const std::size_t used = parser.put(boost::asio::buffer(head.data(), head.size()), error);
+    if (error && error != http::error::need_more) return bad("malformed request head: " + error.message());
+    if (!parser.is_header_done()) return bad("malformed request head");
+
+    const auto& request = parser.get();
+    HeadResult result;
+    result.status = HeadResult::Status::ok;
+    result.consumed = used;
+    RequestHead& out = result.head;
+    out.method = std::string(view(request.method_string()));
+    out.target = std::string(view(request.target()));
+    out.version = request.version();
+    if (out.version != 10 && out.version != 11) return bad("unsupported HTTP version");
+
+    std::size_t hosts = 0;
+    std::size_t lengths = 0;
+    std::size_t encodings = 0;
+    for (const auto& field : request.base()) {
+        const std::string_view name = view(field.name_string());
+        const std::string_view value = view(field.value());
+        if (iequals(name, "host")) {
+            ++hosts;
+            out.host = std::string(value);
+        } else if (iequals(name, "content-length")) {
+            ++lengths;
+            // Digits only: Beast accepts the list form "5, 5", other parsers may not.
+            if (value.empty() || value.find_first_not_of("0123456789") != std::string_view::npos) {
+                return bad("invalid Content-Length: " + std::string(value));
+            }
+        } else if (iequals(name, "transfer-encoding")) {
+            ++encodings;
+            if (!iequals(value, "chunked"))
+                return bad("Transfer-Encoding other than \"chunked\": " + std::string(value));
+        } else if (iequals(name, "content-type")) {
+            out.content_type = std::string(value);
+        } else if (iequals(name, "x-http-method-override") || iequals(name, "x-http-method") ||
+                   iequals(name, "x-method-override")) {
+            if (!out.method_override.empty() && !iequals(out.method_override, value)) {
+                return bad("conflicting method override headers");
+            }
+            out.method_override = std::string(value);
+        } else if (iequals(name, "expect")) {
+            if (!iequals(value, "100-continue")) return bad("unsupported Expect: " + std::string(value));
+            out.expect_continue = true;
+        }
+    }
+    if (lengths > 0 && encodings > 0) return bad("both Content-Length and Transfer-Encoding");
+    if (lengths > 1) return bad("more than one Content-Length");
+    if (encodings > 1) return bad("more than one Transfer-Encoding");
+    if (hosts > 1) return bad("more than one Host header");
+    if (hosts == 0 && out.version == 11) return bad("HTTP/1.1 request without a Host header");
+    if (lengths == 1) {
+        const auto length = parser.content_length();
+        if (!length) return bad("invalid Content-Length");
+        out.content_length = *length;
+    }
+    out.chunked = parser.chunked();
+    out.upgrade = parser.upgrade();
+    out.keep_alive = parser.keep_alive();
+    return result;
+}
+
+}  // namespace tameflare::proxy
