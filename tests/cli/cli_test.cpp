@@ -1,6 +1,7 @@
 // tf and tameflared as a user runs them: exit codes, output, and the daemon's
 // reload on SIGHUP.
 #include "support/subprocess.h"
+#include "support/temp_dir.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -80,20 +81,17 @@ TEST(Tf, ConnectorsListAndShow) {
 class Daemon : public ::testing::Test {
 protected:
     void SetUp() override {
-        std::string pattern = (fs::temp_directory_path() / "tf-daemon-XXXXXX").string();
-        ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-        root_ = pattern;
         fs::create_directories(root_ / "gateways.d");
         std::ofstream(root_ / "tameflared.json")
             << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d"})";
         write_gateway("one", R"({"name": "one", "connectors": {"github": {"preset": "read_only"}}})");
     }
-    void TearDown() override { fs::remove_all(root_); }
     void write_gateway(const std::string& file, const std::string& text) {
         std::ofstream(root_ / "gateways.d" / (file + ".json")) << text;
     }
     std::string config() const { return (root_ / "tameflared.json").string(); }
-    fs::path root_;
+    testing::TempDir temp_{"tf-daemon"};
+    const fs::path root_ = temp_.path();
 };
 
 TEST_F(Daemon, CheckConfigAcceptsAGoodConfigurationAndExplainsABadOne) {

@@ -1,5 +1,6 @@
 // Reading tameflared.json and the policy directories from real files.
 #include "daemon/daemon_config.h"
+#include "support/temp_dir.h"
 
 #include <gtest/gtest.h>
 
@@ -13,17 +14,12 @@ namespace fs = std::filesystem;
 
 class TempDir : public ::testing::Test {
 protected:
-    void SetUp() override {
-        std::string pattern = (fs::temp_directory_path() / "tf-config-XXXXXX").string();
-        ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-        root_ = pattern;
-    }
-    void TearDown() override { fs::remove_all(root_); }
+    testing::TempDir temp_{"tf-config"};
+    const fs::path root_ = temp_.path();
     void write(const fs::path& relative, const std::string& text) {
         fs::create_directories((root_ / relative).parent_path());
         std::ofstream(root_ / relative) << text;
     }
-    fs::path root_;
 };
 
 const char* kConnector =

@@ -1,12 +1,11 @@
 // The interception CA: files on disk, leaves that verify, the cache, refusals
 // of bad files, and curl trusting a leaf through the CA.
 #include "daemon/proxy/certificate_authority.h"
+#include "support/loopback.h"
 #include "support/subprocess.h"
+#include "support/temp_dir.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <openssl/x509v3.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <csignal>
@@ -23,13 +22,8 @@ namespace fs = std::filesystem;
 
 class CaTest : public ::testing::Test {
 protected:
-    void SetUp() override {
-        std::string pattern = (fs::temp_directory_path() / "tf-ca-XXXXXX").string();
-        ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-        dir_ = pattern;
-    }
-    void TearDown() override { fs::remove_all(dir_); }
-    fs::path dir_;
+    testing::TempDir temp_{"tf-ca"};
+    const fs::path dir_ = temp_.path();
 };
 
 // Verifies `leaf` against the CA alone, for a host name or an IP literal.
@@ -153,15 +147,6 @@ public:
         // OpenSSL writes with write(2): a client that hung up must be an
         // error return, not a SIGPIPE that ends the test process.
         ::signal(SIGPIPE, SIG_IGN);
-        listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in address{};
-        address.sin_family = AF_INET;
-        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        ::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address);
-        ::listen(listener_, 1);
-        socklen_t length = sizeof address;
-        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
-        port_ = ntohs(address.sin_port);
         const auto leaf = ca.leaf_for(name);
         ctx_.reset(SSL_CTX_new(TLS_server_method()));
         SSL_CTX_use_certificate(ctx_.get(), leaf->certificate.get());
@@ -169,15 +154,14 @@ public:
         thread_ = std::thread([this] { serve(); });
     }
     ~LeafServer() {
-        ::shutdown(listener_, SHUT_RDWR);
+        listener_.shutdown();
         thread_.join();
-        ::close(listener_);
     }
-    [[nodiscard]] int port() const { return port_; }
+    [[nodiscard]] int port() const { return listener_.port(); }
 
 private:
     void serve() {
-        const int connection = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+        const int connection = listener_.accept();
         if (connection < 0) return;
         SslPtr ssl(SSL_new(ctx_.get()));
         SSL_set_fd(ssl.get(), connection);
@@ -190,8 +174,7 @@ private:
         }
         ::close(connection);
     }
-    int listener_ = -1;
-    int port_ = 0;
+    testing::LoopbackListener listener_;
     SslCtxPtr ctx_;
     std::thread thread_;
 };

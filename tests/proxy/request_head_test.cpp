@@ -2,10 +2,9 @@
 // a second request past one parser: each is refused before anything is
 // forwarded.
 #include "daemon/proxy/request_head.h"
+#include "support/loopback.h"
 #include "support/subprocess.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -125,22 +124,14 @@ TEST(RequestHead, RefusesWhatItCannotForwardSafely) {
 
 // curl's own request, read from a loopback socket.
 TEST(RequestHead, ReadsARequestCurlSends) {
-    const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-    ASSERT_EQ(::listen(listener, 1), 0);
-    socklen_t length = sizeof address;
-    ::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length);
-    const std::string port = std::to_string(ntohs(address.sin_port));
+    const testing::LoopbackListener listener;
+    const std::string port = listener.port_text();
     testing::Subprocess curl({"/usr/bin/curl", "--silent", "--max-time", "10", "-X", "PATCH", "-H",
                               "Content-Type: application/json", "--data", R"({"state":"closed"})", "--resolve",
                               "api.github.com:" + port + ":127.0.0.1",
                               "http://api.github.com:" + port + "/repos/o/r/pulls/7"});
-    pollfd ready{listener, POLLIN, 0};
-    ASSERT_EQ(::poll(&ready, 1, 10000), 1);
-    const int connection = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    const int connection = listener.accept();
+    ASSERT_GE(connection, 0) << "curl did not connect";
     std::string received;
     HeadResult result;
     while (result.status == Status::need_more) {
@@ -160,7 +151,6 @@ TEST(RequestHead, ReadsARequestCurlSends) {
     const std::string response = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
     ::send(connection, response.data(), response.size(), MSG_NOSIGNAL);
     ::close(connection);
-    ::close(listener);
     EXPECT_EQ(curl.wait(), 0);
 }
 

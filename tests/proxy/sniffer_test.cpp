@@ -1,10 +1,9 @@
 // Protocol detection on real first bytes: ClientHellos made by OpenSSL's
 // client and by curl, HTTP request lines, and bytes that are neither.
 #include "daemon/proxy/sniffer.h"
+#include "support/loopback.h"
 #include "support/subprocess.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -118,23 +117,11 @@ TEST(Sniffer, TellsHttpRequestLinesFromOtherBytes) {
 // A real client over a real socket: curl's ClientHello, read with MSG_PEEK
 // the way the proxy will, so the bytes are still there afterwards.
 TEST(Sniffer, ReadsCurlsClientHelloWithoutConsumingIt) {
-    const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(listener, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-    ASSERT_EQ(::listen(listener, 1), 0);
-    socklen_t length = sizeof address;
-    ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
-    const std::string port = std::to_string(ntohs(address.sin_port));
-
+    const testing::LoopbackListener listener;
     testing::Subprocess curl({"/usr/bin/curl", "--silent", "--max-time", "10", "--connect-to",
-                              "api.github.com:443:127.0.0.1:" + port, "https://api.github.com/zen"});
-    pollfd ready{listener, POLLIN, 0};
-    ASSERT_EQ(::poll(&ready, 1, 10000), 1) << "curl did not connect";
-    const int connection = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    ASSERT_GE(connection, 0);
+                              "api.github.com:443:127.0.0.1:" + listener.port_text(), "https://api.github.com/zen"});
+    const int connection = listener.accept();
+    ASSERT_GE(connection, 0) << "curl did not connect";
 
     Sniffed sniffed;
     Bytes buffer(kMaxClientHelloBytes);
@@ -154,7 +141,6 @@ TEST(Sniffer, ReadsCurlsClientHelloWithoutConsumingIt) {
     EXPECT_EQ(::recv(connection, &first, 1, 0), 1);
     EXPECT_EQ(first, 0x16);
     ::close(connection);
-    ::close(listener);
     EXPECT_NE(curl.wait(), 0);  // curl gets no ServerHello and gives up
 }
 
