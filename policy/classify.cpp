@@ -242,29 +242,37 @@ std::vector<Action> classify_jsonrpc(const ConnectorDef& def, const ClassifyOpti
 
 }  // namespace
 
+const nlohmann::json* find_child(const nlohmann::json& node, std::string_view key) {
+    if (node.is_object()) {
+        const auto it = node.find(key);
+        return it == node.end() ? nullptr : &*it;
+    }
+    if (!node.is_array() || key.empty() || key.size() > 9 ||
+        !std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        return nullptr;
+    }
+    std::size_t index = 0;
+    for (const char c : key) index = index * 10 + static_cast<std::size_t>(c - '0');
+    return index < node.size() ? &node[index] : nullptr;
+}
+
 const nlohmann::json* find_field(const nlohmann::json& root, std::string_view dotted) {
     const nlohmann::json* node = &root;
-    while (true) {
+    while (node) {
         const auto dot = dotted.find('.');
-        const std::string_view key = dotted.substr(0, dot);
-        if (node->is_object()) {
-            const auto it = node->find(key);
-            if (it == node->end()) return nullptr;
-            node = &*it;
-        } else if (node->is_array()) {
-            std::size_t index = 0;
-            if (key.empty() || key.size() > 9 ||
-                !std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; }))
-                return nullptr;
-            for (const char c : key) index = index * 10 + static_cast<std::size_t>(c - '0');
-            if (index >= node->size()) return nullptr;
-            node = &(*node)[index];
-        } else {
-            return nullptr;
-        }
+        node = find_child(*node, dotted.substr(0, dot));
         if (dot == std::string_view::npos) return node;
         dotted.remove_prefix(dot + 1);
     }
+    return nullptr;
+}
+
+const nlohmann::json* find_field(const nlohmann::json& root, std::span<const std::string> keys) {
+    const nlohmann::json* node = &root;
+    for (const auto& key : keys) {
+        if (!(node = find_child(*node, key))) return nullptr;
+    }
+    return node;
 }
 
 std::optional<std::vector<std::string>> decode_path(std::string_view path) {

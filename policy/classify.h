@@ -32,7 +32,12 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
 // NUL, a bad escape) and so must not be matched against routes.
 std::optional<std::vector<std::string>> decode_path(std::string_view path);
 
-// Looks up a dotted path ("metadata.order", "items.0") in a JSON value.
+// Looks up a dotted path ("metadata.order", "items.0") in a JSON value:
+// object members by name, array elements by decimal index.
 const nlohmann::json* find_field(const nlohmann::json& root, std::string_view dotted);
+// The same for a path already split into keys.
+const nlohmann::json* find_field(const nlohmann::json& root, std::span<const std::string> keys);
+// One step of such a path; nullptr when there is no such member or element.
+const nlohmann::json* find_child(const nlohmann::json& node, std::string_view key);
 
 }  // namespace tameflare::policy

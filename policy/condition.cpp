@@ -47,26 +47,6 @@ constexpr std::array<std::pair<std::string_view, int>, 10> kTopFields{{
 
 using Value = FieldValue;
 
-const nlohmann::json* find_keys(const nlohmann::json& root, const std::vector<std::string>& keys) {
-    const nlohmann::json* node = &root;
-    for (const auto& key : keys) {
-        if (node->is_object()) {
-            const auto it = node->find(key);
-            if (it == node->end()) return nullptr;
-            node = &*it;
-        } else if (node->is_array()) {
-            const bool numeric =
-                !key.empty() && key.size() < 10 && key.find_first_not_of("0123456789") == std::string::npos;
-            const std::size_t index = numeric ? std::stoul(key) : node->size();
-            if (index >= node->size()) return nullptr;
-            node = &(*node)[index];
-        } else {
-            return nullptr;
-        }
-    }
-    return node;
-}
-
 // Numbers: JSON numbers, or strings that are exactly a decimal number
 // (no spaces, no hex, no inf/nan) - what an API would also read as one.
 std::optional<double> as_number(const Value& value) {
@@ -325,7 +305,7 @@ FieldValue Condition::lookup(const Action& action, const ConditionFacts& facts) 
     std::string_view text;
     switch (source_) {
         case Source::parameters: {
-            const nlohmann::json* json = find_keys(action.parameters, keys_);
+            const nlohmann::json* json = find_field(action.parameters, keys_);
             return Value{json, {}, json != nullptr};
         }
         case Source::action: text = action.type; break;

@@ -1,5 +1,6 @@
 #include "daemon/proxy/request_head.h"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -21,13 +22,6 @@ HeadResult bad(std::string why) {
     result.status = HeadResult::Status::bad;
     result.error = std::move(why);
     return result;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               const auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
-               return lower(x) == lower(y);
-           });
 }
 
 // Obsolete line folding (a header line that starts with a space or tab)
@@ -79,33 +73,42 @@ HeadResult parse_request_head(std::string_view bytes, std::size_t max_bytes) {
     std::size_t hosts = 0;
     std::size_t lengths = 0;
     std::size_t encodings = 0;
+    using boost::beast::iequals;
     for (const auto& field : request.base()) {
-        const std::string_view name = view(field.name_string());
         const std::string_view value = view(field.value());
-        if (iequals(name, "host")) {
-            ++hosts;
-            out.host = std::string(value);
-        } else if (iequals(name, "content-length")) {
-            ++lengths;
-            // Digits only: Beast accepts the list form "5, 5", other parsers may not.
-            if (value.empty() || value.find_first_not_of("0123456789") != std::string_view::npos) {
-                return bad("invalid Content-Length: " + std::string(value));
-            }
-        } else if (iequals(name, "transfer-encoding")) {
-            ++encodings;
-            if (!iequals(value, "chunked"))
-                return bad("Transfer-Encoding other than \"chunked\": " + std::string(value));
-        } else if (iequals(name, "content-type")) {
-            out.content_type = std::string(value);
-        } else if (iequals(name, "x-http-method-override") || iequals(name, "x-http-method") ||
-                   iequals(name, "x-method-override")) {
-            if (!out.method_override.empty() && !iequals(out.method_override, value)) {
-                return bad("conflicting method override headers");
-            }
-            out.method_override = std::string(value);
-        } else if (iequals(name, "expect")) {
-            if (!iequals(value, "100-continue")) return bad("unsupported Expect: " + std::string(value));
-            out.expect_continue = true;
+        switch (field.name()) {
+            case http::field::host:
+                ++hosts;
+                out.host = std::string(value);
+                break;
+            case http::field::content_length:
+                ++lengths;
+                // Digits only: Beast accepts the list form "5, 5", other parsers may not.
+                if (value.empty() || value.find_first_not_of("0123456789") != std::string_view::npos) {
+                    return bad("invalid Content-Length: " + std::string(value));
+                }
+                break;
+            case http::field::transfer_encoding:
+                ++encodings;
+                if (!iequals(field.value(), "chunked")) {
+                    return bad("Transfer-Encoding other than \"chunked\": " + std::string(value));
+                }
+                break;
+            case http::field::content_type: out.content_type = std::string(value); break;
+            case http::field::expect:
+                if (!iequals(field.value(), "100-continue")) return bad("unsupported Expect: " + std::string(value));
+                out.expect_continue = true;
+                break;
+            default:
+                if (iequals(field.name_string(), "x-http-method-override") ||
+                    iequals(field.name_string(), "x-http-method") ||
+                    iequals(field.name_string(), "x-method-override")) {
+                    if (!out.method_override.empty() && !iequals(out.method_override, field.value())) {
+                        return bad("conflicting method override headers");
+                    }
+                    out.method_override = std::string(value);
+                }
+                break;
         }
     }
     if (lengths > 0 && encodings > 0) return bad("both Content-Length and Transfer-Encoding");

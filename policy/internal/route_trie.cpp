@@ -27,9 +27,8 @@ std::string join_rest(std::span<const std::string> segments, std::size_t from) {
 }  // namespace
 
 bool RouteTrie::CaseInsensitiveLess::operator()(std::string_view a, std::string_view b) const noexcept {
-    const auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
     return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
-                                        [&](char x, char y) { return lower(x) < lower(y); });
+                                        [](char x, char y) { return ascii_lower(x) < ascii_lower(y); });
 }
 
 std::string RouteTrie::add(const Route& route) {

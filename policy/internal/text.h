@@ -7,6 +7,7 @@
 
 namespace tameflare::policy {
 
+char ascii_lower(char c) noexcept;
 std::string ascii_lower(std::string_view text);
 std::string ascii_upper(std::string_view text);
 bool iequals(std::string_view a, std::string_view b) noexcept;
