@@ -63,7 +63,82 @@ fs::path resolve(const fs::path& base, const std::string& value) {
     return path.is_absolute() ? path : (base / path).lexically_normal();
 }
 
+// "proxy": listeners, resolver overrides, upstream trust and limits.
+void read_proxy(const policy::JsonNode& node, const fs::path& base, proxy::ProxyOptions& options) {
+    if (!node.expect_object()) return;
+    node.allow_fields({"transparent_listen", "explicit_listen", "threads", "max_body_bytes", "allowed_upstreams",
+                       "upstream_ca_file", "hosts", "system_resolver", "client_idle_timeout_seconds",
+                       "upstream_timeout_seconds"});
+    const auto listen = [&](std::string_view key, std::optional<proxy::Endpoint>& out) {
+        const auto field = node.field(key);
+        if (!field) return;
+        if (field->json().is_null()) {  // null: this listener is off
+            out.reset();
+            return;
+        }
+        const auto text = node.string(key, false);
+        if (!text) return;
+        if (auto endpoint = proxy::Endpoint::parse(*text)) {
+            out = *endpoint;
+        } else {
+            field->error("invalid listen address \"" + *text + "\"",
+                         "use address:port, e.g. \"127.0.0.1:15080\" or \"[::1]:15080\"; null turns it off");
+        }
+    };
+    listen("transparent_listen", options.transparent_listen);
+    listen("explicit_listen", options.explicit_listen);
+    if (const auto threads = node.integer("threads", 0, 256, false)) options.threads = static_cast<unsigned>(*threads);
+    if (const auto bytes = node.integer("max_body_bytes", 0, 64 << 20, false)) {
+        options.max_body_bytes = static_cast<std::size_t>(*bytes);
+    }
+    if (const auto list = node.string_array("allowed_upstreams", false)) {
+        options.allowed_upstreams.clear();
+        for (std::size_t i = 0; i < list->size(); ++i) {
+            if (auto cidr = proxy::Cidr::parse((*list)[i])) {
+                options.allowed_upstreams.push_back(*cidr);
+            } else {
+                node.field("allowed_upstreams")
+                    ->element(i)
+                    .error("invalid address range \"" + (*list)[i] + "\"",
+                           "use an address or address/prefix, e.g. \"10.1.0.0/16\"");
+            }
+        }
+    }
+    if (const auto file = node.string("upstream_ca_file", false)) {
+        options.upstream_ca_file = file->empty() ? "" : resolve(base, *file).string();
+    }
+    if (const auto hosts = node.field("hosts"); hosts && hosts->expect_object()) {
+        options.hosts.clear();
+        for (const auto& [name, addresses] : hosts->members()) {
+            if (!addresses.expect_array()) continue;
+            auto& list = options.hosts[name];
+            for (const auto& item : addresses.elements()) {
+                const auto* text = item.json().is_string() ? item.json().get_ptr<const std::string*>() : nullptr;
+                if (const auto address = text ? proxy::IpAddress::parse(*text) : std::nullopt) {
+                    list.push_back(*address);
+                } else {
+                    item.error("not an IP address", "list the addresses this name resolves to, e.g. [\"127.0.0.7\"]");
+                }
+            }
+        }
+    }
+    if (const auto value = node.boolean("system_resolver")) options.system_resolver = *value;
+    if (const auto seconds = node.integer("client_idle_timeout_seconds", 1, 86400, false)) {
+        options.client_idle_timeout = std::chrono::seconds(*seconds);
+    }
+    if (const auto seconds = node.integer("upstream_timeout_seconds", 1, 86400, false)) {
+        options.upstream_timeout = std::chrono::seconds(*seconds);
+    }
+}
+
 }  // namespace
+
+proxy::ProxyOptions DaemonConfig::default_proxy_options() {
+    proxy::ProxyOptions options;
+    options.transparent_listen = proxy::Endpoint::parse("127.0.0.1:15001");
+    options.explicit_listen = proxy::Endpoint::parse("127.0.0.1:15080");
+    return options;
+}
 
 std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explicit_path, policy::ConfigErrors& errors) {
     DaemonConfig config;
@@ -78,7 +153,7 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     if (!json) return std::nullopt;
     const policy::JsonNode root(reader, *json, "");
     if (!root.expect_object()) return std::nullopt;
-    root.allow_fields({"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes"});
+    root.allow_fields({"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes", "proxy"});
     const fs::path base = fs::absolute(file, ec).parent_path();
     if (const auto dirs = root.string_array("connector_dirs", false)) {
         config.connector_dirs.clear();
@@ -88,8 +163,9 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     if (const auto dir = root.string("state_dir", false)) config.state_dir = resolve(base, *dir);
     if (const auto dir = root.string("runtime_dir", false)) config.runtime_dir = resolve(base, *dir);
     if (const auto bytes = root.integer("max_body_bytes", 0, 64 << 20, false)) {
-        config.max_body_bytes = static_cast<std::size_t>(*bytes);
+        config.proxy.max_body_bytes = static_cast<std::size_t>(*bytes);  // the older place for it
     }
+    if (const auto proxy = root.field("proxy")) read_proxy(*proxy, base, config.proxy);
     if (errors.size() != errors_before) return std::nullopt;
     return config;
 }

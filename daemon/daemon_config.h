@@ -2,6 +2,7 @@
 // policy files it points at. This is the I/O side of policy loading.
 #pragma once
 
+#include "daemon/proxy/server.h"
 #include "policy/config.h"
 #include "policy/config_error.h"
 #include "policy/document.h"
@@ -22,7 +23,12 @@ struct DaemonConfig {
     std::filesystem::path gateways_dir{"/etc/tameflare/gateways.d"};
     std::filesystem::path state_dir{"/var/lib/tameflare"};
     std::filesystem::path runtime_dir{"/run/tameflare"};
-    std::size_t max_body_bytes = 1 << 20;  // body bytes read to extract parameters
+    // The proxy's listeners, resolver overrides, upstream trust and limits
+    // ("proxy" in the file). By default the transparent listener is
+    // 127.0.0.1:15001 and the explicit one 127.0.0.1:15080.
+    proxy::ProxyOptions proxy = default_proxy_options();
+
+    static proxy::ProxyOptions default_proxy_options();
 };
 
 inline constexpr const char* kDefaultConfigFile = "/etc/tameflare/tameflared.json";

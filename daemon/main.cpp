@@ -1,13 +1,20 @@
 // tameflared: the TameFlare for Linux daemon.
 #include "daemon/daemon_config.h"
 #include "daemon/log.h"
+#include "daemon/proxy/approvals.h"
+#include "daemon/proxy/certificate_authority.h"
+#include "daemon/proxy/server.h"
+#include "daemon/traffic_journal.h"
 
 #include <getopt.h>
 #include <signal.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <optional>
 #include <string>
+#include <system_error>
 
 namespace {
 
@@ -92,8 +99,44 @@ int run(const Options& options) {
         return EXIT_FAILURE;
     }
     store.publish(result.config);
+
+    // A peer that goes away mid-write must not kill the daemon.
+    signal(SIGPIPE, SIG_IGN);
+    std::unique_ptr<proxy::CertificateAuthority> ca;
+    try {
+        ca = proxy::CertificateAuthority::load_or_create(config->state_dir / "ca");
+    } catch (const proxy::CaError& error) {
+        daemon::log(daemon::LogLevel::error, std::string("cannot load the interception CA: ") + error.what(),
+                    {{"STATE_DIR", config->state_dir.string()}});
+        return EXIT_FAILURE;
+    }
+    proxy::ApprovalQueue approvals;
+    daemon::JournalTrafficSink traffic;
+    // Origins (the BPF maps) and credentials (the vault) arrive with later
+    // parts: until then redirected connections are refused and connectors
+    // that need a credential answer 502.
+    std::optional<proxy::ProxyServer> server;
+    try {
+        server.emplace(config->proxy, proxy::ProxyServices{&store, ca.get(), nullptr, nullptr, &approvals, &traffic});
+    } catch (const std::system_error& error) {
+        daemon::log(daemon::LogLevel::error, std::string("cannot open the proxy listeners: ") + error.what(),
+                    {{"HINT",
+                      "another process may hold the port; change proxy.transparent_listen or "
+                      "proxy.explicit_listen in the configuration"}});
+        return EXIT_FAILURE;
+    } catch (const std::exception& error) {
+        daemon::log(daemon::LogLevel::error, std::string("cannot start the proxy: ") + error.what(),
+                    {{"HINT", "check proxy.upstream_ca_file"}});
+        return EXIT_FAILURE;
+    }
+    server->start();
+    const auto transparent = server->transparent_endpoint();
+    const auto explicit_proxy = server->explicit_endpoint();
     daemon::log(daemon::LogLevel::notice, "tameflared started: " + summary(*store.snapshot()),
-                {{"VERSION", TF_VERSION}});
+                {{"VERSION", TF_VERSION},
+                 {"TRANSPARENT_LISTEN", transparent ? transparent->to_string() : "off"},
+                 {"EXPLICIT_LISTEN", explicit_proxy ? explicit_proxy->to_string() : "off"},
+                 {"CA_CERTIFICATE", (config->state_dir / "ca" / "ca.crt").string()}});
 
     while (true) {
         int signal = 0;
@@ -110,6 +153,7 @@ int run(const Options& options) {
             continue;
         }
         daemon::log(daemon::LogLevel::notice, "tameflared stopping");
+        server->stop();
         return EXIT_SUCCESS;
     }
 }

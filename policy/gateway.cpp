@@ -3,6 +3,8 @@
 #include "policy/glob.h"
 #include "policy/internal/text.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <array>
 #include <set>
@@ -17,6 +19,47 @@ constexpr std::array<std::string_view, 4> kPresets{"custom", "allow_all", "read_
 
 Effect parse_effect(std::string_view text) {
     return text == "allow" ? Effect::allow : text == "require_approval" ? Effect::require_approval : Effect::deny;
+}
+
+bool valid_host(std::string_view host) {
+    if (host.empty() || host.size() > 253 || host.front() == '.' || host.back() == '.') return false;
+    return std::all_of(host.begin(), host.end(),
+                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'; });
+}
+
+// "192.0.2.0/24", "2001:db8::/32" or a single address.
+bool valid_cidr(const std::string& text) {
+    const auto slash = text.find('/');
+    const std::string address = text.substr(0, slash);
+    unsigned char bytes[16];
+    const bool v4 = inet_pton(AF_INET, address.c_str(), bytes) == 1;
+    if (!v4 && inet_pton(AF_INET6, address.c_str(), bytes) != 1) return false;
+    if (slash == std::string::npos) return true;
+    const std::string prefix = text.substr(slash + 1);
+    if (prefix.empty() || prefix.size() > 3 || prefix.find_first_not_of("0123456789") != std::string::npos)
+        return false;
+    return std::stoi(prefix) <= (v4 ? 32 : 128);
+}
+
+std::optional<TcpRule> read_tcp_rule(const JsonNode& node) {
+    if (!node.expect_object()) return std::nullopt;
+    node.allow_fields({"host", "cidr", "port"});
+    TcpRule rule;
+    const std::size_t errors_before = node.reader().error_count();
+    rule.host = node.string("host", false).value_or("");
+    rule.cidr = node.string("cidr", false).value_or("");
+    if (rule.host.empty() == rule.cidr.empty()) {
+        node.error("a tcp rule names exactly one of \"host\" and \"cidr\"",
+                   "e.g. {\"host\": \"db.example.com\", \"port\": 5432} or {\"cidr\": \"192.0.2.0/24\", \"port\": 22}");
+    } else if (!rule.host.empty() && !valid_host(rule.host)) {
+        node.field("host")->error("invalid host name \"" + rule.host + "\"", "use a lower-case DNS name");
+    } else if (!rule.cidr.empty() && !valid_cidr(rule.cidr)) {
+        node.field("cidr")->error("invalid address range \"" + rule.cidr + "\"",
+                                  "use an address or address/prefix, e.g. 192.0.2.0/24");
+    }
+    if (const auto port = node.integer("port", 1, 65535, true)) rule.port = static_cast<std::uint16_t>(*port);
+    if (node.reader().error_count() != errors_before) return std::nullopt;
+    return rule;
 }
 
 bool valid_gateway_name(std::string_view name) {
@@ -389,8 +432,8 @@ void Gateway::compile() {
 std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
                                        const std::map<std::string, std::shared_ptr<const ConnectorDef>>& connectors) {
     if (!root.expect_object()) return nullptr;
-    root.allow_fields(
-        {"name", "description", "enforcement", "rate_limit", "approval_timeout_seconds", "connectors", "policies"});
+    root.allow_fields({"name", "description", "enforcement", "rate_limit", "approval_timeout_seconds", "connectors",
+                       "policies", "tcp", "proxy_token_sha256"});
     const std::size_t errors_before = root.reader().error_count();
     auto gateway = std::make_shared<Gateway>();
     gateway->origin = root.reader().origin();
@@ -418,6 +461,22 @@ std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
     }
     if (const auto timeout = root.integer("approval_timeout_seconds", 1, std::int64_t{7} * 24 * 3600, false)) {
         gateway->approval_timeout = std::chrono::seconds(*timeout);
+    }
+    if (auto token = root.string("proxy_token_sha256", false)) {
+        if (token->size() != 64 || token->find_first_not_of("0123456789abcdef") != std::string::npos) {
+            root.field("proxy_token_sha256")
+                ->error("proxy_token_sha256 is not 64 lower-case hex digits",
+                        "store the SHA-256 of the token, e.g. printf %s \"$TOKEN\" | sha256sum");
+        }
+        gateway->proxy_token_sha256 = std::move(*token);
+    }
+    if (const auto list = root.field("tcp"); list && list->expect_array()) {
+        for (const auto& item : list->elements()) {
+            if (auto rule = read_tcp_rule(item)) {
+                rule->index = gateway->tcp.size();
+                gateway->tcp.push_back(std::move(*rule));
+            }
+        }
     }
     std::map<std::string, std::string> domain_owner;
     std::set<std::string> providers;

@@ -79,6 +79,16 @@ struct ConnectorInstance {
     [[nodiscard]] Resolution resolve(const std::string& type, Access access) const;
 };
 
+// A raw TCP destination (neither TLS nor HTTP) the gateway's agents may
+// reach: a host name (matched against the names the daemon's resolver
+// returned for the destination address) or an address range, and a port.
+struct TcpRule {
+    std::size_t index = 0;  // position in the gateway file, for traces
+    std::string host;       // lower-case name, or "" when `cidr` is set
+    std::string cidr;       // "192.0.2.0/24", "2001:db8::/32" or one address
+    std::uint16_t port = 0;
+};
+
 class Gateway {
 public:
     Gateway() = default;
@@ -94,6 +104,10 @@ public:
     std::chrono::seconds approval_timeout{300};
     std::vector<ConnectorInstance> connectors;
     std::vector<ConditionPolicy> policies;
+    std::vector<TcpRule> tcp;
+    // SHA-256 (lower-case hex) of the token that names this gateway in the
+    // explicit proxy's Proxy-Authorization; "" when explicit mode is off for it.
+    std::string proxy_token_sha256;
 
     // nullptr when no connector of this gateway serves `host` (any case, no port).
     [[nodiscard]] const ConnectorInstance* connector_for_host(std::string_view host) const;

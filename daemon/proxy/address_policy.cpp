@@ -160,4 +160,33 @@ bool upstream_allowed(const IpAddress& address, const std::vector<Cidr>& allowed
                        [&](const Cidr& cidr) { return cidr.contains(address) || (v4 && cidr.contains(*v4)); });
 }
 
+std::optional<Endpoint> Endpoint::parse(std::string_view text) {
+    std::string_view host;
+    std::string_view port;
+    if (text.starts_with('[')) {
+        const auto close = text.find("]:");
+        if (close == std::string_view::npos) return std::nullopt;
+        host = text.substr(1, close - 1);
+        port = text.substr(close + 2);
+    } else {
+        const auto colon = text.rfind(':');
+        if (colon == std::string_view::npos || text.find(':') != colon) return std::nullopt;
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+    }
+    auto address = IpAddress::parse(host);
+    if (!address || (text.starts_with('[') && address->v4)) return std::nullopt;
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos) {
+        return std::nullopt;
+    }
+    const unsigned long value = std::stoul(std::string(port));
+    if (value > 65535) return std::nullopt;
+    return Endpoint{*address, static_cast<std::uint16_t>(value)};
+}
+
+std::string Endpoint::to_string() const {
+    const auto text = address.to_string();
+    return (address.v4 ? text : "[" + text + "]") + ":" + std::to_string(port);
+}
+
 }  // namespace tameflare::proxy

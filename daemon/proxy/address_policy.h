@@ -37,6 +37,16 @@ enum class AddressClass {
 
 std::string_view to_string(AddressClass value) noexcept;
 
+// An address and a port.
+struct Endpoint {
+    IpAddress address;
+    std::uint16_t port = 0;
+    // "127.0.0.1:15080" or "[::1]:15080".
+    static std::optional<Endpoint> parse(std::string_view text);
+    [[nodiscard]] std::string to_string() const;
+    [[nodiscard]] bool operator==(const Endpoint&) const = default;
+};
+
 // The class of an address; IPv6 forms that carry an IPv4 address are judged
 // by that address.
 AddressClass classify(const IpAddress& address);

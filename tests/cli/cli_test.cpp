@@ -1,5 +1,6 @@
 // tf and tameflared as a user runs them: exit codes, output, and the daemon's
 // reload on SIGHUP.
+#include "support/loopback.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 
@@ -8,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 namespace tameflare::testing {
 namespace {
@@ -82,8 +84,13 @@ class Daemon : public ::testing::Test {
 protected:
     void SetUp() override {
         fs::create_directories(root_ / "gateways.d");
+        // Listeners on ports the kernel picks, state in the temporary directory.
         std::ofstream(root_ / "tameflared.json")
-            << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d"})";
+            << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d",
+                  "state_dir": "state", "runtime_dir": "run",
+                  "proxy": {"transparent_listen": "127.0.0.1:0", "explicit_listen": "127.0.0.1:0",
+                            "system_resolver": false, "allowed_upstreams": ["127.0.0.1"],
+                            "hosts": {"plain.test": ["127.0.0.1"]}}})";
         write_gateway("one", R"({"name": "one", "connectors": {"github": {"preset": "read_only"}}})");
     }
     void write_gateway(const std::string& file, const std::string& text) {
@@ -143,6 +150,44 @@ TEST_F(Daemon, SighupReloadsAGoodConfigurationAndKeepsTheRunningOneOnABadOne) {
     daemon.signal(SIGTERM);
     EXPECT_EQ(daemon.wait(), 0);
     EXPECT_NE(daemon.err().find("tameflared stopping"), std::string::npos);
+}
+
+TEST_F(Daemon, ProxiesThroughTheExplicitListenerAndLogsEachRequest) {
+    // printf %s token | sha256sum
+    write_gateway("one", R"({"name": "one", "proxy_token_sha256":
+        "3c469e9d6c5875d37a43f353d4f88e61fcf812c66eee3457465a40b0da4153e0",
+        "connectors": {"site": {"connector": "http", "domains": ["plain.test"], "preset": "read_only"}}})");
+    LoopbackListener upstream;
+    Subprocess daemon({TAMEFLARED_BINARY, "-c", config()});
+    ASSERT_TRUE(daemon.wait_for_stderr("tameflared started")) << daemon.err();
+    EXPECT_TRUE(fs::exists(root_ / "state/ca/ca.crt"));
+    const auto at = daemon.err().find("EXPLICIT_LISTEN=");
+    ASSERT_NE(at, std::string::npos) << daemon.err();
+    const std::string listen = daemon.err().substr(at + 16, daemon.err().find_first_of(" \n", at) - at - 16);
+
+    // A one-shot upstream on the loopback listener.
+    std::thread server([&] {
+        const int fd = upstream.accept();
+        if (fd < 0) return;
+        char buffer[4096];
+        (void)::recv(fd, buffer, sizeof buffer, 0);
+        const std::string reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+        (void)::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+        ::close(fd);
+    });
+    const auto allowed = run({"/usr/bin/env", "curl", "-q", "-sS", "--max-time", "10", "-x",
+                              "http://one:token@" + listen, "http://plain.test:" + upstream.port_text() + "/x"});
+    server.join();
+    EXPECT_EQ(allowed.status, 0) << allowed.err;
+    EXPECT_EQ(allowed.out, "ok");
+    const auto denied =
+        run({"/usr/bin/env", "curl", "-q", "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "-x",
+             "http://one:token@" + listen, "-X", "DELETE", "http://plain.test:" + upstream.port_text() + "/x"});
+    EXPECT_EQ(denied.out, "403");
+    EXPECT_TRUE(daemon.wait_for_stderr("DECISION=denied")) << daemon.err();
+    EXPECT_NE(daemon.err().find("DECISION=allowed"), std::string::npos) << daemon.err();
+    daemon.signal(SIGTERM);
+    EXPECT_EQ(daemon.wait(), 0);
 }
 
 }  // namespace

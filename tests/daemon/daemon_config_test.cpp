@@ -43,7 +43,45 @@ TEST_F(TempDir, RelativePathsAreRelativeToTheConfigFile) {
     EXPECT_EQ(config->connector_dirs[1], root_ / "etc/connectors.d");
     EXPECT_EQ(config->gateways_dir, root_ / "etc/gw");
     EXPECT_EQ(config->state_dir, "/var/lib/x");
-    EXPECT_EQ(config->max_body_bytes, 4096U);
+    EXPECT_EQ(config->proxy.max_body_bytes, 4096U);
+}
+
+TEST_F(TempDir, TheProxySectionIsRead) {
+    write("etc/tameflared.json", R"({"proxy": {"transparent_listen": null, "explicit_listen": "[::1]:3128",
+        "threads": 3, "allowed_upstreams": ["127.0.0.0/8", "fd00::/8"], "upstream_ca_file": "ca.pem",
+        "hosts": {"api.github.com": ["127.0.0.7", "::1"]}, "system_resolver": false,
+        "client_idle_timeout_seconds": 30, "upstream_timeout_seconds": 90}})");
+    policy::ConfigErrors errors;
+    const auto config = load_daemon_config(root_ / "etc/tameflared.json", true, errors);
+    ASSERT_TRUE(config) << policy::format_errors(errors);
+    const auto& proxy = config->proxy;
+    EXPECT_FALSE(proxy.transparent_listen);
+    ASSERT_TRUE(proxy.explicit_listen);
+    EXPECT_EQ(proxy.explicit_listen->to_string(), "[::1]:3128");
+    EXPECT_EQ(proxy.threads, 3U);
+    EXPECT_EQ(proxy.allowed_upstreams.size(), 2U);
+    EXPECT_EQ(proxy.upstream_ca_file, (root_ / "etc/ca.pem").string());
+    ASSERT_EQ(proxy.hosts.at("api.github.com").size(), 2U);
+    EXPECT_EQ(proxy.hosts.at("api.github.com")[1].to_string(), "::1");
+    EXPECT_FALSE(proxy.system_resolver);
+    EXPECT_EQ(proxy.client_idle_timeout, std::chrono::seconds(30));
+    EXPECT_EQ(proxy.upstream_timeout, std::chrono::seconds(90));
+
+    const auto defaults = DaemonConfig{}.proxy;
+    EXPECT_EQ(defaults.transparent_listen->to_string(), "127.0.0.1:15001");
+    EXPECT_EQ(defaults.explicit_listen->to_string(), "127.0.0.1:15080");
+}
+
+TEST_F(TempDir, BadProxySettingsAreRefusedWithPointers) {
+    write("tameflared.json", R"({"proxy": {"explicit_listen": "localhost:80", "allowed_upstreams": ["10.0.0.0/33"],
+        "hosts": {"a.example": ["not-an-ip"]}, "threads": -1, "listen": "x"}})");
+    policy::ConfigErrors errors;
+    EXPECT_FALSE(load_daemon_config(root_ / "tameflared.json", true, errors));
+    std::vector<std::string> pointers;
+    for (const auto& error : errors) pointers.push_back(error.pointer);
+    EXPECT_EQ(pointers, (std::vector<std::string>{"/proxy/listen", "/proxy/explicit_listen", "/proxy/threads",
+                                                  "/proxy/allowed_upstreams/0", "/proxy/hosts/a.example/0"}))
+        << policy::format_errors(errors);
 }
 
 TEST_F(TempDir, AMissingDefaultFileMeansDefaultsButAMissingNamedFileIsAnError) {

@@ -1,0 +1,1509 @@
+#include "daemon/proxy/server.h"
+
+#include "daemon/log.h"
+#include "daemon/proxy/asio.h"
+#include "daemon/proxy/request_head.h"
+#include "daemon/proxy/resolver.h"
+#include "daemon/proxy/sniffer.h"
+#include "daemon/proxy/tunnel.h"
+
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <sys/socket.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <limits>
+#include <list>
+#include <mutex>
+#include <thread>
+
+namespace tameflare::proxy {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using boost::system::error_code;
+constexpr auto kToken = net::use_awaitable;
+
+std::string lower(std::string_view text) {
+    std::string out(text);
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](unsigned char c) { return static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c); });
+    return out;
+}
+
+std::string_view view(boost::beast::string_view text) {
+    return {text.data(), text.size()};
+}
+
+Endpoint to_endpoint(const tcp::endpoint& endpoint) {
+    Endpoint out;
+    auto address = endpoint.address();
+    if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+        address = net::ip::make_address_v4(net::ip::v4_mapped, address.to_v6());
+    }
+    out.address = IpAddress::parse(address.to_string()).value_or(IpAddress{});
+    out.port = endpoint.port();
+    return out;
+}
+
+tcp::endpoint to_asio(const Endpoint& endpoint) {
+    return {net::ip::make_address(endpoint.address.to_string()), endpoint.port};
+}
+
+// "host", "host:port", "[v6]", "[v6]:port" -> lower-case host and port.
+struct HostPort {
+    std::string host;
+    std::optional<std::uint16_t> port;
+};
+
+std::optional<HostPort> split_host_port(std::string_view text) {
+    HostPort out;
+    std::string_view port;
+    if (text.starts_with('[')) {
+        const auto close = text.find(']');
+        if (close == std::string_view::npos) return std::nullopt;
+        out.host = lower(text.substr(1, close - 1));
+        const auto rest = text.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ':') return std::nullopt;
+            port = rest.substr(1);
+        }
+    } else {
+        const auto colon = text.rfind(':');
+        if (colon != std::string_view::npos) {
+            if (text.find(':') != colon) return std::nullopt;  // a bare IPv6 address
+            port = text.substr(colon + 1);
+            text = text.substr(0, colon);
+        }
+        out.host = lower(text);
+    }
+    if (out.host.empty()) return std::nullopt;
+    if (port.data() != nullptr) {
+        if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos) {
+            return std::nullopt;
+        }
+        const unsigned value = std::stoul(std::string(port));
+        if (value == 0 || value > 65535) return std::nullopt;
+        out.port = static_cast<std::uint16_t>(value);
+    }
+    return out;
+}
+
+std::string sha256_hex(std::string_view text) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned i = 0; i < length; ++i) {
+        out += kHex[digest[i] >> 4];
+        out += kHex[digest[i] & 15];
+    }
+    return out;
+}
+
+std::optional<std::string> base64_decode(std::string_view text) {
+    if (text.empty() || text.size() % 4 != 0 || text.size() > 4096) return std::nullopt;
+    std::string out(text.size() / 4 * 3, '\0');
+    const int length =
+        EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                        reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+    if (length < 0) return std::nullopt;
+    std::size_t size = static_cast<std::size_t>(length);
+    for (auto it = text.rbegin(); it != text.rend() && *it == '='; ++it) --size;  // EVP_DecodeBlock keeps padding
+    out.resize(size);
+    return out;
+}
+
+// The gateway a Proxy-Authorization header names, checked against the
+// SHA-256 of its token (compared in constant time); or why not.
+struct ProxyLogin {
+    std::string gateway;  // "" when refused
+    std::string refusal;
+};
+
+ProxyLogin proxy_login(const policy::Config& config, const http::fields& fields) {
+    const auto header = fields.find(http::field::proxy_authorization);
+    if (header == fields.end()) return {"", "the explicit proxy needs Proxy-Authorization naming a gateway"};
+    const std::string_view value = view(header->value());
+    const auto space = value.find(' ');
+    if (space == std::string_view::npos || lower(value.substr(0, space)) != "basic") {
+        return {"", "Proxy-Authorization must use the Basic scheme"};
+    }
+    auto decoded = base64_decode(value.substr(space + 1));
+    const auto colon = decoded ? decoded->find(':') : std::string::npos;
+    if (colon == std::string::npos) return {"", "Proxy-Authorization is not base64 of <gateway>:<token>"};
+    const std::string name = decoded->substr(0, colon);
+    const auto* gateway = config.gateway(name);
+    const std::string presented = sha256_hex(std::string_view(*decoded).substr(colon + 1));
+    OPENSSL_cleanse(decoded->data(), decoded->size());
+    if (gateway == nullptr || gateway->proxy_token_sha256.size() != presented.size() ||
+        CRYPTO_memcmp(gateway->proxy_token_sha256.data(), presented.data(), presented.size()) != 0) {
+        return {"", "unknown gateway or wrong token in Proxy-Authorization"};
+    }
+    return {name, ""};
+}
+
+enum class Mode { transparent, explicit_plain, explicit_tunnel };
+
+// What is known about a client connection before its first request.
+struct ConnectionContext {
+    Mode mode = Mode::transparent;
+    std::string gateway;
+    std::string agent;
+    Endpoint client;
+    std::optional<Endpoint> destination;  // transparent: what the agent dialed
+    std::string verified_name;            // the TLS server name or CONNECT host; "" when none
+    std::uint16_t port = 0;               // the destination port
+    bool tls = false;
+};
+
+template <class Stream>
+constexpr bool kIsTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+}  // namespace
+
+std::string redact_target(std::string_view target) {
+    const auto query = target.find('?');
+    if (query == std::string_view::npos) return std::string(target);
+    static constexpr std::string_view kSecret[] = {"token", "key",  "secret",    "password",   "passwd",  "signature",
+                                                   "sig",   "auth", "code",      "credential", "session", "jwt",
+                                                   "pass",  "pwd",  "client_id", "private"};
+    std::string out(target.substr(0, query + 1));
+    std::string_view rest = target.substr(query + 1);
+    bool first = true;
+    while (true) {
+        const auto amp = rest.find('&');
+        const std::string_view pair = rest.substr(0, amp);
+        if (!first) out += '&';
+        first = false;
+        const auto eq = pair.find('=');
+        const std::string name = lower(pair.substr(0, eq));
+        const bool secret = std::any_of(std::begin(kSecret), std::end(kSecret),
+                                        [&](std::string_view word) { return name.find(word) != std::string::npos; });
+        if (secret && eq != std::string_view::npos) {
+            out += pair.substr(0, eq + 1);
+            out += "REDACTED";
+        } else {
+            out += pair;
+        }
+        if (amp == std::string_view::npos) break;
+        rest = rest.substr(amp + 1);
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------
+// The server's shared state.
+
+class Session;
+
+struct ProxyServer::Impl : std::enable_shared_from_this<ProxyServer::Impl> {
+    ProxyOptions options;
+    ProxyServices services;
+    std::vector<std::unique_ptr<net::io_context>> contexts;
+    std::vector<std::thread> threads;
+    std::atomic<std::size_t> next_context{0};
+    std::optional<tcp::acceptor> transparent;
+    std::optional<tcp::acceptor> explicit_proxy;
+    net::ssl::context server_tls{net::ssl::context::tls_server};
+    net::ssl::context client_tls{net::ssl::context::tls_client};
+    Resolver resolver;
+    policy::RateLimiter limiter;
+    std::atomic<std::shared_ptr<const policy::KillSwitch>> kill{std::make_shared<const policy::KillSwitch>()};
+    std::uint64_t id_prefix = 0;
+    std::atomic<std::uint64_t> id_counter{0};
+    std::atomic<std::uint64_t> open{0}, total{0}, requests{0}, held{0};
+    bool started = false;
+
+    std::mutex sessions_mutex;
+    std::list<std::weak_ptr<Session>> sessions;
+
+    Impl(ProxyOptions o, ProxyServices s)
+        : options(std::move(o)), services(s), resolver(Resolver::Options{options.hosts, options.system_resolver}) {}
+
+    net::io_context& pick_context() { return *contexts[next_context++ % contexts.size()]; }
+
+    std::string new_request_id() {
+        char text[40];
+        std::snprintf(text, sizeof text, "%016llx%016llx", static_cast<unsigned long long>(id_prefix),
+                      static_cast<unsigned long long>(++id_counter));
+        return text;
+    }
+
+    void record(TrafficRecord record) {
+        if (services.traffic != nullptr) services.traffic->record(std::move(record));
+    }
+
+    net::awaitable<void> accept_loop(tcp::acceptor& acceptor, Mode mode);
+};
+
+// One client connection. Shared so the kill switch and approval answers can
+// reach it from other threads; they post to its executor.
+class Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(std::shared_ptr<ProxyServer::Impl> impl, tcp::socket socket, Mode mode)
+        : impl_(std::move(impl)), stream_(std::move(socket)), hold_timer_(stream_.get_executor()) {
+        context_.mode = mode;
+        ++impl_->open;
+        ++impl_->total;
+    }
+    ~Session() {
+        --impl_->open;
+        if (!enlisted_) return;
+        std::lock_guard lock(impl_->sessions_mutex);
+        impl_->sessions.erase(self_);
+    }
+
+    void enlist() {
+        std::lock_guard lock(impl_->sessions_mutex);
+        self_ = impl_->sessions.insert(impl_->sessions.end(), weak_from_this());
+        enlisted_ = true;
+    }
+
+    // `self` keeps the session alive for as long as the coroutine runs.
+    net::awaitable<void> run(std::shared_ptr<Session> self);
+
+    // The scope the kill switch compares against; set per request.
+    void set_scope(std::string gateway, std::string connector, std::string provider) {
+        std::lock_guard lock(impl_->sessions_mutex);
+        gateway_ = std::move(gateway);
+        connector_ = std::move(connector);
+        provider_ = std::move(provider);
+    }
+    bool in_scope(const policy::KillSwitch& kill) const {  // caller holds sessions_mutex
+        return !gateway_.empty() && kill.covers(gateway_, connector_, provider_);
+    }
+
+    // Kill switch: a held request is denied, anything else is cut at once.
+    void sever() {
+        killed_ = true;
+        if (holding_) {
+            answer_ = ApprovalAnswer{false, "kill switch active"};
+            hold_timer_.cancel();
+            return;
+        }
+        close_all();
+    }
+    void deliver(ApprovalAnswer answer) {
+        if (!holding_ || answer_) return;
+        answer_ = std::move(answer);
+        hold_timer_.cancel();
+    }
+    void close_all() {
+        error_code ignored;
+        if (client_socket_ != nullptr) {
+            client_socket_->shutdown(tcp::socket::shutdown_both, ignored);
+            client_socket_->close(ignored);
+        }
+        if (upstream_socket_ != nullptr) {
+            upstream_socket_->shutdown(tcp::socket::shutdown_both, ignored);
+            upstream_socket_->close(ignored);
+        }
+    }
+
+    ProxyServer::Impl& impl() { return *impl_; }
+    ConnectionContext& context() { return context_; }
+    net::steady_timer& hold_timer() { return hold_timer_; }
+    bool& holding() { return holding_; }
+    std::optional<ApprovalAnswer>& answer() { return answer_; }
+    bool killed() const { return killed_; }
+    tcp::socket*& upstream_socket() { return upstream_socket_; }
+
+private:
+    net::awaitable<void> serve_explicit();
+    net::awaitable<void> intercept(beast::flat_buffer& buffer);
+    net::awaitable<void> raw_tcp(const std::string& name);
+    bool raw_rule_may_apply();
+    net::awaitable<std::optional<Sniffed>> peek(std::chrono::milliseconds timeout, bool& timed_out);
+    void refuse_connection(const std::string& reason, const std::string& host);
+
+    std::shared_ptr<ProxyServer::Impl> impl_;
+    beast::tcp_stream stream_;
+    ConnectionContext context_;
+    net::steady_timer hold_timer_;
+    bool holding_ = false;
+    bool killed_ = false;
+    std::optional<ApprovalAnswer> answer_;
+    tcp::socket* upstream_socket_ = nullptr;
+    tcp::socket* client_socket_ = &stream_.socket();  // the TLS stream's, while it owns the socket
+    bool enlisted_ = false;
+    std::list<std::weak_ptr<Session>>::iterator self_;
+    std::string gateway_, connector_, provider_;  // guarded by impl_->sessions_mutex
+
+    template <class Stream>
+    friend class Exchange;
+};
+
+// ---------------------------------------------------------------------------
+// Reading a request head.
+
+// Reads until a whole head is in `buffer`; nullopt on EOF, timeout or error.
+template <class Stream>
+net::awaitable<std::optional<HeadResult>> read_head(Stream& stream, beast::flat_buffer& buffer,
+                                                    std::chrono::seconds timeout) {
+    for (;;) {
+        const auto data = buffer.data();
+        auto result = parse_request_head({static_cast<const char*>(data.data()), data.size()});
+        if (result.status != HeadResult::Status::need_more) co_return result;
+        beast::get_lowest_layer(stream).expires_after(timeout);
+        error_code error;
+        const std::size_t n = co_await stream.async_read_some(buffer.prepare(4096), net::redirect_error(kToken, error));
+        if (error) co_return std::nullopt;
+        buffer.commit(n);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One HTTP connection (plain or TLS) and its upstream.
+
+template <class Stream>
+class Exchange {
+public:
+    Exchange(Session& session, Stream& client, beast::flat_buffer& buffer)
+        : session_(session), impl_(session.impl()), context_(session.context()), client_(client), buffer_(buffer) {}
+    ~Exchange() { session_.upstream_socket() = nullptr; }
+
+    net::awaitable<void> serve() {
+        while (co_await one_request()) {
+        }
+        if (upstream_) {
+            error_code ignored;
+            beast::get_lowest_layer(*upstream_).socket().close(ignored);
+        }
+    }
+
+private:
+    struct Local {  // a response the proxy writes itself
+        http::status status = http::status::forbidden;
+        std::string error;  // for non-decision errors: a short code
+        std::string hint;
+        std::vector<std::pair<std::string, std::string>> headers;
+    };
+
+    net::awaitable<bool> one_request();
+    net::awaitable<bool> respond(const Local& local, bool keep_alive);
+    net::awaitable<bool> forward(const policy::Gateway& gateway, const policy::ConnectorInstance* connector,
+                                 const std::string& host, std::uint16_t port);
+    net::awaitable<std::optional<Local>> connect_upstream(const std::string& host, std::uint16_t port,
+                                                          const std::vector<IpAddress>& addresses);
+    net::awaitable<bool> relay_response(bool head_request, bool client_keep_alive);
+    net::awaitable<std::uint64_t> stream_request_body();
+    std::optional<std::string> authenticate(const http::request<http::buffer_body>& request, Local& refusal);
+
+    Session& session_;
+    ProxyServer::Impl& impl_;
+    ConnectionContext& context_;
+    Stream& client_;
+    beast::flat_buffer& buffer_;
+    std::optional<http::request_parser<http::buffer_body>> parser_;
+    std::string body_;  // the part read for classification
+    bool sent_continue_ = false;
+
+    std::optional<Stream> upstream_;
+    std::string upstream_host_;
+    std::uint16_t upstream_port_ = 0;
+    beast::flat_buffer upstream_buffer_;
+
+    // The request being handled, for its response headers and traffic record.
+    TrafficRecord record_;
+    Clock::time_point started_;
+    std::string label_ = "denied";
+    std::string connector_name_;
+    std::string action_;
+    std::string reason_;
+};
+
+template <class Stream>
+net::awaitable<bool> Exchange<Stream>::respond(const Local& local, bool keep_alive) {
+    http::response<http::string_body> response{local.status, 11};
+    response.set(http::field::content_type, "application/json");
+    response.set("X-TameFlare-Decision", label_);
+    response.set("X-TameFlare-Gateway", context_.gateway);
+    response.set("X-TameFlare-Connector", connector_name_);
+    response.set("X-TameFlare-Action", action_);
+    response.set("X-TameFlare-Request-Id", record_.request_id);
+    for (const auto& [name, value] : local.headers) response.set(name, value);
+    nlohmann::json body;
+    if (!local.error.empty()) {
+        body = {{"error", local.error}, {"message", reason_}, {"hint", local.hint}};
+    } else {
+        body = {{"decision", label_}, {"gateway", context_.gateway}, {"connector", connector_name_},
+                {"action", action_},  {"reason", reason_},           {"request_id", record_.request_id}};
+    }
+    response.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    response.keep_alive(keep_alive);
+    response.prepare_payload();
+    record_.status = static_cast<unsigned>(local.status);
+    record_.decision = label_;
+    record_.reason = reason_;
+    beast::get_lowest_layer(client_).expires_after(impl_.options.client_idle_timeout);
+    error_code error;
+    co_await http::async_write(client_, response, net::redirect_error(kToken, error));
+    co_return !error && keep_alive;
+}
+
+template <class Stream>
+std::optional<std::string> Exchange<Stream>::authenticate(const http::request<http::buffer_body>& request,
+                                                          Local& refusal) {
+    refusal = Local{http::status::proxy_authentication_required, "proxy_authentication_required",
+                    "send Proxy-Authorization: Basic base64(<gateway>:<token>), e.g. curl -x "
+                    "http://<gateway>:<token>@host:port"};
+    refusal.headers.emplace_back("Proxy-Authenticate", "Basic realm=\"tameflare\"");
+    auto login = proxy_login(*impl_.services.config->snapshot(), request.base());
+    if (login.gateway.empty()) {
+        reason_ = std::move(login.refusal);
+        return std::nullopt;
+    }
+    return login.gateway;
+}
+
+template <class Stream>
+net::awaitable<bool> Exchange<Stream>::one_request() {
+    auto result = co_await read_head(client_, buffer_, impl_.options.client_idle_timeout);
+    if (!result) co_return false;
+    started_ = Clock::now();
+    ++impl_.requests;
+    record_.time = std::chrono::system_clock::now();
+    record_.request_id = impl_.new_request_id();
+    record_.gateway = context_.gateway;
+    record_.agent = context_.agent;
+    label_ = "denied";
+    connector_name_.clear();
+    action_.clear();
+    reason_.clear();
+    body_.clear();
+    sent_continue_ = false;
+
+    // The record is emitted when this request ends, however it ends.
+    struct Emit {
+        Exchange& self;
+        ~Emit() {
+            self.record_.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - self.started_);
+            if (self.record_.decision.empty()) self.record_.decision = self.label_;
+            if (self.record_.reason.empty()) self.record_.reason = self.reason_;
+            self.record_.connector = self.connector_name_;
+            self.record_.action = self.action_;
+            self.impl_.record(std::move(self.record_));
+            self.record_ = TrafficRecord{};
+        }
+    } emit{*this};
+
+    if (result->status == HeadResult::Status::bad) {
+        reason_ = result->error;
+        record_.decision = "error";
+        const Local local{http::status::bad_request, "bad_request", "send one well-formed HTTP/1.1 request head"};
+        const auto value = co_await respond(local, false);
+        co_return value;
+    }
+    const RequestHead& head = result->head;
+    record_.method = head.method;
+    record_.path = redact_target(head.target);
+
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(kMaxHeadBytes));
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // boost::none misbehaves in Beast 1.74
+    parser_->eager(false);
+    error_code error;
+    parser_->put(net::buffer(buffer_.data().data(), result->consumed), error);
+    buffer_.consume(result->consumed);
+    if (error || !parser_->is_header_done()) {
+        reason_ = "malformed request head";
+        {
+            const Local local = Local{http::status::bad_request, "bad_request", ""};
+            {
+                const auto value = co_await respond(local, false);
+                co_return value;
+            }
+        }
+    }
+    auto& request = parser_->get();
+    const bool has_body = !parser_->is_done();
+
+    // Where the request goes: the Host header, checked against the name the
+    // connection was verified for (TLS server name, CONNECT target) and, for
+    // the explicit proxy, the absolute-form target.
+    std::string path = head.target;
+    std::optional<HostPort> host = split_host_port(head.host);
+    std::uint16_t port = context_.port;
+    if (context_.mode == Mode::explicit_plain) {
+        Local refusal;
+        const auto gateway = authenticate(request, refusal);
+        if (!gateway || (!context_.gateway.empty() && *gateway != context_.gateway)) {
+            if (gateway) reason_ = "one connection may not switch gateways";
+            {
+                const auto value = co_await respond(refusal, false);
+                co_return value;
+            }
+        }
+        context_.gateway = *gateway;
+        record_.gateway = context_.gateway;
+        constexpr std::string_view kScheme = "http://";
+        if (!lower(std::string_view(head.target).substr(0, kScheme.size())).starts_with(kScheme)) {
+            reason_ = "the explicit proxy takes absolute-form http:// targets and CONNECT";
+            const Local local{http::status::bad_request, "bad_request", "use CONNECT host:443 for HTTPS"};
+            const auto value = co_await respond(local, false);
+            co_return value;
+        }
+        const std::string_view rest = std::string_view(head.target).substr(kScheme.size());
+        const auto slash = rest.find_first_of("/?");
+        auto authority = split_host_port(rest.substr(0, slash));
+        path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+        if (path.front() == '?') path.insert(0, "/");
+        if (!authority || (host && host->host != authority->host)) {
+            reason_ = "the Host header does not match the request target";
+            {
+                const Local local = Local{};
+                {
+                    const auto value = co_await respond(local, false);
+                    co_return value;
+                }
+            }
+        }
+        host = authority;
+        port = authority->port.value_or(80);
+        context_.port = port;
+        request.target(path);
+        record_.path = redact_target(path);
+    } else if (!path.starts_with('/') && !(path == "*" && head.method == "OPTIONS")) {
+        reason_ = "request target must be origin-form (/path)";
+        {
+            const Local local = Local{http::status::bad_request, "bad_request", ""};
+            {
+                const auto value = co_await respond(local, false);
+                co_return value;
+            }
+        }
+    }
+    if (!host) {
+        reason_ = "missing or invalid Host header";
+        {
+            const Local local = Local{http::status::bad_request, "bad_request", "send Host: <name>"};
+            {
+                const auto value = co_await respond(local, false);
+                co_return value;
+            }
+        }
+    }
+    record_.host = host->host;
+    if (!context_.verified_name.empty() && host->host != context_.verified_name) {
+        reason_ = "Host \"" + host->host + "\" does not match the " +
+                  (context_.mode == Mode::explicit_tunnel && !context_.tls ? "CONNECT target" : "TLS server name") +
+                  " \"" + context_.verified_name + "\"";
+        {
+            const Local local = Local{};
+            {
+                const auto value = co_await respond(local, false);
+                co_return value;
+            }
+        }
+    }
+    if (host->port && *host->port != port) {
+        reason_ =
+            "Host port " + std::to_string(*host->port) + " does not match the destination port " + std::to_string(port);
+        {
+            const Local local = Local{};
+            {
+                const auto value = co_await respond(local, false);
+                co_return value;
+            }
+        }
+    }
+
+    const auto config = impl_.services.config->snapshot();
+    const policy::Gateway* gateway = config->gateway(context_.gateway);
+    if (gateway == nullptr) {
+        reason_ = "gateway \"" + context_.gateway + "\" is not configured";
+        {
+            const Local local = Local{};
+            {
+                const auto value = co_await respond(local, false);
+                co_return value;
+            }
+        }
+    }
+    const policy::ConnectorInstance* connector = gateway->connector_for_host(host->host);
+    session_.set_scope(gateway->name, connector ? connector->name : "", connector ? connector->def->name : "");
+    connector_name_ = connector ? connector->name : "";
+
+    // Read the body the connector may need, up to the bound.
+    bool body_complete = !has_body;
+    if (has_body && connector != nullptr && connector->def->body != policy::BodyMode::none) {
+        if (head.expect_continue) {
+            static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+            co_await net::async_write(client_, net::buffer(kContinue.data(), kContinue.size()),
+                                      net::redirect_error(kToken, error));
+            if (error) co_return false;
+            sent_continue_ = true;
+        }
+        beast::get_lowest_layer(client_).expires_after(impl_.options.client_idle_timeout);
+        while (!parser_->is_done() && body_.size() < impl_.options.max_body_bytes) {
+            const std::size_t have = body_.size();
+            body_.resize(std::min(impl_.options.max_body_bytes, have + 16384));
+            request.body().data = body_.data() + have;
+            request.body().size = body_.size() - have;
+            co_await http::async_read_some(client_, buffer_, *parser_, net::redirect_error(kToken, error));
+            body_.resize(body_.size() - request.body().size);
+            if (error == http::error::need_buffer) error = {};
+            if (error) co_return false;
+        }
+        body_complete = parser_->is_done();
+        record_.request_bytes = body_.size();
+    }
+
+    const auto kill = impl_.kill.load();
+    policy::EvalContext eval{context_.agent, Clock::now(), kill.get(), &impl_.limiter};
+    const std::string method(head.method);
+    const auto evaluation = policy::evaluate(
+        *gateway,
+        policy::Request{method, host->host, path, head.content_type, body_, body_complete, head.method_override}, eval);
+    const auto& decision = evaluation.decision;
+    label_ = std::string(policy::to_string(decision.label));
+    reason_ = decision.reason;
+    if (decision.deciding_action < evaluation.actions.size()) {
+        action_ = evaluation.actions[decision.deciding_action].type;
+    }
+    const bool drained = parser_->is_done();
+
+    switch (decision.verdict) {
+        case policy::Verdict::deny: {
+            Local local;
+            if (decision.kill_switch) local.headers.emplace_back("X-TameFlare-Kill-Switch", "active");
+            {
+                const auto value = co_await respond(local, head.keep_alive && drained);
+                co_return value;
+            }
+        }
+        case policy::Verdict::rate_limited: {
+            Local local{http::status::too_many_requests};
+            local.headers.emplace_back("Retry-After", std::to_string(decision.retry_after.count()));
+            {
+                const auto value = co_await respond(local, head.keep_alive && drained);
+                co_return value;
+            }
+        }
+        case policy::Verdict::hold: {
+            ApprovalRequest held;
+            held.id = record_.request_id;
+            held.gateway = gateway->name;
+            held.agent = context_.agent;
+            held.connector = connector_name_;
+            held.action = action_;
+            if (decision.deciding_action < evaluation.actions.size()) {
+                const auto& action = evaluation.actions[decision.deciding_action];
+                held.risk = std::string(policy::to_string(action.risk));
+                held.parameters = action.parameters.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+            }
+            held.reason = reason_;
+            held.requested_at = record_.time;
+            held.timeout = decision.approval_timeout;
+            session_.holding() = true;
+            session_.answer().reset();
+            ++impl_.held;
+            if (impl_.services.approvals != nullptr) {
+                impl_.services.approvals->submit(
+                    held, [weak = session_.weak_from_this(), executor = client_.get_executor()](ApprovalAnswer answer) {
+                        net::post(executor, [weak, answer = std::move(answer)]() mutable {
+                            if (auto session = weak.lock()) session->deliver(std::move(answer));
+                        });
+                    });
+            }
+            auto& timer = session_.hold_timer();
+            timer.expires_after(decision.approval_timeout);
+            co_await timer.async_wait(net::redirect_error(kToken, error));
+            session_.holding() = false;
+            --impl_.held;
+            auto answer = std::move(session_.answer());
+            if (!answer) {
+                if (impl_.services.approvals != nullptr) impl_.services.approvals->withdraw(held.id);
+                label_ = "approval_timeout";
+                reason_ = "no answer within " + std::to_string(decision.approval_timeout.count()) + " s";
+                {
+                    const Local local = Local{http::status::request_timeout};
+                    {
+                        const auto value = co_await respond(local, false);
+                        co_return value;
+                    }
+                }
+            }
+            if (!answer->approved) {
+                label_ = "denied";
+                reason_ = session_.killed() ? "kill switch active"
+                                            : "denied by a human" + (answer->note.empty() ? "" : ": " + answer->note);
+                Local local;
+                if (session_.killed()) local.headers.emplace_back("X-TameFlare-Kill-Switch", "active");
+                {
+                    const auto value = co_await respond(local, head.keep_alive && drained && !session_.killed());
+                    co_return value;
+                }
+            }
+            label_ = "approved";
+            reason_ = answer->note.empty() ? "approved" : "approved: " + answer->note;
+            break;
+        }
+        case policy::Verdict::forward: break;
+    }
+    {
+        const auto value = co_await forward(*gateway, connector, host->host, port);
+        co_return value;
+    }
+}
+
+template <class Stream>
+net::awaitable<std::optional<typename Exchange<Stream>::Local>> Exchange<Stream>::connect_upstream(
+    const std::string& host, std::uint16_t port, const std::vector<IpAddress>& addresses) {
+    if (upstream_ && upstream_host_ == host && upstream_port_ == port &&
+        beast::get_lowest_layer(*upstream_).socket().is_open()) {
+        co_return std::nullopt;
+    }
+    if (upstream_) {
+        error_code ignored;
+        beast::get_lowest_layer(*upstream_).socket().close(ignored);
+        session_.upstream_socket() = nullptr;
+        upstream_.reset();
+    }
+    const auto executor = client_.get_executor();
+    if constexpr (kIsTls<Stream>) {
+        upstream_.emplace(beast::tcp_stream(executor), impl_.client_tls);
+    } else {
+        upstream_.emplace(executor);
+    }
+    upstream_buffer_.clear();
+    auto& lowest = beast::get_lowest_layer(*upstream_);
+    session_.upstream_socket() = &lowest.socket();
+    error_code error;
+    for (const auto& address : addresses) {
+        lowest.expires_after(std::chrono::seconds(10));
+        co_await lowest.async_connect(to_asio(Endpoint{address, port}), net::redirect_error(kToken, error));
+        if (!error) break;
+    }
+    if (error) {
+        reason_ = "cannot connect to " + host + " port " + std::to_string(port) + ": " + error.message();
+        co_return Local{http::status::bad_gateway, "upstream_unreachable", "check that the upstream is up"};
+    }
+    lowest.socket().set_option(tcp::no_delay(true), error);
+    if constexpr (kIsTls<Stream>) {
+        SSL* ssl = upstream_->native_handle();
+        const bool literal = IpAddress::parse(host).has_value();
+        if (!literal) SSL_set_tlsext_host_name(ssl, host.c_str());
+        X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (literal) {
+            X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
+        } else {
+            X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
+        }
+        lowest.expires_after(std::chrono::seconds(30));
+        co_await upstream_->async_handshake(net::ssl::stream_base::client, net::redirect_error(kToken, error));
+        if (error) {
+            const long verify = SSL_get_verify_result(ssl);
+            reason_ = verify != X509_V_OK ? "upstream certificate of " + host +
+                                                " failed verification: " + X509_verify_cert_error_string(verify)
+                                          : "TLS handshake with " + host + " failed: " + error.message();
+            label_ = "error";
+            error_code ignored;
+            lowest.socket().close(ignored);
+            session_.upstream_socket() = nullptr;
+            upstream_.reset();
+            co_return Local{http::status::bad_gateway, "upstream_tls",
+                            "the upstream's certificate must chain to the trust store (or the configured "
+                            "upstream_ca_file) and name the host"};
+        }
+    }
+    upstream_host_ = host;
+    upstream_port_ = port;
+    co_return std::nullopt;
+}
+
+template <class Stream>
+net::awaitable<std::uint64_t> Exchange<Stream>::stream_request_body() {
+    auto& request = parser_->get();
+    http::request_serializer<http::buffer_body> serializer{request};
+    error_code error;
+    beast::get_lowest_layer(*upstream_).expires_after(impl_.options.upstream_timeout);
+    co_await http::async_write_header(*upstream_, serializer, net::redirect_error(kToken, error));
+    if (error) throw boost::system::system_error(error);
+    std::uint64_t bytes = body_.size();
+    bool first = !body_.empty();
+    std::vector<char> chunk;
+    while (!serializer.is_done()) {
+        if (first) {
+            request.body().data = body_.data();
+            request.body().size = body_.size();
+            first = false;
+        } else if (!parser_->is_done()) {
+            chunk.resize(16384);
+            request.body().data = chunk.data();
+            request.body().size = chunk.size();
+            beast::get_lowest_layer(client_).expires_after(impl_.options.client_idle_timeout);
+            co_await http::async_read_some(client_, buffer_, *parser_, net::redirect_error(kToken, error));
+            if (error == http::error::need_buffer) error = {};
+            if (error) throw boost::system::system_error(error);
+            request.body().size = chunk.size() - request.body().size;
+            // No bytes (a chunk header was read): a null buffer, or the
+            // serializer would write an empty chunk, which ends the body.
+            request.body().data = request.body().size == 0 ? nullptr : chunk.data();
+            bytes += request.body().size;
+        } else {
+            request.body().data = nullptr;
+            request.body().size = 0;
+        }
+        request.body().more = !parser_->is_done();
+        beast::get_lowest_layer(*upstream_).expires_after(impl_.options.upstream_timeout);
+        co_await http::async_write(*upstream_, serializer, net::redirect_error(kToken, error));
+        if (error == http::error::need_buffer) error = {};
+        if (error) throw boost::system::system_error(error);
+    }
+    co_return bytes;
+}
+
+template <class Stream>
+net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool client_keep_alive) {
+    error_code error;
+    for (;;) {
+        http::response_parser<http::buffer_body> parser;
+        parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // boost::none misbehaves in Beast 1.74
+        if (head_request) parser.skip(true);
+        beast::get_lowest_layer(*upstream_).expires_after(impl_.options.upstream_timeout);
+        co_await http::async_read_header(*upstream_, upstream_buffer_, parser, net::redirect_error(kToken, error));
+        if (error) throw boost::system::system_error(error);
+        auto& response = parser.get();
+        response.set("X-TameFlare-Decision", label_);
+        response.set("X-TameFlare-Gateway", context_.gateway);
+        response.set("X-TameFlare-Connector", connector_name_);
+        response.set("X-TameFlare-Action", action_);
+        const unsigned status = response.result_int();
+        if (status / 100 == 1 && status != 101) {  // 100 Continue and friends: relay, then the real one
+            http::response<http::empty_body> interim{response.result(), response.version()};
+            for (const auto& field : response) interim.set(field.name_string(), field.value());
+            co_await http::async_write(client_, interim, net::redirect_error(kToken, error));
+            if (error) co_return false;
+            continue;
+        }
+        record_.status = status;
+        if (!client_keep_alive) response.keep_alive(false);
+        const bool upstream_reusable = response.keep_alive() && !parser.need_eof();
+        http::response_serializer<http::buffer_body> serializer{response};
+        beast::get_lowest_layer(client_).expires_after(impl_.options.upstream_timeout);
+        co_await http::async_write_header(client_, serializer, net::redirect_error(kToken, error));
+        if (error) co_return false;
+        if (status == 101) {  // WebSocket: the request was decided; now it is a byte stream
+            record_.forwarded = true;
+            beast::get_lowest_layer(client_).expires_never();
+            beast::get_lowest_layer(*upstream_).expires_never();
+            const auto bytes = co_await tunnel(client_, buffer_, *upstream_, upstream_buffer_);
+            record_.request_bytes += bytes.first;
+            record_.response_bytes += bytes.second;
+            co_return false;
+        }
+        std::vector<char> chunk(16384);
+        while (!serializer.is_done()) {
+            if (!parser.is_done()) {
+                response.body().data = chunk.data();
+                response.body().size = chunk.size();
+                beast::get_lowest_layer(*upstream_).expires_after(impl_.options.upstream_timeout);
+                co_await http::async_read_some(*upstream_, upstream_buffer_, parser,
+                                               net::redirect_error(kToken, error));
+                if (error == http::error::need_buffer) error = {};
+                if (error) throw boost::system::system_error(error);
+                response.body().size = chunk.size() - response.body().size;
+                response.body().data = response.body().size == 0 ? nullptr : chunk.data();
+                record_.response_bytes += response.body().size;
+            } else {
+                response.body().data = nullptr;
+                response.body().size = 0;
+            }
+            response.body().more = !parser.is_done();
+            beast::get_lowest_layer(client_).expires_after(impl_.options.upstream_timeout);
+            co_await http::async_write(client_, serializer, net::redirect_error(kToken, error));
+            if (error == http::error::need_buffer) error = {};
+            if (error) co_return false;
+        }
+        if (!upstream_reusable) {
+            error_code ignored;
+            beast::get_lowest_layer(*upstream_).socket().close(ignored);
+        }
+        co_return response.keep_alive() && client_keep_alive;
+    }
+}
+
+template <class Stream>
+net::awaitable<bool> Exchange<Stream>::forward(const policy::Gateway& gateway,
+                                               const policy::ConnectorInstance* connector, const std::string& host,
+                                               std::uint16_t port) {
+    auto& request = parser_->get();
+    const bool keep_alive = request.keep_alive();
+    const bool drained = parser_->is_done();
+
+    // One agreed destination: a redirected connection goes where the agent
+    // dialed, and only if the daemon's resolver gives that address for the name.
+    auto addresses = co_await impl_.resolver.resolve(host);
+    if (context_.destination) {
+        if (std::find(addresses.begin(), addresses.end(), context_.destination->address) == addresses.end()) {
+            label_ = "denied";
+            reason_ = "the agent connected to " + context_.destination->address.to_string() +
+                      ", which is not an address of \"" + host + "\"";
+            {
+                const Local local = Local{};
+                {
+                    const auto value = co_await respond(local, false);
+                    co_return value;
+                }
+            }
+        }
+        addresses = {context_.destination->address};
+    }
+    std::erase_if(addresses, [&](const IpAddress& a) { return !upstream_allowed(a, impl_.options.allowed_upstreams); });
+    if (addresses.empty()) {
+        label_ = "denied";
+        reason_ = "\"" + host + "\" has no address the proxy may connect to (" +
+                  (context_.destination ? std::string(to_string(classify(context_.destination->address)))
+                                        : std::string("no global address")) +
+                  ")";
+        reason_ += "; loopback, private and link-local upstreams must be listed in allowed_upstreams";
+        const Local local{};
+        const auto value = co_await respond(local, keep_alive && drained);
+        co_return value;
+    }
+
+    // Credentials: the agent's own are removed, the vault's put in.
+    if (connector != nullptr && !connector->credential.empty()) {
+        std::optional<std::string> secret;
+        if (impl_.services.credentials != nullptr)
+            secret = impl_.services.credentials->credential(connector->credential);
+        if (!secret) {
+            label_ = "error";
+            reason_ = "the vault has no credential \"" + connector->credential + "\" for connector \"" +
+                      connector->name + "\" of gateway \"" + gateway.name + "\"";
+            const Local local{http::status::bad_gateway, "credential_missing", "tf vault set " + connector->credential};
+            const auto value = co_await respond(local, keep_alive && drained);
+            co_return value;
+        }
+        request.erase(http::field::authorization);
+        request.erase(connector->credential_format.header);
+        std::string value = connector->credential_format.format;
+        if (const auto at = value.find("{secret}"); at != std::string::npos) value.replace(at, 8, *secret);
+        request.set(connector->credential_format.header, value);
+        OPENSSL_cleanse(secret->data(), secret->size());
+        OPENSSL_cleanse(value.data(), value.size());
+    }
+
+    // Hop-by-hop and proxy headers stay here.
+    const bool upgrade = parser_->upgrade();
+    std::vector<std::string> hop;
+    for (const auto& field : request) {
+        const auto name = lower(view(field.name_string()));
+        if (name.starts_with("x-tameflare-") || name == "proxy-authorization" || name == "proxy-connection" ||
+            name == "keep-alive" || name == "te" || name == "trailer") {
+            hop.push_back(name);
+        }
+    }
+    for (const auto& token : http::token_list{request[http::field::connection]}) {
+        const auto name = lower(view(token));
+        if (name != "close" && name != "keep-alive" && name != "upgrade") hop.push_back(name);
+    }
+    for (const auto& name : hop) request.erase(name);
+    if (upgrade) {
+        request.set(http::field::connection, "Upgrade");
+    } else {
+        request.erase(http::field::upgrade);
+        request.erase(http::field::connection);
+        if (!keep_alive) request.set(http::field::connection, "close");
+    }
+    if (sent_continue_) request.erase(http::field::expect);
+    request.set("X-TameFlare-Request-Id", record_.request_id);
+
+    if (auto failure = co_await connect_upstream(host, port, addresses)) {
+        {
+            const auto value = co_await respond(*failure, keep_alive && drained);
+            co_return value;
+        }
+    }
+    record_.forwarded = true;
+    const bool head_request = request.method() == http::verb::head;
+    std::string failure;
+    try {
+        record_.request_bytes = co_await stream_request_body();
+        {
+            const auto value = co_await relay_response(head_request, keep_alive);
+            co_return value;
+        }
+    } catch (const boost::system::system_error& error) {
+        failure = error.code().message();
+    }
+    if (record_.status == 0 && !session_.killed()) {
+        label_ = "error";
+        reason_ = "upstream " + host + ": " + failure;
+        {
+            const Local local = Local{http::status::bad_gateway, "upstream_failed", ""};
+            co_await respond(local, false);
+        }
+    }
+    co_return false;
+}
+
+// ---------------------------------------------------------------------------
+// Connection setup: origin, protocol detection, TLS, CONNECT, raw TCP.
+
+net::awaitable<std::optional<Sniffed>> Session::peek(std::chrono::milliseconds timeout, bool& timed_out) {
+    timed_out = false;
+    auto& socket = stream_.socket();
+    std::vector<std::uint8_t> bytes(kMaxClientHelloBytes);
+    const auto deadline = Clock::now() + timeout;
+    int want = 1;
+    for (;;) {
+        ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want);
+        net::steady_timer timer(socket.get_executor());
+        timer.expires_at(deadline);
+        timer.async_wait([&socket, &timed_out](error_code error) {
+            if (!error) {
+                timed_out = true;
+                socket.cancel();
+            }
+        });
+        error_code error;
+        co_await socket.async_wait(tcp::socket::wait_read, net::redirect_error(kToken, error));
+        timer.cancel();
+        if (error) {
+            if (timed_out) co_return std::nullopt;
+            co_return std::nullopt;
+        }
+        const auto n = ::recv(socket.native_handle(), bytes.data(), bytes.size(), MSG_PEEK | MSG_DONTWAIT);
+        if (n <= 0) co_return std::nullopt;
+        auto sniffed = sniff(std::span(bytes.data(), static_cast<std::size_t>(n)));
+        if (sniffed.protocol != Protocol::need_more) {
+            want = 1;
+            ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want);
+            co_return sniffed;
+        }
+        if (static_cast<std::size_t>(n) >= bytes.size()) co_return Sniffed{Protocol::bad_tls, "", {}, "too long"};
+        want = static_cast<int>(n) + 1;
+    }
+}
+
+void Session::refuse_connection(const std::string& reason, const std::string& host) {
+    TrafficRecord record;
+    record.time = std::chrono::system_clock::now();
+    record.request_id = impl_->new_request_id();
+    record.gateway = context_.gateway;
+    record.agent = context_.agent;
+    record.host = host;
+    record.decision = "denied";
+    record.reason = reason;
+    impl_->record(std::move(record));
+    close_all();
+}
+
+bool Session::raw_rule_may_apply() {
+    const auto config = impl_->services.config->snapshot();
+    const auto* gateway = config->gateway(context_.gateway);
+    if (gateway == nullptr) return false;
+    return std::any_of(gateway->tcp.begin(), gateway->tcp.end(),
+                       [&](const policy::TcpRule& rule) { return rule.port == context_.port; });
+}
+
+net::awaitable<void> Session::raw_tcp(const std::string& name) {
+    const auto started = Clock::now();
+    const auto config = impl_->services.config->snapshot();
+    const auto* gateway = config->gateway(context_.gateway);
+    std::vector<IpAddress> addresses;
+    if (context_.destination) {
+        addresses = {context_.destination->address};
+    } else {
+        addresses = co_await impl_->resolver.resolve(name);
+    }
+    set_scope(context_.gateway, "tcp", "tcp");
+    const auto kill = impl_->kill.load();
+    const std::string target = name.empty() ? (addresses.empty() ? std::string("?") : addresses[0].to_string()) : name;
+    const std::string where = target + ":" + std::to_string(context_.port);
+    if (kill->covers(context_.gateway, "tcp", "tcp")) {
+        refuse_connection("kill switch active", target);
+        co_return;
+    }
+    const policy::TcpRule* match = nullptr;
+    if (gateway != nullptr) {
+        for (const auto& rule : gateway->tcp) {
+            if (rule.port != context_.port) continue;
+            if (!rule.cidr.empty()) {
+                const auto cidr = Cidr::parse(rule.cidr);
+                if (cidr &&
+                    std::all_of(addresses.begin(), addresses.end(),
+                                [&](const IpAddress& a) { return cidr->contains(a); }) &&
+                    !addresses.empty()) {
+                    match = &rule;
+                    break;
+                }
+            } else if (rule.host == name) {
+                match = &rule;
+                break;
+            } else if (context_.destination) {
+                const auto known = co_await impl_->resolver.resolve(rule.host);
+                if (std::find(known.begin(), known.end(), context_.destination->address) != known.end()) {
+                    match = &rule;
+                    break;
+                }
+            }
+        }
+    }
+    std::erase_if(addresses,
+                  [&](const IpAddress& a) { return !upstream_allowed(a, impl_->options.allowed_upstreams); });
+    if (match == nullptr || addresses.empty()) {
+        refuse_connection(match == nullptr ? "raw TCP to " + where + " is not allowed by gateway \"" +
+                                                 context_.gateway + "\" (add a tcp rule)"
+                                           : "raw TCP to " + where + " goes to an address the proxy may not reach",
+                          target);
+        co_return;
+    }
+    beast::tcp_stream upstream(stream_.get_executor());
+    upstream_socket_ = &upstream.socket();
+    error_code error;
+    for (const auto& address : addresses) {
+        upstream.expires_after(std::chrono::seconds(10));
+        co_await upstream.async_connect(to_asio(Endpoint{address, context_.port}), net::redirect_error(kToken, error));
+        if (!error) break;
+    }
+    TrafficRecord record;
+    record.time = std::chrono::system_clock::now();
+    record.request_id = impl_->new_request_id();
+    record.gateway = context_.gateway;
+    record.agent = context_.agent;
+    record.connector = "tcp";
+    record.action = "tcp.connect";
+    record.host = target;
+    record.path = std::to_string(context_.port);
+    record.decision = error ? "error" : "allowed";
+    record.reason = error ? "cannot connect: " + error.message() : "tcp rule " + std::to_string(match->index);
+    if (!error) {
+        record.forwarded = true;
+        upstream.expires_never();
+        stream_.expires_never();
+        beast::flat_buffer none_in, none_out;
+        const auto bytes = co_await tunnel(stream_, none_in, upstream, none_out);
+        record.request_bytes = bytes.first;
+        record.response_bytes = bytes.second;
+    }
+    upstream_socket_ = nullptr;
+    record.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
+    impl_->record(std::move(record));
+    close_all();
+}
+
+net::awaitable<void> Session::intercept(beast::flat_buffer& buffer) {
+    const bool raw_possible = raw_rule_may_apply();
+    bool timed_out = false;
+    const auto wait = raw_possible
+                          ? std::chrono::duration_cast<std::chrono::milliseconds>(impl_->options.server_first_wait)
+                          : std::chrono::duration_cast<std::chrono::milliseconds>(impl_->options.client_idle_timeout);
+    const auto sniffed = co_await peek(wait, timed_out);
+    if (!sniffed) {
+        if (timed_out && raw_possible) co_await raw_tcp(context_.verified_name);
+        co_return;
+    }
+    switch (sniffed->protocol) {
+        case Protocol::http: {
+            Exchange<beast::tcp_stream> exchange(*this, stream_, buffer);
+            co_await exchange.serve();
+            co_return;
+        }
+        case Protocol::tls: {
+            std::string name = sniffed->server_name;
+            if (!context_.verified_name.empty() && !name.empty() && name != context_.verified_name) {
+                refuse_connection("TLS server name \"" + name + "\" does not match the CONNECT target \"" +
+                                      context_.verified_name + "\"",
+                                  name);
+                co_return;
+            }
+            if (name.empty()) name = context_.verified_name;
+            context_.verified_name = name;
+            context_.tls = true;
+            const std::string leaf_name =
+                !name.empty() ? name : (context_.destination ? context_.destination->address.to_string() : "");
+            if (leaf_name.empty()) {
+                refuse_connection("TLS without a server name", "");
+                co_return;
+            }
+            std::shared_ptr<const LeafCertificate> leaf;
+            try {
+                leaf = impl_->services.ca->leaf_for(leaf_name);
+            } catch (const std::exception& error) {
+                refuse_connection(std::string("cannot mint a certificate: ") + error.what(), leaf_name);
+                co_return;
+            }
+            TlsStream tls(std::move(stream_), impl_->server_tls);
+            client_socket_ = &beast::get_lowest_layer(tls).socket();
+            SSL_use_certificate(tls.native_handle(), leaf->certificate.get());
+            SSL_use_PrivateKey(tls.native_handle(), leaf->key.get());
+            beast::get_lowest_layer(tls).expires_after(std::chrono::seconds(15));
+            error_code error;
+            co_await tls.async_handshake(net::ssl::stream_base::server, net::redirect_error(kToken, error));
+            if (!error) {
+                Exchange<TlsStream> exchange(*this, tls, buffer);
+                co_await exchange.serve();
+            }
+            close_all();
+            client_socket_ = nullptr;
+            co_return;
+        }
+        case Protocol::bad_tls: refuse_connection("malformed TLS ClientHello: " + sniffed->error, ""); co_return;
+        case Protocol::other: co_await raw_tcp(context_.verified_name); co_return;
+        case Protocol::need_more: co_return;
+    }
+}
+
+net::awaitable<void> Session::serve_explicit() {
+    beast::flat_buffer buffer;
+    auto result = co_await read_head(stream_, buffer, impl_->options.client_idle_timeout);
+    if (!result) co_return;
+    if (result->status == HeadResult::Status::ok && result->head.method == "CONNECT") {
+        // Authenticate with a throwaway exchange's rules, then tunnel.
+        http::request_parser<http::empty_body> parser;
+        parser.eager(false);
+        error_code error;
+        parser.put(net::buffer(buffer.data().data(), result->consumed), error);
+        buffer.consume(result->consumed);
+        const auto& request = parser.get();
+        const auto target = split_host_port(result->head.target);
+        auto login = proxy_login(*impl_->services.config->snapshot(), request.base());
+        std::string reason = std::move(login.refusal);
+        const std::string gateway_name = std::move(login.gateway);
+        std::string_view reply;
+        if (gateway_name.empty()) {
+            reply =
+                "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"tameflare\"\r\n"
+                "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        } else if (!target || !target->port || buffer.size() != 0) {
+            reason = "CONNECT needs host:port and nothing sent before the reply";
+            reply = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        } else {
+            reply = "HTTP/1.1 200 Connection established\r\n\r\n";
+        }
+        co_await net::async_write(stream_, net::buffer(reply.data(), reply.size()), net::redirect_error(kToken, error));
+        if (!reason.empty() || error) {
+            context_.gateway = gateway_name;
+            refuse_connection(reason, target ? target->host : "");
+            co_return;
+        }
+        context_.mode = Mode::explicit_tunnel;
+        context_.gateway = gateway_name;
+        context_.agent = "explicit";
+        context_.verified_name = target->host;
+        context_.port = *target->port;
+        co_await intercept(buffer);
+        co_return;
+    }
+    context_.mode = Mode::explicit_plain;
+    context_.agent = "explicit";
+    Exchange<beast::tcp_stream> exchange(*this, stream_, buffer);
+    co_await exchange.serve();
+}
+
+net::awaitable<void> Session::run(std::shared_ptr<Session> self) {
+    (void)self;
+    try {
+        error_code error;
+        stream_.socket().set_option(tcp::no_delay(true), error);
+        context_.client = to_endpoint(stream_.socket().remote_endpoint(error));
+        if (context_.mode == Mode::explicit_plain) {
+            co_await serve_explicit();
+        } else {
+            const auto local = to_endpoint(stream_.socket().local_endpoint(error));
+            auto origin = impl_->services.origins != nullptr ? impl_->services.origins->lookup(context_.client, local)
+                                                             : std::nullopt;
+            if (!origin) {
+                refuse_connection("no origin recorded for a redirected connection from " + context_.client.to_string(),
+                                  "");
+                co_return;
+            }
+            context_.gateway = std::move(origin->gateway);
+            context_.agent = std::move(origin->agent);
+            context_.destination = origin->destination;
+            context_.port = origin->destination.port;
+            set_scope(context_.gateway, "", "");
+            if (impl_->kill.load()->covers(context_.gateway, "", "")) {
+                refuse_connection("kill switch active", "");
+                co_return;
+            }
+            beast::flat_buffer buffer;
+            co_await intercept(buffer);
+        }
+    } catch (const std::exception& error) {
+        daemon::log(daemon::LogLevel::debug, std::string("proxy connection ended: ") + error.what());
+    }
+    close_all();
+}
+
+// ---------------------------------------------------------------------------
+
+net::awaitable<void> ProxyServer::Impl::accept_loop(tcp::acceptor& acceptor, Mode mode) {
+    for (;;) {
+        auto& context = pick_context();
+        tcp::socket socket(context);
+        error_code error;
+        co_await acceptor.async_accept(socket, net::redirect_error(kToken, error));
+        if (error == net::error::operation_aborted || !acceptor.is_open()) co_return;
+        if (error) {  // EMFILE and the like: back off instead of spinning
+            daemon::log(daemon::LogLevel::warning, "proxy accept failed: " + error.message());
+            net::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
+            co_await pause.async_wait(net::redirect_error(kToken, error));
+            continue;
+        }
+        auto session = std::make_shared<Session>(shared_from_this(), std::move(socket), mode);
+        session->enlist();
+        net::co_spawn(context, session->run(session), net::detached);
+    }
+}
+
+namespace {
+
+int select_http11(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
+                  unsigned int in_length, void*) {
+    static constexpr unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    unsigned char* selected = nullptr;
+    if (SSL_select_next_proto(&selected, out_length, kHttp11, sizeof kHttp11, in, in_length) ==
+        OPENSSL_NPN_NEGOTIATED) {
+        *out = selected;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_NOACK;  // no http/1.1 offered: carry on without ALPN
+}
+
+tcp::acceptor bind(net::io_context& context, const Endpoint& endpoint) {
+    tcp::acceptor acceptor(context);
+    const auto address = to_asio(endpoint);
+    acceptor.open(address.protocol());
+    acceptor.set_option(tcp::acceptor::reuse_address(true));
+    acceptor.bind(address);
+    acceptor.listen(4096);
+    return acceptor;
+}
+
+}  // namespace
+
+ProxyServer::ProxyServer(ProxyOptions options, ProxyServices services)
+    : impl_(std::make_shared<Impl>(std::move(options), services)) {
+    if (impl_->services.config == nullptr || impl_->services.ca == nullptr) {
+        throw std::invalid_argument("the proxy needs a configuration and a CA");
+    }
+    unsigned threads = impl_->options.threads;
+    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < threads; ++i) impl_->contexts.push_back(std::make_unique<net::io_context>(1));
+    RAND_bytes(reinterpret_cast<unsigned char*>(&impl_->id_prefix), sizeof impl_->id_prefix);
+
+    SSL_CTX* server = impl_->server_tls.native_handle();
+    SSL_CTX_set_min_proto_version(server, TLS1_2_VERSION);
+    SSL_CTX_set_mode(server, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_alpn_select_cb(server, select_http11, nullptr);
+    SSL_CTX_set_session_cache_mode(server, SSL_SESS_CACHE_OFF);
+
+    SSL_CTX* client = impl_->client_tls.native_handle();
+    SSL_CTX_set_min_proto_version(client, TLS1_2_VERSION);
+    SSL_CTX_set_mode(client, SSL_MODE_RELEASE_BUFFERS);
+    impl_->client_tls.set_verify_mode(net::ssl::verify_peer);
+    if (impl_->options.upstream_ca_file.empty()) {
+        impl_->client_tls.set_default_verify_paths();
+    } else {
+        impl_->client_tls.load_verify_file(impl_->options.upstream_ca_file);
+    }
+    static constexpr unsigned char kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    SSL_CTX_set_alpn_protos(client, kAlpn, sizeof kAlpn);
+
+    auto& first = *impl_->contexts.front();
+    if (impl_->options.transparent_listen) impl_->transparent.emplace(bind(first, *impl_->options.transparent_listen));
+    if (impl_->options.explicit_listen) impl_->explicit_proxy.emplace(bind(first, *impl_->options.explicit_listen));
+}
+
+ProxyServer::~ProxyServer() {
+    stop();
+}
+
+void ProxyServer::start() {
+    if (impl_->started) return;
+    if (impl_->contexts.empty()) throw std::logic_error("a stopped proxy cannot be started again");
+    impl_->started = true;
+    auto& first = *impl_->contexts.front();
+    if (impl_->transparent) {
+        net::co_spawn(first, impl_->accept_loop(*impl_->transparent, Mode::transparent), net::detached);
+    }
+    if (impl_->explicit_proxy) {
+        net::co_spawn(first, impl_->accept_loop(*impl_->explicit_proxy, Mode::explicit_plain), net::detached);
+    }
+    for (auto& context : impl_->contexts) {
+        impl_->threads.emplace_back([&context] {
+            auto guard = net::make_work_guard(*context);
+            context->run();
+        });
+    }
+}
+
+void ProxyServer::stop() {
+    if (!impl_->started) return;
+    impl_->started = false;
+    auto& first = *impl_->contexts.front();
+    net::post(first, [impl = impl_] {
+        error_code ignored;
+        if (impl->transparent) impl->transparent->close(ignored);
+        if (impl->explicit_proxy) impl->explicit_proxy->close(ignored);
+    });
+    {
+        std::lock_guard lock(impl_->sessions_mutex);
+        for (const auto& weak : impl_->sessions) {
+            if (auto session = weak.lock()) {
+                net::post(session->hold_timer().get_executor(), [session] { session->close_all(); });
+            }
+        }
+    }
+    for (auto& context : impl_->contexts) context->stop();
+    for (auto& thread : impl_->threads) thread.join();
+    impl_->threads.clear();
+    // Destroying the contexts destroys the coroutines still suspended in them,
+    // and with them the sessions (which hold the Impl: no cycle survives).
+    impl_->transparent.reset();
+    impl_->explicit_proxy.reset();
+    impl_->contexts.clear();
+}
+
+std::optional<Endpoint> ProxyServer::transparent_endpoint() const {
+    if (!impl_->transparent) return std::nullopt;
+    return to_endpoint(impl_->transparent->local_endpoint());
+}
+
+std::optional<Endpoint> ProxyServer::explicit_endpoint() const {
+    if (!impl_->explicit_proxy) return std::nullopt;
+    return to_endpoint(impl_->explicit_proxy->local_endpoint());
+}
+
+void ProxyServer::set_kill_switch(const policy::KillSwitch& kill_switch) {
+    auto next = std::make_shared<const policy::KillSwitch>(kill_switch);
+    impl_->kill.store(next);
+    std::vector<std::shared_ptr<Session>> severed;
+    {
+        std::lock_guard lock(impl_->sessions_mutex);
+        for (const auto& weak : impl_->sessions) {
+            auto session = weak.lock();
+            if (session && session->in_scope(*next)) severed.push_back(std::move(session));
+        }
+    }
+    for (auto& session : severed) {
+        net::post(session->hold_timer().get_executor(), [session] { session->sever(); });
+    }
+}
+
+policy::KillSwitch ProxyServer::kill_switch() const {
+    return *impl_->kill.load();
+}
+
+ProxyCounters ProxyServer::counters() const {
+    return {impl_->open.load(), impl_->total.load(), impl_->requests.load(), impl_->held.load()};
+}
+
+}  // namespace tameflare::proxy

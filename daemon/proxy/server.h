@@ -1,0 +1,96 @@
+// The proxy: listeners, protocol detection, TLS interception, the policy
+// decision for every request, credential injection and forwarding.
+//
+// Two listeners. The transparent one takes connections the kernel redirected;
+// their original destination and owner come from an OriginLookup. The
+// explicit one is an ordinary HTTP proxy (absolute-form requests and CONNECT)
+// for hosts without the kernel mode; the gateway is named by
+// Proxy-Authorization: Basic <gateway>:<token>.
+//
+// A fixed pool of threads, one io_context each; every connection is a
+// coroutine on one of them, so nothing blocks a thread and a held request
+// costs memory, not a thread.
+#pragma once
+
+#include "daemon/proxy/address_policy.h"
+#include "daemon/proxy/certificate_authority.h"
+#include "daemon/proxy/interfaces.h"
+#include "policy/config.h"
+#include "policy/engine.h"
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tameflare::proxy {
+
+struct ProxyOptions {
+    std::optional<Endpoint> transparent_listen;  // port 0: the kernel picks
+    std::optional<Endpoint> explicit_listen;
+    unsigned threads = 0;  // 0: one per core
+    // Body bytes read to extract parameters; past it the request is decided
+    // on what was read (parameters incomplete) and the rest is streamed.
+    std::size_t max_body_bytes = std::size_t{1} << 20;
+    std::vector<Cidr> allowed_upstreams;                  // non-global destinations that may be reached
+    std::string upstream_ca_file;                         // "" : the system trust store
+    std::map<std::string, std::vector<IpAddress>> hosts;  // static resolver overrides
+    bool system_resolver = true;
+    std::chrono::seconds client_idle_timeout{120};      // between requests, and for a first byte
+    std::chrono::seconds upstream_timeout{600};         // connect, handshake, each read
+    std::chrono::milliseconds server_first_wait{1000};  // silence before a raw TCP rule applies
+};
+
+struct ProxyServices {
+    policy::ConfigStore* config = nullptr;    // required
+    CertificateAuthority* ca = nullptr;       // required
+    OriginLookup* origins = nullptr;          // required for the transparent listener
+    CredentialSource* credentials = nullptr;  // null: no credential is available
+    ApprovalBroker* approvals = nullptr;      // null: held requests time out
+    TrafficSink* traffic = nullptr;           // null: records are dropped
+};
+
+struct ProxyCounters {
+    std::uint64_t connections_open = 0;
+    std::uint64_t connections_total = 0;
+    std::uint64_t requests = 0;
+    std::uint64_t held = 0;  // requests waiting for approval now
+};
+
+class ProxyServer {
+public:
+    // Binds the listeners; throws std::system_error when one cannot be bound.
+    ProxyServer(ProxyOptions options, ProxyServices services);
+    ~ProxyServer();
+    ProxyServer(const ProxyServer&) = delete;
+    ProxyServer& operator=(const ProxyServer&) = delete;
+
+    // Starts the threads. stop() closes the listeners and every connection and
+    // joins them (also done by the destructor).
+    void start();
+    void stop();
+
+    [[nodiscard]] std::optional<Endpoint> transparent_endpoint() const;
+    [[nodiscard]] std::optional<Endpoint> explicit_endpoint() const;
+
+    // Replaces the kill switch. Connections in its scope are closed at once
+    // and requests in its scope that wait for approval are denied.
+    void set_kill_switch(const policy::KillSwitch& kill_switch);
+    [[nodiscard]] policy::KillSwitch kill_switch() const;
+
+    [[nodiscard]] ProxyCounters counters() const;
+
+    struct Impl;
+
+private:
+    std::shared_ptr<Impl> impl_;
+};
+
+// The path with the values of secret-looking query parameters (token, key,
+// secret, password, signature, code, ...) replaced by "REDACTED".
+std::string redact_target(std::string_view target);
+
+}  // namespace tameflare::proxy

@@ -1,0 +1,739 @@
+// The proxy end to end on loopback: real clients (curl, raw sockets, Beast's
+// WebSocket client, python urllib) through the transparent and explicit
+// listeners to real upstreams (HTTP, and HTTPS with a test CA).
+#include <utility>  // before Asio: Boost 1.74's Asio needs it with C++20
+
+#include "daemon/proxy/approvals.h"
+#include "daemon/proxy/server.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_ca.h"
+#include "tests/support/test_upstream.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+namespace tameflare::proxy {
+namespace {
+
+using testing::Result;
+using testing::SeenRequest;
+using testing::Subprocess;
+using testing::TempDir;
+using testing::TestCa;
+using testing::TestUpstream;
+using namespace std::chrono_literals;
+
+constexpr const char* kGithubAddress = "127.0.0.7";
+constexpr const char* kPlainAddress = "127.0.0.8";
+constexpr const char* kToken = "s3cret-token";
+
+std::string read_file(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    return {std::istreambuf_iterator<char>(in), {}};
+}
+
+std::string sha256_hex(const std::string& text) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+    std::string out;
+    char hex[3];
+    for (unsigned i = 0; i < length; ++i) {
+        std::snprintf(hex, sizeof hex, "%02x", digest[i]);
+        out += hex;
+    }
+    return out;
+}
+
+class FixedOrigin : public OriginLookup {
+public:
+    std::optional<Origin> lookup(const Endpoint&, const Endpoint&) override {
+        std::lock_guard lock(mutex_);
+        return origin_;
+    }
+    void set(std::optional<Origin> origin) {
+        std::lock_guard lock(mutex_);
+        origin_ = std::move(origin);
+    }
+
+private:
+    std::mutex mutex_;
+    std::optional<Origin> origin_;
+};
+
+class MapCredentials : public CredentialSource {
+public:
+    std::optional<std::string> credential(std::string_view name) override {
+        std::lock_guard lock(mutex_);
+        const auto it = values.find(std::string(name));
+        if (it == values.end()) return std::nullopt;
+        return it->second;
+    }
+    std::mutex mutex_;
+    std::map<std::string, std::string> values;
+};
+
+class RecordingSink : public TrafficSink {
+public:
+    void record(TrafficRecord record) override {
+        std::lock_guard lock(mutex_);
+        records_.push_back(std::move(record));
+        changed_.notify_all();
+    }
+    std::vector<TrafficRecord> wait_for(std::size_t n, std::chrono::milliseconds timeout = 10s) {
+        std::unique_lock lock(mutex_);
+        changed_.wait_for(lock, timeout, [&] { return records_.size() >= n; });
+        return records_;
+    }
+    void clear() {
+        std::lock_guard lock(mutex_);
+        records_.clear();
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    std::vector<TrafficRecord> records_;
+};
+
+// A response as curl -i prints it (the last one, after any 100 Continue).
+struct Response {
+    int status = 0;
+    std::map<std::string, std::string> headers;  // lower-case names
+    std::string body;
+};
+
+Response parse_response(const std::string& text) {
+    Response out;
+    std::size_t start = 0;
+    for (;;) {
+        const auto end = text.find("\r\n\r\n", start);
+        if (end == std::string::npos || text.compare(start, 5, "HTTP/") != 0) break;
+        out = Response{};
+        std::istringstream head(text.substr(start, end - start));
+        std::string line;
+        std::getline(head, line);
+        out.status = std::stoi(line.substr(line.find(' ') + 1, 3));
+        while (std::getline(head, line)) {
+            if (!line.empty() && line.back() == '\r') line.pop_back();
+            const auto colon = line.find(':');
+            if (colon == std::string::npos) continue;
+            std::string name = line.substr(0, colon);
+            for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            const auto value = line.find_first_not_of(' ', colon + 1);
+            out.headers[name] = value == std::string::npos ? "" : line.substr(value);
+        }
+        start = end + 4;
+        out.body = text.substr(start);
+    }
+    return out;
+}
+
+std::vector<std::string> curl_argv(std::vector<std::string> args) {
+    std::vector<std::string> argv{"/usr/bin/env", "curl", "-q", "--silent", "--show-error", "--max-time", "20", "-i"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+}
+
+// A plain TCP connection for raw requests.
+class RawClient {
+public:
+    explicit RawClient(std::uint16_t port) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_port = htons(port);
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+            throw std::runtime_error("connect");
+    }
+    ~RawClient() { ::close(fd_); }
+    RawClient(const RawClient&) = delete;
+    RawClient& operator=(const RawClient&) = delete;
+
+    void send(std::string_view bytes) const {
+        ASSERT_EQ(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+    }
+    void shutdown_write() const { ::shutdown(fd_, SHUT_WR); }
+    // Reads until the peer closes or nothing arrives for `quiet`.
+    std::string read_all(std::chrono::milliseconds quiet = 2000ms) const {
+        std::string out;
+        char buffer[8192];
+        for (;;) {
+            pollfd ready{fd_, POLLIN, 0};
+            if (::poll(&ready, 1, static_cast<int>(quiet.count())) != 1) break;
+            const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+            if (n <= 0) break;
+            out.append(buffer, static_cast<std::size_t>(n));
+        }
+        return out;
+    }
+    // True when the peer has closed the connection (EOF or reset) within `timeout`.
+    bool closed_within(std::chrono::milliseconds timeout) const {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        char buffer[4096];
+        while (std::chrono::steady_clock::now() < deadline) {
+            pollfd ready{fd_, POLLIN, 0};
+            if (::poll(&ready, 1, 50) != 1) continue;
+            const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+            if (n <= 0) return true;
+        }
+        return false;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+std::string header(const SeenRequest& request, std::string name) {
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string found;
+    for (const auto& [key, value] : request.headers) {
+        std::string lower = key;
+        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (lower == name) found = value;
+    }
+    return found;
+}
+
+class ProxyTest : public ::testing::Test {
+protected:
+    ProxyTest()
+        : test_ca_(dir_.path()),
+          github_({.address = kGithubAddress, .tls = test_ca_.issue({"api.github.com"}, {}, dir_.path(), "github")}),
+          plain_({.address = kPlainAddress}) {
+        credentials_.values["github-pat"] = "vault-github-secret";
+        credentials_.values["plain-key"] = "vault-plain-secret";
+        ca_ = CertificateAuthority::load_or_create(dir_.path() / "state");
+        std::ofstream(dir_.path() / "proxy-ca.crt") << ca_->certificate_pem();
+        configure();
+        origins_.set(github_origin());
+    }
+
+    // The gateway "dev", with `extra` merged into it.
+    void configure(const nlohmann::json& extra = nlohmann::json::object()) {
+        nlohmann::json gateway = {{"name", "dev"},
+                                  {"approval_timeout_seconds", 30},
+                                  {"proxy_token_sha256", sha256_hex(kToken)},
+                                  {"connectors",
+                                   {{"github",
+                                     {{"credential", "github-pat"},
+                                      {"preset", "read_only"},
+                                      {"rules",
+                                       {{{"action", "github.pr.create"}, {"decision", "allow"}},
+                                        {{"action", "github.pr.merge"}, {"decision", "require_approval"}}}}}},
+                                    {"plain",
+                                     {{"connector", "http"},
+                                      {"domains", {"plain.test"}},
+                                      {"credential", "plain-key"},
+                                      {"preset", "allow_all"},
+                                      {"rules", {{{"action", "http.delete"}, {"decision", "deny"}}}}}}}}};
+        gateway.merge_patch(extra);
+        const std::filesystem::path connectors = TF_SOURCE_DIR "/connectors";
+        auto result = policy::load_config({{"github.json", read_file(connectors / "github.json")},
+                                           {"http.json", read_file(connectors / "http.json")}},
+                                          {{"dev.json", gateway.dump()}});
+        ASSERT_TRUE(result.ok()) << policy::format_errors(result.errors);
+        store_.publish(result.config);
+    }
+
+    void start(ProxyOptions options = {}) {
+        options.transparent_listen = Endpoint{*IpAddress::parse("127.0.0.1"), 0};
+        options.explicit_listen = Endpoint{*IpAddress::parse("127.0.0.1"), 0};
+        options.threads = 2;
+        options.system_resolver = false;
+        options.hosts = hosts_;
+        options.allowed_upstreams = {*Cidr::parse("127.0.0.0/8")};
+        options.upstream_ca_file = test_ca_.ca_file().string();
+        server_.emplace(options, ProxyServices{&store_, ca_.get(), &origins_, &credentials_, &approvals_, &sink_});
+        server_->start();
+    }
+    void SetUp() override { start(); }
+
+    Origin github_origin() const {
+        return {Endpoint{*IpAddress::parse(kGithubAddress), github_.port()}, "dev", "agent-1"};
+    }
+    Origin plain_origin() const {
+        return {Endpoint{*IpAddress::parse(kPlainAddress), plain_.port()}, "dev", "agent-1"};
+    }
+    std::uint16_t transparent_port() const { return server_->transparent_endpoint()->port; }
+    std::uint16_t explicit_port() const { return server_->explicit_endpoint()->port; }
+
+    // curl to https://api.github.com:<upstream port><path>, sent to the
+    // transparent listener as the BPF redirect would.
+    std::vector<std::string> github_curl(const std::string& path, std::vector<std::string> extra = {}) const {
+        const std::string port = std::to_string(github_.port());
+        std::vector<std::string> args{"--cacert", (dir_.path() / "proxy-ca.crt").string(), "--connect-to",
+                                      "api.github.com:" + port + ":127.0.0.1:" + std::to_string(transparent_port())};
+        args.insert(args.end(), extra.begin(), extra.end());
+        args.push_back("https://api.github.com:" + port + path);
+        return curl_argv(args);
+    }
+    // curl to http://plain.test:<upstream port><path> through the transparent listener.
+    std::vector<std::string> plain_curl(const std::string& path, std::vector<std::string> extra = {}) const {
+        const std::string port = std::to_string(plain_.port());
+        std::vector<std::string> args{"--connect-to",
+                                      "plain.test:" + port + ":127.0.0.1:" + std::to_string(transparent_port())};
+        args.insert(args.end(), extra.begin(), extra.end());
+        args.push_back("http://plain.test:" + port + path);
+        return curl_argv(args);
+    }
+    Response github(const std::string& path, std::vector<std::string> extra = {}) const {
+        const Result result = testing::run(github_curl(path, std::move(extra)));
+        EXPECT_EQ(result.status, 0) << result.err;
+        return parse_response(result.out);
+    }
+    std::string plain_request(const std::string& method, const std::string& path, const std::string& extra = "") const {
+        return method + " " + path + " HTTP/1.1\r\nHost: plain.test:" + std::to_string(plain_.port()) + "\r\n" + extra +
+               "\r\n";
+    }
+
+    std::map<std::string, std::vector<IpAddress>> hosts_{{"api.github.com", {*IpAddress::parse(kGithubAddress)}},
+                                                         {"plain.test", {*IpAddress::parse(kPlainAddress)}}};
+    TempDir dir_;
+    TestCa test_ca_;
+    TestUpstream github_;
+    TestUpstream plain_;
+    std::unique_ptr<CertificateAuthority> ca_;
+    policy::ConfigStore store_;
+    FixedOrigin origins_;
+    MapCredentials credentials_;
+    ApprovalQueue approvals_;
+    RecordingSink sink_;
+    std::optional<ProxyServer> server_;
+};
+
+TEST_F(ProxyTest, AllowedHttpsRequestGetsTheVaultCredentialAndTheDecisionHeaders) {
+    const auto response = github("/repos/octo/hello/pulls", {"-H", "Authorization: token agent-own-token", "-H",
+                                                             "X-TameFlare-Decision: forged", "-H", "Cookie: a=b"});
+    ASSERT_EQ(response.status, 200) << response.body;
+    EXPECT_EQ(response.headers.at("x-tameflare-decision"), "allowed");
+    EXPECT_EQ(response.headers.at("x-tameflare-gateway"), "dev");
+    EXPECT_EQ(response.headers.at("x-tameflare-connector"), "github");
+    EXPECT_EQ(response.headers.at("x-tameflare-action"), "github.pr.list");
+    EXPECT_EQ(response.headers.at("x-upstream"), "test");
+
+    ASSERT_EQ(github_.requests().size(), 1u);
+    const auto seen = github_.requests()[0];
+    EXPECT_EQ(seen.target, "/repos/octo/hello/pulls");
+    EXPECT_TRUE(seen.tls);
+    EXPECT_EQ(seen.sni, "api.github.com");
+    EXPECT_EQ(header(seen, "authorization"), "token vault-github-secret");
+    EXPECT_EQ(header(seen, "x-tameflare-decision"), "");
+    EXPECT_EQ(header(seen, "x-tameflare-request-id").size(), 32u);
+
+    const auto records = sink_.wait_for(1);
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].decision, "allowed");
+    EXPECT_EQ(records[0].action, "github.pr.list");
+    EXPECT_EQ(records[0].agent, "agent-1");
+    EXPECT_EQ(records[0].host, "api.github.com");
+    EXPECT_EQ(records[0].status, 200u);
+    EXPECT_TRUE(records[0].forwarded);
+    EXPECT_EQ(records[0].request_id, header(seen, "x-tameflare-request-id"));
+}
+
+TEST_F(ProxyTest, DeniedRequestGets403WithAJsonBodyAndNeverReachesTheUpstream) {
+    const auto response = github("/repos/octo/hello", {"-X", "DELETE"});
+    EXPECT_EQ(response.status, 403);
+    EXPECT_EQ(response.headers.at("x-tameflare-decision"), "denied");
+    EXPECT_EQ(response.headers.at("x-tameflare-action"), "github.repo.delete");
+    const auto body = nlohmann::json::parse(response.body);
+    EXPECT_EQ(body["decision"], "denied");
+    EXPECT_EQ(body["gateway"], "dev");
+    EXPECT_EQ(body["connector"], "github");
+    EXPECT_EQ(body["action"], "github.repo.delete");
+    EXPECT_FALSE(body["reason"].get<std::string>().empty());
+    EXPECT_EQ(body["request_id"].get<std::string>().size(), 32u);
+    EXPECT_TRUE(github_.requests().empty());
+    const auto records = sink_.wait_for(1);
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_FALSE(records[0].forwarded);
+    EXPECT_EQ(records[0].status, 403u);
+}
+
+TEST_F(ProxyTest, HostThatDisagreesWithTheTlsServerNameIsDenied) {
+    const auto response = github("/repos/octo/hello/pulls", {"-H", "Host: evil.example"});
+    EXPECT_EQ(response.status, 403);
+    EXPECT_NE(response.body.find("does not match the TLS server name"), std::string::npos) << response.body;
+    EXPECT_TRUE(github_.requests().empty());
+}
+
+TEST_F(ProxyTest, DestinationThatIsNotAnAddressOfTheNameIsDenied) {
+    Origin fronted = github_origin();
+    fronted.destination.address = *IpAddress::parse("127.0.0.9");  // not what the resolver says api.github.com is
+    origins_.set(fronted);
+    const auto response = github("/repos/octo/hello/pulls");
+    EXPECT_EQ(response.status, 403);
+    EXPECT_NE(response.body.find("not an address of"), std::string::npos) << response.body;
+    EXPECT_TRUE(github_.requests().empty());
+}
+
+TEST_F(ProxyTest, UnredirectedConnectionIsClosed) {
+    origins_.set(std::nullopt);
+    RawClient client(transparent_port());
+    EXPECT_TRUE(client.closed_within(5s));
+    const auto records = sink_.wait_for(1);
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].decision, "denied");
+}
+
+TEST_F(ProxyTest, UpstreamCertificateFailureIs502NeverADowngrade) {
+    TestUpstream untrusted(
+        {.address = "127.0.0.10", .tls = TestCa::self_signed({"api.github.com"}, {}, dir_.path(), "untrusted")});
+    server_.reset();
+    hosts_["api.github.com"] = {*IpAddress::parse("127.0.0.10")};  // now the untrusted server
+    start();
+    origins_.set(Origin{Endpoint{*IpAddress::parse("127.0.0.10"), untrusted.port()}, "dev", "agent-1"});
+    const std::string port = std::to_string(untrusted.port());
+    const Result result =
+        testing::run(curl_argv({"--cacert", (dir_.path() / "proxy-ca.crt").string(), "--connect-to",
+                                "api.github.com:" + port + ":127.0.0.1:" + std::to_string(transparent_port()),
+                                "https://api.github.com:" + port + "/repos/octo/hello/pulls"}));
+    const auto response = parse_response(result.out);
+    EXPECT_EQ(response.status, 502);
+    const auto body = nlohmann::json::parse(response.body);
+    EXPECT_EQ(body["error"], "upstream_tls");
+    EXPECT_NE(body["message"].get<std::string>().find("failed verification"), std::string::npos) << response.body;
+    EXPECT_TRUE(untrusted.requests().empty());
+    const auto records = sink_.wait_for(1);
+    ASSERT_FALSE(records.empty());
+    EXPECT_EQ(records.back().decision, "error");
+    EXPECT_EQ(records.back().status, 502u);
+}
+
+TEST_F(ProxyTest, ApprovedRequestIsForwarded) {
+    approvals_.on_submit([this](const ApprovalRequest& request) {
+        EXPECT_EQ(request.action, "github.pr.merge");
+        EXPECT_EQ(request.agent, "agent-1");
+        EXPECT_NE(request.parameters.find("\"number\""), std::string::npos);
+        std::thread([this, id = request.id] { approvals_.answer(id, {true, "looks good"}); }).detach();
+    });
+    const auto response = github("/repos/octo/hello/pulls/7/merge", {"-X", "PUT", "-d", "{}"});
+    EXPECT_EQ(response.status, 200);
+    EXPECT_EQ(response.headers.at("x-tameflare-decision"), "approved");
+    ASSERT_EQ(github_.requests().size(), 1u);
+    EXPECT_EQ(github_.requests()[0].method, "PUT");
+}
+
+TEST_F(ProxyTest, DeniedApprovalIs403) {
+    approvals_.on_submit([this](const ApprovalRequest& request) {
+        std::thread([this, id = request.id] { approvals_.answer(id, {false, "not today"}); }).detach();
+    });
+    const auto response = github("/repos/octo/hello/pulls/7/merge", {"-X", "PUT", "-d", "{}"});
+    EXPECT_EQ(response.status, 403);
+    EXPECT_NE(response.body.find("not today"), std::string::npos);
+    EXPECT_TRUE(github_.requests().empty());
+}
+
+TEST_F(ProxyTest, UnansweredApprovalTimesOutWith408) {
+    configure({{"approval_timeout_seconds", 1}});
+    const auto response = github("/repos/octo/hello/pulls/7/merge", {"-X", "PUT", "-d", "{}"});
+    EXPECT_EQ(response.status, 408);
+    EXPECT_EQ(response.headers.at("x-tameflare-decision"), "approval_timeout");
+    EXPECT_EQ(approvals_.size(), 0u);  // withdrawn
+    EXPECT_TRUE(github_.requests().empty());
+}
+
+TEST_F(ProxyTest, KillSwitchSeversAnOpenStreamAndDeniesNewRequests) {
+    origins_.set(plain_origin());
+    Subprocess stream(plain_curl("/sse?n=50&interval_ms=100", {"-N"}));
+    ASSERT_TRUE(plain_.wait_for_requests(1));
+    std::this_thread::sleep_for(300ms);
+    policy::KillSwitch kill;
+    kill.connectors.insert("http");  // by connector definition: covers the "plain" instance
+    server_->set_kill_switch(kill);
+    const auto started = std::chrono::steady_clock::now();
+    EXPECT_NE(stream.wait(), 0);                                // curl saw the stream cut short
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);  // cut, not run to its 5 s end
+    EXPECT_NE(stream.out().find("data: 0"), std::string::npos);
+    EXPECT_EQ(stream.out().find("data: 49"), std::string::npos);
+
+    auto response = parse_response(testing::run(plain_curl("/after")).out);
+    EXPECT_EQ(response.status, 403);
+    EXPECT_EQ(response.headers["x-tameflare-kill-switch"], "active");
+    EXPECT_EQ(plain_.requests().size(), 1u);
+    // Other connectors are not in scope.
+    origins_.set(github_origin());
+    EXPECT_EQ(github("/repos/octo/hello/pulls").status, 200);
+}
+
+TEST_F(ProxyTest, KillSwitchDeniesHeldRequests) {
+    approvals_.on_submit([this](const ApprovalRequest&) {
+        std::thread([this] {
+            policy::KillSwitch kill;
+            kill.gateways.insert("dev");
+            server_->set_kill_switch(kill);
+        }).detach();
+    });
+    const auto response = github("/repos/octo/hello/pulls/7/merge", {"-X", "PUT", "-d", "{}"});
+    EXPECT_EQ(response.status, 403);
+    EXPECT_EQ(response.headers.at("x-tameflare-kill-switch"), "active");
+    EXPECT_TRUE(github_.requests().empty());
+}
+
+TEST_F(ProxyTest, RateLimitAnswers429WithRetryAfter) {
+    configure({{"rate_limit", {{"requests", 2}, {"window_seconds", 60}}}});
+    EXPECT_EQ(github("/repos/octo/hello/pulls").status, 200);
+    EXPECT_EQ(github("/repos/octo/hello/pulls").status, 200);
+    const auto limited = github("/repos/octo/hello/pulls");
+    EXPECT_EQ(limited.status, 429);
+    EXPECT_EQ(limited.headers.at("x-tameflare-decision"), "rate_limited");
+    EXPECT_GE(std::stoi(limited.headers.at("retry-after")), 1);
+    EXPECT_EQ(github_.requests().size(), 2u);
+}
+
+TEST_F(ProxyTest, PipelinedRequestsAreDecidedOneByOne) {
+    origins_.set(plain_origin());
+    RawClient client(transparent_port());
+    client.send(plain_request("GET", "/one") + plain_request("DELETE", "/two") + plain_request("GET", "/three"));
+    const std::string replies = client.read_all(1500ms);
+    const auto first = replies.find("HTTP/1.1 200");
+    const auto second = replies.find("HTTP/1.1 403", first);
+    const auto third = replies.find("HTTP/1.1 200", second);
+    EXPECT_NE(first, std::string::npos) << replies;
+    EXPECT_NE(second, std::string::npos) << replies;
+    EXPECT_NE(third, std::string::npos) << replies;
+    ASSERT_EQ(plain_.requests().size(), 2u);
+    EXPECT_EQ(plain_.requests()[0].target, "/one");
+    EXPECT_EQ(plain_.requests()[1].target, "/three");
+    EXPECT_EQ(header(plain_.requests()[0], "authorization"), "Bearer vault-plain-secret");
+}
+
+TEST_F(ProxyTest, SmugglingShapesAreRefusedWith400AndClosed) {
+    origins_.set(plain_origin());
+    const std::string host = "Host: plain.test:" + std::to_string(plain_.port()) + "\r\n";
+    const std::string shapes[] = {
+        "POST / HTTP/1.1\r\n" + host + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\n" + host + "Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        "POST / HTTP/1.1\r\n" + host + "Content-Length: +3\r\n\r\nabc",
+        "GET / HTTP/1.1\r\n" + host + "X-A: b\r\n folded\r\n\r\n",
+        "GET / HTTP/1.1\r\n" + host + "X-Big: " + std::string(20000, 'a') + "\r\n\r\n",
+        "GET / HTTP/1.1\nHost: plain.test\n\n",
+    };
+    for (const auto& shape : shapes) {
+        RawClient client(transparent_port());
+        client.send(shape);
+        const std::string reply = client.read_all();
+        EXPECT_TRUE(reply.starts_with("HTTP/1.1 400")) << shape.substr(0, 80) << " -> " << reply;
+        EXPECT_TRUE(client.closed_within(1s));
+    }
+    EXPECT_TRUE(plain_.requests().empty());
+}
+
+TEST_F(ProxyTest, ServerSentEventsStreamThrough) {
+    origins_.set(plain_origin());
+    Subprocess stream(plain_curl("/sse?n=3&interval_ms=700", {"-N"}));
+    const auto started = std::chrono::steady_clock::now();
+    // The first event must arrive long before the last one is written (1.4 s).
+    bool first_early = false;
+    while (std::chrono::steady_clock::now() - started < 3s) {
+        stream.wait_for_stderr("never", 0, 50ms);
+        if (stream.out().find("data: 0") != std::string::npos) {
+            first_early = std::chrono::steady_clock::now() - started < 1200ms;
+            break;
+        }
+    }
+    EXPECT_EQ(stream.wait(), 0);
+    EXPECT_TRUE(first_early) << stream.out();
+    EXPECT_NE(stream.out().find("data: 2"), std::string::npos);
+}
+
+TEST_F(ProxyTest, ChunkedRequestAndResponseBodiesPassThrough) {
+    origins_.set(plain_origin());
+    const Result result = testing::run(
+        curl_argv({"--connect-to",
+                   "plain.test:" + std::to_string(plain_.port()) + ":127.0.0.1:" + std::to_string(transparent_port()),
+                   "-H", "Transfer-Encoding: chunked", "--data-binary", "hello chunked world",
+                   "http://plain.test:" + std::to_string(plain_.port()) + "/upload"}));
+    ASSERT_EQ(result.status, 0) << result.err;
+    ASSERT_EQ(plain_.requests().size(), 1u);
+    EXPECT_EQ(plain_.requests()[0].body, "hello chunked world");
+    const Result chunked = testing::run(
+        curl_argv({"--connect-to",
+                   "plain.test:" + std::to_string(plain_.port()) + ":127.0.0.1:" + std::to_string(transparent_port()),
+                   "http://plain.test:" + std::to_string(plain_.port()) + "/chunked?n=3"}));
+    EXPECT_NE(chunked.out.find("chunk 2"), std::string::npos) << chunked.out;
+}
+
+TEST_F(ProxyTest, ExpectContinueWorks) {
+    const auto response =
+        github("/repos/octo/hello/pulls", {"-H", "Expect: 100-continue", "-H", "Content-Type: application/json",
+                                           "--data-binary", R"({"title":"t","head":"a","base":"main"})"});
+    EXPECT_EQ(response.status, 200);
+    ASSERT_EQ(github_.requests().size(), 1u);
+    EXPECT_EQ(github_.requests()[0].body, R"({"title":"t","head":"a","base":"main"})");
+    EXPECT_EQ(header(github_.requests()[0], "expect"), "");  // the proxy answered it itself
+}
+
+TEST_F(ProxyTest, WebSocketIsDecidedThenTunnelled) {
+    origins_.set(plain_origin());
+    boost::asio::io_context io;
+    boost::beast::websocket::stream<boost::asio::ip::tcp::socket> socket(io);
+    socket.next_layer().connect({boost::asio::ip::make_address("127.0.0.1"), transparent_port()});
+    boost::beast::websocket::response_type upgrade;
+    socket.handshake(upgrade, "plain.test:" + std::to_string(plain_.port()), "/ws");
+    EXPECT_EQ(upgrade["X-TameFlare-Decision"], "allowed");
+    socket.text(true);
+    socket.write(boost::asio::buffer(std::string("ping")));
+    boost::beast::flat_buffer buffer;
+    socket.read(buffer);
+    EXPECT_EQ(boost::beast::buffers_to_string(buffer.data()), "ping");
+    socket.close(boost::beast::websocket::close_code::normal);
+}
+
+// A one-connection echo server on 127.0.0.11 for raw TCP: it answers
+// "echo:" + what it read, then closes after the client's half-close.
+class EchoServer {
+public:
+    EchoServer() : acceptor_(io_, {boost::asio::ip::make_address("127.0.0.11"), 0}) {
+        thread_ = std::thread([this] {
+            boost::system::error_code error;
+            boost::asio::ip::tcp::socket socket(io_);
+            acceptor_.accept(socket, error);
+            if (error) return;
+            ++accepted_;
+            std::string data;
+            char buffer[1024];
+            for (;;) {
+                const auto n = socket.read_some(boost::asio::buffer(buffer), error);
+                if (error) break;
+                data.append(buffer, n);
+            }
+            boost::asio::write(socket, boost::asio::buffer("echo:" + data), error);
+        });
+    }
+    ~EchoServer() {
+        boost::system::error_code ignored;
+        acceptor_.close(ignored);
+        thread_.join();
+    }
+    std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+    int accepted() const { return accepted_; }
+
+private:
+    boost::asio::io_context io_;
+    boost::asio::ip::tcp::acceptor acceptor_;
+    std::atomic<int> accepted_{0};
+    std::thread thread_;
+};
+
+TEST_F(ProxyTest, RawTcpIsDeniedWithoutARuleAndTunnelledWithOne) {
+    EchoServer echo;
+    origins_.set(Origin{Endpoint{*IpAddress::parse("127.0.0.11"), echo.port()}, "dev", "agent-1"});
+    const std::string garbage("\x01\x02 not http\r\n\r\n", 16);
+    {
+        RawClient client(transparent_port());
+        client.send(garbage);
+        EXPECT_TRUE(client.closed_within(3s));
+    }
+    auto records = sink_.wait_for(1);
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].decision, "denied");
+    EXPECT_NE(records[0].reason.find("raw TCP"), std::string::npos) << records[0].reason;
+    EXPECT_EQ(echo.accepted(), 0);
+
+    configure({{"tcp", {{{"cidr", "127.0.0.11/32"}, {"port", echo.port()}}}}});
+    sink_.clear();
+    RawClient client(transparent_port());
+    client.send(garbage);
+    client.shutdown_write();
+    EXPECT_EQ(client.read_all(), "echo:" + garbage);
+    records = sink_.wait_for(1);
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].decision, "allowed");
+    EXPECT_EQ(records[0].action, "tcp.connect");
+    EXPECT_EQ(records[0].request_bytes, garbage.size());
+    EXPECT_EQ(records[0].response_bytes, garbage.size() + 5);
+}
+
+TEST_F(ProxyTest, ExplicitProxyConnectIsInterceptedAndDecided) {
+    const std::string port = std::to_string(github_.port());
+    const std::string proxy = "http://dev:" + std::string(kToken) + "@127.0.0.1:" + std::to_string(explicit_port());
+    Result result = testing::run(curl_argv({"--cacert", (dir_.path() / "proxy-ca.crt").string(), "-x", proxy,
+                                            "https://api.github.com:" + port + "/repos/octo/hello/pulls"}));
+    auto response = parse_response(result.out);
+    EXPECT_EQ(response.status, 200) << result.out << result.err;
+    ASSERT_EQ(github_.requests().size(), 1u);
+    EXPECT_EQ(header(github_.requests()[0], "proxy-authorization"), "");
+    EXPECT_EQ(header(github_.requests()[0], "authorization"), "token vault-github-secret");
+
+    result = testing::run(curl_argv({"--cacert", (dir_.path() / "proxy-ca.crt").string(), "-x", proxy, "-X", "DELETE",
+                                     "https://api.github.com:" + port + "/repos/octo/hello"}));
+    EXPECT_EQ(parse_response(result.out).status, 403);
+
+    const std::string wrong = "http://dev:wrong@127.0.0.1:" + std::to_string(explicit_port());
+    result = testing::run(curl_argv({"--cacert", (dir_.path() / "proxy-ca.crt").string(), "-x", wrong,
+                                     "https://api.github.com:" + port + "/repos/octo/hello/pulls"}));
+    EXPECT_NE(result.status, 0);
+    EXPECT_NE(result.out.find("407"), std::string::npos) << result.out;
+    EXPECT_EQ(github_.requests().size(), 1u);
+}
+
+TEST_F(ProxyTest, ExplicitProxyPlainHttpStripsProxyHeaders) {
+    const std::string proxy = "http://dev:" + std::string(kToken) + "@127.0.0.1:" + std::to_string(explicit_port());
+    const Result result = testing::run(curl_argv({"-x", proxy, "-H", "Proxy-Connection: keep-alive",
+                                                  "http://plain.test:" + std::to_string(plain_.port()) + "/x?a=1"}));
+    EXPECT_EQ(parse_response(result.out).status, 200) << result.out << result.err;
+    ASSERT_EQ(plain_.requests().size(), 1u);
+    EXPECT_EQ(plain_.requests()[0].target, "/x?a=1");
+    EXPECT_EQ(header(plain_.requests()[0], "proxy-authorization"), "");
+    EXPECT_EQ(header(plain_.requests()[0], "proxy-connection"), "");
+}
+
+TEST_F(ProxyTest, PythonUrllibThroughTheExplicitProxy) {
+    const std::string script = R"(
+import ssl, sys, urllib.request
+proxy = sys.argv[1]
+context = ssl.create_default_context(cafile=sys.argv[2])
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({'https': proxy}),
+                                     urllib.request.HTTPSHandler(context=context))
+with opener.open(sys.argv[3]) as response:
+    print(response.status, response.headers['X-TameFlare-Decision'])
+)";
+    const std::string proxy = "http://dev:" + std::string(kToken) + "@127.0.0.1:" + std::to_string(explicit_port());
+    const Result result =
+        testing::run({"/usr/bin/env", "python3", "-c", script, proxy, (dir_.path() / "proxy-ca.crt").string(),
+                      "https://api.github.com:" + std::to_string(github_.port()) + "/repos/octo/hello"});
+    EXPECT_EQ(result.status, 0) << result.err;
+    EXPECT_EQ(result.out, "200 allowed\n");
+}
+
+TEST_F(ProxyTest, MissingVaultCredentialIs502) {
+    {
+        std::lock_guard lock(credentials_.mutex_);
+        credentials_.values.erase("github-pat");
+    }
+    const auto response = github("/repos/octo/hello/pulls");
+    EXPECT_EQ(response.status, 502);
+    EXPECT_NE(response.body.find("credential_missing"), std::string::npos);
+    EXPECT_TRUE(github_.requests().empty());
+}
+
+TEST(RedactTarget, HidesSecretLookingQueryValues) {
+    EXPECT_EQ(redact_target("/a?access_token=abc&page=2&API_KEY=x&sig"),
+              "/a?access_token=REDACTED&page=2&API_KEY=REDACTED&sig");
+    EXPECT_EQ(redact_target("/plain"), "/plain");
+}
+
+}  // namespace
+}  // namespace tameflare::proxy
