@@ -161,6 +161,17 @@ TEST_F(Daemon, ProxiesThroughTheExplicitListenerAndLogsEachRequest) {
     Subprocess daemon({TAMEFLARED_BINARY, "-c", config()});
     ASSERT_TRUE(daemon.wait_for_stderr("tameflared started")) << daemon.err();
     EXPECT_TRUE(fs::exists(root_ / "state/ca/ca.crt"));
+    // Idle memory: the whole daemon, with its policy loaded and listeners up.
+    long rss_kib = 0;
+    std::ifstream status("/proc/" + std::to_string(daemon.pid()) + "/status");
+    for (std::string line; std::getline(status, line);) {
+        if (line.starts_with("VmRSS:")) rss_kib = std::stol(line.substr(6));
+    }
+    std::printf("idle tameflared: %ld KiB resident\n", rss_kib);
+    EXPECT_GT(rss_kib, 0);
+#ifndef __SANITIZE_ADDRESS__  // the sanitizer's shadow memory is not the daemon's
+    EXPECT_LT(rss_kib, 15 * 1024);
+#endif
     const auto at = daemon.err().find("EXPLICIT_LISTEN=");
     ASSERT_NE(at, std::string::npos) << daemon.err();
     const std::string listen = daemon.err().substr(at + 16, daemon.err().find_first_of(" \n", at) - at - 16);

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -727,6 +729,135 @@ TEST_F(ProxyTest, MissingVaultCredentialIs502) {
     EXPECT_EQ(response.status, 502);
     EXPECT_NE(response.body.find("credential_missing"), std::string::npos);
     EXPECT_TRUE(github_.requests().empty());
+}
+
+// git with no user or system configuration, and an identity for commits.
+Result git(std::vector<std::string> args, const std::string& ca_file = "") {
+    std::vector<std::string> argv{"/usr/bin/env",
+                                  "GIT_CONFIG_GLOBAL=/dev/null",
+                                  "GIT_CONFIG_NOSYSTEM=1",
+                                  "GIT_TERMINAL_PROMPT=0",
+                                  "GIT_SSL_CAINFO=" + ca_file,
+                                  "git",
+                                  "-c",
+                                  "user.name=Agent",
+                                  "-c",
+                                  "user.email=agent@example.com",
+                                  "-c",
+                                  "init.defaultBranch=main"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testing::run(argv);
+}
+
+TEST_F(ProxyTest, GitClonesThroughTheProxyAndItsPushIsDecidedAsAPush) {
+    const auto repos = dir_.path() / "repos";
+    const auto work = dir_.path() / "work";
+    ASSERT_EQ(git({"init", "-q", "--bare", (repos / "octo/hello.git").string()}).status, 0);
+    ASSERT_EQ(git({"init", "-q", work.string()}).status, 0);
+    std::ofstream(work / "README") << "hello\n";
+    ASSERT_EQ(git({"-C", work.string(), "add", "README"}).status, 0);
+    ASSERT_EQ(git({"-C", work.string(), "commit", "-q", "-m", "first"}).status, 0);
+    ASSERT_EQ(git({"-C", work.string(), "push", "-q", (repos / "octo/hello.git").string(), "HEAD:main"}).status, 0);
+
+    const auto leaf = test_ca_.issue({"github.com"}, {}, dir_.path(), "git");
+    Subprocess backend({"/usr/bin/env", "python3", TF_SOURCE_DIR "/tests/proxy/git_http_backend.py", "127.0.0.12",
+                        leaf.cert_file.string(), leaf.key_file.string(), repos.string()});
+    ASSERT_TRUE(backend.wait_for_stderr("listening on ")) << backend.err();
+    const std::string port = backend.err().substr(backend.err().find("listening on ") + 13,
+                                                  backend.err().find('\n') - backend.err().find("listening on ") - 13);
+    server_.reset();
+    hosts_["github.com"] = {*IpAddress::parse("127.0.0.12")};
+    start();
+
+    const std::string proxy =
+        "http.proxy=http://dev:" + std::string(kToken) + "@127.0.0.1:" + std::to_string(explicit_port());
+    const std::string ca = (dir_.path() / "proxy-ca.crt").string();
+    const auto clone = dir_.path() / "clone";
+    const Result cloned =
+        git({"-c", proxy, "clone", "-q", "https://github.com:" + port + "/octo/hello.git", clone.string()}, ca);
+    ASSERT_EQ(cloned.status, 0) << cloned.err << backend.err();
+    EXPECT_TRUE(std::filesystem::exists(clone / "README"));
+    EXPECT_TRUE(backend.wait_for_stderr("authorization: token vault-github-secret")) << backend.err();
+
+    std::ofstream(clone / "README") << "changed by the agent\n";
+    ASSERT_EQ(git({"-C", clone.string(), "commit", "-q", "-am", "second"}).status, 0);
+    const Result pushed = git({"-C", clone.string(), "-c", proxy, "push", "-q", "origin", "HEAD:main"}, ca);
+    EXPECT_NE(pushed.status, 0);
+    EXPECT_NE(pushed.err.find("403"), std::string::npos) << pushed.err;
+    bool denied_push = false;
+    for (const auto& record : sink_.wait_for(1))
+        denied_push |= record.action == "github.git.push" && record.status == 403;
+    EXPECT_TRUE(denied_push);
+}
+
+// Kilobytes of resident memory, or threads, of this process.
+long proc_status(const std::string& key) {
+    std::ifstream in("/proc/self/status");
+    for (std::string line; std::getline(in, line);) {
+        if (line.starts_with(key + ":")) return std::stol(line.substr(key.size() + 1));
+    }
+    return -1;
+}
+
+TEST_F(ProxyTest, TenThousandHeldRequestsNeedNoThreadEach) {
+    constexpr std::size_t kHeld = 10000;
+    // The proxy's side of each connection is a file here; the clients are
+    // another process (python), so each process needs ~10,000 files.
+    rlimit files{};
+    getrlimit(RLIMIT_NOFILE, &files);
+    files.rlim_cur = files.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur < kHeld + 1000) {
+        GTEST_SKIP() << "the open-file limit (" << files.rlim_max << ") is below " << kHeld + 1000;
+    }
+    configure({{"approval_timeout_seconds", 600},
+               {"rate_limit", {{"requests", 0}}},  // one agent, 10,000 requests: no limit
+               {"connectors", {{"plain", {{"rules", {{{"action", "http.put"}, {"decision", "require_approval"}}}}}}}}});
+    origins_.set(plain_origin());
+    const long rss_before = proc_status("VmRSS");
+    const long threads_before = proc_status("Threads");
+
+    const std::string clients = R"(
+import resource, socket, sys
+limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+port, count, host = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+request = ('PUT /held HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n\r\n' % host).encode()
+connections = []
+for _ in range(count):
+    connection = socket.create_connection(('127.0.0.1', port))
+    connection.sendall(request)
+    connections.append(connection)
+print('sent', file=sys.stderr, flush=True)
+answered = 0
+for connection in connections:
+    connection.settimeout(60)
+    try:
+        answered += connection.recv(64).startswith(b'HTTP/1.1 403')
+    except OSError:
+        pass
+print(answered)
+)";
+    Subprocess python({"/usr/bin/env", "python3", "-c", clients, std::to_string(transparent_port()),
+                       std::to_string(kHeld), "plain.test:" + std::to_string(plain_.port())});
+    ASSERT_TRUE(python.wait_for_stderr("sent", 0, 120s)) << python.err();
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (approvals_.size() < kHeld && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
+    ASSERT_EQ(approvals_.size(), kHeld);
+    EXPECT_EQ(server_->counters().held, kHeld);
+    const long rss_held = proc_status("VmRSS");
+    EXPECT_EQ(proc_status("Threads"), threads_before);  // no thread per connection
+    const double per_connection_kib = static_cast<double>(rss_held - rss_before) / kHeld;
+    std::printf("%zu held requests: RSS %ld -> %ld KiB, %.1f KiB per held connection, %ld threads\n", kHeld, rss_before,
+                rss_held, per_connection_kib, threads_before);
+#ifndef __SANITIZE_ADDRESS__  // the sanitizer's redzones are not the proxy's
+    EXPECT_LT(per_connection_kib, 64.0);
+#endif
+
+    // Denied at once: every client gets its 403.
+    EXPECT_EQ(approvals_.deny_if([](const ApprovalRequest&) { return true; }, "load test"), kHeld);
+    EXPECT_EQ(python.wait(), 0) << python.err();
+    EXPECT_EQ(python.out(), std::to_string(kHeld) + "\n");
+    EXPECT_TRUE(plain_.requests().empty());
 }
 
 TEST(RedactTarget, HidesSecretLookingQueryValues) {

@@ -49,6 +49,7 @@ public:
     }
 
     void signal(int number) const { ::kill(pid_, number); }
+    [[nodiscard]] pid_t pid() const { return pid_; }
 
     // Reads until `needle` appears in stderr (after `from`) or the timeout passes.
     bool wait_for_stderr(const std::string& needle, std::size_t from = 0,
