@@ -720,6 +720,35 @@ with opener.open(sys.argv[3]) as response:
     EXPECT_EQ(result.out, "200 allowed\n");
 }
 
+TEST_F(ProxyTest, SoftEnforcementForwardsWhatItWouldDenyAndSaysSo) {
+    configure({{"enforcement", "soft"}});
+    const auto response = github("/repos/octo/hello", {"-X", "DELETE"});
+    EXPECT_EQ(response.status, 200);
+    EXPECT_EQ(response.headers.at("x-tameflare-decision"), "would_deny");
+    EXPECT_EQ(response.headers.at("x-tameflare-action"), "github.repo.delete");
+    ASSERT_EQ(github_.requests().size(), 1u);
+    EXPECT_EQ(github_.requests()[0].method, "DELETE");
+    const auto records = sink_.wait_for(1);
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].decision, "would_deny");
+    EXPECT_TRUE(records[0].forwarded);
+}
+
+TEST_F(ProxyTest, AnAllowedNameThatResolvesToLoopbackIsNotReachedUnlessConfigured) {
+    server_.reset();
+    ProxyOptions options;
+    options.transparent_listen = Endpoint{*IpAddress::parse("127.0.0.1"), 0};
+    options.system_resolver = false;
+    options.hosts = hosts_;
+    options.upstream_ca_file = test_ca_.ca_file().string();  // and no allowed_upstreams
+    server_.emplace(options, ProxyServices{&store_, ca_.get(), &origins_, &credentials_, &approvals_, &sink_});
+    server_->start();
+    const auto response = github("/repos/octo/hello/pulls");
+    EXPECT_EQ(response.status, 403);
+    EXPECT_NE(response.body.find("loopback"), std::string::npos) << response.body;
+    EXPECT_TRUE(github_.requests().empty());
+}
+
 TEST_F(ProxyTest, MissingVaultCredentialIs502) {
     {
         std::lock_guard lock(credentials_.mutex_);
