@@ -83,7 +83,8 @@ lint() {
 fuzz_smoke() {
   local seconds=${TF_FUZZ_SECONDS:-30}
   log "fuzzing each target for ${seconds} s"
-  CC=clang CXX=clang++ configure_and_build build-fuzz -DTF_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DTF_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  ninja -C build-fuzz -j "$JOBS" config_fuzz request_fuzz sniff_fuzz request_head_fuzz
   local target work
   for target in config request sniff request_head; do
     work=$(mktemp -d)
@@ -109,6 +110,7 @@ run_tests() {
   lint
   log "benchmark smoke run (figures are for the record, never asserted)"
   ./build/bench/policy_bench --benchmark_min_time=0.05
+  ./build/bench/proxy_bench  # about 10 s: each benchmark sets its own MinTime
   fuzz_smoke
   log "AddressSanitizer + UndefinedBehaviorSanitizer build"
   configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DTF_SANITIZE=ON -DTF_BENCH=OFF
