@@ -143,8 +143,9 @@ ProxyLogin proxy_login(const policy::Config& config, const http::fields& fields)
     if (colon == std::string::npos) return {"", "Proxy-Authorization is not base64 of <gateway>:<token>"};
     const std::string name = decoded->substr(0, colon);
     const auto* gateway = config.gateway(name);
-    const std::string presented = sha256_hex(std::string_view(*decoded).substr(colon + 1));
-    OPENSSL_cleanse(decoded->data(), decoded->size());
+    std::string& secret = *decoded;
+    const std::string presented = sha256_hex(std::string_view(secret).substr(colon + 1));
+    OPENSSL_cleanse(&secret.front(), secret.size());  // never empty: it holds the colon
     if (gateway == nullptr || gateway->proxy_token_sha256.size() != presented.size() ||
         CRYPTO_memcmp(gateway->proxy_token_sha256.data(), presented.data(), presented.size()) != 0) {
         return {"", "unknown gateway or wrong token in Proxy-Authorization"};
@@ -246,6 +247,7 @@ struct ProxyServer::Impl : std::enable_shared_from_this<ProxyServer::Impl> {
     }
 
     net::awaitable<void> accept_loop(tcp::acceptor& acceptor, Mode mode);
+    net::awaitable<void> purge_rate_limits();
 };
 
 // One client connection. Shared so the kill switch and approval answers can
@@ -1074,10 +1076,7 @@ net::awaitable<std::optional<Sniffed>> Session::peek(std::chrono::milliseconds t
         error_code error;
         co_await socket.async_wait(tcp::socket::wait_read, net::redirect_error(kToken, error));
         timer.cancel();
-        if (error) {
-            if (timed_out) co_return std::nullopt;
-            co_return std::nullopt;
-        }
+        if (error) co_return std::nullopt;  // closed, or timed out (timed_out says which)
         const auto n = ::recv(socket.native_handle(), bytes.data(), bytes.size(), MSG_PEEK | MSG_DONTWAIT);
         if (n <= 0) co_return std::nullopt;
         auto sniffed = sniff(std::span(bytes.data(), static_cast<std::size_t>(n)));
@@ -1363,6 +1362,19 @@ net::awaitable<void> ProxyServer::Impl::accept_loop(tcp::acceptor& acceptor, Mod
     }
 }
 
+// Agents that stopped sending leave their windows behind: drop them every
+// minute, so the limiter's memory follows the active agents.
+net::awaitable<void> ProxyServer::Impl::purge_rate_limits() {
+    net::steady_timer timer(co_await net::this_coro::executor);
+    for (;;) {
+        timer.expires_after(std::chrono::seconds(60));
+        error_code error;
+        co_await timer.async_wait(net::redirect_error(kToken, error));
+        if (error) co_return;
+        limiter.purge(Clock::now(), std::chrono::hours(1));
+    }
+}
+
 namespace {
 
 int select_http11(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
@@ -1437,6 +1449,7 @@ void ProxyServer::start() {
     if (impl_->explicit_proxy) {
         net::co_spawn(first, impl_->accept_loop(*impl_->explicit_proxy, Mode::explicit_plain), net::detached);
     }
+    net::co_spawn(first, impl_->purge_rate_limits(), net::detached);
     for (auto& context : impl_->contexts) {
         impl_->threads.emplace_back([&context] {
             auto guard = net::make_work_guard(*context);
