@@ -204,6 +204,32 @@ TEST(ConfigErrors, AnUnknownGatewayFieldFarFromAnyListsTheKnownOnes) {
                            "unknown field", "\"approval_timeout_seconds\"");
 }
 
+TEST(ConfigErrors, TcpRulesAndTheProxyTokenAreChecked) {
+    const std::string base = R"({"name": "bot", "connectors": {})";
+    const auto ok = load_gateway(base + R"(, "proxy_token_sha256": ")" + std::string(64, 'a') +
+                                 R"(", "tcp": [{"host": "db.example.com", "port": 5432}, {"cidr": "192.0.2.0/24",
+                                 "port": 22}, {"cidr": "2001:db8::1", "port": 443}]})");
+    ASSERT_TRUE(ok.ok()) << format_errors(ok.errors);
+    const auto& tcp = ok.config->gateway("bot")->tcp;
+    ASSERT_EQ(tcp.size(), 3U);
+    EXPECT_EQ(tcp[0].host, "db.example.com");
+    EXPECT_EQ(tcp[1].cidr, "192.0.2.0/24");
+    EXPECT_EQ(tcp[2].index, 2U);
+
+    expect_refused_gateway(base + R"(, "proxy_token_sha256": "ABC"})", "/proxy_token_sha256",
+                           "not 64 lower-case hex digits", "sha256sum");
+    expect_refused_gateway(base + R"(, "tcp": [{"port": 22}]})", "/tcp/0", "exactly one of", "cidr");
+    expect_refused_gateway(base + R"(, "tcp": [{"host": "a.test", "cidr": "10.0.0.0/8", "port": 22}]})", "/tcp/0",
+                           "exactly one of", "cidr");
+    expect_refused_gateway(base + R"(, "tcp": [{"cidr": "10.0.0.0/33", "port": 22}]})", "/tcp/0/cidr",
+                           "invalid address range", "192.0.2.0/24");
+    expect_refused_gateway(base + R"(, "tcp": [{"host": "DB.example", "port": 22}]})", "/tcp/0/host",
+                           "invalid host name", "lower-case");
+    expect_refused_gateway(base + R"(, "tcp": [{"host": "db.test", "port": 0}]})", "/tcp/0/port", "", "");
+    expect_refused_gateway(base + R"(, "tcp": [{"host": "db.test", "port": 22, "proto": "udp"}]})", "/tcp/0/proto",
+                           "unknown field", "");
+}
+
 TEST(ConfigErrors, AnUnknownConnectorInstanceFieldSuggestsTheCloseName) {
     expect_refused_gateway(with_github(R"({"presett": "read_only"})"), "/connectors/github/presett",
                            "unknown field \"presett\"", "\"preset\"");
