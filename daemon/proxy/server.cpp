@@ -1365,7 +1365,7 @@ net::awaitable<void> ProxyServer::Impl::accept_loop(tcp::acceptor& acceptor, Mod
 // Agents that stopped sending leave their windows behind: drop them every
 // minute, so the limiter's memory follows the active agents.
 net::awaitable<void> ProxyServer::Impl::purge_rate_limits() {
-    net::steady_timer timer(co_await net::this_coro::executor);
+    net::steady_timer timer(*contexts.front());
     for (;;) {
         timer.expires_after(std::chrono::seconds(60));
         error_code error;
