@@ -1,25 +1,38 @@
-// The shipped connectors, loaded once per fuzzing process.
+// The shipped connectors, loaded once per fuzzing process. Read directly, so
+// the fuzz targets link only the policy library.
 #pragma once
 
-#include "daemon/daemon_config.h"
+#include "policy/config.h"
+#include "policy/document.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
 
 namespace tameflare::fuzz {
 
 inline const std::vector<policy::Document>& shipped_connectors() {
     static const auto docs = [] {
-        daemon::DaemonConfig config;
-        config.connector_dirs = {std::string(TF_SOURCE_DIR) + "/connectors"};
-        config.gateways_dir = "/nonexistent";
-        policy::ConfigErrors errors;
-        auto files = daemon::read_policy_files(config, errors);
-        if (!errors.empty() || files.connectors.empty()) {
-            std::fputs(policy::format_errors(errors).c_str(), stderr);
+        std::vector<std::filesystem::path> paths;
+        for (const auto& entry : std::filesystem::directory_iterator(std::string(TF_SOURCE_DIR) + "/connectors")) {
+            if (entry.path().extension() == ".json") paths.push_back(entry.path());
+        }
+        std::sort(paths.begin(), paths.end());
+        std::vector<policy::Document> out;
+        for (const auto& path : paths) {
+            std::ifstream in(path);
+            out.push_back({path.string(), std::string(std::istreambuf_iterator<char>(in), {})});
+        }
+        if (out.empty()) {
+            std::fputs("no connector files found\n", stderr);
             std::abort();
         }
-        return files.connectors;
+        return out;
     }();
     return docs;
 }
