@@ -19,12 +19,12 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config   # the toolchain
   nlohmann-json3-dev libre2-dev                  # policy/: JSON, linear-time regular expressions
   libssl-dev                                     # daemon/proxy/: TLS (ClientHello sniffing, interception)
-  libboost-dev                                   # daemon/proxy/: Beast parses HTTP (Asio to come)
+  libboost-dev                                   # daemon/proxy/: Asio runs the proxy, Beast parses HTTP
   libgtest-dev libgmock-dev libbenchmark-dev     # tests and benchmarks
-  curl                                           # a real TLS client in the proxy tests
+  curl python3                                    # real clients in the proxy tests (curl, urllib)
   clang libclang-rt-14-dev                       # libFuzzer targets
   clang-format clang-tidy                        # lint
-  git                                            # lint reads the tracked file list
+  git                                            # lint reads the tracked file list; git over the proxy
 )
 JOBS=${JOBS:-$(nproc)}
 
