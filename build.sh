@@ -19,6 +19,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config   # the toolchain
   nlohmann-json3-dev libre2-dev                  # policy/: JSON, linear-time regular expressions
   libssl-dev                                     # daemon/proxy/: TLS (ClientHello sniffing, interception)
+  libsqlite3-dev                                 # daemon/store/: traffic log, audit chain, vault, runtime state
   libboost-dev                                   # daemon/proxy/: Asio runs the proxy, Beast parses HTTP
   libgtest-dev libgmock-dev libbenchmark-dev     # tests and benchmarks
   curl python3                                    # real clients in the proxy tests (curl, urllib)

@@ -1,6 +1,8 @@
 // The tf command's sub-commands. Each returns the process exit status.
 #pragma once
 
+#include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -14,5 +16,21 @@ inline constexpr int kExitUsage = 2;
 
 int policy_command(std::span<char*> args);
 int connectors_command(std::span<char*> args);
+int vault_command(std::span<char*> args);
+int audit_command(std::span<char*> args);
+int traffic_command(std::span<char*> args);
+
+// The daemon's state files, as the store commands find them.
+struct StateLocation {
+    std::filesystem::path state_dir;
+    std::filesystem::path database;
+    std::filesystem::path vault_key;
+    std::filesystem::path audit_key;
+};
+
+// From --state-dir DIR when given (files by their default names), else from
+// the daemon configuration (`config_file`, default /etc/tameflare/tameflared.json).
+// Prints why to stderr and returns nullopt when the configuration is invalid.
+std::optional<StateLocation> state_location(const std::string& state_dir, const std::string& config_file);
 
 }  // namespace tameflare::cli

@@ -17,8 +17,14 @@ Commands:
                                      decide every request in FILE (a table)
   connectors list                    the loaded connectors
   connectors show NAME               a connector's domains, routes and actions
+  vault set NAME [--connector C]     store a credential read from standard input
+  vault list | remove NAME | rotate  the vault's names (never values), removal, key rotation
+  traffic query|export [FILTERS]     the traffic log as a table, CSV or JSON Lines
+  audit query [FILTERS]              the audit log
+  audit verify                       check the audit log's hash chain and signed checkpoints
 
-Common options: -c/--config FILE, --connectors-dir DIR, --gateways-dir DIR.
+Common options: -c/--config FILE, --connectors-dir DIR, --gateways-dir DIR;
+the vault, traffic and audit commands take --state-dir DIR.
 `tf COMMAND --help` shows a command's options.
 )";
 
@@ -36,6 +42,9 @@ int main(int argc, char** argv) {
     const std::span<char*> rest(argv + 1, static_cast<std::size_t>(argc - 1));
     if (std::strcmp(argv[1], "policy") == 0) return tameflare::cli::policy_command(rest);
     if (std::strcmp(argv[1], "connectors") == 0) return tameflare::cli::connectors_command(rest);
+    if (std::strcmp(argv[1], "vault") == 0) return tameflare::cli::vault_command(rest);
+    if (std::strcmp(argv[1], "audit") == 0) return tameflare::cli::audit_command(rest);
+    if (std::strcmp(argv[1], "traffic") == 0) return tameflare::cli::traffic_command(rest);
     std::fprintf(stderr, "tf: unknown command \"%s\"\n\n%s", argv[1], kUsage);
     return tameflare::cli::kExitUsage;
 }

@@ -131,7 +131,46 @@ void read_proxy(const policy::JsonNode& node, const fs::path& base, proxy::Proxy
     }
 }
 
+// "store": database, keys, durability, retention.
+void read_store(const policy::JsonNode& node, const fs::path& base, StoreConfig& store) {
+    if (!node.expect_object()) return;
+    node.allow_fields({"database", "vault_key_file", "audit_key_file", "synchronous", "retention"});
+    if (const auto file = node.string("database", false)) store.database = resolve(base, *file);
+    if (const auto file = node.string("vault_key_file", false)) store.vault_key_file = resolve(base, *file);
+    if (const auto file = node.string("audit_key_file", false)) store.audit_key_file = resolve(base, *file);
+    if (const auto mode = node.string("synchronous", false)) {
+        if (*mode == "full" || *mode == "normal") {
+            store.synchronous_full = *mode == "full";
+        } else {
+            node.field("synchronous")
+                ->error("unknown synchronous mode \"" + *mode + "\"",
+                        "use \"full\" (survives power loss) or \"normal\" (survives a crash of the daemon)");
+        }
+    }
+    if (const auto retention = node.field("retention"); retention && retention->expect_object()) {
+        retention->allow_fields({"max_age_days", "max_megabytes"});
+        if (const auto days = retention->integer("max_age_days", 0, 36500, false)) {
+            store.retention_max_age = std::chrono::hours(24 * *days);
+        }
+        if (const auto megabytes = retention->integer("max_megabytes", 0, 1 << 24, false)) {
+            store.retention_max_bytes = static_cast<std::uint64_t>(*megabytes) << 20;
+        }
+    }
+}
+
 }  // namespace
+
+fs::path DaemonConfig::database_path() const {
+    return store.database.empty() ? state_dir / "tameflared.db" : store.database;
+}
+
+fs::path DaemonConfig::vault_key_path() const {
+    return store.vault_key_file.empty() ? state_dir / "vault.key" : store.vault_key_file;
+}
+
+fs::path DaemonConfig::audit_key_path() const {
+    return store.audit_key_file.empty() ? state_dir / "audit.key" : store.audit_key_file;
+}
 
 proxy::ProxyOptions DaemonConfig::default_proxy_options() {
     proxy::ProxyOptions options;
@@ -153,7 +192,8 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     if (!json) return std::nullopt;
     const policy::JsonNode root(reader, *json, "");
     if (!root.expect_object()) return std::nullopt;
-    root.allow_fields({"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes", "proxy"});
+    root.allow_fields({"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes", "proxy",
+                       "store"});
     const fs::path base = fs::absolute(file, ec).parent_path();
     if (const auto dirs = root.string_array("connector_dirs", false)) {
         config.connector_dirs.clear();
@@ -166,6 +206,7 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
         config.proxy.max_body_bytes = static_cast<std::size_t>(*bytes);  // the older place for it
     }
     if (const auto proxy = root.field("proxy")) read_proxy(*proxy, base, config.proxy);
+    if (const auto store = root.field("store")) read_store(*store, base, config.store);
     if (errors.size() != errors_before) return std::nullopt;
     return config;
 }

@@ -7,13 +7,26 @@
 #include "policy/config_error.h"
 #include "policy/document.h"
 
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace tameflare::daemon {
+
+// "store": where the database and keys live and how long records are kept.
+// Empty paths mean the default inside state_dir.
+struct StoreConfig {
+    std::filesystem::path database;        // default <state_dir>/tameflared.db
+    std::filesystem::path vault_key_file;  // default <state_dir>/vault.key ($CREDENTIALS_DIRECTORY/vault.key wins)
+    std::filesystem::path audit_key_file;  // default <state_dir>/audit.key ($CREDENTIALS_DIRECTORY/audit.key wins)
+    bool synchronous_full = true;          // "synchronous": "full" (fsync per group commit) or "normal"
+    std::chrono::seconds retention_max_age{0};  // "retention.max_age_days"; 0 keeps everything
+    std::uint64_t retention_max_bytes = 0;      // "retention.max_megabytes"; 0: no limit
+};
 
 struct DaemonConfig {
     std::filesystem::path config_file;  // where this came from ("" = built-in defaults)
@@ -27,6 +40,11 @@ struct DaemonConfig {
     // ("proxy" in the file). By default the transparent listener is
     // 127.0.0.1:15001 and the explicit one 127.0.0.1:15080.
     proxy::ProxyOptions proxy = default_proxy_options();
+    StoreConfig store;
+
+    [[nodiscard]] std::filesystem::path database_path() const;
+    [[nodiscard]] std::filesystem::path vault_key_path() const;
+    [[nodiscard]] std::filesystem::path audit_key_path() const;
 
     static proxy::ProxyOptions default_proxy_options();
 };

@@ -114,11 +114,12 @@ void VaultKey::write(const fs::path& path) const {
     }
 }
 
-VaultKey VaultKey::load_or_create(const fs::path& key_file, const char* credentials_directory) {
+VaultKey VaultKey::load_or_create(const fs::path& key_file, const char* credentials_directory,
+                                  std::string_view credential_name) {
     fs::path path = key_file;
     bool from_systemd = false;
     if (credentials_directory != nullptr && *credentials_directory != '\0') {
-        const fs::path credential = fs::path(credentials_directory) / "vault.key";
+        const fs::path credential = fs::path(credentials_directory) / credential_name;
         std::error_code ec;
         if (fs::exists(credential, ec)) {
             path = credential;

@@ -37,8 +37,10 @@ public:
     // so LoadCredentialEncrypted= works) when `credentials_directory` is set
     // and holds one; otherwise `key_file`, created (0600, 32 random bytes)
     // when absent. A key file is 32 raw bytes or 64 hex digits; one readable
-    // by group or others is refused.
-    static VaultKey load_or_create(const std::filesystem::path& key_file, const char* credentials_directory);
+    // by group or others is refused. `credential_name` names the credential
+    // (the audit checkpoint key uses "audit.key").
+    static VaultKey load_or_create(const std::filesystem::path& key_file, const char* credentials_directory,
+                                   std::string_view credential_name = "vault.key");
     // Writes the key to `path` (0600, created exclusively), for rotation.
     void write(const std::filesystem::path& path) const;
 

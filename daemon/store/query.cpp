@@ -1,0 +1,3 @@
+#include "daemon/store/query.h"
+
+// Placeholder: being written.

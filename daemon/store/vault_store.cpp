@@ -1,0 +1,3 @@
+#include "daemon/store/vault_store.h"
+
+// Placeholder: being written.
