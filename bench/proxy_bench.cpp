@@ -7,6 +7,10 @@
 //                           TLS from the client, policy, TLS to the upstream)
 //   HttpsNewConnection_*    HTTPS, a new TCP connection and full TLS handshake per
 //                           request (through the proxy: two handshakes)
+//   *_ProxyLogged           through a second proxy that keeps the traffic log
+//                           and audit chain in a real store (SQLite, WAL,
+//                           synchronous=normal, the default): each request waits
+//                           for its row to be committed before it is forwarded
 //
 // One process: two TestUpstreams (HTTP on 127.0.0.8, HTTPS for api.example.test
 // on 127.0.0.7), the proxy (2 threads, transparent listener, a gateway that
@@ -20,6 +24,8 @@
 #include <utility>  // before Asio: Boost 1.74's Asio needs it with C++20
 
 #include "daemon/proxy/server.h"
+#include "daemon/store/store.h"
+#include "daemon/store_services.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_ca.h"
 #include "tests/support/test_upstream.h"
@@ -102,6 +108,9 @@ struct Env {
     ssl::context trust_upstream{ssl::context::tls_client};  // the test CA: direct HTTPS
     ssl::context trust_proxy{ssl::context::tls_client};     // the proxy's CA: intercepted HTTPS
     std::optional<ProxyServer> proxy;
+    std::unique_ptr<tameflare::store::Store> database;
+    std::optional<tameflare::daemon::StoreTrafficSink> logged_sink;
+    std::optional<ProxyServer> logged_proxy;
 
     Env() {
         const nlohmann::json gateway = {
@@ -128,6 +137,13 @@ struct Env {
         options.upstream_ca_file = test_ca.ca_file().string();
         proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, nullptr, nullptr, &sink});
         proxy->start();
+
+        tameflare::store::StoreOptions store_options;
+        store_options.database = dir.path() / "tameflared.db";
+        database = tameflare::store::Store::open(store_options);
+        logged_sink.emplace(*database, false);
+        logged_proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, nullptr, nullptr, &*logged_sink});
+        logged_proxy->start();
     }
 
     static Env& get() {
@@ -139,6 +155,7 @@ struct Env {
 struct Path {
     bool tls = false;
     bool proxy = false;
+    bool logged = false;  // through the proxy that keeps the traffic log
 };
 
 // One HTTP/1.1 connection, to the upstream or to the proxy's transparent listener.
@@ -149,8 +166,9 @@ public:
         host_ = std::string(path.tls ? kTlsHost : kPlainHost) + ":" + std::to_string(upstream.port());
         socket_.open(tcp::v4());
         socket_.bind({net::ip::make_address(path.tls ? kTlsClient : kPlainClient), 0});
+        const auto& through = path.logged ? env.logged_proxy : env.proxy;
         socket_.connect(path.proxy
-                            ? tcp::endpoint{net::ip::make_address("127.0.0.1"), env.proxy->transparent_endpoint()->port}
+                            ? tcp::endpoint{net::ip::make_address("127.0.0.1"), through->transparent_endpoint()->port}
                             : tcp::endpoint{net::ip::make_address(upstream.address()), upstream.port()});
         socket_.set_option(tcp::no_delay(true));
         if (!path.tls) return;
@@ -260,6 +278,12 @@ void BM_Https_Direct(benchmark::State& state) {
 void BM_Https_Proxy(benchmark::State& state) {
     run(state, {.tls = true, .proxy = true}, false);
 }
+void BM_Http_ProxyLogged(benchmark::State& state) {
+    run(state, {.tls = false, .proxy = true, .logged = true}, false);
+}
+void BM_Https_ProxyLogged(benchmark::State& state) {
+    run(state, {.tls = true, .proxy = true, .logged = true}, false);
+}
 void BM_HttpsNewConnection_Direct(benchmark::State& state) {
     run(state, {.tls = true, .proxy = false}, true);
 }
@@ -270,8 +294,10 @@ void BM_HttpsNewConnection_Proxy(benchmark::State& state) {
 // MinTime overrides --benchmark_min_time; 1 s each keeps the whole run near 10 s.
 BENCHMARK(BM_Http_Direct)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Http_Proxy)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_Http_ProxyLogged)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Https_Direct)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Https_Proxy)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_Https_ProxyLogged)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_HttpsNewConnection_Direct)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_HttpsNewConnection_Proxy)->UseRealTime()->MinTime(1.0);
 

@@ -1,18 +1,647 @@
-// Placeholder: replaced by the real commands.
+// tf traffic query | export, tf audit query | export | verify: reading the
+// daemon's logs back. The database is opened read-only, so these commands
+// never change it and run beside a running tameflared.
 #include "cli/commands.h"
 
+#include "daemon/store/audit.h"
+#include "daemon/store/database.h"
+#include "daemon/store/query.h"
+#include "daemon/unique_fd.h"
+#include "daemon/vault/vault_crypto.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <stdexcept>
+#include <streambuf>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace tameflare::cli {
 
-int audit_command(std::span<char*> /*args*/) {
-    std::fputs("tf audit: not built yet\n", stderr);
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kTrafficUsage = R"(Usage: tf traffic query [FILTERS] [--limit N] [--format table|csv|jsonl]
+       tf traffic export --format csv|jsonl [--output FILE [--force]] [FILTERS]
+
+The traffic log: one row per request the proxy decided (metadata only, never a
+body or a credential), printed oldest first. query shows the newest 50 matches
+unless --limit says otherwise; export writes every match.
+
+Filters (exact values; combine them freely):
+  --since T            from T on: RFC 3339 (2026-11-26T10:00:00Z,
+                       2026-11-26T11:00:00.5+01:00) or an age (90s, 15m, 2h, 7d)
+  --until T            before T (the same forms)
+  --gateway G  --agent A  --connector C  --action X
+  --decision D         allowed, denied, pending_approval, rate_limited, kill_switch,
+                       would_deny, would_require_approval, would_rate_limit
+Output:
+  --limit N            the newest N matches (0: all)
+  --format F           table (query's default; long cells are cut), csv (RFC 4180)
+                       or jsonl (JSON Lines, every field)
+  --output FILE        export: write FILE (mode 0600) atomically, by way of
+                       FILE.tmp; an existing FILE is kept unless --force
+Where the daemon keeps its state:
+  --state-dir DIR      the state directory (database DIR/tameflared.db)
+  -c, --config FILE    the daemon's configuration (default /etc/tameflare/tameflared.json)
+
+Exit status: 0 done, 2 usage or I/O error.
+)";
+
+constexpr const char* kAuditUsage = R"(Usage: tf audit query [FILTERS] [--limit N] [--format table|csv|jsonl]
+       tf audit export --format csv|jsonl [--output FILE [--force]] [FILTERS]
+       tf audit verify [--key FILE]
+
+The audit log: what happened and who caused it, in sequence. Each record's hash
+covers the one before it, so a changed, removed or inserted record is found by
+verify; checkpoints signed with the daemon's key catch a rewritten chain.
+
+Filters:
+  --since T, --until T RFC 3339 (2026-11-26T10:00:00Z) or an age (90s, 15m, 2h, 7d)
+  --gateway G  --agent A
+  --event E            one event (action.allowed), or all events under a prefix
+                       that ends in '.' (action.)
+  --action X           records whose details name action X
+Output:
+  --limit N            the newest N matches (query: default 50; 0: all)
+  --format F           table (query's default), csv (RFC 4180) or jsonl
+  --output FILE        export: write FILE (mode 0600) atomically; --force replaces it
+verify:
+  --key FILE           the checkpoint key (default: the daemon's audit.key when
+                       readable); without it, checkpoint signatures are not checked
+Where the daemon keeps its state:
+  --state-dir DIR      the state directory (database DIR/tameflared.db)
+  -c, --config FILE    the daemon's configuration (default /etc/tameflare/tameflared.json)
+
+Exit status: 0 done (verify: the log is intact), 1 verify found the log broken,
+2 usage or I/O error.
+)";
+
+constexpr const char* kTimeForms =
+    "give RFC 3339 (2026-11-26T10:00:00Z, 2026-11-26T11:00:00+01:00) or an age (90s, 15m, 2h, 7d)";
+
+enum OptionId {
+    kConfig = 'c',
+    kHelp = 'h',
+    kStateDir = 256,
+    kSince,
+    kUntil,
+    kGateway,
+    kAgent,
+    kConnector,
+    kAction,
+    kDecision,
+    kEvent,
+    kLimit,
+    kFormat,
+    kOutput,
+    kForce,
+    kKey,
+};
+
+constexpr std::array kAllOptions = {
+    option{"config", required_argument, nullptr, kConfig},
+    option{"state-dir", required_argument, nullptr, kStateDir},
+    option{"since", required_argument, nullptr, kSince},
+    option{"until", required_argument, nullptr, kUntil},
+    option{"gateway", required_argument, nullptr, kGateway},
+    option{"agent", required_argument, nullptr, kAgent},
+    option{"connector", required_argument, nullptr, kConnector},
+    option{"action", required_argument, nullptr, kAction},
+    option{"decision", required_argument, nullptr, kDecision},
+    option{"event", required_argument, nullptr, kEvent},
+    option{"limit", required_argument, nullptr, kLimit},
+    option{"format", required_argument, nullptr, kFormat},
+    option{"output", required_argument, nullptr, kOutput},
+    option{"force", no_argument, nullptr, kForce},
+    option{"key", required_argument, nullptr, kKey},
+    option{"help", no_argument, nullptr, kHelp},
+};
+
+enum class Log { traffic, audit };
+enum class Verb { query, export_, verify };
+
+// One sub-command: its name for messages, its usage, the options it takes.
+struct Command {
+    std::string name;  // "tf traffic query"
+    const char* usage;
+    Log log;
+    Verb verb;
+    std::vector<int> options;
+};
+
+struct Options {
+    std::string state_dir;
+    std::string config_file;
+    store::LogFilter filter;
+    std::optional<store::Format> format;
+    bool limit_given = false;
+    std::string output;
+    bool force = false;
+    std::string key;
+};
+
+std::string option_name(int id) {
+    for (const auto& entry : kAllOptions) {
+        if (entry.val == id) return std::string("--") + entry.name;
+    }
+    return id < 256 ? std::string("-") + static_cast<char>(id) : "an option";
+}
+
+int usage_error(const Command& command, const std::string& message) {
+    std::fprintf(stderr, "%s: %s\nRun '%s --help' for the options.\n", command.name.c_str(), message.c_str(),
+                 command.name.c_str());
     return kExitUsage;
 }
 
-int traffic_command(std::span<char*> /*args*/) {
-    std::fputs("tf traffic: not built yet\n", stderr);
-    return kExitUsage;
+std::optional<std::size_t> parse_count(std::string_view text) {
+    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string_view::npos) {
+        return std::nullopt;
+    }
+    return static_cast<std::size_t>(std::stoull(std::string(text)));
+}
+
+// Fills `options` from `args` (args[0] is the sub-command's word). Returns
+// nullopt to go on, or the exit status (after --help or an error).
+std::optional<int> parse(std::span<char*> args, const Command& command, Options& options) {
+    std::vector<option> table;
+    for (const auto& entry : kAllOptions) {
+        if (entry.val == kHelp ||
+            std::find(command.options.begin(), command.options.end(), entry.val) != command.options.end()) {
+            table.push_back(entry);
+        }
+    }
+    table.push_back(option{nullptr, 0, nullptr, 0});
+
+    optind = 0;  // a full reset of getopt's state
+    opterr = 0;  // errors are reported below, naming the command
+    const auto now = store::Clock::now();
+    const int argc = static_cast<int>(args.size());
+    int c = 0;
+    while ((c = getopt_long(argc, args.data(), "+:c:h", table.data(), nullptr)) != -1) {
+        const std::string value = optarg != nullptr ? optarg : "";
+        switch (c) {
+            case kConfig: options.config_file = value; break;
+            case kStateDir: options.state_dir = value; break;
+            case kSince:
+            case kUntil: {
+                const auto time = store::parse_time(value, now);
+                if (!time)
+                    return usage_error(command, option_name(c) + " \"" + value + "\" is not a time: " + kTimeForms);
+                (c == kSince ? options.filter.since : options.filter.until) = *time;
+                break;
+            }
+            case kGateway: options.filter.gateway = value; break;
+            case kAgent: options.filter.agent = value; break;
+            case kConnector: options.filter.connector = value; break;
+            case kAction: options.filter.action = value; break;
+            case kDecision: options.filter.decision = value; break;
+            case kEvent: options.filter.event = value; break;
+            case kLimit: {
+                const auto limit = parse_count(value);
+                if (!limit) {
+                    return usage_error(command, "--limit \"" + value +
+                                                    "\" is not a number of records: give a whole number (0 for all)");
+                }
+                options.filter.limit = *limit;
+                options.limit_given = true;
+                break;
+            }
+            case kFormat: {
+                const auto format = store::parse_format(value);
+                const bool is_export = command.verb == Verb::export_;
+                if (!format || (is_export && *format == store::Format::table)) {
+                    return usage_error(command, "--format \"" + value + "\" is not " +
+                                                    (is_export ? "an export format: give csv or jsonl"
+                                                               : "a format: give table, csv or jsonl"));
+                }
+                options.format = format;
+                break;
+            }
+            case kOutput: options.output = value; break;
+            case kForce: options.force = true; break;
+            case kKey: options.key = value; break;
+            case kHelp: std::fputs(command.usage, stdout); return kExitOk;
+            case ':': return usage_error(command, option_name(optopt) + " needs a value");
+            default: {
+                const std::string given = optopt != 0 && optopt < 256 ? std::string("-") + static_cast<char>(optopt)
+                                                                      : std::string(args[optind - 1]);
+                return usage_error(command, "\"" + given + "\" is not an option of " + command.name);
+            }
+        }
+    }
+    if (optind < argc) return usage_error(command, std::string("unexpected argument \"") + args[optind] + "\"");
+    return std::nullopt;
+}
+
+// The database, read-only; nullopt after saying why not and what to do.
+std::optional<store::Database> open_database(const Command& command, const StateLocation& location) {
+    const auto& path = location.database;
+    std::error_code error;
+    if (!fs::exists(path, error)) {
+        std::fprintf(stderr,
+                     "%s: no database at %s: tameflared has not written one there yet, or this is not its state; "
+                     "give the daemon's state directory with --state-dir DIR or its configuration with -c FILE\n",
+                     command.name.c_str(), path.c_str());
+        return std::nullopt;
+    }
+    if (::access(path.c_str(), R_OK) != 0) {
+        std::fprintf(stderr, "%s: cannot read %s: %s; run it as root or as tameflared's user (sudo %s ...)\n",
+                     command.name.c_str(), path.c_str(), std::strerror(errno), command.name.c_str());
+        return std::nullopt;
+    }
+    try {
+        return store::Database::open(path, store::Database::Mode::read_only);
+    } catch (const store::StoreError& failure) {
+        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
+        // SQLite reads a WAL database through its -shm file, which it must
+        // create when the daemon is not running.
+        const fs::path directory = path.has_parent_path() ? path.parent_path() : fs::path(".");
+        if (::access(directory.c_str(), W_OK) != 0) {
+            std::fprintf(stderr,
+                         "%s: reading it needs write access to %s (for %s-shm) while tameflared is stopped; run it as "
+                         "root or as tameflared's user\n",
+                         command.name.c_str(), directory.c_str(), path.filename().c_str());
+        }
+        return std::nullopt;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Writing an export file: FILE.tmp, synced, then renamed over FILE.
+
+class OutputError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// An ostream buffer over a file descriptor; remembers the first write error.
+class FdBuffer : public std::streambuf {
+public:
+    explicit FdBuffer(int fd) : fd_(fd) { setp(buffer_.data(), buffer_.data() + buffer_.size()); }
+    [[nodiscard]] int error() const { return error_; }
+
+protected:
+    int_type overflow(int_type c) override {
+        if (!drain()) return traits_type::eof();
+        if (!traits_type::eq_int_type(c, traits_type::eof())) {
+            *pptr() = traits_type::to_char_type(c);
+            pbump(1);
+        }
+        return traits_type::not_eof(c);
+    }
+    int sync() override { return drain() ? 0 : -1; }
+
+private:
+    bool drain() {
+        const char* at = pbase();
+        while (at < pptr() && error_ == 0) {
+            const ssize_t written = ::write(fd_, at, static_cast<std::size_t>(pptr() - at));
+            if (written < 0 && errno == EINTR) continue;
+            if (written <= 0) {
+                error_ = written < 0 ? errno : EIO;
+                break;
+            }
+            at += written;
+        }
+        setp(buffer_.data(), buffer_.data() + buffer_.size());
+        return error_ == 0;
+    }
+
+    int fd_;
+    int error_ = 0;
+    std::array<char, 1 << 16> buffer_{};
+};
+
+class AtomicFile {
+public:
+    AtomicFile(const fs::path& target, bool replace)
+        : target_(unless_exists(target, replace)),
+          temporary_(target_.string() + ".tmp"),
+          replace_(replace),
+          fd_(create(temporary_)),
+          buffer_(fd_.get()),
+          stream_(&buffer_) {}
+    AtomicFile(const AtomicFile&) = delete;
+    AtomicFile& operator=(const AtomicFile&) = delete;
+    ~AtomicFile() {
+        if (!committed_) {
+            std::error_code ignored;
+            fs::remove(temporary_, ignored);
+        }
+    }
+
+    std::ostream& stream() { return stream_; }
+
+    // Everything written reaches the disk, then FILE appears whole.
+    void commit() {
+        stream_.flush();
+        if (buffer_.error() != 0 || !stream_) fail("writing", buffer_.error() != 0 ? buffer_.error() : EIO);
+        if (::fsync(fd_.get()) != 0) fail("syncing", errno);
+        if (::close(fd_.release()) != 0) fail("closing", errno);
+        if (replace_) {
+            if (std::rename(temporary_.c_str(), target_.c_str()) != 0) fail("renaming", errno);
+        } else if (::renameat2(AT_FDCWD, temporary_.c_str(), AT_FDCWD, target_.c_str(), RENAME_NOREPLACE) != 0) {
+            const int why = errno;
+            if (why == EEXIST) {
+                throw OutputError(target_.string() +
+                                  " appeared while exporting and was kept; give --force to replace it");
+            }
+            // A file system without RENAME_NOREPLACE: a plain rename after the check made at the start.
+            if ((why != EINVAL && why != ENOSYS) || std::rename(temporary_.c_str(), target_.c_str()) != 0) {
+                fail("renaming", errno);
+            }
+        }
+        committed_ = true;
+        // The rename itself is durable once the directory is synced.
+        const fs::path directory = target_.has_parent_path() ? target_.parent_path() : fs::path(".");
+        const UniqueFd dir(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (dir.get() >= 0) ::fsync(dir.get());
+    }
+
+private:
+    static fs::path unless_exists(const fs::path& target, bool replace) {
+        std::error_code error;
+        if (!replace && fs::exists(fs::symlink_status(target, error))) {
+            throw OutputError(target.string() + " exists; give --force to replace it, or another --output FILE");
+        }
+        return target;
+    }
+    static int create(const fs::path& temporary) {
+        const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            const int why = errno;
+            throw OutputError(
+                "cannot create " + temporary.string() + ": " + std::strerror(why) +
+                (why == EEXIST ? " (another export is writing it, or one was interrupted: remove it)" : ""));
+        }
+        return fd;
+    }
+    [[noreturn]] void fail(const char* doing, int why) const {
+        throw OutputError(std::string(doing) + " " + temporary_.string() + " failed: " + std::strerror(why) +
+                          (why == ENOSPC ? "; free space on its file system" : ""));
+    }
+
+    fs::path target_;
+    fs::path temporary_;
+    bool replace_;
+    bool committed_ = false;
+    UniqueFd fd_;
+    FdBuffer buffer_;
+    std::ostream stream_;
+};
+
+// ---------------------------------------------------------------------------
+// query and export
+
+int list(const Command& command, Options& options) {
+    const bool is_export = command.verb == Verb::export_;
+    if (is_export && !options.format) return usage_error(command, "give --format csv or --format jsonl");
+    if (options.force && options.output.empty()) return usage_error(command, "--force goes with --output FILE");
+    const auto format = options.format.value_or(store::Format::table);
+    if (!is_export && !options.limit_given) options.filter.limit = 50;
+
+    const auto location = state_location(options.state_dir, options.config_file);
+    if (!location) return kExitUsage;
+    auto db = open_database(command, *location);
+    if (!db) return kExitUsage;
+
+    std::ios::sync_with_stdio(false);
+    std::size_t count = 0;
+    try {
+        std::optional<AtomicFile> file;
+        if (!options.output.empty()) file.emplace(options.output, options.force);
+        std::ostream& out = file ? file->stream() : std::cout;
+        if (command.log == Log::traffic) {
+            store::TrafficWriter writer(out, format);
+            writer.header();
+            store::query_traffic(*db, options.filter, [&](const store::TrafficRow& row) {
+                writer.write(row);
+                ++count;
+            });
+        } else {
+            store::AuditWriter writer(out, format);
+            writer.header();
+            store::query_audit(*db, options.filter, [&](const store::AuditRecord& record) {
+                writer.write(record);
+                ++count;
+            });
+        }
+        if (file) {
+            file->commit();
+        } else if (!out.flush()) {
+            throw OutputError("writing standard output failed");
+        }
+    } catch (const store::StoreError& failure) {
+        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
+        return kExitUsage;
+    } catch (const OutputError& failure) {
+        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
+        return kExitUsage;
+    }
+
+    if (format == store::Format::table) {
+        if (count == 0) std::cout << "(no matching records)\n";
+        if (count != 0 && count == options.filter.limit) {
+            std::cout.flush();
+            std::fprintf(stderr, "(the newest %zu matches; --limit N shows more, --limit 0 all)\n", count);
+        }
+    }
+    if (!options.output.empty()) {
+        std::fprintf(stderr, "%zu %s written to %s\n", count, count == 1 ? "record" : "records",
+                     options.output.c_str());
+    }
+    return kExitOk;
+}
+
+// ---------------------------------------------------------------------------
+// verify
+
+std::string counted(std::uint64_t n, const char* one, const char* many) {
+    return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+// A consistent view for the whole walk, even while tameflared writes.
+class ReadSnapshot {
+public:
+    explicit ReadSnapshot(store::Database& db) : db_(db) { db_.exec("BEGIN"); }
+    ReadSnapshot(const ReadSnapshot&) = delete;
+    ReadSnapshot& operator=(const ReadSnapshot&) = delete;
+    ~ReadSnapshot() {
+        try {
+            db_.exec("COMMIT");
+        } catch (const store::StoreError&) {  // nothing was written: nothing to lose
+        }
+    }
+
+private:
+    store::Database& db_;
+};
+
+struct LoadedKey {
+    std::optional<vault::VaultKey> key;
+    std::string why_not;  // when there is no key: why
+};
+
+// The checkpoint key, read only: never created here. nullopt after an error
+// message.
+std::optional<LoadedKey> load_key(const Command& command, const Options& options, const StateLocation& location) {
+    const bool given = !options.key.empty();
+    const fs::path path = given ? fs::path(options.key) : location.audit_key;
+    std::error_code error;
+    if (!fs::exists(path, error)) {
+        if (given) {
+            std::fprintf(stderr, "%s: --key %s: no such file\n", command.name.c_str(), path.c_str());
+            return std::nullopt;
+        }
+        return LoadedKey{std::nullopt, "there is no key at " + path.string()};
+    }
+    if (::access(path.c_str(), R_OK) != 0) {
+        const std::string why = std::strerror(errno);
+        if (given) {
+            std::fprintf(stderr, "%s: cannot read --key %s: %s\n", command.name.c_str(), path.c_str(), why.c_str());
+            return std::nullopt;
+        }
+        return LoadedKey{std::nullopt, "cannot read " + path.string() + ": " + why + " (run as root?)"};
+    }
+    try {
+        return LoadedKey{vault::VaultKey::load(path), {}};
+    } catch (const vault::VaultError& failure) {
+        std::fprintf(stderr, "%s: the audit checkpoint key: %s\n", command.name.c_str(), failure.what());
+        return std::nullopt;
+    }
+}
+
+int verify(const Command& command, const Options& options) {
+    const auto location = state_location(options.state_dir, options.config_file);
+    if (!location) return kExitUsage;
+    auto db = open_database(command, *location);
+    if (!db) return kExitUsage;
+    const auto key = load_key(command, options, *location);
+    if (!key) return kExitUsage;
+
+    store::VerifyReport report;
+    try {
+        const ReadSnapshot snapshot(*db);
+        report = store::verify_audit(*db, key->key ? &*key->key : nullptr);
+    } catch (const store::StoreError& failure) {
+        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
+        return kExitUsage;
+    }
+
+    if (!report.ok) {
+        std::printf("audit log BROKEN at record %lld: %s\n", static_cast<long long>(report.broken_seq),
+                    report.problem.c_str());
+        return kExitFailed;
+    }
+    if (report.records == 0) {
+        std::printf(
+            "audit log OK: no records%s\n",
+            report.first_seq > 1
+                ? (" (records up to " + std::to_string(report.first_seq - 1) + " were removed by retention)").c_str()
+                : "");
+    } else {
+        std::printf("audit log OK: %s (seq %lld..%lld), %s verified, %s after the last checkpoint\n",
+                    counted(report.records, "record", "records").c_str(), static_cast<long long>(report.first_seq),
+                    static_cast<long long>(report.last_seq),
+                    counted(report.checkpoints, "signed checkpoint", "signed checkpoints").c_str(),
+                    counted(report.after_last_checkpoint, "record", "records").c_str());
+        if (report.first_seq > 1) {
+            std::printf("records before %lld were removed by retention, as the chain records\n",
+                        static_cast<long long>(report.first_seq));
+        }
+    }
+    if (report.unsigned_checkpoints != 0) {
+        const std::string checkpoints = counted(report.unsigned_checkpoints, "checkpoint", "checkpoints");
+        if (key->key) {
+            std::printf(
+                "note: %s signed with another key (a rotated one?) only had their hashes compared; give that key "
+                "with --key FILE to check their signatures\n",
+                checkpoints.c_str());
+        } else {
+            std::printf(
+                "note: the signatures of %s were not checked, only their hashes (%s); give the daemon's audit "
+                "checkpoint key with --key FILE to check them\n",
+                checkpoints.c_str(), key->why_not.c_str());
+        }
+    } else if (!key->key && report.records != 0) {
+        std::printf("note: no checkpoint key (%s): a signature could not have been checked; give it with --key FILE\n",
+                    key->why_not.c_str());
+    }
+    return kExitOk;
+}
+
+// ---------------------------------------------------------------------------
+
+Command make_command(Log log, Verb verb) {
+    const bool traffic = log == Log::traffic;
+    Command command{std::string("tf ") + (traffic ? "traffic " : "audit ") +
+                        (verb == Verb::query     ? "query"
+                         : verb == Verb::export_ ? "export"
+                                                 : "verify"),
+                    traffic ? kTrafficUsage : kAuditUsage,
+                    log,
+                    verb,
+                    {}};
+    if (verb == Verb::verify) {
+        command.options = {kConfig, kStateDir, kKey};
+        return command;
+    }
+    command.options = {kConfig, kStateDir, kSince, kUntil, kGateway, kAgent, kAction, kLimit, kFormat};
+    if (traffic) {
+        command.options.insert(command.options.end(), {kConnector, kDecision});
+    } else {
+        command.options.push_back(kEvent);
+    }
+    if (verb == Verb::export_) command.options.insert(command.options.end(), {kOutput, kForce});
+    return command;
+}
+
+int dispatch(std::span<char*> args, Log log) {
+    const char* group = log == Log::traffic ? "traffic" : "audit";
+    const char* usage = log == Log::traffic ? kTrafficUsage : kAuditUsage;
+    if (args.size() < 2) {
+        std::fprintf(stderr, "tf %s: give a sub-command\n\n%s", group, usage);
+        return kExitUsage;
+    }
+    const std::string_view word = args[1];
+    if (word == "--help" || word == "-h" || word == "help") {
+        std::fputs(usage, stdout);
+        return kExitOk;
+    }
+    std::optional<Verb> verb;
+    if (word == "query") verb = Verb::query;
+    if (word == "export") verb = Verb::export_;
+    if (word == "verify" && log == Log::audit) verb = Verb::verify;
+    if (!verb) {
+        std::fprintf(stderr, "tf %s: unknown sub-command \"%s\"\n\n%s", group, args[1], usage);
+        return kExitUsage;
+    }
+    const Command command = make_command(log, *verb);
+    Options options;
+    if (const auto status = parse(args.subspan(1), command, options)) return *status;
+    return *verb == Verb::verify ? verify(command, options) : list(command, options);
+}
+
+}  // namespace
+
+int audit_command(std::span<char*> args) {
+    return dispatch(args, Log::audit);
+}
+
+int traffic_command(std::span<char*> args) {
+    return dispatch(args, Log::traffic);
 }
 
 }  // namespace tameflare::cli

@@ -192,8 +192,8 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     if (!json) return std::nullopt;
     const policy::JsonNode root(reader, *json, "");
     if (!root.expect_object()) return std::nullopt;
-    root.allow_fields({"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes", "proxy",
-                       "store"});
+    root.allow_fields(
+        {"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes", "proxy", "store"});
     const fs::path base = fs::absolute(file, ec).parent_path();
     if (const auto dirs = root.string_array("connector_dirs", false)) {
         config.connector_dirs.clear();

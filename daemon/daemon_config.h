@@ -23,7 +23,7 @@ struct StoreConfig {
     std::filesystem::path database;        // default <state_dir>/tameflared.db
     std::filesystem::path vault_key_file;  // default <state_dir>/vault.key ($CREDENTIALS_DIRECTORY/vault.key wins)
     std::filesystem::path audit_key_file;  // default <state_dir>/audit.key ($CREDENTIALS_DIRECTORY/audit.key wins)
-    bool synchronous_full = true;          // "synchronous": "full" (fsync per group commit) or "normal"
+    bool synchronous_full = false;         // "synchronous": "normal" (survives kill -9) or "full" (also power loss)
     std::chrono::seconds retention_max_age{0};  // "retention.max_age_days"; 0 keeps everything
     std::uint64_t retention_max_bytes = 0;      // "retention.max_megabytes"; 0: no limit
 };

@@ -4,13 +4,18 @@
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/certificate_authority.h"
 #include "daemon/proxy/server.h"
-#include "daemon/traffic_journal.h"
+#include "daemon/store/state_lock.h"
+#include "daemon/store/store.h"
+#include "daemon/store/vault_store.h"
+#include "daemon/store_services.h"
 
 #include <getopt.h>
 #include <signal.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -110,14 +115,50 @@ int run(const Options& options) {
                     {{"STATE_DIR", config->state_dir.string()}});
         return EXIT_FAILURE;
     }
-    proxy::ApprovalQueue approvals;
-    daemon::JournalTrafficSink traffic;
-    // Origins (the BPF maps) and credentials (the vault) arrive with later
-    // parts: until then redirected connections are refused and connectors
-    // that need a credential answer 502.
+    // The state directory: one daemon at a time, its files private.
+    std::error_code ec;
+    if (std::filesystem::create_directories(config->state_dir, ec)) {
+        std::filesystem::permissions(config->state_dir, std::filesystem::perms::owner_all, ec);
+    }
+    std::optional<store::StateLock> lock;
+    std::unique_ptr<store::Store> database;
+    std::optional<store::Vault> vault;
+    try {
+        lock = store::StateLock::try_acquire(config->state_dir);
+        if (!lock) {
+            daemon::log(daemon::LogLevel::error, "another tameflared (or tf vault rotate) is using the state directory",
+                        {{"STATE_DIR", config->state_dir.string()},
+                         {"HINT", "stop it first, or give this one its own state_dir"}});
+            return EXIT_FAILURE;
+        }
+        store::StoreOptions store_options;
+        store_options.database = config->database_path();
+        store_options.sync =
+            config->store.synchronous_full ? store::Database::Sync::full : store::Database::Sync::normal;
+        store_options.checkpoint_key = vault::VaultKey::load_or_create(
+            config->audit_key_path(), std::getenv("CREDENTIALS_DIRECTORY"), "audit.key");
+        store_options.retention.max_age = config->store.retention_max_age;
+        store_options.retention.max_bytes = config->store.retention_max_bytes;
+        database = store::Store::open(std::move(store_options));
+        vault.emplace(*database, store::Vault::load_key(config->vault_key_path(), *database));
+        if (const auto expired =
+                database->expire_pending_approvals("tameflared restarted; the held connection is gone")) {
+            daemon::log(daemon::LogLevel::notice,
+                        std::to_string(expired) + " approvals pending before the restart expired");
+        }
+    } catch (const std::exception& error) {
+        daemon::log(daemon::LogLevel::error, std::string("cannot open the state: ") + error.what(),
+                    {{"STATE_DIR", config->state_dir.string()}, {"DATABASE", config->database_path().string()}});
+        return EXIT_FAILURE;
+    }
+    proxy::ApprovalQueue queue;
+    daemon::RecordedApprovals approvals(queue, *database);
+    daemon::StoreTrafficSink traffic(*database);
+    daemon::VaultCredentials credentials(*vault);
     std::optional<proxy::ProxyServer> server;
     try {
-        server.emplace(config->proxy, proxy::ProxyServices{&store, ca.get(), nullptr, nullptr, &approvals, &traffic});
+        server.emplace(config->proxy,
+                       proxy::ProxyServices{&store, ca.get(), nullptr, &credentials, &approvals, &traffic});
     } catch (const std::system_error& error) {
         daemon::log(daemon::LogLevel::error, std::string("cannot open the proxy listeners: ") + error.what(),
                     {{"HINT",
@@ -129,6 +170,8 @@ int run(const Options& options) {
                     {{"HINT", "check proxy.upstream_ca_file"}});
         return EXIT_FAILURE;
     }
+    daemon::KillSwitchControl kill_switch(*database, *server);
+    kill_switch.restore();
     server->start();
     const auto transparent = server->transparent_endpoint();
     const auto explicit_proxy = server->explicit_endpoint();
@@ -136,7 +179,8 @@ int run(const Options& options) {
                 {{"VERSION", TF_VERSION},
                  {"TRANSPARENT_LISTEN", transparent ? transparent->to_string() : "off"},
                  {"EXPLICIT_LISTEN", explicit_proxy ? explicit_proxy->to_string() : "off"},
-                 {"CA_CERTIFICATE", (config->state_dir / "ca" / "ca.crt").string()}});
+                 {"CA_CERTIFICATE", (config->state_dir / "ca" / "ca.crt").string()},
+                 {"DATABASE", config->database_path().string()}});
 
     while (true) {
         int signal = 0;
@@ -146,6 +190,9 @@ int run(const Options& options) {
             if (reloaded.ok()) {
                 store.publish(reloaded.config);
                 daemon::log(daemon::LogLevel::notice, "configuration reloaded: " + summary(*store.snapshot()));
+                database->audit(store::AuditEvent{std::chrono::system_clock::now(), "config.reloaded", "", "",
+                                                  "signal:SIGHUP", config->config_file.string(),
+                                                  nlohmann::json{{"summary", summary(*store.snapshot())}}.dump()});
             } else {
                 log_errors(reloaded.errors);
                 daemon::log(daemon::LogLevel::warning, "reload refused; the running configuration stays in force");

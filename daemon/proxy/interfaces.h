@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace tameflare::proxy {
 
@@ -53,7 +54,8 @@ struct ApprovalRequest {
 
 struct ApprovalAnswer {
     bool approved = false;
-    std::string note;  // the human's note, or why it was denied automatically
+    std::string note;   // the human's note, or why it was denied automatically
+    std::string actor;  // who answered ("uid:1000 pid:42 via D-Bus"); empty: tameflared itself
 };
 
 // Where held requests wait for a human. submit() must return at once; the
@@ -92,6 +94,16 @@ public:
     virtual ~TrafficSink() = default;
     // Called on the proxy's threads; must not block.
     virtual void record(TrafficRecord record) = 0;
+    // Called before a request is forwarded, with the record as decided so
+    // far (forwarded set, status 0). `done` is called exactly once, on any
+    // thread, with "" once the record is durable or with why it cannot be;
+    // the proxy forwards only after "". A later record() with the same
+    // request id completes the row. The default keeps nothing durable.
+    virtual void commit(const TrafficRecord& record, std::function<void(std::string error)> done) {
+        (void)record;
+        const auto call = std::move(done);
+        call({});
+    }
 };
 
 }  // namespace tameflare::proxy

@@ -31,6 +31,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using boost::system::error_code;
 constexpr auto kToken = net::use_awaitable;
+// The longest a request waits for its traffic record to be durable before it
+// is refused instead of forwarded.
+constexpr std::chrono::seconds kCommitWait{10};
 
 std::string lower(std::string_view text) {
     std::string out(text);
@@ -227,6 +230,15 @@ struct ProxyServer::Impl : std::enable_shared_from_this<ProxyServer::Impl> {
     std::atomic<std::uint64_t> open{0}, total{0}, requests{0}, held{0};
     bool started = false;
 
+    // Store callbacks may come after stop(): they post to an io_context only
+    // while it is alive, and stop() waits for those in flight first.
+    struct Lifeline {
+        std::mutex mutex;
+        bool alive = true;
+        std::atomic<int> in_flight{0};
+    };
+    std::shared_ptr<Lifeline> lifeline = std::make_shared<Lifeline>();
+
     std::mutex sessions_mutex;
     std::list<std::weak_ptr<Session>> sessions;
 
@@ -297,6 +309,48 @@ public:
         }
         close_all();
     }
+    // Makes `record` durable in the traffic log; await_commit() gives the
+    // outcome. The two are split so the write overlaps the upstream connect.
+    void start_commit(const TrafficRecord& record) {
+        commit_result_.reset();
+        if (impl_->services.traffic == nullptr) {
+            commit_result_ = std::string();
+            return;
+        }
+        auto lifeline = impl_->lifeline;
+        ++lifeline->in_flight;
+        impl_->services.traffic->commit(
+            record, [weak = weak_from_this(), executor = stream_.get_executor(), lifeline](std::string error) {
+                {
+                    std::lock_guard lock(lifeline->mutex);
+                    if (lifeline->alive) {
+                        net::post(executor, [weak, error = std::move(error)]() mutable {
+                            if (auto session = weak.lock()) session->committed(std::move(error));
+                        });
+                    }
+                }
+                --lifeline->in_flight;
+            });
+    }
+    net::awaitable<std::string> await_commit() {
+        if (!commit_result_) {
+            committing_ = true;
+            hold_timer_.expires_after(kCommitWait);
+            error_code ignored;
+            co_await hold_timer_.async_wait(net::redirect_error(kToken, ignored));
+            committing_ = false;
+        }
+        if (!commit_result_) {
+            co_return "the traffic log did not confirm the write within " + std::to_string(kCommitWait.count()) + " s";
+        }
+        const std::string value = *commit_result_;
+        co_return value;
+    }
+    void committed(std::string error) {
+        commit_result_ = std::move(error);
+        if (committing_) hold_timer_.cancel();
+    }
+
     void deliver(ApprovalAnswer answer) {
         if (!holding_ || answer_) return;
         answer_ = std::move(answer);
@@ -340,6 +394,8 @@ private:
     tcp::socket* upstream_socket_ = nullptr;
     tcp::socket* client_socket_ = &stream_.socket();  // the TLS stream's, while it owns the socket
     bool enlisted_ = false;
+    bool committing_ = false;
+    std::optional<std::string> commit_result_;
     std::list<std::weak_ptr<Session>>::iterator self_;
     std::string gateway_, connector_, provider_;  // guarded by impl_->sessions_mutex
 
@@ -1025,11 +1081,31 @@ net::awaitable<bool> Exchange<Stream>::forward(const policy::Gateway& gateway,
     if (sent_continue_) request.erase(http::field::expect);
     request.set("X-TameFlare-Request-Id", record_.request_id);
 
+    // The record is durable before a byte goes upstream; the write overlaps
+    // the connect.
+    {
+        TrafficRecord durable = record_;
+        durable.decision = label_;
+        durable.reason = reason_;
+        durable.connector = connector_name_;
+        durable.action = action_;
+        durable.forwarded = true;
+        session_.start_commit(durable);
+    }
     if (auto failure = co_await connect_upstream(host, port, addresses)) {
         {
             const auto value = co_await respond(*failure, keep_alive && drained);
             co_return value;
         }
+    }
+    if (const auto unlogged = co_await session_.await_commit(); !unlogged.empty()) {
+        label_ = "error";
+        reason_ = "not forwarded: the traffic log cannot record it (" + unlogged + ")";
+        const Local local{http::status::service_unavailable, "store_unavailable",
+                          "tameflared cannot write its traffic log (disk full?) and forwards nothing it cannot "
+                          "record; see journalctl -u tameflared"};
+        const auto value = co_await respond(local, false);
+        co_return value;
     }
     record_.forwarded = true;
     const bool head_request = request.method() == http::verb::head;
@@ -1163,14 +1239,6 @@ net::awaitable<void> Session::raw_tcp(const std::string& name) {
                           target);
         co_return;
     }
-    beast::tcp_stream upstream(stream_.get_executor());
-    upstream_socket_ = &upstream.socket();
-    error_code error;
-    for (const auto& address : addresses) {
-        upstream.expires_after(std::chrono::seconds(10));
-        co_await upstream.async_connect(to_asio(Endpoint{address, context_.port}), net::redirect_error(kToken, error));
-        if (!error) break;
-    }
     TrafficRecord record;
     record.time = std::chrono::system_clock::now();
     record.request_id = impl_->new_request_id();
@@ -1180,9 +1248,29 @@ net::awaitable<void> Session::raw_tcp(const std::string& name) {
     record.action = "tcp.connect";
     record.host = target;
     record.path = std::to_string(context_.port);
-    record.decision = error ? "error" : "allowed";
-    record.reason = error ? "cannot connect: " + error.message() : "tcp rule " + std::to_string(match->index);
-    if (!error) {
+    record.decision = "allowed";
+    record.reason = "tcp rule " + std::to_string(match->index);
+    record.forwarded = true;
+    start_commit(record);
+    record.forwarded = false;
+
+    beast::tcp_stream upstream(stream_.get_executor());
+    upstream_socket_ = &upstream.socket();
+    error_code error;
+    for (const auto& address : addresses) {
+        upstream.expires_after(std::chrono::seconds(10));
+        co_await upstream.async_connect(to_asio(Endpoint{address, context_.port}), net::redirect_error(kToken, error));
+        if (!error) break;
+    }
+    const auto unlogged = co_await await_commit();
+    if (error) {
+        record.decision = "error";
+        record.reason = "cannot connect: " + error.message();
+    } else if (!unlogged.empty()) {
+        record.decision = "error";
+        record.reason = "not forwarded: the traffic log cannot record it (" + unlogged + ")";
+    }
+    if (!error && unlogged.empty()) {
         record.forwarded = true;
         upstream.expires_never();
         stream_.expires_never();
@@ -1474,6 +1562,15 @@ void ProxyServer::stop() {
                 net::post(session->hold_timer().get_executor(), [session] { session->close_all(); });
             }
         }
+    }
+    // Let traffic-log confirmations still on their way be delivered while the
+    // contexts run, then refuse any later one.
+    for (int waited = 0; impl_->lifeline->in_flight.load() > 0 && waited < 10000; ++waited) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    {
+        std::lock_guard lock(impl_->lifeline->mutex);
+        impl_->lifeline->alive = false;
     }
     for (auto& context : impl_->contexts) context->stop();
     for (auto& thread : impl_->threads) thread.join();

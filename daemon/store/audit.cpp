@@ -1,7 +1,7 @@
 #include "daemon/store/audit.h"
 
-#include <nlohmann/json.hpp>
 #include <openssl/evp.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstring>
@@ -41,7 +41,7 @@ std::string to_hex(std::span<const std::uint8_t> bytes) {
 std::string canonical(std::int64_t seq, std::int64_t time_micros, const AuditEvent& event) {
     // nlohmann::json objects keep their keys sorted, so dump() is canonical.
     const nlohmann::json record = {
-        {"seq", seq},           {"time", time_micros}, {"event", event.event},     {"gateway", event.gateway},
+        {"seq", seq},           {"time", time_micros},  {"event", event.event},     {"gateway", event.gateway},
         {"agent", event.agent}, {"actor", event.actor}, {"subject", event.subject}, {"details", event.details},
     };
     return record.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
@@ -79,7 +79,11 @@ Hash checkpoint_mac(const vault::VaultKey& key, std::int64_t seq, const Hash& ha
 // ---------------------------------------------------------------------------
 // AuditChain
 
-AuditChain::AuditChain(Database& db) {
+AuditChain::AuditChain(Database& db) { reload(db); }
+
+void AuditChain::reload(Database& db) {
+    seq_ = 0;
+    hash_ = Hash{};
     auto head = db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
     if (head.step()) {
         seq_ = head.integer(0);
@@ -96,16 +100,17 @@ AuditChain::AuditChain(Database& db) {
             }
         }
     }
-    auto last = db.prepare("SELECT count(*) FROM audit WHERE seq > coalesce((SELECT max(seq) FROM audit_checkpoints), 0)");
+    auto last =
+        db.prepare("SELECT count(*) FROM audit WHERE seq > coalesce((SELECT max(seq) FROM audit_checkpoints), 0)");
     if (last.step()) since_checkpoint_ = static_cast<std::uint64_t>(last.integer(0));
     save();
 }
 
 void AuditChain::append(Database& db, const AuditEvent& event) {
     if (!insert_) {
-        insert_.emplace(db.prepare(
-            "INSERT INTO audit (seq, time, event, gateway, agent, actor, subject, details, prev_hash, hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+        insert_.emplace(
+            db.prepare("INSERT INTO audit (seq, time, event, gateway, agent, actor, subject, details, prev_hash, hash) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     }
     const std::int64_t seq = seq_ + 1;
     const auto time = std::chrono::duration_cast<std::chrono::microseconds>(event.time.time_since_epoch()).count();
@@ -131,11 +136,12 @@ void AuditChain::append(Database& db, const AuditEvent& event) {
 
 void AuditChain::checkpoint(Database& db, const vault::VaultKey& key) {
     if (since_checkpoint_ == 0 || seq_ == 0) return;
-    const auto time = std::chrono::duration_cast<std::chrono::microseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
+    const auto time =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     const Hash mac = checkpoint_mac(key, seq_, hash_, time);
-    auto insert = db.prepare("INSERT OR REPLACE INTO audit_checkpoints (seq, hash, time, key_id, mac) VALUES (?, ?, ?, ?, ?)");
+    auto insert =
+        db.prepare("INSERT OR REPLACE INTO audit_checkpoints (seq, hash, time, key_id, mac) VALUES (?, ?, ?, ?, ?)");
     insert.bind(1, seq_)
         .bind_blob(2, hash_.data(), hash_.size())
         .bind(3, time)
@@ -179,7 +185,8 @@ VerifyReport verify_audit(Database& db, const vault::VaultKey* key) {
     {
         auto rows = db.prepare("SELECT seq, hash, time, key_id, mac FROM audit_checkpoints ORDER BY seq");
         while (rows.step()) {
-            checkpoints[rows.integer(0)] = Checkpoint{to_hash(rows.blob(1)), rows.integer(2), rows.blob(3), to_hash(rows.blob(4))};
+            checkpoints[rows.integer(0)] =
+                Checkpoint{to_hash(rows.blob(1)), rows.integer(2), rows.blob(3), to_hash(rows.blob(4))};
         }
     }
     // Records removed by retention leave an anchor: the seq and hash of the
@@ -200,7 +207,8 @@ VerifyReport verify_audit(Database& db, const vault::VaultKey* key) {
     std::string previous_hex = anchor_seq ? anchor_hex : to_hex(Hash{});
     Hash previous{};
     bool anchor_claimed = !anchor_seq.has_value();
-    auto rows = db.prepare("SELECT seq, time, event, gateway, agent, actor, subject, details, prev_hash, hash FROM audit ORDER BY seq");
+    auto rows = db.prepare(
+        "SELECT seq, time, event, gateway, agent, actor, subject, details, prev_hash, hash FROM audit ORDER BY seq");
     while (rows.step()) {
         const std::int64_t seq = rows.integer(0);
         AuditEvent event;
@@ -217,31 +225,35 @@ VerifyReport verify_audit(Database& db, const vault::VaultKey* key) {
 
         if (seq != previous_seq + 1) {
             if (report.records == 0 && !anchor_seq) {
-                return fail(previous_seq + 1, "records " + std::to_string(previous_seq + 1) + " to " +
-                                                  std::to_string(seq - 1) +
-                                                  " are missing: the log was cut at its start without a retention record");
+                return fail(previous_seq + 1,
+                            "records " + std::to_string(previous_seq + 1) + " to " + std::to_string(seq - 1) +
+                                " are missing: the log was cut at its start without a retention record");
             }
             return fail(previous_seq + 1, "record " + std::to_string(previous_seq + 1) +
                                               (seq - previous_seq > 2 ? " to " + std::to_string(seq - 1) : "") +
                                               " missing: deleted after it was written");
         }
-        if (to_hex(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(prev_blob.data()), prev_blob.size())) !=
-            previous_hex) {
-            return fail(seq, "record " + std::to_string(seq) + " does not follow record " + std::to_string(previous_seq) +
+        if (to_hex(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(prev_blob.data()),
+                                                 prev_blob.size())) != previous_hex) {
+            return fail(seq, "record " + std::to_string(seq) + " does not follow record " +
+                                 std::to_string(previous_seq) +
                                  ": one of them was changed, or records were inserted, removed or reordered here");
         }
         const Hash expected = chain_hash(to_hash(prev_blob), canonical(seq, time, event));
         if (expected != stored) {
-            return fail(seq, "record " + std::to_string(seq) + " was changed after it was written (its hash does not match its contents)");
+            return fail(seq, "record " + std::to_string(seq) +
+                                 " was changed after it was written (its hash does not match its contents)");
         }
         if (const auto found = checkpoints.find(seq); found != checkpoints.end()) {
             if (found->second.hash != stored) {
-                return fail(seq, "record " + std::to_string(seq) + " differs from the signed checkpoint at that position: the chain was rewritten");
+                return fail(seq, "record " + std::to_string(seq) +
+                                     " differs from the signed checkpoint at that position: the chain was rewritten");
             }
             if (key != nullptr && found->second.key_id.size() == key->id().size() &&
                 std::memcmp(found->second.key_id.data(), key->id().data(), key->id().size()) == 0) {
                 if (checkpoint_mac(*key, seq, found->second.hash, found->second.time) != found->second.mac) {
-                    return fail(seq, "the checkpoint at record " + std::to_string(seq) + " has a wrong signature: it was forged or changed");
+                    return fail(seq, "the checkpoint at record " + std::to_string(seq) +
+                                         " has a wrong signature: it was forged or changed");
                 }
                 ++report.checkpoints;
             } else {

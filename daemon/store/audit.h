@@ -39,6 +39,9 @@ class AuditChain {
 public:
     // Loads the chain's head (the last record's seq and hash).
     explicit AuditChain(Database& db);
+    // Re-reads the head, for when another process appended (tf vault set
+    // while the daemon runs). Call inside the transaction that appends.
+    void reload(Database& db);
     void append(Database& db, const AuditEvent& event);
     // Signs the head (no-op when nothing was appended since the last one).
     void checkpoint(Database& db, const vault::VaultKey& key);
@@ -65,11 +68,11 @@ struct VerifyReport {
     std::uint64_t records = 0;
     std::int64_t first_seq = 0;
     std::int64_t last_seq = 0;
-    std::uint64_t checkpoints = 0;           // checkpoints whose hash and signature were checked
-    std::uint64_t unsigned_checkpoints = 0;  // checkpoints whose signature could not be checked (no key)
-    std::uint64_t after_last_checkpoint = 0; // records not yet covered by a checkpoint
-    std::int64_t broken_seq = 0;             // the first record that fails, when !ok
-    std::string problem;                     // what is wrong there
+    std::uint64_t checkpoints = 0;            // checkpoints whose hash and signature were checked
+    std::uint64_t unsigned_checkpoints = 0;   // checkpoints whose signature could not be checked (no key)
+    std::uint64_t after_last_checkpoint = 0;  // records not yet covered by a checkpoint
+    std::int64_t broken_seq = 0;              // the first record that fails, when !ok
+    std::string problem;                      // what is wrong there
 };
 
 // Walks the whole chain. `key` checks the checkpoint signatures; without it

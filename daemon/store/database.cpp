@@ -1,7 +1,9 @@
 #include "daemon/store/database.h"
 
 #include "daemon/store/schema.h"
+#include "daemon/unique_fd.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
 
 #include <array>
@@ -16,19 +18,23 @@ namespace {
 // "TFLD": marks a file as a tameflared database (PRAGMA application_id).
 constexpr std::int64_t kApplicationId = 0x54464C44;
 
-std::string where(const std::filesystem::path& path) { return "database " + path.string(); }
+std::string where(const std::filesystem::path& path) {
+    return "database " + path.string();
+}
 
 }  // namespace
 
 // ---------------------------------------------------------------------------
 // Statement
 
-void Statement::Finalize::operator()(sqlite3_stmt* statement) const { sqlite3_finalize(statement); }
+void Statement::Finalize::operator()(sqlite3_stmt* statement) const {
+    sqlite3_finalize(statement);
+}
 
 Statement::Statement(sqlite3* db, std::string_view sql) : db_(db) {
     sqlite3_stmt* raw = nullptr;
-    const int code = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &raw,
-                                        nullptr);
+    const int code =
+        sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
     statement_.reset(raw);
     if (code != SQLITE_OK) Database::fail(db, code, "preparing \"" + std::string(sql.substr(0, 60)) + "\"");
 }
@@ -40,8 +46,8 @@ Statement& Statement::bind(int index, std::int64_t value) {
 }
 
 Statement& Statement::bind(int index, std::string_view value) {
-    const int code = sqlite3_bind_text64(statement_.get(), index, value.data(), value.size(), SQLITE_TRANSIENT,
-                                         SQLITE_UTF8);
+    const int code =
+        sqlite3_bind_text64(statement_.get(), index, value.data(), value.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
     if (code != SQLITE_OK) Database::fail(db_, code, "binding a value");
     return *this;
 }
@@ -77,26 +83,34 @@ void Statement::reset() {
     sqlite3_clear_bindings(statement_.get());
 }
 
-std::int64_t Statement::integer(int column) const { return sqlite3_column_int64(statement_.get(), column); }
+std::int64_t Statement::integer(int column) const {
+    return sqlite3_column_int64(statement_.get(), column);
+}
 
 std::string Statement::text(int column) const {
     const auto* data = sqlite3_column_text(statement_.get(), column);
     const int size = sqlite3_column_bytes(statement_.get(), column);
-    return data == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(data), static_cast<std::size_t>(size));
+    return data == nullptr ? std::string()
+                           : std::string(reinterpret_cast<const char*>(data), static_cast<std::size_t>(size));
 }
 
 std::string Statement::blob(int column) const {
     const void* data = sqlite3_column_blob(statement_.get(), column);
     const int size = sqlite3_column_bytes(statement_.get(), column);
-    return data == nullptr ? std::string() : std::string(static_cast<const char*>(data), static_cast<std::size_t>(size));
+    return data == nullptr ? std::string()
+                           : std::string(static_cast<const char*>(data), static_cast<std::size_t>(size));
 }
 
-bool Statement::is_null(int column) const { return sqlite3_column_type(statement_.get(), column) == SQLITE_NULL; }
+bool Statement::is_null(int column) const {
+    return sqlite3_column_type(statement_.get(), column) == SQLITE_NULL;
+}
 
 // ---------------------------------------------------------------------------
 // Database
 
-void Database::Close::operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+void Database::Close::operator()(sqlite3* db) const {
+    sqlite3_close_v2(db);
+}
 
 Database::Database(std::unique_ptr<sqlite3, Close> db, std::filesystem::path path)
     : db_(std::move(db)), path_(std::move(path)) {}
@@ -116,7 +130,9 @@ void Database::fail(sqlite3* db, int code, std::string_view doing) {
     }
     if (primary == SQLITE_READONLY || primary == SQLITE_CANTOPEN || primary == SQLITE_PERM) {
         throw StoreError("database " + name + ": " + std::string(doing) + ": " + detail +
-                         "; check that the state directory exists and is writable by tameflared");
+                         "; check that the state directory exists and is writable by tameflared (reading a "
+                         "database while the daemon is stopped also needs to create its -shm file there: run as "
+                         "root or as the daemon's user)");
     }
     throw StoreError("database " + name + ": " + std::string(doing) + ": " + detail);
 }
@@ -139,6 +155,15 @@ Database Database::open(const std::filesystem::path& path, Mode mode, Sync sync)
         throw StoreError(where(path) + " does not exist; is this the daemon's state directory (--state-dir)?");
     }
 
+    if (mode == Mode::read_write && error) {
+        // Created here, 0600, so SQLite's -wal and -shm files (which copy the
+        // database's mode) are private too.
+        const UniqueFd created(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        if (!created && errno != EEXIST) {
+            throw StoreError("cannot create " + where(path) + ": " + std::strerror(errno) +
+                             "; check that the state directory exists and is writable by tameflared");
+        }
+    }
     sqlite3* raw = nullptr;
     const int flags = (mode == Mode::read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                       SQLITE_OPEN_NOMUTEX;
@@ -192,7 +217,9 @@ void Database::validate_and_migrate(Mode mode) {
     transaction.commit();
 }
 
-int Database::current_version() { return latest_schema_version(); }
+int Database::current_version() {
+    return latest_schema_version();
+}
 
 int Database::schema_version() const {
     Statement statement(db_.get(), "PRAGMA user_version");
@@ -208,7 +235,9 @@ void Database::exec(std::string_view sql) {
     if (code != SQLITE_OK) fail(db_.get(), code, "running \"" + text.substr(0, 60) + "\"");
 }
 
-Statement Database::prepare(std::string_view sql) { return Statement(db_.get(), sql); }
+Statement Database::prepare(std::string_view sql) {
+    return Statement(db_.get(), sql);
+}
 
 std::int64_t Database::scalar(std::string_view sql) {
     Statement statement(db_.get(), sql);
@@ -218,7 +247,9 @@ std::int64_t Database::scalar(std::string_view sql) {
 // ---------------------------------------------------------------------------
 // Transaction
 
-Transaction::Transaction(Database& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+Transaction::Transaction(Database& db) : db_(db) {
+    db_.exec("BEGIN IMMEDIATE");
+}
 
 Transaction::~Transaction() {
     if (!done_) sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);

@@ -6,10 +6,13 @@
 #include "daemon/store/audit.h"
 #include "daemon/store/store.h"
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 
 namespace tameflare::store {
 
@@ -30,15 +33,21 @@ struct AuditRecord {
     AuditEvent event;
 };
 
-// Calls `row` for each match, oldest first.
+// Calls `row` for each match, oldest first (traffic by time, audit by seq).
+// Every filter value is a bound parameter. Throws StoreError.
 void query_traffic(Database& db, const LogFilter& filter, const std::function<void(const TrafficRow&)>& row);
 void query_audit(Database& db, const LogFilter& filter, const std::function<void(const AuditRecord&)>& record);
 
 enum class Format { table, csv, jsonl };
 
+// "table", "csv", "jsonl"; nullopt for anything else.
+std::optional<Format> parse_format(std::string_view text);
+
 // Writers for one row at a time; header() prints the CSV or table header
-// (nothing for JSON Lines). CSV follows RFC 4180, and a cell that a
-// spreadsheet would run as a formula (= + - @ first) is prefixed with '.
+// (nothing for JSON Lines). CSV follows RFC 4180 (CRLF line ends), and a cell
+// that a spreadsheet would run as a formula (= + - @ tab CR first) is prefixed
+// with '. The table is for a terminal: control characters are shown escaped
+// (\x1b), so a logged path cannot drive the terminal, and long cells are cut.
 class TrafficWriter {
 public:
     TrafficWriter(std::ostream& out, Format format);
@@ -61,8 +70,8 @@ private:
     Format format_;
 };
 
-// RFC 3339 ("2026-11-26T10:00:00Z", offsets allowed) or an age before `now`
-// ("90s", "15m", "2h", "7d"). nullopt when it is neither.
+// RFC 3339 ("2026-11-26T10:00:00Z", "2026-11-26T11:00:00.5+01:00") or an age
+// before `now` ("90s", "15m", "2h", "7d"). nullopt when it is neither.
 std::optional<Clock::time_point> parse_time(std::string_view text, Clock::time_point now);
 std::string format_time(Clock::time_point time);  // RFC 3339 UTC with microseconds
 

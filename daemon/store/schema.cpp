@@ -104,8 +104,12 @@ CREATE TABLE runtime_state (
 
 }  // namespace
 
-int latest_schema_version() { return static_cast<int>(kMigrations.size()); }
+int latest_schema_version() {
+    return static_cast<int>(kMigrations.size());
+}
 
-const char* migration(int version) { return kMigrations.at(static_cast<std::size_t>(version - 1)); }
+const char* migration(int version) {
+    return kMigrations.at(static_cast<std::size_t>(version - 1));
+}
 
 }  // namespace tameflare::store

@@ -2,6 +2,7 @@
 
 #include "daemon/log.h"
 
+#include <sqlite3.h>
 #include <nlohmann/json.hpp>
 
 #include <condition_variable>
@@ -39,7 +40,7 @@ constexpr const char* kTrafficUpsert =
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) "
     "ON CONFLICT (request_id) DO UPDATE SET connector = ?5, action = ?6, decision = ?10, reason = ?11, "
     "status = ?12, request_bytes = ?13, response_bytes = ?14, latency_us = ?15, "
-    "forwarded = max(forwarded, ?16), completed = ?17";
+    "forwarded = ?16, completed = ?17";
 
 }  // namespace
 
@@ -60,6 +61,49 @@ struct Store::Impl {
     std::chrono::steady_clock::time_point last_checkpoint = std::chrono::steady_clock::now();
     std::chrono::steady_clock::time_point next_retention = std::chrono::steady_clock::now();
     std::thread writer;
+
+    // WAL checkpoints (copying the log back into the database, with their
+    // fsyncs) run on their own thread and connection, so a commit never
+    // waits for one. The writer's WAL hook wakes it.
+    std::mutex checkpoint_mutex;
+    std::condition_variable checkpoint_wake;
+    bool checkpoint_wanted = false;
+    bool checkpoint_stopping = false;
+    std::thread checkpointer;
+    static constexpr int kCheckpointPages = 1000;
+
+    static int wal_hook(void* self, sqlite3* /*db*/, const char* /*name*/, int pages) {
+        if (pages >= kCheckpointPages) {
+            auto* impl = static_cast<Impl*>(self);
+            std::lock_guard lock(impl->checkpoint_mutex);
+            impl->checkpoint_wanted = true;
+            impl->checkpoint_wake.notify_one();
+        }
+        return SQLITE_OK;
+    }
+
+    void run_checkpoints() {
+        std::optional<Database> own;
+        try {
+            own.emplace(Database::open(options.database, Database::Mode::read_write, options.sync));
+        } catch (const std::exception& error) {
+            daemon::log(daemon::LogLevel::error, std::string("store: no checkpoint connection: ") + error.what(),
+                        {{"DATABASE", options.database.string()}});
+            return;
+        }
+        std::unique_lock lock(checkpoint_mutex);
+        while (!checkpoint_stopping) {
+            checkpoint_wake.wait_for(lock, std::chrono::seconds(5),
+                                     [&] { return checkpoint_wanted || checkpoint_stopping; });
+            if (checkpoint_stopping) break;
+            checkpoint_wanted = false;
+            lock.unlock();
+            sqlite3_wal_checkpoint_v2(own->handle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+            lock.lock();
+        }
+        lock.unlock();
+        sqlite3_wal_checkpoint_v2(own->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    }
 
     Impl(StoreOptions o, Database d) : options(std::move(o)), db(std::move(d)), chain(db) {}
 
@@ -100,8 +144,26 @@ struct Store::Impl {
         traffic_upsert->run();
     }
 
+    bool force_checkpoint = false;  // at shutdown: sign whatever is unsigned
+
+    // Another process (tf vault set) may have appended to the chain since our
+    // last transaction: PRAGMA data_version changes exactly then. Called with
+    // the write lock held (after BEGIN IMMEDIATE), so nobody can append
+    // between the check and our own appends.
+    std::optional<Statement> data_version;
+    std::int64_t seen_version = -1;
+    void follow_other_writers() {
+        if (!data_version) data_version.emplace(db.prepare("PRAGMA data_version"));
+        data_version->step();
+        const auto version = data_version->integer(0);
+        data_version->reset();
+        if (seen_version != -1 && version != seen_version) chain.reload(db);
+        seen_version = version;
+    }
+
     bool checkpoint_due() const {
         if (!options.checkpoint_key || chain.since_checkpoint() == 0) return false;
+        if (force_checkpoint) return true;
         return chain.since_checkpoint() >= options.checkpoint_records ||
                std::chrono::steady_clock::now() - last_checkpoint >= options.checkpoint_interval;
     }
@@ -115,6 +177,7 @@ struct Store::Impl {
         std::string failure;
         try {
             Transaction transaction(db);
+            follow_other_writers();
             for (std::size_t i = 0; i < batch.size(); ++i) {
                 try {
                     batch[i].apply(db, chain);
@@ -138,7 +201,8 @@ struct Store::Impl {
             {
                 std::lock_guard lock(mutex);
                 if (health.empty()) {
-                    daemon::log(daemon::LogLevel::error, "store: cannot commit, refusing forwards until it can: " + failure,
+                    daemon::log(daemon::LogLevel::error,
+                                "store: cannot commit, refusing forwards until it can: " + failure,
                                 {{"DATABASE", options.database.string()}});
                 }
                 health = failure;
@@ -169,7 +233,8 @@ struct Store::Impl {
         {
             std::lock_guard lock(mutex);
             if (!health.empty()) {
-                daemon::log(daemon::LogLevel::notice, "store: writing again", {{"DATABASE", options.database.string()}});
+                daemon::log(daemon::LogLevel::notice, "store: writing again",
+                            {{"DATABASE", options.database.string()}});
             }
             health.clear();
             counters.committed_writes += batch.size();
@@ -254,6 +319,7 @@ struct Store::Impl {
             }
         }
         if (options.checkpoint_key && chain.since_checkpoint() > 0) {
+            force_checkpoint = true;
             std::vector<Op> none;
             commit_batch(none);
         }
@@ -267,6 +333,7 @@ struct Store::Impl {
         chain.save();
         try {
             Transaction transaction(db);
+            follow_other_writers();
             auto traffic = db.prepare("DELETE FROM traffic WHERE time < ?");
             traffic.bind(1, cutoff).run();
             result.traffic_deleted = static_cast<std::uint64_t>(sqlite3_changes_count());
@@ -277,7 +344,8 @@ struct Store::Impl {
                 const std::int64_t through = last.integer(0);
                 const std::string hash = last.blob(1);
                 last.reset();
-                const auto hex = to_hex(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(hash.data()), hash.size()));
+                const auto hex = to_hex(
+                    std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(hash.data()), hash.size()));
                 const std::int64_t first = db.scalar("SELECT coalesce(min(seq), 0) FROM audit");
                 auto remove = db.prepare("DELETE FROM audit WHERE seq <= ?");
                 remove.bind(1, through).run();
@@ -295,7 +363,8 @@ struct Store::Impl {
             details["traffic_deleted"] = result.traffic_deleted;
             details["audit_deleted"] = result.audit_deleted;
             if (result.traffic_deleted > 0 || result.audit_deleted > 0) {
-                chain.append(db, AuditEvent{Clock::now(), "retention.applied", "", "", "tameflared", "", details.dump()});
+                chain.append(db,
+                             AuditEvent{Clock::now(), "retention.applied", "", "", "tameflared", "", details.dump()});
             }
             transaction.commit();
         } catch (...) {
@@ -353,9 +422,12 @@ Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 std::unique_ptr<Store> Store::open(StoreOptions options) {
     auto db = Database::open(options.database, Database::Mode::read_write, options.sync);
-    auto impl = std::make_unique<Impl>(std::move(options), std::move(db));
-    auto store = std::unique_ptr<Store>(new Store(std::move(impl)));
-    store->impl_->writer = std::thread([impl = store->impl_.get()] { impl->run(); });
+    auto store = std::unique_ptr<Store>(new Store(std::make_unique<Impl>(std::move(options), std::move(db))));
+    Impl* impl = store->impl_.get();
+    impl->db.exec("PRAGMA wal_autocheckpoint=0");
+    sqlite3_wal_hook(impl->db.handle(), &Impl::wal_hook, impl);
+    impl->checkpointer = std::thread([impl] { impl->run_checkpoints(); });
+    impl->writer = std::thread([impl] { impl->run(); });
     return store;
 }
 
@@ -366,6 +438,12 @@ Store::~Store() {
     }
     impl_->wake.notify_one();
     impl_->writer.join();
+    {
+        std::lock_guard lock(impl_->checkpoint_mutex);
+        impl_->checkpoint_stopping = true;
+    }
+    impl_->checkpoint_wake.notify_one();
+    impl_->checkpointer.join();
 }
 
 void Store::commit(TrafficRow row, std::vector<AuditEvent> events, Done done) {
@@ -385,7 +463,8 @@ void Store::record(TrafficRow row, std::vector<AuditEvent> events) {
                           impl->write_traffic(db, row);
                           for (const auto& event : events) chain.append(db, event);
                       },
-                      {}, true},
+                      {},
+                      true},
                    false);
 }
 
@@ -440,36 +519,40 @@ void Store::set_state(const std::string& name, const std::string& json, AuditEve
 }
 
 void Store::approval_requested(const ApprovalRow& row) {
-    impl_->enqueue(Op{[row](Database& db, AuditChain&) {
-                          auto insert = db.prepare(
-                              "INSERT OR IGNORE INTO approvals (id, gateway, agent, connector, action, risk, parameters, "
-                              "reason, requested, timeout_s, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')");
-                          insert.bind(1, row.id)
-                              .bind(2, row.gateway)
-                              .bind(3, row.agent)
-                              .bind(4, row.connector)
-                              .bind(5, row.action)
-                              .bind(6, row.risk)
-                              .bind(7, row.parameters)
-                              .bind(8, row.reason)
-                              .bind(9, to_micros(row.requested))
-                              .bind(10, static_cast<std::int64_t>(row.timeout.count()))
-                              .run();
-                      },
-                      {}, true},
-                   false);
+    impl_->enqueue(
+        Op{[row](Database& db, AuditChain&) {
+               auto insert = db.prepare(
+                   "INSERT OR IGNORE INTO approvals (id, gateway, agent, connector, action, risk, parameters, "
+                   "reason, requested, timeout_s, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')");
+               insert.bind(1, row.id)
+                   .bind(2, row.gateway)
+                   .bind(3, row.agent)
+                   .bind(4, row.connector)
+                   .bind(5, row.action)
+                   .bind(6, row.risk)
+                   .bind(7, row.parameters)
+                   .bind(8, row.reason)
+                   .bind(9, to_micros(row.requested))
+                   .bind(10, static_cast<std::int64_t>(row.timeout.count()))
+                   .run();
+           },
+           {},
+           true},
+        false);
 }
 
 void Store::approval_answered(const std::string& id, const std::string& state, const std::string& note,
                               AuditEvent event) {
-    impl_->enqueue(Op{[id, state, note, event = std::move(event)](Database& db, AuditChain& chain) {
-                          auto update = db.prepare(
-                              "UPDATE approvals SET state = ?, answered = ?, note = ? WHERE id = ? AND state = 'pending'");
-                          update.bind(1, state).bind(2, to_micros(Clock::now())).bind(3, note).bind(4, id).run();
-                          chain.append(db, event);
-                      },
-                      {}, true},
-                   false);
+    impl_->enqueue(
+        Op{[id, state, note, event = std::move(event)](Database& db, AuditChain& chain) {
+               auto update = db.prepare(
+                   "UPDATE approvals SET state = ?, answered = ?, note = ? WHERE id = ? AND state = 'pending'");
+               update.bind(1, state).bind(2, to_micros(Clock::now())).bind(3, note).bind(4, id).run();
+               chain.append(db, event);
+           },
+           {},
+           true},
+        false);
 }
 
 std::size_t Store::expire_pending_approvals(const std::string& why) {
@@ -484,8 +567,8 @@ std::size_t Store::expire_pending_approvals(const std::string& why) {
         for (const auto& [id, gateway, agent, action] : pending) {
             update.bind(1, to_micros(Clock::now())).bind(2, why).bind(3, id).run();
             const nlohmann::json details = {{"decision", "expired"}, {"action", action}, {"note", why}};
-            chain.append(db, AuditEvent{Clock::now(), "approval.responded", gateway, agent, "tameflared", id,
-                                        details.dump()});
+            chain.append(
+                db, AuditEvent{Clock::now(), "approval.responded", gateway, agent, "tameflared", id, details.dump()});
         }
         expired = pending.size();
     });
@@ -510,7 +593,8 @@ void Store::agent_started(const AgentRow& row) {
                           chain.append(db, AuditEvent{row.started, "agent.started", row.gateway, row.id,
                                                       "uid:" + std::to_string(row.uid), row.id, details.dump()});
                       },
-                      {}, true},
+                      {},
+                      true},
                    false);
 }
 
@@ -526,7 +610,8 @@ void Store::agent_exited(const std::string& id, int exit_code) {
                           chain.append(db, AuditEvent{Clock::now(), "agent.exited", gateway, id, "tameflared", id,
                                                       details.dump()});
                       },
-                      {}, true},
+                      {},
+                      true},
                    false);
 }
 
@@ -544,7 +629,9 @@ Store::RetentionResult Store::apply_retention() {
     return result;
 }
 
-Database Store::reader() const { return Database::open(impl_->options.database, Database::Mode::read_only); }
+Database Store::reader() const {
+    return Database::open(impl_->options.database, Database::Mode::read_only);
+}
 
 StoreCounters Store::counters() const {
     std::lock_guard lock(impl_->mutex);
@@ -556,6 +643,8 @@ std::string Store::health() const {
     return impl_->health;
 }
 
-const std::filesystem::path& Store::path() const { return impl_->options.database; }
+const std::filesystem::path& Store::path() const {
+    return impl_->options.database;
+}
 
 }  // namespace tameflare::store

@@ -56,7 +56,9 @@ struct Retention {
 
 struct StoreOptions {
     std::filesystem::path database;
-    Database::Sync sync = Database::Sync::full;
+    // normal: a committed write survives a crash of the daemon (kill -9);
+    // full: also a crash of the machine, at one fsync per group commit.
+    Database::Sync sync = Database::Sync::normal;
     // Signs a checkpoint of the audit chain's head (HMAC-SHA256), so a
     // rewritten chain cannot be passed off as the original. Optional.
     std::optional<vault::VaultKey> checkpoint_key;
@@ -134,8 +136,7 @@ public:
 
     // Approvals: recorded when held, updated when answered.
     void approval_requested(const ApprovalRow& row);
-    void approval_answered(const std::string& id, const std::string& state, const std::string& note,
-                           AuditEvent event);
+    void approval_answered(const std::string& id, const std::string& state, const std::string& note, AuditEvent event);
     // At start: every approval still pending belonged to a connection that is
     // gone; each is marked expired with an audit event. Returns how many.
     std::size_t expire_pending_approvals(const std::string& why);

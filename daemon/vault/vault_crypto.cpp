@@ -1,5 +1,7 @@
 #include "daemon/vault/vault_crypto.h"
 
+#include "daemon/unique_fd.h"
+
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -103,15 +105,27 @@ VaultKey VaultKey::generate() {
 }
 
 void VaultKey::write(const fs::path& path) const {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) throw VaultError("cannot create the vault key " + path.string() + ": " + std::strerror(errno));
-    const bool written = ::write(fd, bytes_.data(), bytes_.size()) == static_cast<ssize_t>(bytes_.size());
-    const bool synced = ::fsync(fd) == 0;
-    ::close(fd);
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) throw VaultError("cannot create the vault key " + path.string() + ": " + std::strerror(errno));
+    const bool written = ::write(fd.get(), bytes_.data(), bytes_.size()) == static_cast<ssize_t>(bytes_.size());
+    const bool synced = ::fsync(fd.get()) == 0;
+    fd.reset();
     if (!written || !synced) {
         fs::remove(path);
         throw VaultError("cannot write the vault key " + path.string() + ": " + std::strerror(errno));
     }
+}
+
+VaultKey VaultKey::load(const fs::path& key_file) {
+    std::string text = read_key_file(key_file);
+    auto bytes = decode_key(text);
+    OPENSSL_cleanse(text.data(), text.size());
+    if (!bytes) {
+        throw VaultError("the key " + key_file.string() + " is not 32 bytes or 64 hex digits");
+    }
+    VaultKey key(*bytes);
+    OPENSSL_cleanse(bytes->data(), bytes->size());
+    return key;
 }
 
 VaultKey VaultKey::load_or_create(const fs::path& key_file, const char* credentials_directory,

@@ -41,6 +41,10 @@ public:
     // (the audit checkpoint key uses "audit.key").
     static VaultKey load_or_create(const std::filesystem::path& key_file, const char* credentials_directory,
                                    std::string_view credential_name = "vault.key");
+    // An existing key file, read only (never created): for readers such as
+    // `tf audit verify`. Throws VaultError when it is absent, unreadable,
+    // readable by group or others, or malformed.
+    static VaultKey load(const std::filesystem::path& key_file);
     // Writes the key to `path` (0600, created exclusively), for rotation.
     void write(const std::filesystem::path& path) const;
 

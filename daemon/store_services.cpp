@@ -1,0 +1,181 @@
+#include "daemon/store_services.h"
+
+#include "daemon/log.h"
+#include "daemon/traffic_journal.h"
+
+#include <nlohmann/json.hpp>
+
+namespace tameflare::daemon {
+
+namespace {
+
+std::string dump(const nlohmann::json& value) {
+    return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+store::AuditEvent action_event(const proxy::TrafficRecord& record, std::string event, nlohmann::json details) {
+    details["action"] = record.action;
+    details["connector"] = record.connector;
+    details["decision"] = record.decision;
+    details["method"] = record.method;
+    details["host"] = record.host;
+    details["path"] = record.path;
+    details["reason"] = record.reason;
+    return store::AuditEvent{std::chrono::system_clock::now(), std::move(event),  record.gateway, record.agent,
+                             "agent:" + record.agent,          record.request_id, dump(details)};
+}
+
+}  // namespace
+
+store::TrafficRow to_row(const proxy::TrafficRecord& record) {
+    store::TrafficRow row;
+    row.time = record.time;
+    row.request_id = record.request_id;
+    row.gateway = record.gateway;
+    row.agent = record.agent;
+    row.connector = record.connector;
+    row.action = record.action;
+    row.method = record.method;
+    row.host = record.host;
+    row.path = record.path;
+    row.decision = record.decision;
+    row.reason = record.reason;
+    row.status = record.status;
+    row.request_bytes = record.request_bytes;
+    row.response_bytes = record.response_bytes;
+    row.latency = record.latency;
+    row.forwarded = record.forwarded;
+    return row;
+}
+
+void StoreTrafficSink::commit(const proxy::TrafficRecord& record, std::function<void(std::string error)> done) {
+    auto event = action_event(record, "action.allowed", nlohmann::json::object());
+    store_.commit(to_row(record), {std::move(event)},
+                  [done = std::move(done)](const std::string& error) { done(error); });
+}
+
+void StoreTrafficSink::record(proxy::TrafficRecord record) {
+    std::string event;
+    nlohmann::json details = nlohmann::json::object();
+    if (record.forwarded) {
+        event = "action.executed";
+        details["status"] = record.status;
+        details["request_bytes"] = record.request_bytes;
+        details["response_bytes"] = record.response_bytes;
+        details["latency_us"] = record.latency.count();
+    } else if (record.decision == "error") {
+        event = "action.failed";
+        details["status"] = record.status;
+    } else {
+        event = "action.denied";
+        details["status"] = record.status;
+    }
+    std::vector<store::AuditEvent> events;
+    events.push_back(action_event(record, std::move(event), std::move(details)));
+    if (journal_) JournalTrafficSink{}.record(record);
+    store_.record(to_row(record), std::move(events));
+}
+
+void RecordedApprovals::submit(const proxy::ApprovalRequest& request,
+                               std::function<void(proxy::ApprovalAnswer)> answer) {
+    store_.approval_requested(store::ApprovalRow{request.id, request.gateway, request.agent, request.connector,
+                                                 request.action, request.risk, request.parameters, request.reason,
+                                                 request.requested_at, request.timeout});
+    nlohmann::json details = {{"action", request.action},
+                              {"connector", request.connector},
+                              {"risk", request.risk},
+                              {"reason", request.reason},
+                              {"timeout_s", request.timeout.count()}};
+    details["parameters"] = nlohmann::json::parse(request.parameters, nullptr, false);
+    if (details["parameters"].is_discarded()) details["parameters"] = nullptr;
+    store_.audit(store::AuditEvent{request.requested_at, "action.pending_approval", request.gateway, request.agent,
+                                   "agent:" + request.agent, request.id, dump(details)});
+    inner_.submit(request, [this, id = request.id, gateway = request.gateway, agent = request.agent,
+                            action = request.action, answer = std::move(answer)](proxy::ApprovalAnswer given) {
+        const std::string state = given.approved ? "approved" : "denied";
+        const nlohmann::json answered = {{"decision", state}, {"action", action}, {"note", given.note}};
+        store_.approval_answered(
+            id, state, given.note,
+            store::AuditEvent{std::chrono::system_clock::now(), "approval.responded", gateway, agent,
+                              given.actor.empty() ? "tameflared" : given.actor, id, dump(answered)});
+        answer(std::move(given));
+    });
+}
+
+void RecordedApprovals::withdraw(std::string_view id) {
+    const std::string note = "no answer in time, or the agent's connection closed";
+    const nlohmann::json details = {{"decision", "expired"}, {"note", note}};
+    store_.approval_answered(std::string(id), "expired", note,
+                             store::AuditEvent{std::chrono::system_clock::now(), "approval.responded", "", "",
+                                               "tameflared", std::string(id), dump(details)});
+    inner_.withdraw(id);
+}
+
+std::optional<std::string> VaultCredentials::credential(std::string_view name) {
+    try {
+        return vault_.get(name);
+    } catch (const std::exception& error) {
+        log(LogLevel::error, std::string("vault: cannot read credential: ") + error.what(),
+            {{"CREDENTIAL", name}});
+        return std::nullopt;
+    }
+}
+
+std::string KillSwitchControl::to_json(const policy::KillSwitch& kill_switch, const std::string& reason,
+                                       const std::string& actor) {
+    const nlohmann::json value = {{"all", kill_switch.all},
+                                  {"gateways", kill_switch.gateways},
+                                  {"connectors", kill_switch.connectors},
+                                  {"reason", reason},
+                                  {"actor", actor}};
+    return dump(value);
+}
+
+policy::KillSwitch KillSwitchControl::from_json(const std::string& json) {
+    policy::KillSwitch kill_switch;
+    const auto value = nlohmann::json::parse(json, nullptr, false);
+    if (!value.is_object()) {
+        // Unreadable state fails closed: everything stays stopped.
+        kill_switch.all = true;
+        return kill_switch;
+    }
+    kill_switch.all = value.value("all", false);
+    for (const auto& name : value.value("gateways", std::vector<std::string>{})) kill_switch.gateways.insert(name);
+    for (const auto& name : value.value("connectors", std::vector<std::string>{})) kill_switch.connectors.insert(name);
+    return kill_switch;
+}
+
+policy::KillSwitch KillSwitchControl::restore() {
+    policy::KillSwitch kill_switch;
+    if (const auto stored = store_.state("kill_switch")) {
+        kill_switch = from_json(*stored);
+        if (kill_switch.all || !kill_switch.gateways.empty() || !kill_switch.connectors.empty()) {
+            log(LogLevel::warning, "kill switch still active from before the restart", {{"KILL_SWITCH", *stored}});
+        }
+    }
+    server_.set_kill_switch(kill_switch);
+    return kill_switch;
+}
+
+void KillSwitchControl::set(const policy::KillSwitch& kill_switch, const std::string& reason,
+                            const std::string& actor) {
+    const bool active = kill_switch.all || !kill_switch.gateways.empty() || !kill_switch.connectors.empty();
+    const std::string json = to_json(kill_switch, reason, actor);
+    const store::AuditEvent event{std::chrono::system_clock::now(),
+                                  active ? "kill_switch.activated" : "kill_switch.deactivated",
+                                  "",
+                                  "",
+                                  actor,
+                                  "kill_switch",
+                                  json};
+    // Tripping takes effect at once, even if it cannot be recorded (the
+    // caller still gets the error); lifting it happens only once recorded,
+    // so a switch reported lifted is lifted after a crash, never the reverse.
+    if (active) server_.set_kill_switch(kill_switch);
+    store_.set_state("kill_switch", json, event);
+    if (!active) server_.set_kill_switch(kill_switch);
+    log(active ? LogLevel::warning : LogLevel::notice, active ? "kill switch activated" : "kill switch deactivated",
+        {{"KILL_SWITCH", json}});
+}
+
+}  // namespace tameflare::daemon
