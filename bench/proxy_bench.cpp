@@ -11,6 +11,8 @@
 //                           and audit chain in a real store (SQLite, WAL,
 //                           synchronous=normal, the default): each request waits
 //                           for its row to be committed before it is forwarded
+//   Http_ProxyLoggedNoLinger  the same with StoreOptions::linger 0: each final
+//                           record is committed in a transaction of its own
 //
 // One process: two TestUpstreams (HTTP on 127.0.0.8, HTTPS for api.example.test
 // on 127.0.0.7), the proxy (2 threads, transparent listener, a gateway that
@@ -111,6 +113,9 @@ struct Env {
     std::unique_ptr<tameflare::store::Store> database;
     std::optional<tameflare::daemon::StoreTrafficSink> logged_sink;
     std::optional<ProxyServer> logged_proxy;
+    std::unique_ptr<tameflare::store::Store> eager_database;
+    std::optional<tameflare::daemon::StoreTrafficSink> eager_sink;
+    std::optional<ProxyServer> eager_proxy;
 
     Env() {
         const nlohmann::json gateway = {
@@ -144,6 +149,14 @@ struct Env {
         logged_sink.emplace(*database, false);
         logged_proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, nullptr, nullptr, &*logged_sink});
         logged_proxy->start();
+
+        // The same, with the writer's linger off (each final record its own transaction).
+        store_options.database = dir.path() / "eager.db";
+        store_options.linger = std::chrono::microseconds(0);
+        eager_database = tameflare::store::Store::open(store_options);
+        eager_sink.emplace(*eager_database, false);
+        eager_proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, nullptr, nullptr, &*eager_sink});
+        eager_proxy->start();
     }
 
     static Env& get() {
@@ -156,6 +169,7 @@ struct Path {
     bool tls = false;
     bool proxy = false;
     bool logged = false;  // through the proxy that keeps the traffic log
+    bool eager = false;   // ... the one whose writer does not linger
 };
 
 // One HTTP/1.1 connection, to the upstream or to the proxy's transparent listener.
@@ -166,7 +180,7 @@ public:
         host_ = std::string(path.tls ? kTlsHost : kPlainHost) + ":" + std::to_string(upstream.port());
         socket_.open(tcp::v4());
         socket_.bind({net::ip::make_address(path.tls ? kTlsClient : kPlainClient), 0});
-        const auto& through = path.logged ? env.logged_proxy : env.proxy;
+        const auto& through = path.eager ? env.eager_proxy : path.logged ? env.logged_proxy : env.proxy;
         socket_.connect(path.proxy
                             ? tcp::endpoint{net::ip::make_address("127.0.0.1"), through->transparent_endpoint()->port}
                             : tcp::endpoint{net::ip::make_address(upstream.address()), upstream.port()});
@@ -281,6 +295,9 @@ void BM_Https_Proxy(benchmark::State& state) {
 void BM_Http_ProxyLogged(benchmark::State& state) {
     run(state, {.tls = false, .proxy = true, .logged = true}, false);
 }
+void BM_Http_ProxyLoggedNoLinger(benchmark::State& state) {
+    run(state, {.tls = false, .proxy = true, .logged = true, .eager = true}, false);
+}
 void BM_Https_ProxyLogged(benchmark::State& state) {
     run(state, {.tls = true, .proxy = true, .logged = true}, false);
 }
@@ -295,6 +312,7 @@ void BM_HttpsNewConnection_Proxy(benchmark::State& state) {
 BENCHMARK(BM_Http_Direct)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Http_Proxy)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Http_ProxyLogged)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_Http_ProxyLoggedNoLinger)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Https_Direct)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Https_Proxy)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Https_ProxyLogged)->UseRealTime()->MinTime(1.0);

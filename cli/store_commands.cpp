@@ -45,7 +45,8 @@ Filters (exact values; combine them freely):
   --until T            before T (the same forms)
   --gateway G  --agent A  --connector C  --action X
   --decision D         allowed, denied, pending_approval, rate_limited, kill_switch,
-                       would_deny, would_require_approval, would_rate_limit
+                       would_deny, would_require_approval, would_rate_limit,
+                       approved, approval_timeout, error
 Output:
   --limit N            the newest N matches (0: all)
   --format F           table (query's default; long cells are cut), csv (RFC 4180)

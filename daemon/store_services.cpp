@@ -103,11 +103,21 @@ void RecordedApprovals::submit(const proxy::ApprovalRequest& request,
 }
 
 void RecordedApprovals::withdraw(std::string_view id) {
-    const std::string note = "no answer in time, or the agent's connection closed";
-    const nlohmann::json details = {{"decision", "expired"}, {"note", note}};
-    store_.approval_answered(std::string(id), "expired", note,
-                             store::AuditEvent{std::chrono::system_clock::now(), "approval.responded", "", "",
-                                               "tameflared", std::string(id), dump(details)});
+    // Recorded only when still pending: a human's answer or a kill switch
+    // that got there first keeps its own record.
+    store_.later([id = std::string(id)](store::Database& db, store::AuditChain& chain) {
+        const std::string note = "withdrawn by the proxy: no answer in time, or a kill switch denied it";
+        auto update = db.prepare(
+            "UPDATE approvals SET state = 'expired', answered = ?, note = ? WHERE id = ? AND state = 'pending' "
+            "RETURNING gateway, agent, action");
+        update.bind(1, store::to_micros(std::chrono::system_clock::now())).bind(2, note).bind(3, id);
+        if (!update.step()) return;
+        const nlohmann::json details = {{"decision", "expired"}, {"action", update.text(2)}, {"note", note}};
+        store::AuditEvent event{std::chrono::system_clock::now(), "approval.responded", update.text(0), update.text(1),
+                                "tameflared", id, dump(details)};
+        update.reset();
+        chain.append(db, event);
+    });
     inner_.withdraw(id);
 }
 
@@ -115,8 +125,7 @@ std::optional<std::string> VaultCredentials::credential(std::string_view name) {
     try {
         return vault_.get(name);
     } catch (const std::exception& error) {
-        log(LogLevel::error, std::string("vault: cannot read credential: ") + error.what(),
-            {{"CREDENTIAL", name}});
+        log(LogLevel::error, std::string("vault: cannot read credential: ") + error.what(), {{"CREDENTIAL", name}});
         return std::nullopt;
     }
 }

@@ -313,6 +313,9 @@ public:
     // outcome. The two are split so the write overlaps the upstream connect.
     void start_commit(const TrafficRecord& record) {
         commit_result_.reset();
+        // A confirmation still on its way for an earlier request on this
+        // connection (one that failed before waiting) must not count for this one.
+        const std::uint64_t sequence = ++commit_sequence_;
         if (impl_->services.traffic == nullptr) {
             commit_result_ = std::string();
             return;
@@ -320,12 +323,12 @@ public:
         auto lifeline = impl_->lifeline;
         ++lifeline->in_flight;
         impl_->services.traffic->commit(
-            record, [weak = weak_from_this(), executor = stream_.get_executor(), lifeline](std::string error) {
+            record, [weak = weak_from_this(), executor = stream_.get_executor(), lifeline, sequence](std::string error) {
                 {
                     std::lock_guard lock(lifeline->mutex);
                     if (lifeline->alive) {
-                        net::post(executor, [weak, error = std::move(error)]() mutable {
-                            if (auto session = weak.lock()) session->committed(std::move(error));
+                        net::post(executor, [weak, sequence, error = std::move(error)]() mutable {
+                            if (auto session = weak.lock()) session->committed(sequence, std::move(error));
                         });
                     }
                 }
@@ -346,7 +349,8 @@ public:
         const std::string value = *commit_result_;
         co_return value;
     }
-    void committed(std::string error) {
+    void committed(std::uint64_t sequence, std::string error) {
+        if (sequence != commit_sequence_) return;
         commit_result_ = std::move(error);
         if (committing_) hold_timer_.cancel();
     }
@@ -395,6 +399,7 @@ private:
     tcp::socket* client_socket_ = &stream_.socket();  // the TLS stream's, while it owns the socket
     bool enlisted_ = false;
     bool committing_ = false;
+    std::uint64_t commit_sequence_ = 0;
     std::optional<std::string> commit_result_;
     std::list<std::weak_ptr<Session>>::iterator self_;
     std::string gateway_, connector_, provider_;  // guarded by impl_->sessions_mutex
@@ -782,6 +787,10 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
             session_.holding() = false;
             --impl_.held;
             auto answer = std::move(session_.answer());
+            if (answer && session_.killed() && impl_.services.approvals != nullptr) {
+                // The kill switch answered, not a human: the broker still holds it.
+                impl_.services.approvals->withdraw(held.id);
+            }
             if (!answer) {
                 if (impl_.services.approvals != nullptr) impl_.services.approvals->withdraw(held.id);
                 label_ = "approval_timeout";

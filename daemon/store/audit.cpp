@@ -79,7 +79,9 @@ Hash checkpoint_mac(const vault::VaultKey& key, std::int64_t seq, const Hash& ha
 // ---------------------------------------------------------------------------
 // AuditChain
 
-AuditChain::AuditChain(Database& db) { reload(db); }
+AuditChain::AuditChain(Database& db) {
+    reload(db);
+}
 
 void AuditChain::reload(Database& db) {
     seq_ = 0;

@@ -53,6 +53,7 @@ struct Store::Impl {
     mutable std::mutex mutex;
     std::condition_variable wake;
     std::deque<Op> queue;
+    std::size_t waiters = 0;  // ops in `queue` that someone waits for
     std::deque<Op> retry;
     bool stopping = false;
     std::string health;  // guarded by mutex
@@ -117,9 +118,11 @@ struct Store::Impl {
             if (op.done) op.done(why);
             return;
         }
+        const bool waited = static_cast<bool>(op.done) || static_cast<bool>(op.alone);
+        if (waited) ++waiters;
         queue.push_back(std::move(op));
         counters.queued = queue.size();
-        if (queue.size() == 1) wake.notify_one();
+        if (queue.size() == 1 || waited) wake.notify_one();
     }
 
     void write_traffic(Database& database, const TrafficRow& row) {
@@ -255,6 +258,16 @@ struct Store::Impl {
                 wake.wait_until(lock, deadline, [&] {
                     return stopping || !queue.empty() || (!retry.empty() && Clock::now() >= retry_at);
                 });
+                // Writes nobody waits for (a request's final record, audit
+                // events) wait up to options.linger for company: they then share the
+                // transaction of the next request's commit instead of making
+                // that commit queue behind a transaction of their own.
+                if (options.linger.count() > 0 && !stopping && waiters == 0 && !queue.empty() &&
+                    queue.size() < options.max_batch / 2) {
+                    wake.wait_for(lock, options.linger, [&] {
+                        return stopping || waiters > 0 || queue.size() >= options.max_batch / 2;
+                    });
+                }
                 if (!retry.empty() && (Clock::now() >= retry_at || stopping)) {
                     while (!retry.empty() && batch.size() < options.max_batch) {
                         batch.push_back(std::move(retry.front()));
@@ -268,6 +281,7 @@ struct Store::Impl {
                         if (queue.front().alone && !batch.empty()) break;
                         batch.push_back(std::move(queue.front()));
                         queue.pop_front();
+                        if (batch.back().done || batch.back().alone) --waiters;
                         if (batch.back().alone) break;
                     }
                 }
@@ -300,6 +314,7 @@ struct Store::Impl {
                 }
                 counters.lost_writes += queue.size();
                 queue.clear();
+                waiters = 0;
                 break;
             }
             if (checkpoint_due()) {

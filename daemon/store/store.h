@@ -66,6 +66,10 @@ struct StoreOptions {
     std::uint64_t checkpoint_records = 10000;
     Retention retention;
     std::size_t max_batch = 8192;
+    // How long writes nobody waits for (a request's final record, audit
+    // events) may wait for a write someone does wait for, to share its
+    // transaction. 0: commit them at once.
+    std::chrono::microseconds linger{2000};
     // Beyond this many queued writes, commit() is refused at once (the proxy
     // then refuses the request: fail closed) instead of queueing more.
     std::size_t max_queue = 100000;

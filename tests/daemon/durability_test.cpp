@@ -360,6 +360,56 @@ TEST_F(Durability, ApprovalsPendingAtACrashAreExpiredWithAnAuditEvent) {
               1);
 }
 
+TEST_F(Durability, EveryApprovalIsRecordedWithItsOutcome) {
+    store::StoreOptions options;
+    options.database = root_ / "tameflared.db";
+    auto database = store::Store::open(options);
+    proxy::ApprovalQueue queue;
+    daemon::RecordedApprovals approvals(queue, *database);
+    const auto held = [](const std::string& id) {
+        proxy::ApprovalRequest request;
+        request.id = id;
+        request.gateway = "one";
+        request.agent = "agent-1";
+        request.connector = "github";
+        request.action = "github.pr.merge";
+        request.risk = "high";
+        request.parameters = R"({"number":"7"})";
+        request.reason = "needs a human";
+        request.requested_at = std::chrono::system_clock::now();
+        request.timeout = 300s;
+        return request;
+    };
+    std::vector<proxy::ApprovalAnswer> delivered;
+    approvals.submit(held("a"), [&](proxy::ApprovalAnswer answer) { delivered.push_back(std::move(answer)); });
+    approvals.submit(held("b"), [&](proxy::ApprovalAnswer answer) { delivered.push_back(std::move(answer)); });
+    approvals.submit(held("c"), [&](proxy::ApprovalAnswer answer) { delivered.push_back(std::move(answer)); });
+    EXPECT_TRUE(queue.answer("a", proxy::ApprovalAnswer{true, "looks fine", "uid:1000 pid:42"}));
+    EXPECT_TRUE(queue.answer("b", proxy::ApprovalAnswer{false, "not today", "uid:1000 pid:42"}));
+    approvals.withdraw("c");  // timed out
+    approvals.withdraw("a");  // after the answer: changes nothing
+    database->flush();
+    ASSERT_EQ(delivered.size(), 2U);
+    EXPECT_TRUE(delivered[0].approved);
+
+    auto db = database->reader();
+    const auto state = [&db](const std::string& id) {
+        auto row = db.prepare("SELECT state FROM approvals WHERE id = ?");
+        row.bind(1, id);
+        return row.step() ? row.text(0) : std::string("(none)");
+    };
+    EXPECT_EQ(state("a"), "approved");
+    EXPECT_EQ(state("b"), "denied");
+    EXPECT_EQ(state("c"), "expired");
+    EXPECT_EQ(db.scalar("SELECT count(*) FROM audit WHERE event = 'action.pending_approval'"), 3);
+    EXPECT_EQ(db.scalar("SELECT count(*) FROM audit WHERE event = 'approval.responded'"), 3);
+    EXPECT_EQ(db.scalar("SELECT count(*) FROM audit WHERE event = 'approval.responded' AND subject = 'a' "
+                        "AND actor = 'uid:1000 pid:42' AND json_extract(details, '$.decision') = 'approved'"),
+              1);
+    const auto report = store::verify_audit(db, nullptr);
+    EXPECT_TRUE(report.ok) << report.problem;
+}
+
 TEST_F(Durability, ASecondDaemonOnTheSameStateIsRefused) {
     write_config(root_ / "state");
     DaemonProcess first(config(), root_ / "first.log");
