@@ -113,8 +113,13 @@ void RecordedApprovals::withdraw(std::string_view id) {
         update.bind(1, store::to_micros(std::chrono::system_clock::now())).bind(2, note).bind(3, id);
         if (!update.step()) return;
         const nlohmann::json details = {{"decision", "expired"}, {"action", update.text(2)}, {"note", note}};
-        store::AuditEvent event{std::chrono::system_clock::now(), "approval.responded", update.text(0), update.text(1),
-                                "tameflared", id, dump(details)};
+        store::AuditEvent event{std::chrono::system_clock::now(),
+                                "approval.responded",
+                                update.text(0),
+                                update.text(1),
+                                "tameflared",
+                                id,
+                                dump(details)};
         update.reset();
         chain.append(db, event);
     });

@@ -322,18 +322,18 @@ public:
         }
         auto lifeline = impl_->lifeline;
         ++lifeline->in_flight;
-        impl_->services.traffic->commit(
-            record, [weak = weak_from_this(), executor = stream_.get_executor(), lifeline, sequence](std::string error) {
-                {
-                    std::lock_guard lock(lifeline->mutex);
-                    if (lifeline->alive) {
-                        net::post(executor, [weak, sequence, error = std::move(error)]() mutable {
-                            if (auto session = weak.lock()) session->committed(sequence, std::move(error));
-                        });
-                    }
+        impl_->services.traffic->commit(record, [weak = weak_from_this(), executor = stream_.get_executor(), lifeline,
+                                                 sequence](std::string error) {
+            {
+                std::lock_guard lock(lifeline->mutex);
+                if (lifeline->alive) {
+                    net::post(executor, [weak, sequence, error = std::move(error)]() mutable {
+                        if (auto session = weak.lock()) session->committed(sequence, std::move(error));
+                    });
                 }
-                --lifeline->in_flight;
-            });
+            }
+            --lifeline->in_flight;
+        });
     }
     net::awaitable<std::string> await_commit() {
         if (!commit_result_) {

@@ -264,9 +264,8 @@ struct Store::Impl {
                 // that commit queue behind a transaction of their own.
                 if (options.linger.count() > 0 && !stopping && waiters == 0 && !queue.empty() &&
                     queue.size() < options.max_batch / 2) {
-                    wake.wait_for(lock, options.linger, [&] {
-                        return stopping || waiters > 0 || queue.size() >= options.max_batch / 2;
-                    });
+                    wake.wait_for(lock, options.linger,
+                                  [&] { return stopping || waiters > 0 || queue.size() >= options.max_batch / 2; });
                 }
                 if (!retry.empty() && (Clock::now() >= retry_at || stopping)) {
                     while (!retry.empty() && batch.size() < options.max_batch) {
