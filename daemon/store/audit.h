@@ -48,6 +48,18 @@ public:
     // Undo appends after a rolled-back transaction.
     void save();
     void restore();
+    // The head as a value, for undoing one operation inside a transaction.
+    struct Head {
+        std::int64_t seq;
+        Hash hash;
+        std::uint64_t since_checkpoint;
+    };
+    [[nodiscard]] Head head() const { return {seq_, hash_, since_checkpoint_}; }
+    void reset_to(const Head& head) {
+        seq_ = head.seq;
+        hash_ = head.hash;
+        since_checkpoint_ = head.since_checkpoint;
+    }
 
     [[nodiscard]] std::int64_t head_seq() const { return seq_; }
     [[nodiscard]] const Hash& head_hash() const { return hash_; }

@@ -153,6 +153,7 @@ struct Store::Impl {
     // last transaction: PRAGMA data_version changes exactly then. Called with
     // the write lock held (after BEGIN IMMEDIATE), so nobody can append
     // between the check and our own appends.
+    std::optional<Statement> savepoint, release, rollback;
     std::optional<Statement> data_version;
     std::int64_t seen_version = -1;
     void follow_other_writers() {
@@ -181,13 +182,26 @@ struct Store::Impl {
         try {
             Transaction transaction(db);
             follow_other_writers();
+            if (!savepoint) {
+                savepoint.emplace(db.prepare("SAVEPOINT op"));
+                release.emplace(db.prepare("RELEASE op"));
+                rollback.emplace(db.prepare("ROLLBACK TO op"));
+            }
             for (std::size_t i = 0; i < batch.size(); ++i) {
+                // Each operation is atomic inside the batch: one that fails
+                // leaves neither rows nor an advanced chain head behind.
+                const auto head = chain.head();
+                savepoint->run();
                 try {
                     batch[i].apply(db, chain);
+                    release->run();
                 } catch (const StoreFullError&) {
                     throw;
                 } catch (const StoreError& error) {
                     errors[i] = error.what();
+                    rollback->run();
+                    release->run();
+                    chain.reset_to(head);
                 }
             }
             const bool checkpoint = checkpoint_due();
@@ -200,6 +214,9 @@ struct Store::Impl {
         if (!failure.empty()) {
             chain.restore();
             traffic_upsert.reset();
+            savepoint.reset();
+            release.reset();
+            rollback.reset();
             std::size_t kept = 0, lost = 0;
             {
                 std::lock_guard lock(mutex);
@@ -502,7 +519,10 @@ void Store::write(const std::function<void(Database&, AuditChain&)>& work) {
                           } catch (const StoreError&) {
                               throw;
                           } catch (...) {
+                              // Rolled back like a store failure; the caller
+                              // gets the original exception.
                               thrown = std::current_exception();
+                              throw StoreError("the operation failed");
                           }
                       },
                       [&result](const std::string& error) { result.set_value(error); }, false},

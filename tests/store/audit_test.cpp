@@ -284,3 +284,33 @@ TEST_F(AuditChainTest, TwoWritersInterleaveWithoutBreakingTheChain) {
 
 }  // namespace
 }  // namespace tameflare::store
+
+namespace tameflare::store {
+namespace {
+
+// An operation that fails after appending leaves no trace: not its rows, not
+// an advanced chain head that the next record would skip past.
+TEST_F(AuditChainTest, AFailedOperationLeavesTheChainWhole) {
+    StoreOptions options;
+    options.database = dir.path() / "tameflared.db";
+    auto store = Store::open(options);
+    store->audit(event(1));
+    EXPECT_THROW(store->write([](Database& db, AuditChain& chain) {
+        chain.append(db, event(2));
+        throw std::runtime_error("the caller changed its mind");
+    }),
+                 std::runtime_error);
+    EXPECT_THROW(store->write([](Database& db, AuditChain& chain) {
+        chain.append(db, event(2));
+        db.exec("INSERT INTO no_such_table VALUES (1)");
+    }),
+                 StoreError);
+    store->audit(event(3));
+    store->flush();
+    const auto report = verify();
+    EXPECT_TRUE(report.ok) << report.problem;
+    EXPECT_EQ(report.records, 2U);
+}
+
+}  // namespace
+}  // namespace tameflare::store

@@ -318,16 +318,15 @@ TEST_F(StoreTest, RetentionBySizeShrinksTheFileAndIsAudited) {
         auto reader = store->reader();
         ASSERT_GT(reader.scalar("PRAGMA page_size") * reader.scalar("PRAGMA page_count"), 4 << 20);
     }
-    const auto result = store->apply_retention();
-    EXPECT_GT(result.traffic_deleted, 10000U);
+    // The pass at start may have removed some already, while rows arrived.
+    store->apply_retention();
     auto reader = store->reader();
     const auto remaining = reader.scalar("SELECT count(*) FROM traffic");
-    EXPECT_EQ(remaining + static_cast<std::int64_t>(result.traffic_deleted), 20000);
+    EXPECT_LT(remaining, 10000);
     // The oldest went first.
     EXPECT_EQ(reader.scalar("SELECT count(*) FROM traffic WHERE request_id = 'size-19999'"), 1);
     EXPECT_EQ(reader.scalar("SELECT count(*) FROM traffic WHERE request_id = 'size-0'"), 0);
     EXPECT_GE(reader.scalar("SELECT count(*) FROM audit WHERE event = 'retention.applied'"), 1);
-    reader.exec("PRAGMA wal_checkpoint(PASSIVE)");
     const std::int64_t used = reader.scalar("PRAGMA page_size") *
                               (reader.scalar("PRAGMA page_count") - reader.scalar("PRAGMA freelist_count"));
     EXPECT_LE(used, 1 << 20);
