@@ -172,6 +172,37 @@ struct Store::Impl {
                std::chrono::steady_clock::now() - last_checkpoint >= options.checkpoint_interval;
     }
 
+    // Thrown out of a fast-path batch when one operation failed on its own:
+    // the batch is then run again with each operation in a savepoint.
+    struct OperationFailed {};
+
+    // Runs every op of `batch` in the current transaction. Fast path: no
+    // savepoints. Careful path: each op is atomic (a failed one leaves
+    // neither rows nor an advanced chain head behind) and fails alone.
+    void apply_batch(std::vector<Op>& batch, std::vector<std::string>& errors, bool careful) {
+        if (careful && !savepoint) {
+            savepoint.emplace(db.prepare("SAVEPOINT op"));
+            release.emplace(db.prepare("RELEASE op"));
+            rollback.emplace(db.prepare("ROLLBACK TO op"));
+        }
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            const auto head = chain.head();
+            if (careful) savepoint->run();
+            try {
+                batch[i].apply(db, chain);
+                if (careful) release->run();
+            } catch (const StoreFullError&) {
+                throw;
+            } catch (const StoreError& error) {
+                if (!careful) throw OperationFailed{};
+                errors[i] = error.what();
+                rollback->run();
+                release->run();
+                chain.reset_to(head);
+            }
+        }
+    }
+
     // One transaction for the whole batch. A statement that fails on its own
     // (a constraint) fails only its op; a failure of the transaction (disk
     // full, I/O) fails them all, and those that must not be lost are retried.
@@ -179,37 +210,25 @@ struct Store::Impl {
         std::vector<std::string> errors(batch.size());
         chain.save();
         std::string failure;
-        try {
-            Transaction transaction(db);
-            follow_other_writers();
-            if (!savepoint) {
-                savepoint.emplace(db.prepare("SAVEPOINT op"));
-                release.emplace(db.prepare("RELEASE op"));
-                rollback.emplace(db.prepare("ROLLBACK TO op"));
+        for (bool careful : {false, true}) {
+            failure.clear();
+            try {
+                Transaction transaction(db);
+                follow_other_writers();
+                apply_batch(batch, errors, careful);
+                const bool checkpoint = checkpoint_due();
+                if (checkpoint) chain.checkpoint(db, *options.checkpoint_key);
+                transaction.commit();
+                if (checkpoint) last_checkpoint = std::chrono::steady_clock::now();
+                break;
+            } catch (const OperationFailed&) {
+                chain.restore();  // rolled back by the transaction's destructor; run again, carefully
+                traffic_upsert.reset();
+                continue;
+            } catch (const std::exception& error) {
+                failure = error.what();
+                break;
             }
-            for (std::size_t i = 0; i < batch.size(); ++i) {
-                // Each operation is atomic inside the batch: one that fails
-                // leaves neither rows nor an advanced chain head behind.
-                const auto head = chain.head();
-                savepoint->run();
-                try {
-                    batch[i].apply(db, chain);
-                    release->run();
-                } catch (const StoreFullError&) {
-                    throw;
-                } catch (const StoreError& error) {
-                    errors[i] = error.what();
-                    rollback->run();
-                    release->run();
-                    chain.reset_to(head);
-                }
-            }
-            const bool checkpoint = checkpoint_due();
-            if (checkpoint) chain.checkpoint(db, *options.checkpoint_key);
-            transaction.commit();
-            if (checkpoint) last_checkpoint = std::chrono::steady_clock::now();
-        } catch (const std::exception& error) {
-            failure = error.what();
         }
         if (!failure.empty()) {
             chain.restore();
