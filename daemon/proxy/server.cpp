@@ -1564,14 +1564,19 @@ void ProxyServer::stop() {
         if (impl->transparent) impl->transparent->close(ignored);
         if (impl->explicit_proxy) impl->explicit_proxy->close(ignored);
     });
+    // Collected under the lock, closed outside it: the last reference to a
+    // session may be dropped here, and ~Session takes the same lock.
+    std::vector<std::shared_ptr<Session>> open_sessions;
     {
         std::lock_guard lock(impl_->sessions_mutex);
         for (const auto& weak : impl_->sessions) {
-            if (auto session = weak.lock()) {
-                net::post(session->hold_timer().get_executor(), [session] { session->close_all(); });
-            }
+            if (auto session = weak.lock()) open_sessions.push_back(std::move(session));
         }
     }
+    for (auto& session : open_sessions) {
+        net::post(session->hold_timer().get_executor(), [session] { session->close_all(); });
+    }
+    open_sessions.clear();
     // Let traffic-log confirmations still on their way be delivered while the
     // contexts run, then refuse any later one.
     for (int waited = 0; impl_->lifeline->in_flight.load() > 0 && waited < 10000; ++waited) {
@@ -1605,13 +1610,16 @@ void ProxyServer::set_kill_switch(const policy::KillSwitch& kill_switch) {
     auto next = std::make_shared<const policy::KillSwitch>(kill_switch);
     impl_->kill.store(next);
     std::vector<std::shared_ptr<Session>> severed;
+    std::vector<std::shared_ptr<Session>> spared;  // released outside the lock: ~Session takes it
     {
         std::lock_guard lock(impl_->sessions_mutex);
         for (const auto& weak : impl_->sessions) {
             auto session = weak.lock();
-            if (session && session->in_scope(*next)) severed.push_back(std::move(session));
+            if (!session) continue;
+            (session->in_scope(*next) ? severed : spared).push_back(std::move(session));
         }
     }
+    spared.clear();
     for (auto& session : severed) {
         net::post(session->hold_timer().get_executor(), [session] { session->sever(); });
     }

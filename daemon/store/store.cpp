@@ -154,6 +154,7 @@ struct Store::Impl {
     // the write lock held (after BEGIN IMMEDIATE), so nobody can append
     // between the check and our own appends.
     std::optional<Statement> savepoint, release, rollback;
+    std::vector<Done> waiting_failed;  // writer thread only
     std::optional<Statement> data_version;
     std::int64_t seen_version = -1;
     void follow_other_writers() {
@@ -257,7 +258,22 @@ struct Store::Impl {
                 }
                 counters.lost_writes += lost;
                 retry_at = Clock::now() + std::chrono::seconds(1);
+                // Whoever waits for a write queued meanwhile learns now, not
+                // after the disk has room again: the proxy refuses at once, a
+                // control operation reports the error. Other writes stay queued.
+                for (auto it = queue.begin(); it != queue.end();) {
+                    if (it->done && !it->alone) {
+                        waiting_failed.push_back(std::move(it->done));
+                        --waiters;
+                        it = queue.erase(it);
+                    } else {
+                        ++it;
+                    }
+                }
+                counters.queued = queue.size();
             }
+            for (auto& done : waiting_failed) done(failure);
+            waiting_failed.clear();
             if (lost > 0) {
                 daemon::log(daemon::LogLevel::error,
                             "store: " + std::to_string(lost) + " records lost: the retry queue is full",
