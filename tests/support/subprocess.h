@@ -21,14 +21,18 @@ public:
         int out[2];
         int err[2];
         if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+        // Built before fork: the child of a threaded process may only call
+        // async-signal-safe functions, and an allocation there can wait
+        // forever for a lock another thread held at the fork (it did, under
+        // AddressSanitizer).
+        std::vector<char*> args;
+        for (auto& arg : argv) args.push_back(arg.data());
+        args.push_back(nullptr);
         pid_ = fork();
         if (pid_ < 0) throw std::runtime_error("fork failed");
         if (pid_ == 0) {
             dup2(out[1], STDOUT_FILENO);
             dup2(err[1], STDERR_FILENO);
-            std::vector<char*> args;
-            for (auto& arg : argv) args.push_back(arg.data());
-            args.push_back(nullptr);
             execv(args[0], args.data());
             _exit(127);
         }
