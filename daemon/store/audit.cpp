@@ -207,7 +207,6 @@ VerifyReport verify_audit(Database& db, const vault::VaultKey* key) {
 
     std::int64_t previous_seq = anchor_seq.value_or(0);
     std::string previous_hex = anchor_seq ? anchor_hex : to_hex(Hash{});
-    Hash previous{};
     bool anchor_claimed = !anchor_seq.has_value();
     auto rows = db.prepare(
         "SELECT seq, time, event, gateway, agent, actor, subject, details, prev_hash, hash FROM audit ORDER BY seq");
@@ -273,7 +272,6 @@ VerifyReport verify_audit(Database& db, const vault::VaultKey* key) {
             }
         }
         previous_seq = seq;
-        previous = stored;
         previous_hex = to_hex(stored);
         ++report.records;
         report.last_seq = seq;

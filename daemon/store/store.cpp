@@ -237,7 +237,7 @@ struct Store::Impl {
             savepoint.reset();
             release.reset();
             rollback.reset();
-            std::size_t kept = 0, lost = 0;
+            std::size_t lost = 0;
             {
                 std::lock_guard lock(mutex);
                 if (health.empty()) {
@@ -251,7 +251,6 @@ struct Store::Impl {
                     if (!op.retry) continue;
                     if (retry.size() < options.max_queue) {
                         retry.push_back(Op{std::move(op.apply), {}, true});
-                        ++kept;
                     } else {
                         ++lost;
                     }
@@ -282,7 +281,6 @@ struct Store::Impl {
             for (auto& op : batch) {
                 if (op.done) op.done(failure);
             }
-            (void)kept;
             return;
         }
         {
