@@ -26,6 +26,10 @@ PACKAGES=(
   clang libclang-rt-14-dev                       # libFuzzer targets
   clang-format clang-tidy                        # lint
   git                                            # lint reads the tracked file list; git over the proxy
+  libbpf-dev bpftool                             # bpf/: loading, pinning, skeletons, vmlinux.h from the kernel's BTF
+  libnl-3-dev libnl-route-3-dev                  # netns/: bringing up an agent namespace's loopback over netlink
+  libldns-dev                                    # netns/: the DNS stub parses and builds packets with ldns
+  liburing-dev                                   # tests: an agent's io_uring connect must be redirected too
 )
 JOBS=${JOBS:-$(nproc)}
 
@@ -77,7 +81,7 @@ lint() {
   log "clang-format"
   git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run -Werror
   log "clang-tidy"
-  git ls-files 'policy/*.cpp' 'daemon/*.cpp' 'cli/*.cpp' |
+  git ls-files 'policy/*.cpp' 'daemon/*.cpp' 'cli/*.cpp' 'bpf/*.cpp' 'netns/*.cpp' |
     xargs -P "$JOBS" -n 1 clang-tidy -p build --quiet 2>/dev/null
 }
 
@@ -85,9 +89,9 @@ fuzz_smoke() {
   local seconds=${TF_FUZZ_SECONDS:-30}
   log "fuzzing each target for ${seconds} s"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DTF_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  ninja -C build-fuzz -j "$JOBS" config_fuzz request_fuzz sniff_fuzz request_head_fuzz
+  ninja -C build-fuzz -j "$JOBS" config_fuzz request_fuzz sniff_fuzz request_head_fuzz dns_fuzz
   local target work
-  for target in config request sniff request_head; do
+  for target in config request sniff request_head dns; do
     work=$(mktemp -d)
     mkdir "$work/corpus"
     cp tests/fuzz/corpus/"$target"/* "$work/corpus/"

@@ -77,7 +77,8 @@ std::string read_file(const std::string& path) {
 class ByClientAddress : public OriginLookup {
 public:
     ByClientAddress(Origin plain, Origin tls) : plain_(std::move(plain)), tls_(std::move(tls)) {}
-    std::optional<Origin> lookup(const Endpoint& client, const Endpoint&) override {
+    std::optional<Origin> lookup(const AcceptedConnection& connection) override {
+        const Endpoint& client = connection.client;
         if (client.address == *IpAddress::parse(kPlainClient)) return plain_;
         if (client.address == *IpAddress::parse(kTlsClient)) return tls_;
         return std::nullopt;

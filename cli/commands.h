@@ -19,6 +19,7 @@ int connectors_command(std::span<char*> args);
 int vault_command(std::span<char*> args);
 int audit_command(std::span<char*> args);
 int traffic_command(std::span<char*> args);
+int run_command(std::span<char*> args);
 
 // The daemon's state files, as the store commands find them.
 struct StateLocation {

@@ -3,6 +3,7 @@
 #include "policy/json_reader.h"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -158,6 +159,18 @@ void read_store(const policy::JsonNode& node, const fs::path& base, StoreConfig&
     }
 }
 
+// "agents": kernel enforcement.
+void read_agents(const policy::JsonNode& node, const fs::path& base, AgentsConfig& agents) {
+    if (!node.expect_object()) return;
+    node.allow_fields({"enabled", "cgroup_root", "bpf_pin_dir", "launch_socket", "isolation"});
+    if (const auto enabled = node.boolean("enabled")) agents.enabled = *enabled;
+    if (const auto dir = node.string("cgroup_root", false)) agents.cgroup_root = resolve(base, *dir);
+    if (const auto dir = node.string("bpf_pin_dir", false)) agents.bpf_pin_dir = resolve(base, *dir);
+    if (const auto file = node.string("launch_socket", false)) agents.launch_socket = resolve(base, *file);
+    static constexpr std::array<std::string_view, 2> kIsolation{"netns", "cgroup"};
+    if (const auto isolation = node.choice("isolation", kIsolation, false)) agents.isolation = *isolation;
+}
+
 }  // namespace
 
 fs::path DaemonConfig::database_path() const {
@@ -193,7 +206,7 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     const policy::JsonNode root(reader, *json, "");
     if (!root.expect_object()) return std::nullopt;
     root.allow_fields(
-        {"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes", "proxy", "store"});
+        {"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes", "proxy", "store", "agents"});
     const fs::path base = fs::absolute(file, ec).parent_path();
     if (const auto dirs = root.string_array("connector_dirs", false)) {
         config.connector_dirs.clear();
@@ -207,6 +220,7 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     }
     if (const auto proxy = root.field("proxy")) read_proxy(*proxy, base, config.proxy);
     if (const auto store = root.field("store")) read_store(*store, base, config.store);
+    if (const auto agents = root.field("agents")) read_agents(*agents, base, config.agents);
     if (errors.size() != errors_before) return std::nullopt;
     return config;
 }

@@ -28,6 +28,15 @@ struct StoreConfig {
     std::uint64_t retention_max_bytes = 0;      // "retention.max_megabytes"; 0: no limit
 };
 
+// "agents": kernel enforcement and the agents tameflared launches.
+struct AgentsConfig {
+    bool enabled = true;                // false: no BPF, no launch socket (explicit proxy only)
+    std::filesystem::path cgroup_root;  // "" : <cgroup2 mount>/tameflare; BPF is attached here
+    std::filesystem::path bpf_pin_dir{"/sys/fs/bpf/tameflare"};
+    std::filesystem::path launch_socket;  // "" : <runtime_dir>/launch.sock
+    std::string isolation = "netns";      // the default for tf run: "netns" or "cgroup"
+};
+
 struct DaemonConfig {
     std::filesystem::path config_file;  // where this came from ("" = built-in defaults)
     // Searched in order; a file in a later directory replaces the file with the
@@ -41,6 +50,7 @@ struct DaemonConfig {
     // 127.0.0.1:15001 and the explicit one 127.0.0.1:15080.
     proxy::ProxyOptions proxy = default_proxy_options();
     StoreConfig store;
+    AgentsConfig agents;
 
     [[nodiscard]] std::filesystem::path database_path() const;
     [[nodiscard]] std::filesystem::path vault_key_path() const;

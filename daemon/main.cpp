@@ -1,4 +1,5 @@
 // tameflared: the TameFlare for Linux daemon.
+#include "daemon/agents.h"
 #include "daemon/daemon_config.h"
 #include "daemon/log.h"
 #include "daemon/proxy/approvals.h"
@@ -155,10 +156,34 @@ int run(const Options& options) {
     daemon::RecordedApprovals approvals(queue, *database);
     daemon::StoreTrafficSink traffic(*database);
     daemon::VaultCredentials credentials(*vault);
+    // Kernel enforcement. When it cannot be set up the daemon still serves
+    // the explicit proxy, but launches nothing: no agent runs unenforced.
+    std::unique_ptr<daemon::Agents> agents;
+    if (config->agents.enabled) {
+        try {
+            daemon::AgentsOptions agent_options;
+            agent_options.cgroup_root =
+                config->agents.cgroup_root.empty() ? daemon::default_cgroup_root() : config->agents.cgroup_root;
+            agent_options.pin_dir = config->agents.bpf_pin_dir;
+            agent_options.launch_socket = config->agents.launch_socket.empty() ? config->runtime_dir / "launch.sock"
+                                                                               : config->agents.launch_socket;
+            agent_options.ca_bundle = config->runtime_dir / "ca-bundle.pem";
+            agent_options.ca_certificate_pem = ca->certificate_pem();
+            agent_options.default_isolation = config->agents.isolation;
+            agent_options.hidden = {config->state_dir, config->agents.bpf_pin_dir.parent_path()};
+            agents = std::make_unique<daemon::Agents>(std::move(agent_options), store, database.get());
+        } catch (const std::exception& error) {
+            daemon::log(daemon::LogLevel::error,
+                        std::string("kernel enforcement is unavailable; no agent can be launched: ") + error.what(),
+                        {{"HINT",
+                          "run tameflared as root on a kernel with BTF and cgroup2 (tf doctor tells what "
+                          "is missing), or set agents.enabled to false to use the explicit proxy only"}});
+        }
+    }
     std::optional<proxy::ProxyServer> server;
     try {
         server.emplace(config->proxy,
-                       proxy::ProxyServices{&store, ca.get(), nullptr, &credentials, &approvals, &traffic});
+                       proxy::ProxyServices{&store, ca.get(), agents.get(), &credentials, &approvals, &traffic});
     } catch (const std::system_error& error) {
         daemon::log(daemon::LogLevel::error, std::string("cannot open the proxy listeners: ") + error.what(),
                     {{"HINT",
@@ -173,6 +198,16 @@ int run(const Options& options) {
     daemon::KillSwitchControl kill_switch(*database, *server);
     kill_switch.restore();
     server->start();
+    if (agents) {
+        try {
+            agents->start(*server);
+        } catch (const std::exception& error) {
+            daemon::log(daemon::LogLevel::error, std::string("cannot open the launch socket: ") + error.what(),
+                        {{"HINT", "check runtime_dir and agents.launch_socket"}});
+            server->stop();
+            return EXIT_FAILURE;
+        }
+    }
     const auto transparent = server->transparent_endpoint();
     const auto explicit_proxy = server->explicit_endpoint();
     daemon::log(daemon::LogLevel::notice, "tameflared started: " + summary(*store.snapshot()),
@@ -189,6 +224,7 @@ int run(const Options& options) {
             auto reloaded = daemon::load_policy(*config);
             if (reloaded.ok()) {
                 store.publish(reloaded.config);
+                if (agents) agents->reload();
                 daemon::log(daemon::LogLevel::notice, "configuration reloaded: " + summary(*store.snapshot()));
                 database->audit(store::AuditEvent{std::chrono::system_clock::now(), "config.reloaded", "", "",
                                                   "signal:SIGHUP", config->config_file.string(),
@@ -200,6 +236,7 @@ int run(const Options& options) {
             continue;
         }
         daemon::log(daemon::LogLevel::notice, "tameflared stopping");
+        if (agents) agents->stop();
         server->stop();
         return EXIT_SUCCESS;
     }

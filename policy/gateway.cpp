@@ -433,7 +433,7 @@ std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
                                        const std::map<std::string, std::shared_ptr<const ConnectorDef>>& connectors) {
     if (!root.expect_object()) return nullptr;
     root.allow_fields({"name", "description", "enforcement", "rate_limit", "approval_timeout_seconds", "connectors",
-                       "policies", "tcp", "proxy_token_sha256"});
+                       "policies", "tcp", "proxy_token_sha256", "launch", "strip_environment"});
     const std::size_t errors_before = root.reader().error_count();
     auto gateway = std::make_shared<Gateway>();
     gateway->origin = root.reader().origin();
@@ -470,6 +470,15 @@ std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
         }
         gateway->proxy_token_sha256 = std::move(*token);
     }
+    if (const auto launch = root.field("launch"); launch && launch->expect_object()) {
+        launch->allow_fields({"users", "groups"});
+        gateway->launch_users = launch->string_array("users", false).value_or(std::vector<std::string>{});
+        gateway->launch_groups = launch->string_array("groups", false).value_or(std::vector<std::string>{});
+    }
+    gateway->strip_environment =
+        root.string_array("strip_environment", false)
+            .value_or(std::vector<std::string>{"*_TOKEN", "*_SECRET", "*_PASSWORD", "*_API_KEY", "*_ACCESS_KEY",
+                                               "AWS_*", "GITHUB_TOKEN", "GH_TOKEN", "SSH_AUTH_SOCK"});
     if (const auto list = root.field("tcp"); list && list->expect_array()) {
         for (const auto& item : list->elements()) {
             if (auto rule = read_tcp_rule(item)) {

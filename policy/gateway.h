@@ -108,6 +108,13 @@ public:
     // SHA-256 (lower-case hex) of the token that names this gateway in the
     // explicit proxy's Proxy-Authorization; "" when explicit mode is off for it.
     std::string proxy_token_sha256;
+    // Who may launch agents on this gateway besides root (`tf run`): user
+    // and group names ("launch": {"users": [...], "groups": [...]}).
+    std::vector<std::string> launch_users;
+    std::vector<std::string> launch_groups;
+    // Environment variables never passed to this gateway's agents: names or
+    // globs ("*_TOKEN"); the defaults cover the usual secret names.
+    std::vector<std::string> strip_environment;
 
     // nullptr when no connector of this gateway serves `host` (any case, no port).
     [[nodiscard]] const ConnectorInstance* connector_for_host(std::string_view host) const;

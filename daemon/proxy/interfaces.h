@@ -23,12 +23,19 @@ struct Origin {
     std::string agent;
 };
 
+// A connection a transparent listener accepted.
+struct AcceptedConnection {
+    Endpoint client;             // the peer
+    Endpoint local;              // the listener's address
+    int socket = -1;             // the accepted socket, to ask the kernel about (not to read or close)
+    std::uint64_t listener = 0;  // 0: the main transparent listener; else the tag it was added with
+};
+
 class OriginLookup {
 public:
     virtual ~OriginLookup() = default;
-    // `client` is the accepted connection's peer, `local` its local address.
     // nullopt: the connection was not redirected by us (it is closed).
-    virtual std::optional<Origin> lookup(const Endpoint& client, const Endpoint& local) = 0;
+    virtual std::optional<Origin> lookup(const AcceptedConnection& connection) = 0;
 };
 
 // The vault, seen from the data path: a credential's value by name. Called

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <limits>
 #include <list>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -165,6 +166,7 @@ struct ConnectionContext {
     std::string agent;
     Endpoint client;
     std::optional<Endpoint> destination;  // transparent: what the agent dialed
+    std::uint64_t listener = 0;           // transparent: the tag of the listener that accepted it
     std::string verified_name;            // the TLS server name or CONNECT host; "" when none
     std::uint16_t port = 0;               // the destination port
     bool tls = false;
@@ -220,6 +222,8 @@ struct ProxyServer::Impl : std::enable_shared_from_this<ProxyServer::Impl> {
     std::atomic<std::size_t> next_context{0};
     std::optional<tcp::acceptor> transparent;
     std::optional<tcp::acceptor> explicit_proxy;
+    // Listeners added at run time, by tag; touched only on the first context.
+    std::multimap<std::uint64_t, std::shared_ptr<tcp::acceptor>> added;
     net::ssl::context server_tls{net::ssl::context::tls_server};
     net::ssl::context client_tls{net::ssl::context::tls_client};
     Resolver resolver;
@@ -258,7 +262,7 @@ struct ProxyServer::Impl : std::enable_shared_from_this<ProxyServer::Impl> {
         if (services.traffic != nullptr) services.traffic->record(std::move(record));
     }
 
-    net::awaitable<void> accept_loop(tcp::acceptor& acceptor, Mode mode);
+    net::awaitable<void> accept_loop(tcp::acceptor& acceptor, Mode mode, std::uint64_t tag = 0);
     net::awaitable<void> purge_rate_limits();
 };
 
@@ -278,6 +282,8 @@ public:
         std::lock_guard lock(impl_->sessions_mutex);
         impl_->sessions.erase(self_);
     }
+
+    void set_listener(std::uint64_t tag) { context_.listener = tag; }
 
     void enlist() {
         std::lock_guard lock(impl_->sessions_mutex);
@@ -1413,8 +1419,9 @@ net::awaitable<void> Session::run(std::shared_ptr<Session> self) {
             co_await serve_explicit();
         } else {
             const auto local = to_endpoint(stream_.socket().local_endpoint(error));
-            auto origin = impl_->services.origins != nullptr ? impl_->services.origins->lookup(context_.client, local)
-                                                             : std::nullopt;
+            const AcceptedConnection accepted{context_.client, local, stream_.socket().native_handle(),
+                                              context_.listener};
+            auto origin = impl_->services.origins != nullptr ? impl_->services.origins->lookup(accepted) : std::nullopt;
             if (!origin) {
                 refuse_connection("no origin recorded for a redirected connection from " + context_.client.to_string(),
                                   "");
@@ -1440,7 +1447,7 @@ net::awaitable<void> Session::run(std::shared_ptr<Session> self) {
 
 // ---------------------------------------------------------------------------
 
-net::awaitable<void> ProxyServer::Impl::accept_loop(tcp::acceptor& acceptor, Mode mode) {
+net::awaitable<void> ProxyServer::Impl::accept_loop(tcp::acceptor& acceptor, Mode mode, std::uint64_t tag) {
     for (;;) {
         auto& context = pick_context();
         tcp::socket socket(context);
@@ -1454,6 +1461,7 @@ net::awaitable<void> ProxyServer::Impl::accept_loop(tcp::acceptor& acceptor, Mod
             continue;
         }
         auto session = std::make_shared<Session>(shared_from_this(), std::move(socket), mode);
+        session->set_listener(tag);
         session->enlist();
         net::co_spawn(context, session->run(session), net::detached);
     }
@@ -1563,6 +1571,8 @@ void ProxyServer::stop() {
         error_code ignored;
         if (impl->transparent) impl->transparent->close(ignored);
         if (impl->explicit_proxy) impl->explicit_proxy->close(ignored);
+        for (auto& [tag, acceptor] : impl->added) acceptor->close(ignored);
+        impl->added.clear();
     });
     // Collected under the lock, closed outside it: the last reference to a
     // session may be dropped here, and ~Session takes the same lock.
@@ -1596,6 +1606,41 @@ void ProxyServer::stop() {
     impl_->contexts.clear();
 }
 
+void ProxyServer::add_listener(UniqueFd listening_socket, std::uint64_t tag) {
+    if (tag == 0) throw std::invalid_argument("listener tag 0 is the main transparent listener's");
+    if (impl_->contexts.empty()) throw std::logic_error("the proxy is stopped");
+    sockaddr_storage local{};
+    socklen_t length = sizeof local;
+    if (::getsockname(listening_socket.get(), reinterpret_cast<sockaddr*>(&local), &length) != 0) {
+        throw std::system_error(errno, std::generic_category(), "getsockname of an added listener");
+    }
+    auto& first = *impl_->contexts.front();
+    auto acceptor = std::make_shared<tcp::acceptor>(first);
+    error_code error;
+    acceptor->assign(local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), listening_socket.get(), error);
+    if (error) throw std::system_error(error, "adding a transparent listener");
+    listening_socket.release();  // the acceptor owns it now
+    net::post(first, [impl = impl_, acceptor, tag] {
+        impl->added.emplace(tag, acceptor);
+        net::co_spawn(
+            *impl->contexts.front(),
+            [impl, acceptor, tag]() -> net::awaitable<void> {
+                co_await impl->accept_loop(*acceptor, Mode::transparent, tag);
+            },
+            net::detached);
+    });
+}
+
+void ProxyServer::remove_listener(std::uint64_t tag) {
+    if (impl_->contexts.empty()) return;
+    net::post(*impl_->contexts.front(), [impl = impl_, tag] {
+        const auto [begin, end] = impl->added.equal_range(tag);
+        error_code ignored;
+        for (auto it = begin; it != end; ++it) it->second->close(ignored);
+        impl->added.erase(begin, end);
+    });
+}
+
 std::optional<Endpoint> ProxyServer::transparent_endpoint() const {
     if (!impl_->transparent) return std::nullopt;
     return to_endpoint(impl_->transparent->local_endpoint());
@@ -1623,6 +1668,10 @@ void ProxyServer::set_kill_switch(const policy::KillSwitch& kill_switch) {
     for (auto& session : severed) {
         net::post(session->hold_timer().get_executor(), [session] { session->sever(); });
     }
+}
+
+Resolver& ProxyServer::resolver() {
+    return impl_->resolver;
 }
 
 policy::KillSwitch ProxyServer::kill_switch() const {

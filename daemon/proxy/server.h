@@ -15,6 +15,7 @@
 #include "daemon/proxy/address_policy.h"
 #include "daemon/proxy/certificate_authority.h"
 #include "daemon/proxy/interfaces.h"
+#include "daemon/unique_fd.h"
 #include "policy/config.h"
 #include "policy/engine.h"
 
@@ -27,6 +28,8 @@
 #include <vector>
 
 namespace tameflare::proxy {
+
+class Resolver;
 
 struct ProxyOptions {
     std::optional<Endpoint> transparent_listen;  // port 0: the kernel picks
@@ -73,6 +76,13 @@ public:
     void start();
     void stop();
 
+    // Serves another transparent listener: a listening TCP socket made
+    // elsewhere (inside an agent's network namespace, say). Connections it
+    // accepts reach the OriginLookup with `tag` (not 0). Thread-safe.
+    void add_listener(UniqueFd listening_socket, std::uint64_t tag);
+    // Closes the listeners added with `tag`; their open connections go on.
+    void remove_listener(std::uint64_t tag);
+
     [[nodiscard]] std::optional<Endpoint> transparent_endpoint() const;
     [[nodiscard]] std::optional<Endpoint> explicit_endpoint() const;
 
@@ -82,6 +92,9 @@ public:
     [[nodiscard]] policy::KillSwitch kill_switch() const;
 
     [[nodiscard]] ProxyCounters counters() const;
+    // The proxy's resolver (overrides, cache): the DNS stubs answer from it,
+    // so the addresses agents get are the ones the proxy checks against.
+    [[nodiscard]] Resolver& resolver();
 
     struct Impl;
 

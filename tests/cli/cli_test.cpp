@@ -87,7 +87,7 @@ protected:
         // Listeners on ports the kernel picks, state in the temporary directory.
         std::ofstream(root_ / "tameflared.json")
             << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d",
-                  "state_dir": "state", "runtime_dir": "run",
+                  "state_dir": "state", "runtime_dir": "run", "agents": {"enabled": false},
                   "proxy": {"transparent_listen": "127.0.0.1:0", "explicit_listen": "127.0.0.1:0",
                             "system_resolver": false, "allowed_upstreams": ["127.0.0.1"],
                             "hosts": {"plain.test": ["127.0.0.1"]}}})";

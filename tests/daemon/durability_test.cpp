@@ -10,6 +10,7 @@
 #include "daemon/store/audit.h"
 #include "daemon/store/store.h"
 #include "daemon/store_services.h"
+#include "tests/support/daemon_process.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_upstream.h"
@@ -43,44 +44,6 @@ using namespace std::chrono_literals;
 // "one:token" in base64; the gateway stores sha256("token").
 constexpr const char* kProxyAuthorization = "Basic b25lOnRva2Vu";
 constexpr const char* kTokenSha256 = "3c469e9d6c5875d37a43f353d4f88e61fcf812c66eee3457465a40b0da4153e0";
-
-std::string slurp(const fs::path& path) {
-    std::ifstream in(path);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-// tameflared with its stderr in a file (a busy daemon logs a line per
-// request; a pipe nobody drains would stall it).
-class DaemonProcess {
-public:
-    DaemonProcess(const fs::path& config, fs::path log)
-        : log_(std::move(log)),
-          process_({"/bin/sh", "-c", std::string("exec \"$0\" -c \"$1\" 2>>\"$2\""), TAMEFLARED_BINARY, config.string(),
-                    log_.string()}) {}
-
-    bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = 20s) const {
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (std::chrono::steady_clock::now() < deadline) {
-            if (slurp(log_).find(needle) != std::string::npos) return true;
-            std::this_thread::sleep_for(20ms);
-        }
-        return false;
-    }
-    [[nodiscard]] std::string log() const { return slurp(log_); }
-    std::string explicit_listen() const {
-        const auto text = log();
-        const auto at = text.rfind("EXPLICIT_LISTEN=");
-        if (at == std::string::npos) return {};
-        return text.substr(at + 16, text.find_first_of(" \n", at) - at - 16);
-    }
-    Subprocess& process() { return process_; }
-
-private:
-    fs::path log_;
-    Subprocess process_;
-};
 
 struct Reply {
     unsigned status = 0;
@@ -140,7 +103,7 @@ protected:
         std::ofstream(root_ / "tameflared.json")
             << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d",
                   "state_dir": ")"
-            << state_dir.string() << R"(", "runtime_dir": "run",
+            << state_dir.string() << R"(", "runtime_dir": "run", "agents": {"enabled": false},
                   "proxy": {"transparent_listen": "127.0.0.1:0", "explicit_listen": "127.0.0.1:0",
                             "system_resolver": false, "allowed_upstreams": ["127.0.0.1"],
                             "hosts": {"plain.test": ["127.0.0.1"]}})"
@@ -171,7 +134,7 @@ protected:
 
 TEST_F(Durability, EveryRequestThatReachedTheUpstreamHasItsRowAfterKill9UnderLoad) {
     write_config(root_ / "state");
-    DaemonProcess daemon(config(), root_ / "daemon.log");
+    DaemonProcess daemon(TAMEFLARED_BINARY, config(), root_ / "daemon.log");
     ASSERT_TRUE(daemon.wait_for_log("tameflared started")) << daemon.log();
     const std::string listen = daemon.explicit_listen();
     ASSERT_FALSE(listen.empty()) << daemon.log();
@@ -227,7 +190,7 @@ TEST_F(Durability, EveryRequestThatReachedTheUpstreamHasItsRowAfterKill9UnderLoa
     const auto report = store::verify_audit(db, nullptr);
     EXPECT_TRUE(report.ok) << report.problem;
     EXPECT_GE(report.records, seen.size());
-    DaemonProcess again(config(), root_ / "daemon2.log");
+    DaemonProcess again(TAMEFLARED_BINARY, config(), root_ / "daemon2.log");
     ASSERT_TRUE(again.wait_for_log("tameflared started")) << again.log();
     again.process().signal(SIGTERM);
     EXPECT_EQ(again.process().wait(), 0) << again.log();
@@ -245,7 +208,7 @@ TEST_F(Durability, AFullDiskMakesTheProxyRefuseInsteadOfForwardingUnlogged) {
         ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
     } unmount{state};
     write_config(state);
-    DaemonProcess daemon(config(), root_ / "daemon.log");
+    DaemonProcess daemon(TAMEFLARED_BINARY, config(), root_ / "daemon.log");
     ASSERT_TRUE(daemon.wait_for_log("tameflared started")) << daemon.log();
     ProxyClient client(daemon.explicit_listen());
     const auto first = client.get(url("/before"));
@@ -321,7 +284,7 @@ TEST_F(Durability, ATrippedKillSwitchIsStillTrippedAfterARestart) {
         kill.gateways.insert("one");
         control.set(kill, "incident 42", "uid:0 test");
     }
-    DaemonProcess daemon(config(), root_ / "daemon.log");
+    DaemonProcess daemon(TAMEFLARED_BINARY, config(), root_ / "daemon.log");
     ASSERT_TRUE(daemon.wait_for_log("tameflared started")) << daemon.log();
     EXPECT_NE(daemon.log().find("kill switch still active"), std::string::npos) << daemon.log();
     ProxyClient client(daemon.explicit_listen());
@@ -348,7 +311,7 @@ TEST_F(Durability, ApprovalsPendingAtACrashAreExpiredWithAnAuditEvent) {
                                                         store::Clock::now(), 300s});
         database->flush();
     }
-    DaemonProcess daemon(config(), root_ / "daemon.log");
+    DaemonProcess daemon(TAMEFLARED_BINARY, config(), root_ / "daemon.log");
     ASSERT_TRUE(daemon.wait_for_log("tameflared started")) << daemon.log();
     EXPECT_NE(daemon.log().find("1 approvals pending before the restart expired"), std::string::npos) << daemon.log();
     daemon.process().signal(SIGTERM);
@@ -412,9 +375,9 @@ TEST_F(Durability, EveryApprovalIsRecordedWithItsOutcome) {
 
 TEST_F(Durability, ASecondDaemonOnTheSameStateIsRefused) {
     write_config(root_ / "state");
-    DaemonProcess first(config(), root_ / "first.log");
+    DaemonProcess first(TAMEFLARED_BINARY, config(), root_ / "first.log");
     ASSERT_TRUE(first.wait_for_log("tameflared started")) << first.log();
-    DaemonProcess second(config(), root_ / "second.log");
+    DaemonProcess second(TAMEFLARED_BINARY, config(), root_ / "second.log");
     EXPECT_EQ(second.process().wait(), 1);
     EXPECT_NE(second.log().find("another tameflared"), std::string::npos) << second.log();
     first.process().signal(SIGTERM);

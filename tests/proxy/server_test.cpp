@@ -68,9 +68,14 @@ std::string sha256_hex(const std::string& text) {
 
 class FixedOrigin : public OriginLookup {
 public:
-    std::optional<Origin> lookup(const Endpoint&, const Endpoint&) override {
+    std::optional<Origin> lookup(const AcceptedConnection& connection) override {
         std::lock_guard lock(mutex_);
+        last_listener_ = connection.listener;
         return origin_;
+    }
+    std::uint64_t last_listener() {
+        std::lock_guard lock(mutex_);
+        return last_listener_;
     }
     void set(std::optional<Origin> origin) {
         std::lock_guard lock(mutex_);
@@ -80,6 +85,7 @@ public:
 private:
     std::mutex mutex_;
     std::optional<Origin> origin_;
+    std::uint64_t last_listener_ = 0;
 };
 
 class MapCredentials : public CredentialSource {
@@ -397,6 +403,40 @@ TEST_F(ProxyTest, UnredirectedConnectionIsClosed) {
     const auto records = sink_.wait_for(1);
     ASSERT_EQ(records.size(), 1u);
     EXPECT_EQ(records[0].decision, "denied");
+}
+
+// An agent's own listener (made inside its network namespace, in the
+// daemon): the proxy serves it, tells the OriginLookup which one accepted,
+// and stops accepting on it when it is removed.
+TEST_F(ProxyTest, AnAddedListenerIsServedWithItsTagUntilRemoved) {
+    origins_.set(plain_origin());
+    UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    ASSERT_EQ(::listen(listener.get(), 16), 0);
+    ASSERT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length), 0);
+    const std::string port = std::to_string(ntohs(address.sin_port));
+    server_->add_listener(std::move(listener), 42);
+
+    const std::string upstream = std::to_string(plain_.port());
+    const auto curl = curl_argv(
+        {"--connect-to", "plain.test:" + upstream + ":127.0.0.1:" + port, "http://plain.test:" + upstream + "/hello"});
+    const Result result = testing::run(curl);
+    ASSERT_EQ(result.status, 0) << result.err;
+    EXPECT_EQ(parse_response(result.out).status, 200);
+    EXPECT_EQ(origins_.last_listener(), 42U);
+
+    server_->remove_listener(42);
+    bool refused = false;
+    for (int i = 0; i < 100 && !refused; ++i) {
+        const UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        refused = ::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0;
+        if (!refused) std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_TRUE(refused) << "the removed listener still accepts";
 }
 
 TEST_F(ProxyTest, UpstreamCertificateFailureIs502NeverADowngrade) {

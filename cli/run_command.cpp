@@ -1,0 +1,180 @@
+// tf run: launch a command as an agent of a gateway, through tameflared's
+// launch socket, with this terminal's stdin, stdout and stderr, and wait for
+// it. Signals tf run receives are passed on; tf run's exit status is the
+// agent's.
+#include "cli/commands.h"
+#include "daemon/daemon_config.h"
+#include "daemon/unique_fd.h"
+#include "netns/launch_protocol.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace tameflare::cli {
+namespace {
+
+constexpr const char* kRunUsage =
+    R"(Usage: tf run --gateway G [--name N] [--isolation netns|cgroup] -- COMMAND [ARGS...]
+
+Launches COMMAND as an agent of gateway G: tameflared starts it in its own
+cgroup (and, with netns isolation, the default, its own network namespace),
+as you, in this directory, with your environment minus the gateway's secret
+variables and this terminal's stdin, stdout and stderr. Every TCP connection
+it opens goes through the gateway's policy; other traffic is refused.
+
+Options:
+  --gateway G        the gateway whose policy applies (required)
+  --name N           the agent's name (default: G-<random>); lower-case, digits, - and _
+  --isolation MODE   netns (own network namespace, only loopback) or cgroup
+                     (the host's namespace, the same BPF enforcement)
+  --socket PATH      tameflared's launch socket (default: from the configuration,
+                     /run/tameflare/launch.sock)
+  -c, --config FILE  tameflared's configuration, to find the socket
+
+Exit status: the agent's (128 + N when a signal N ended it); 125 when the
+agent could not be launched; 2 for a usage error.
+)";
+
+constexpr int kExitLaunchFailed = 125;
+
+int fail(const std::string& message, const std::string& hint = "") {
+    std::fprintf(stderr, "tf run: %s\n", message.c_str());
+    if (!hint.empty()) std::fprintf(stderr, "  hint: %s\n", hint.c_str());
+    return kExitLaunchFailed;
+}
+
+std::string launch_socket(const std::string& given, const std::string& config_file) {
+    if (!given.empty()) return given;
+    if (const char* env = std::getenv("TAMEFLARE_LAUNCH_SOCKET"); env != nullptr && *env != '\0') return env;
+    policy::ConfigErrors errors;
+    const auto config = daemon::load_daemon_config(config_file.empty() ? daemon::kDefaultConfigFile : config_file,
+                                                   !config_file.empty(), errors);
+    if (!config) return (daemon::DaemonConfig{}.runtime_dir / "launch.sock").string();
+    return config->agents.launch_socket.empty() ? (config->runtime_dir / "launch.sock").string()
+                                                : config->agents.launch_socket.string();
+}
+
+}  // namespace
+
+int run_command(std::span<char*> args) {
+    std::string gateway;
+    std::string name;
+    std::string isolation;
+    std::string socket_path;
+    std::string config_file;
+    enum { kGateway = 256, kName, kIsolation, kSocket };
+    const option options[] = {
+        {"gateway", required_argument, nullptr, kGateway},
+        {"name", required_argument, nullptr, kName},
+        {"isolation", required_argument, nullptr, kIsolation},
+        {"socket", required_argument, nullptr, kSocket},
+        {"config", required_argument, nullptr, 'c'},
+        {"help", no_argument, nullptr, 'h'},
+        {nullptr, 0, nullptr, 0},
+    };
+    optind = 1;
+    int c = 0;
+    const int argc = static_cast<int>(args.size());
+    // "+": stop at the first non-option, so the command's own options stay its own.
+    while ((c = getopt_long(argc, args.data(), "+c:h", options, nullptr)) != -1) {
+        switch (c) {
+            case kGateway: gateway = optarg; break;
+            case kName: name = optarg; break;
+            case kIsolation: isolation = optarg; break;
+            case kSocket: socket_path = optarg; break;
+            case 'c': config_file = optarg; break;
+            case 'h': std::fputs(kRunUsage, stdout); return kExitOk;
+            default: std::fputs(kRunUsage, stderr); return kExitUsage;
+        }
+    }
+    if (gateway.empty() || optind >= argc) {
+        std::fputs(gateway.empty() ? "tf run: --gateway is required\n" : "tf run: no command given\n", stderr);
+        std::fputs(kRunUsage, stderr);
+        return kExitUsage;
+    }
+    nlohmann::json request{{"type", "launch"}, {"gateway", gateway}};
+    if (!name.empty()) request["name"] = name;
+    if (!isolation.empty()) request["isolation"] = isolation;
+    auto& argv = request["argv"] = nlohmann::json::array();
+    for (int i = optind; i < argc; ++i) argv.push_back(args[static_cast<std::size_t>(i)]);
+    auto& env = request["env"] = nlohmann::json::array();
+    for (char** variable = environ; *variable != nullptr; ++variable) env.push_back(*variable);
+
+    const std::string path = launch_socket(socket_path, config_file);
+    UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+    if (!socket || ::connect(socket.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+        return fail("cannot reach tameflared at " + path + ": " + std::strerror(errno),
+                    "is tameflared running (systemctl status tameflared)? Is kernel enforcement available (the "
+                    "journal says)?");
+    }
+    const UniqueFd cwd(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!cwd) return fail(std::string("cannot open the current directory: ") + std::strerror(errno));
+
+    // Signals are taken through a signalfd from here on and passed to the agent.
+    sigset_t forwarded;
+    sigemptyset(&forwarded);
+    for (const int number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) {
+        sigaddset(&forwarded, number);
+    }
+    sigprocmask(SIG_BLOCK, &forwarded, nullptr);
+    const UniqueFd signals(::signalfd(-1, &forwarded, SFD_CLOEXEC));
+
+    std::string agent;
+    try {
+        netns::send_message(socket.get(), request.dump(), {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, cwd.get()});
+        for (;;) {
+            pollfd ready[2] = {{socket.get(), POLLIN, 0}, {signals.get(), POLLIN, 0}};
+            if (::poll(ready, 2, -1) < 0) {
+                if (errno == EINTR) continue;
+                return fail(std::string("poll: ") + std::strerror(errno));
+            }
+            if ((ready[1].revents & POLLIN) != 0) {
+                signalfd_siginfo info{};
+                if (::read(signals.get(), &info, sizeof info) == sizeof info && !agent.empty()) {
+                    netns::send_message(socket.get(),
+                                        nlohmann::json{{"type", "signal"}, {"signal", info.ssi_signo}}.dump());
+                }
+            }
+            if ((ready[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+            const auto message = netns::receive_message(socket.get());
+            if (!message) {
+                return fail(agent.empty() ? "tameflared closed the connection"
+                                          : "tameflared went away; agent " + agent +
+                                                " stays under enforcement (its network is refused) until it restarts");
+            }
+            const auto reply = nlohmann::json::parse(message->text, nullptr, false);
+            const std::string type = reply.is_object() ? reply.value("type", "") : "";
+            if (type == "started") {
+                agent = reply.value("agent", "");
+            } else if (type == "exited") {
+                return reply.value("status", kExitLaunchFailed);
+            } else if (type == "error") {
+                return fail(reply.value("message", "launch refused"), reply.value("hint", ""));
+            }
+        }
+    } catch (const std::exception& error) {
+        return fail(error.what());
+    }
+}
+
+}  // namespace tameflare::cli

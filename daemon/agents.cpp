@@ -1,0 +1,594 @@
+#include <utility>  // before Asio: Boost 1.74's Asio needs it with C++20
+
+#include "daemon/agents.h"
+
+#include "bpf/enforcer.h"
+#include "daemon/log.h"
+#include "daemon/proxy/asio.h"
+#include "daemon/proxy/server.h"
+#include "daemon/store/store.h"
+#include "netns/cgroup.h"
+#include "netns/dns_stub.h"
+#include "netns/launch_protocol.h"
+#include "netns/namespaces.h"
+#include "netns/spawn.h"
+
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+namespace tameflare::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+namespace net = boost::asio;
+using error_code = boost::system::error_code;
+using Descriptor = net::posix::stream_descriptor;
+using nlohmann::json;
+
+// Where distributions keep the CA bundle; the agent's private mount
+// namespace shows ours at each of these that exists.
+constexpr std::array<std::string_view, 5> kBundlePaths{
+    "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem", "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"};
+// Programs read the bundle from these, whatever the distribution.
+constexpr std::array<std::string_view, 6> kBundleVariables{
+    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT"};
+// Signals tf run may forward to its agent.
+constexpr std::array<int, 9> kForwardable{SIGINT,  SIGTERM,  SIGHUP,  SIGQUIT, SIGUSR1,
+                                          SIGUSR2, SIGWINCH, SIGCONT, SIGTSTP};
+
+struct LaunchError : std::runtime_error {
+    LaunchError(const std::string& message, std::string hint_text)
+        : std::runtime_error(message), hint(std::move(hint_text)) {}
+    std::string hint;
+};
+
+bool valid_name(const std::string& name) {
+    return !name.empty() && name.size() <= 48 && name.front() != '-' &&
+           std::all_of(name.begin(), name.end(),
+                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'; });
+}
+
+// The cgroup of `pid` as the daemon sees it ("/x/y"), "" when it is gone.
+std::string cgroup_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind("0::", 0) == 0) return line.substr(3);
+    }
+    return {};
+}
+
+bool is_within(const std::string& path, const std::string& root) {
+    return path == root || (path.size() > root.size() && path.rfind(root, 0) == 0 && path[root.size()] == '/');
+}
+
+std::string user_name(uid_t uid) {
+    std::array<char, 4096> buffer{};
+    passwd entry{};
+    passwd* found = nullptr;
+    if (getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) return {};
+    return entry.pw_name;
+}
+
+std::optional<gid_t> group_id(const std::string& name) {
+    std::array<char, 4096> buffer{};
+    group entry{};
+    group* found = nullptr;
+    if (getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+        return std::nullopt;
+    }
+    return entry.gr_gid;
+}
+
+bool may_launch(const netns::PeerCredentials& peer, const policy::Gateway& gateway) {
+    if (peer.uid == 0) return true;
+    const std::string user = user_name(peer.uid);
+    if (!user.empty() &&
+        std::find(gateway.launch_users.begin(), gateway.launch_users.end(), user) != gateway.launch_users.end()) {
+        return true;
+    }
+    for (const auto& name : gateway.launch_groups) {
+        const auto gid = group_id(name);
+        if (!gid) continue;
+        if (*gid == peer.gid || std::find(peer.groups.begin(), peer.groups.end(), *gid) != peer.groups.end()) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// The names an agent of `gateway` may resolve: its connectors' domains and
+// the host names of its raw TCP rules.
+std::vector<std::string> resolvable_names(const policy::Gateway& gateway) {
+    std::vector<std::string> names;
+    for (const auto& connector : gateway.connectors) {
+        names.insert(names.end(), connector.domains.begin(), connector.domains.end());
+    }
+    for (const auto& rule : gateway.tcp) {
+        if (!rule.host.empty()) names.push_back(rule.host);
+    }
+    return names;
+}
+
+bool stripped(const std::string& variable, const std::vector<std::string>& patterns) {
+    const std::string name = variable.substr(0, variable.find('='));
+    static constexpr std::array<std::string_view, 8> kProxyVariables{
+        "http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"};
+    if (std::find(kProxyVariables.begin(), kProxyVariables.end(), name) != kProxyVariables.end()) return true;
+    if (std::find(kBundleVariables.begin(), kBundleVariables.end(), name) != kBundleVariables.end()) return true;
+    if (name.rfind("TAMEFLARE_", 0) == 0) return true;
+    return std::any_of(patterns.begin(), patterns.end(),
+                       [&](const std::string& pattern) { return fnmatch(pattern.c_str(), name.c_str(), 0) == 0; });
+}
+
+std::string random_suffix() {
+    static thread_local std::mt19937_64 generator{std::random_device{}()};
+    static constexpr char kDigits[] = "0123456789abcdef";
+    std::string out;
+    for (int i = 0; i < 6; ++i) out += kDigits[generator() % 16];
+    return out;
+}
+
+void write_bundle(const fs::path& file, const std::string& ca_pem) {
+    std::string bundle;
+    for (const auto& path : kBundlePaths) {
+        std::ifstream in{std::string(path)};
+        if (!in) continue;
+        bundle.assign(std::istreambuf_iterator<char>(in), {});
+        break;
+    }
+    if (!bundle.empty() && bundle.back() != '\n') bundle += '\n';
+    bundle += ca_pem;
+    std::error_code error;
+    fs::create_directories(file.parent_path(), error);
+    const fs::path temporary = file.string() + ".tmp";
+    {
+        std::ofstream out(temporary, std::ios::trunc);
+        out << bundle;
+        if (!out) throw std::runtime_error("cannot write the agents' CA bundle " + temporary.string());
+    }
+    ::chmod(temporary.c_str(), 0644);
+    fs::rename(temporary, file);
+}
+
+// The agents' /etc/resolv.conf: a loopback resolver, so no query is even
+// addressed to the host's; the BPF programs take port 53 to the stub anyway.
+void write_resolv_conf(const fs::path& file) {
+    const fs::path temporary = file.string() + ".tmp";
+    {
+        std::ofstream out(temporary, std::ios::trunc);
+        out << "# tameflared: every query goes to the agent's DNS stub\nnameserver 127.0.0.53\noptions edns0\n";
+        if (!out) throw std::runtime_error("cannot write " + temporary.string());
+    }
+    ::chmod(temporary.c_str(), 0644);
+    fs::rename(temporary, file);
+}
+
+}  // namespace
+
+struct Agent {
+    std::string id;
+    std::string gateway;
+    std::string isolation;
+    std::string command;
+    unsigned uid = 0;
+    std::optional<netns::Cgroup> cgroup;
+    std::optional<netns::NetworkNamespace> ns;
+    std::uint64_t key = 0;  // the cgroup id: the BPF registration and the proxy listener's tag
+    std::unique_ptr<netns::DnsStub> dns;
+    std::optional<netns::Process> process;
+    std::unique_ptr<Descriptor> exit_watch;
+    std::shared_ptr<Descriptor> client;  // tf run's connection
+    bool registered = false;
+    bool listening = false;
+};
+
+struct Agents::Impl {
+    AgentsOptions options;
+    const policy::ConfigStore& config;
+    store::Store* store;
+    bpf::Enforcer enforcer;
+    proxy::ProxyServer* proxy = nullptr;
+    net::io_context io{1};
+    std::thread thread;
+    std::unique_ptr<Descriptor> listener;
+    std::map<std::string, std::shared_ptr<Agent>> agents;  // by id; io thread only
+
+    struct Registration {
+        std::string gateway;
+        std::string agent;
+    };
+    mutable std::mutex mutex;
+    std::map<std::uint64_t, Registration> registrations;  // by cgroup id; any thread
+    std::vector<AgentInfo> published;                     // list(), under `mutex`
+
+    Impl(AgentsOptions o, const policy::ConfigStore& c, store::Store* s)
+        : options(std::move(o)), config(c), store(s), enforcer(bpf::EnforcerOptions{options.pin_dir}) {}
+
+    [[nodiscard]] fs::path resolv_conf() const { return options.ca_bundle.parent_path() / "resolv.conf"; }
+
+    void publish() {
+        std::vector<AgentInfo> out;
+        for (const auto& [id, agent] : agents) {
+            out.push_back(AgentInfo{agent->id, agent->gateway, agent->isolation, agent->key,
+                                    agent->process ? agent->process->pid() : 0, agent->uid});
+        }
+        std::lock_guard lock(mutex);
+        published = std::move(out);
+    }
+
+    net::awaitable<void> accept_loop();
+    net::awaitable<void> serve(std::shared_ptr<Descriptor> client);
+    net::awaitable<void> watch_exit(std::shared_ptr<Agent> agent);
+    std::shared_ptr<Agent> launch(const netns::PeerCredentials& peer, const json& request, std::vector<UniqueFd>& fds);
+    void finish(Agent& agent, int status);
+    void undo(Agent& agent);
+};
+
+namespace {
+
+void reply(Descriptor& client, const json& message) {
+    try {
+        netns::send_message(client.native_handle(), message.dump());
+    } catch (const std::exception&) {
+        // tf run went away; its agent is ended when the read side sees it
+    }
+}
+
+}  // namespace
+
+std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, const json& request,
+                                            std::vector<UniqueFd>& fds) {
+    if (fds.size() != 4) throw LaunchError("a launch passes 4 descriptors (stdin, stdout, stderr, cwd)", "use tf run");
+    const std::string caller_cgroup = cgroup_of(peer.pid);
+    const std::string root = "/" + fs::relative(options.cgroup_root, netns::cgroup2_mount()).string();
+    if (caller_cgroup.empty() || is_within(caller_cgroup, root)) {
+        throw LaunchError("agents cannot launch agents", "run tf run outside any agent");
+    }
+    const auto argv_json = request.value("argv", json::array());
+    const auto env_json = request.value("env", json::array());
+    if (!argv_json.is_array() || argv_json.empty() || !env_json.is_array()) {
+        throw LaunchError("the launch request has no command", "tf run --gateway G -- COMMAND [ARGS...]");
+    }
+    const std::string gateway_name = request.value("gateway", "");
+    const auto snapshot = config.snapshot();
+    const policy::Gateway* gateway = snapshot->gateway(gateway_name);
+    if (gateway == nullptr) {
+        std::string known;
+        for (const auto& [name, value] : snapshot->gateways) known += (known.empty() ? "" : ", ") + name;
+        throw LaunchError("unknown gateway \"" + gateway_name + "\"", "configured gateways: " + known);
+    }
+    if (!may_launch(peer, *gateway)) {
+        throw LaunchError("user " + std::to_string(peer.uid) + " may not launch agents on gateway " + gateway_name,
+                          "an administrator adds the user or a group of it to \"launch\" in the gateway's file");
+    }
+    const std::string isolation = request.value("isolation", options.default_isolation);
+    if (isolation != "netns" && isolation != "cgroup") {
+        throw LaunchError("unknown isolation \"" + isolation + "\"", "use netns (the default) or cgroup");
+    }
+    std::string id = request.value("name", "");
+    if (id.empty()) id = gateway_name + "-" + random_suffix();
+    if (!valid_name(id)) {
+        throw LaunchError("invalid agent name \"" + id + "\"", "use up to 48 lower-case letters, digits, '-' and '_'");
+    }
+    if (agents.count(id) != 0) throw LaunchError("an agent named " + id + " is running", "choose another --name");
+
+    auto agent = std::make_shared<Agent>();
+    agent->id = id;
+    agent->gateway = gateway_name;
+    agent->isolation = isolation;
+    agent->uid = peer.uid;
+    std::vector<std::string> argv;
+    for (const auto& arg : argv_json) {
+        if (!arg.is_string()) throw LaunchError("argv holds a non-string", "use tf run");
+        argv.push_back(arg.get<std::string>());
+        agent->command += (agent->command.empty() ? "" : " ") + argv.back();
+    }
+    std::vector<std::string> env;
+    for (const auto& variable : env_json) {
+        if (!variable.is_string()) throw LaunchError("env holds a non-string", "use tf run");
+        const auto text = variable.get<std::string>();
+        if (text.find('=') == std::string::npos || stripped(text, gateway->strip_environment)) continue;
+        env.push_back(text);
+    }
+    for (const auto& name : kBundleVariables) env.push_back(std::string(name) + "=" + options.ca_bundle.string());
+    env.push_back("TAMEFLARE_AGENT=" + id);
+    env.push_back("TAMEFLARE_GATEWAY=" + gateway_name);
+
+    try {
+        const fs::path parent = options.cgroup_root / gateway_name;
+        netns::ensure_cgroup(parent);
+        agent->cgroup.emplace(netns::Cgroup::create(parent, id));
+        agent->key = agent->cgroup->id();
+        const auto loopback = *proxy::Endpoint::parse("127.0.0.1:0");
+        UniqueFd proxy_socket;
+        UniqueFd dns_udp;
+        UniqueFd dns_tcp;
+        if (isolation == "netns") {
+            agent->ns.emplace(netns::NetworkNamespace::create());
+            proxy_socket = agent->ns->listen_tcp(loopback);
+            dns_udp = agent->ns->bind_udp(loopback);
+            dns_tcp = agent->ns->listen_tcp(loopback);
+        } else {
+            proxy_socket = netns::listen_tcp(loopback);
+            dns_udp = netns::bind_udp(loopback);
+            dns_tcp = netns::listen_tcp(loopback);
+        }
+        bpf::AgentRoute route;
+        route.proxy_port = netns::local_endpoint(proxy_socket.get()).port;
+        route.dns_udp_port = netns::local_endpoint(dns_udp.get()).port;
+        route.dns_tcp_port = netns::local_endpoint(dns_tcp.get()).port;
+        {
+            std::lock_guard lock(mutex);
+            registrations[agent->key] = Registration{gateway_name, id};
+        }
+        enforcer.add_agent(agent->key, route);
+        agent->registered = true;
+        proxy->add_listener(std::move(proxy_socket), agent->key);
+        agent->listening = true;
+        agent->dns = std::make_unique<netns::DnsStub>(io, std::move(dns_udp), std::move(dns_tcp),
+                                                      resolvable_names(*gateway), proxy->resolver());
+        agent->dns->start();
+
+        netns::SpawnOptions spawn;
+        spawn.argv = std::move(argv);
+        spawn.env = std::move(env);
+        spawn.stdin_fd = fds[0].get();
+        spawn.stdout_fd = fds[1].get();
+        spawn.stderr_fd = fds[2].get();
+        spawn.cwd_fd = fds[3].get();
+        spawn.uid = peer.uid;
+        spawn.gid = peer.gid;
+        spawn.groups = peer.groups;
+        spawn.cgroup_fd = agent->cgroup->fd();
+        spawn.netns_fd = agent->ns ? agent->ns->fd() : -1;
+        spawn.binds.push_back(netns::BindFile{options.ca_bundle.string(),
+                                              std::vector<std::string>(kBundlePaths.begin(), kBundlePaths.end())});
+        spawn.binds.push_back(netns::BindFile{resolv_conf().string(), {"/etc/resolv.conf"}});
+        for (const auto& directory : options.hidden) spawn.hide.push_back(directory.string());
+        agent->process.emplace(netns::spawn(spawn));
+    } catch (const LaunchError&) {
+        undo(*agent);
+        throw;
+    } catch (const std::exception& error) {
+        undo(*agent);
+        throw LaunchError(error.what(), "");
+    }
+    if (store != nullptr) {
+        store->agent_started(store::AgentRow{id, gateway_name, id, peer.uid, agent->process->pid(), agent->command,
+                                             std::chrono::system_clock::now()});
+    }
+    log(LogLevel::notice, "agent " + id + " started on gateway " + gateway_name,
+        {{"AGENT", id},
+         {"GATEWAY", gateway_name},
+         {"ISOLATION", isolation},
+         {"AGENT_UID", std::to_string(peer.uid)},
+         {"AGENT_PID", std::to_string(agent->process->pid())},
+         {"COMMAND", agent->command}});
+    agents[id] = agent;
+    publish();
+    return agent;
+}
+
+// Tears down what a launch or an agent's life set up, in reverse.
+void Agents::Impl::undo(Agent& agent) {
+    if (agent.dns) agent.dns->stop();
+    agent.dns.reset();
+    if (agent.listening) proxy->remove_listener(agent.key);
+    agent.listening = false;
+    if (agent.registered) enforcer.remove_agent(agent.key);
+    agent.registered = false;
+    if (agent.cgroup && !agent.cgroup->remove(std::chrono::seconds(5))) {
+        log(LogLevel::warning, "the cgroup of agent " + agent.id + " could not be removed",
+            {{"AGENT", agent.id}, {"CGROUP", agent.cgroup->path().string()}});
+    }
+    agent.cgroup.reset();
+    agent.ns.reset();
+    std::lock_guard lock(mutex);
+    registrations.erase(agent.key);
+}
+
+void Agents::Impl::finish(Agent& agent, int status) {
+    if (agent.client) reply(*agent.client, json{{"type", "exited"}, {"status", status}});
+    undo(agent);
+    if (store != nullptr) store->agent_exited(agent.id, status);
+    log(LogLevel::notice, "agent " + agent.id + " exited with status " + std::to_string(status),
+        {{"AGENT", agent.id}, {"GATEWAY", agent.gateway}, {"EXIT_STATUS", std::to_string(status)}});
+    agents.erase(agent.id);
+    publish();
+}
+
+net::awaitable<void> Agents::Impl::watch_exit(std::shared_ptr<Agent> agent) {
+    error_code error;
+    co_await agent->exit_watch->async_wait(Descriptor::wait_read, net::redirect_error(net::use_awaitable, error));
+    if (error == net::error::operation_aborted) co_return;
+    int status = 0;
+    const auto result = agent->process->try_wait();
+    status = result.value_or(255);
+    // Whatever the agent left behind (a double-forked daemon) ends with it.
+    if (agent->cgroup) agent->cgroup->kill();
+    finish(*agent, status);
+}
+
+net::awaitable<void> Agents::Impl::serve(std::shared_ptr<Descriptor> client) {
+    std::shared_ptr<Agent> agent;
+    for (;;) {
+        error_code error;
+        co_await client->async_wait(Descriptor::wait_read, net::redirect_error(net::use_awaitable, error));
+        if (error) break;
+        std::optional<netns::Message> message;
+        try {
+            message = netns::receive_message(client->native_handle());
+        } catch (const std::system_error& failure) {
+            if (failure.code() == std::errc::resource_unavailable_try_again) continue;
+            break;
+        } catch (const std::exception& failure) {
+            reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", "use tf run"}});
+            break;
+        }
+        if (!message) break;  // tf run is gone
+        const json request = json::parse(message->text, nullptr, false);
+        const std::string type = request.is_object() ? request.value("type", "") : "";
+        if (type == "launch" && !agent) {
+            try {
+                const auto peer = netns::peer_credentials(client->native_handle());
+                agent = launch(peer, request, message->fds);
+                agent->client = client;
+                reply(*client, json{{"type", "started"}, {"agent", agent->id}, {"pid", agent->process->pid()}});
+                agent->exit_watch = std::make_unique<Descriptor>(io, ::dup(agent->process->pidfd()));
+                net::co_spawn(io, watch_exit(agent), net::detached);
+            } catch (const LaunchError& failure) {
+                log(LogLevel::warning, std::string("launch refused: ") + failure.what(),
+                    {{"GATEWAY", request.value("gateway", "")}, {"HINT", failure.hint}});
+                reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", failure.hint}});
+                break;
+            }
+        } else if (type == "signal" && agent && agent->process) {
+            const int number = request.value("signal", 0);
+            if (std::find(kForwardable.begin(), kForwardable.end(), number) != kForwardable.end()) {
+                agent->process->signal(number);
+            }
+        } else {
+            reply(*client, json{{"type", "error"}, {"message", "unexpected message"}, {"hint", "use tf run"}});
+            break;
+        }
+    }
+    // tf run went away (killed, or the terminal closed): its agent ends too.
+    if (agent && agent->client == client && agents.count(agent->id) != 0) {
+        agent->client.reset();
+        if (agent->cgroup) agent->cgroup->kill();
+    }
+    error_code ignored;
+    client->close(ignored);
+}
+
+net::awaitable<void> Agents::Impl::accept_loop() {
+    for (;;) {
+        error_code error;
+        co_await listener->async_wait(Descriptor::wait_read, net::redirect_error(net::use_awaitable, error));
+        if (error) co_return;
+        const int fd = ::accept4(listener->native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) continue;
+        auto client = std::make_shared<Descriptor>(io, fd);
+        net::co_spawn(io, serve(client), net::detached);
+    }
+}
+
+Agents::Agents(AgentsOptions options, const policy::ConfigStore& config, store::Store* store)
+    : impl_(std::make_unique<Impl>(std::move(options), config, store)) {
+    const auto& root = impl_->options.cgroup_root;
+    const std::string own = netns::own_cgroup().string();
+    if (is_within(own, root.string())) {
+        throw std::runtime_error("tameflared runs inside its own agents' cgroup root " + root.string() +
+                                 "; its connections would be redirected. Set agents.cgroup_root elsewhere");
+    }
+    netns::ensure_cgroup(root);
+    impl_->enforcer.enforce(root);
+    write_bundle(impl_->options.ca_bundle, impl_->options.ca_certificate_pem);
+    write_resolv_conf(impl_->resolv_conf());
+}
+
+Agents::~Agents() {
+    stop();
+}
+
+void Agents::start(proxy::ProxyServer& proxy) {
+    impl_->proxy = &proxy;
+    const auto& path = impl_->options.launch_socket;
+    std::error_code error;
+    fs::create_directories(path.parent_path(), error);
+    ::chmod(path.parent_path().c_str(), 0755);
+    fs::remove(path, error);
+    UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (path.string().size() >= sizeof address.sun_path) {
+        throw std::runtime_error("launch socket path too long: " + path.string());
+    }
+    std::memcpy(address.sun_path, path.c_str(), path.string().size());
+    if (!socket || ::bind(socket.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+        ::listen(socket.get(), 64) != 0) {
+        throw std::system_error(errno, std::generic_category(), "cannot listen on the launch socket " + path.string());
+    }
+    // Anyone may ask; the daemon decides by the caller's kernel credentials.
+    ::chmod(path.c_str(), 0666);
+    impl_->listener = std::make_unique<Descriptor>(impl_->io, socket.release());
+    net::co_spawn(impl_->io, impl_->accept_loop(), net::detached);
+    impl_->thread = std::thread([this] {
+        auto guard = net::make_work_guard(impl_->io);
+        impl_->io.run();
+    });
+}
+
+void Agents::stop() {
+    if (!impl_->thread.joinable()) return;
+    std::promise<void> done;
+    net::post(impl_->io, [this, &done] {
+        error_code ignored;
+        if (impl_->listener) impl_->listener->close(ignored);
+        auto running = impl_->agents;
+        for (auto& [id, agent] : running) {
+            if (agent->exit_watch) agent->exit_watch->cancel(ignored);
+            if (agent->cgroup) agent->cgroup->kill();
+            const int status = agent->process ? agent->process->wait() : 255;
+            impl_->finish(*agent, status);
+        }
+        done.set_value();
+    });
+    done.get_future().wait();
+    impl_->io.stop();
+    impl_->thread.join();
+}
+
+void Agents::reload() {
+    if (!impl_->thread.joinable()) return;
+    net::post(impl_->io, [this] {
+        const auto snapshot = impl_->config.snapshot();
+        for (auto& [id, agent] : impl_->agents) {
+            const policy::Gateway* gateway = snapshot->gateway(agent->gateway);
+            if (agent->dns) agent->dns->set_allowed(gateway ? resolvable_names(*gateway) : std::vector<std::string>{});
+        }
+    });
+}
+
+std::optional<proxy::Origin> Agents::lookup(const proxy::AcceptedConnection& connection) {
+    const auto origin = impl_->enforcer.origin(netns::socket_netns_cookie(connection.socket), connection.client);
+    if (!origin || connection.listener != origin->agent) return std::nullopt;
+    std::lock_guard lock(impl_->mutex);
+    const auto found = impl_->registrations.find(origin->agent);
+    if (found == impl_->registrations.end()) return std::nullopt;
+    return proxy::Origin{origin->destination, found->second.gateway, found->second.agent};
+}
+
+std::vector<AgentInfo> Agents::list() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->published;
+}
+
+fs::path default_cgroup_root() {
+    return netns::cgroup2_mount() / "tameflare";
+}
+
+}  // namespace tameflare::daemon

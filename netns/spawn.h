@@ -1,0 +1,69 @@
+// Starting an agent: clone3 straight into its cgroup (it never exists outside
+// it), into its network namespace, a private mount namespace and a cgroup
+// namespace, without capabilities and with no_new_privs.
+#pragma once
+
+#include "daemon/unique_fd.h"
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tameflare::netns {
+
+// Bind-mounts `source` (read-only) over each of `targets` that exists; missing targets are skipped.
+struct BindFile {
+    std::string source;
+    std::vector<std::string> targets;
+};
+
+struct SpawnOptions {
+    std::vector<std::string> argv;  // argv[0] looked up in the PATH of `env` (execvpe semantics), as the new user
+    std::vector<std::string> env;   // "NAME=value"
+    int cwd_fd = -1;                // fchdir target (an O_PATH or O_DIRECTORY fd); -1: "/"
+    uid_t uid = 65534;
+    gid_t gid = 65534;
+    std::vector<gid_t> groups;
+    int stdin_fd = -1;  // dup'd onto 0, 1, 2; -1: /dev/null
+    int stdout_fd = -1;
+    int stderr_fd = -1;
+    int cgroup_fd = -1;  // required: clone3 CLONE_INTO_CGROUP
+    int netns_fd = -1;   // -1: stay in the daemon's network namespace
+    // Directories the agent must not see (the daemon's state): each existing one is covered by an empty,
+    // read-only tmpfs in its mount namespace.
+    std::vector<std::string> hide;
+    std::vector<BindFile> binds;  // in a private mount namespace (MS_REC|MS_PRIVATE on / first)
+    // unshare(CLONE_NEWCGROUP) once inside the cgroup, and every cgroup filesystem read-only in the agent's mount
+    // namespace: the agent cannot write cgroup.procs outside its own subtree, even as uid 0 (a cgroup namespace alone
+    // stops that only when cgroup2 is mounted with nsdelegate).
+    bool new_cgroup_namespace = true;
+};
+
+// A started agent. Move-only; owns a pidfd. The destructor neither kills nor reaps: agents outlive their Process.
+class Process {
+public:
+    Process(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+
+    [[nodiscard]] pid_t pid() const { return pid_; }
+    [[nodiscard]] int pidfd() const { return pidfd_.get(); }
+    // pidfd_send_signal; a process that already exited is not an error.
+    void signal(int sig) const;
+    // waitid(P_PIDFD, WEXITED | WNOHANG): the exit code, or 128 + signal; nullopt while it runs.
+    std::optional<int> try_wait();
+    // Blocks until it exits: the exit code, or 128 + signal.
+    int wait();
+
+private:
+    std::optional<int> wait_for(int options);
+
+    pid_t pid_ = -1;
+    UniqueFd pidfd_;
+    std::optional<int> status_;
+};
+
+// Throws std::system_error naming the failed step and argv[0] (e.g. "execve python3: No such file or directory").
+Process spawn(const SpawnOptions& options);
+
+}  // namespace tameflare::netns

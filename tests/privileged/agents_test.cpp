@@ -1,0 +1,264 @@
+// Kernel enforcement end to end: a real tameflared, agents launched with the
+// real `tf run`, and a probe inside each agent that tries every way out. The
+// canaries are loopback servers of the host that must never see a
+// connection or a datagram. Needs root, BTF and cgroup2; skips with the
+// reason otherwise.
+#include "bpf/enforcer.h"
+#include "netns/cgroup.h"
+#include "netns/namespaces.h"
+#include "tests/support/daemon_process.h"
+#include "tests/support/loopback.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_upstream.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+
+namespace tameflare::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+std::atomic<int> sequence{0};
+
+std::map<std::string, std::string> parse_probe(const std::string& out) {
+    std::map<std::string, std::string> results;
+    std::istringstream lines(out);
+    std::string line;
+    while (std::getline(lines, line)) {
+        const auto equals = line.find('=');
+        if (equals != std::string::npos) results[line.substr(0, equals)] = line.substr(equals + 1);
+    }
+    return results;
+}
+
+bool process_alive(const std::string& pattern) {
+    return run({"/usr/bin/pgrep", "-f", pattern}).status == 0;
+}
+
+class AgentsTest : public ::testing::TestWithParam<std::string> {
+protected:
+    void SetUp() override {
+        if (const std::string reason = bpf::unsupported_reason(); !reason.empty()) GTEST_SKIP() << reason;
+        const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(sequence++);
+        cgroup_root_ = netns::cgroup2_mount() / ("tf-agents-test-" + tag);
+        pins_ = fs::path("/sys/fs/bpf") / ("tf-agents-test-" + tag);
+        fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                         fs::perms::others_read | fs::perms::others_exec);
+        fs::copy_file(TF_SOURCE_DIR "/tests/privileged/probe.py", dir_.path() / "probe.py");
+        fs::create_directories(dir_.path() / "gateways.d");
+        std::ofstream(dir_.path() / "tameflared.json")
+            << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d",
+                  "state_dir": "state", "runtime_dir": "run",
+                  "agents": {"cgroup_root": ")"
+            << cgroup_root_.string() << R"(", "bpf_pin_dir": ")" << pins_.string() << R"(", "isolation": ")"
+            << GetParam() << R"("},
+                  "proxy": {"transparent_listen": "127.0.0.1:0", "explicit_listen": "127.0.0.1:0",
+                            "system_resolver": false, "allowed_upstreams": ["127.0.0.1"],
+                            "hosts": {"plain.test": ["127.0.0.1"]}}})";
+        std::ofstream(dir_.path() / "gateways.d" / "one.json") << R"({"name": "one", "launch": {"users": ["nobody"]},
+                   "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"}}})";
+        daemon_.emplace(TAMEFLARED_BINARY, dir_.path() / "tameflared.json", dir_.path() / "daemon.log");
+        ASSERT_TRUE(daemon_->wait_for_log("tameflared started")) << daemon_->log();
+    }
+
+    void TearDown() override {
+        if (daemon_) {
+            daemon_->process().signal(SIGTERM);
+            daemon_->process().wait();
+        }
+        if (cgroup_root_.empty()) return;
+        std::error_code ignored;
+        if (fs::exists(cgroup_root_, ignored)) {
+            auto root = netns::Cgroup::open(cgroup_root_);
+            {
+                bpf::Enforcer enforcer(bpf::EnforcerOptions{pins_});
+                enforcer.release(cgroup_root_);
+            }
+            root.remove(5s);
+        }
+        fs::remove_all(pins_, ignored);
+    }
+
+    std::vector<std::string> tf_run(const std::vector<std::string>& command, const std::string& name = "") const {
+        std::vector<std::string> argv{TF_BINARY,   "run", "--socket", (dir_.path() / "run" / "launch.sock").string(),
+                                      "--gateway", "one"};
+        if (!name.empty()) argv.insert(argv.end(), {"--name", name});
+        argv.emplace_back("--");
+        argv.insert(argv.end(), command.begin(), command.end());
+        return argv;
+    }
+    // `tf run` as another user (setpriv), from the temporary directory.
+    std::vector<std::string> as_user(const std::string& uid, std::vector<std::string> argv) const {
+        std::vector<std::string> out{"/usr/bin/setpriv", "--reuid=" + uid, "--regid=" + uid, "--clear-groups", "--"};
+        out.insert(out.end(), argv.begin(), argv.end());
+        return out;
+    }
+
+    TempDir dir_{"tf-agents"};
+    fs::path cgroup_root_;
+    fs::path pins_;
+    std::optional<DaemonProcess> daemon_;
+    TestUpstream upstream_{{.address = "127.0.0.1"}};
+};
+
+TEST_P(AgentsTest, AllowedRequestsWorkAndEveryBypassFails) {
+    LoopbackListener canary;
+    const UniqueFd canary_udp = netns::bind_udp(*proxy::Endpoint::parse("127.0.0.1:0"));
+    const auto canary_udp_port = netns::local_endpoint(canary_udp.get()).port;
+    const std::string url = "http://plain.test:" + std::to_string(upstream_.port()) + "/hello";
+    // HTTP_PROXY points nowhere useful: it is stripped, and curl is told to ignore proxies anyway.
+    const Result allowed = run(tf_run({"/usr/bin/env", "HTTP_PROXY=http://127.0.0.1:1", "/usr/bin/curl", "-sS",
+                                       "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", url}));
+    EXPECT_EQ(allowed.status, 0) << allowed.err << daemon_->log();
+    EXPECT_EQ(allowed.out, "200");
+
+    const Result probe = run(
+        tf_run({"/usr/bin/python3", (dir_.path() / "probe.py").string(), canary.port_text(),
+                std::to_string(canary_udp_port), netns::cgroup2_mount().string(), (dir_.path() / "state").string()}));
+    ASSERT_EQ(probe.status, 0) << probe.err;
+    const auto results = parse_probe(probe.out);
+    const std::string port = canary.port_text();
+    // Dialing the canary lands on the proxy, which refuses a host no connector serves.
+    EXPECT_EQ(results.at("hard_coded_ip"), "peer 127.0.0.1:" + port + " HTTP/1.1 403 Forbidden");
+    EXPECT_EQ(results.at("ipv6"), "peer ::1:" + port + " HTTP/1.1 403 Forbidden");
+    EXPECT_EQ(results.at("ipv4_mapped"), "peer ::ffff:127.0.0.1:" + port + " HTTP/1.1 403 Forbidden");
+    EXPECT_EQ(results.at("udp"), "errno:EPERM");
+    EXPECT_EQ(results.at("quic"), "errno:EPERM");
+    EXPECT_EQ(results.at("dns_allowed"), "from 127.0.0.9:53 rcode 0 answers 1");
+    EXPECT_EQ(results.at("dns_denied"), "from 127.0.0.9:53 rcode 5 answers 0");
+    EXPECT_EQ(results.at("dns_tcp"), "rcode 0 answers 1");
+    EXPECT_EQ(results.at("dns_exfiltration"), "50/50 refused");
+    EXPECT_EQ(results.at("raw"), "errno:EPERM");
+    // Ping sockets fail on ping_group_range (EACCES) before the BPF hook refuses them (EPERM).
+    EXPECT_TRUE(results.at("ping") == "errno:EPERM" || results.at("ping") == "errno:EACCES") << results.at("ping");
+    EXPECT_EQ(results.at("packet"), "errno:EPERM");
+    // Without the sctp module the kernel refuses first; with it, the BPF hook (tests/bpf proves that one).
+    EXPECT_TRUE(results.at("sctp") == "errno:EPERM" || results.at("sctp") == "errno:EPROTONOSUPPORT")
+        << results.at("sctp");
+    EXPECT_NE(results.at("new_namespaces"), "connected");
+    EXPECT_EQ(results.at("cgroup_escape").rfind("errno:", 0), 0U) << results.at("cgroup_escape");
+    EXPECT_EQ(results.at("state_dir"), "[]");  // hidden behind an empty tmpfs, even from uid 0
+    EXPECT_EQ(results.at("database"), "errno:ENOENT");
+    EXPECT_EQ(results.at("grandchild"), "started");
+
+    EXPECT_EQ(canary.accept(100ms), -1) << "the TCP canary saw a connection";
+    pollfd ready{canary_udp.get(), POLLIN, 0};
+    EXPECT_EQ(::poll(&ready, 1, 100), 0) << "the UDP canary got a datagram";
+    // The agent's own daemon ended with it, and its cgroup is gone.
+    EXPECT_FALSE(process_alive("sleep 317"));
+    std::error_code ignored;
+    for (const auto& entry : fs::directory_iterator(cgroup_root_ / "one", ignored)) {
+        if (entry.is_directory()) ADD_FAILURE() << "left behind: " << entry.path();
+    }
+    const std::string log = daemon_->log();
+    EXPECT_NE(log.find("DECISION=allowed"), std::string::npos);
+    EXPECT_NE(log.find("no connector of gateway one serves this host"), std::string::npos);
+}
+
+TEST_P(AgentsTest, TheAgentRunsAsTheCallerWithTheInterceptionCaTrusted) {
+    const Result result = run(as_user("65534", tf_run({"/bin/sh", "-c",
+                                                       "id -u; id -g; cat /proc/self/cgroup | tail -1; "
+                                                       "grep -c 'BEGIN CERTIFICATE' \"$SSL_CERT_FILE\" >/dev/null "
+                                                       "&& echo bundle; echo \"$TAMEFLARE_GATEWAY\"; exit 3"})));
+    EXPECT_EQ(result.status, 3) << result.err;
+    EXPECT_EQ(result.out, "65534\n65534\n0::/\nbundle\none\n");
+    // A user the gateway does not list is refused, and nothing is left behind.
+    const Result refused = run(as_user("4242", tf_run({"/bin/true"})));
+    EXPECT_EQ(refused.status, 125);
+    EXPECT_NE(refused.err.find("may not launch agents on gateway one"), std::string::npos) << refused.err;
+}
+
+TEST_P(AgentsTest, AnAgentCannotLaunchAnotherAgent) {
+    const auto inner = tf_run({"/bin/true"});
+    std::vector<std::string> command{"/bin/sh", "-c", "\"$@\"; echo \"inner=$?\"", "sh"};
+    command.insert(command.end(), inner.begin(), inner.end());
+    const Result result = run(tf_run(command));
+    EXPECT_EQ(result.status, 0) << result.err;
+    EXPECT_EQ(result.out, "inner=125\n");
+    EXPECT_NE(result.err.find("agents cannot launch agents"), std::string::npos) << result.err;
+}
+
+TEST_P(AgentsTest, SignalsArePassedOnAndKillingTfRunEndsTheAgent) {
+    Subprocess polite(tf_run({"/bin/sh", "-c",
+                              "trap 'echo got-term; exit 42' TERM; echo ready; "
+                              "while :; do sleep 0.1; done"},
+                             "polite"));
+    ASSERT_TRUE(daemon_->wait_for_log("agent polite started"));
+    std::this_thread::sleep_for(300ms);
+    polite.signal(SIGTERM);
+    EXPECT_EQ(polite.wait(), 42);
+    EXPECT_NE(polite.out().find("got-term"), std::string::npos);
+
+    Subprocess doomed(tf_run({"/bin/sleep", "318"}, "doomed"));
+    ASSERT_TRUE(daemon_->wait_for_log("agent doomed started"));
+    doomed.signal(SIGKILL);
+    doomed.wait();
+    EXPECT_TRUE(daemon_->wait_for_log("agent doomed exited with status 137"));
+    EXPECT_FALSE(process_alive("sleep 318"));
+}
+
+TEST_P(AgentsTest, BadLaunchesAreRefusedCleanly) {
+    Result result = run({TF_BINARY, "run", "--socket", (dir_.path() / "run" / "launch.sock").string(), "--gateway",
+                         "nope", "--", "/bin/true"});
+    EXPECT_EQ(result.status, 125);
+    EXPECT_NE(result.err.find("unknown gateway \"nope\""), std::string::npos) << result.err;
+    result = run(tf_run({"/no/such/program"}));
+    EXPECT_EQ(result.status, 125);
+    EXPECT_NE(result.err.find("No such file or directory"), std::string::npos) << result.err;
+    result = run(tf_run({"/bin/true"}, "Bad Name"));
+    EXPECT_EQ(result.status, 125);
+    EXPECT_NE(result.err.find("invalid agent name"), std::string::npos) << result.err;
+    std::error_code ignored;
+    for (const auto& entry : fs::directory_iterator(cgroup_root_ / "one", ignored)) {
+        if (entry.is_directory()) ADD_FAILURE() << "left behind: " << entry.path();
+    }
+    // The daemon is still serving.
+    EXPECT_EQ(run(tf_run({"/bin/true"})).status, 0);
+}
+
+TEST_P(AgentsTest, WithTheDaemonKilledAgentsConnectNowhere) {
+    LoopbackListener canary;
+    Subprocess agent(tf_run({"/usr/bin/python3", "-c",
+                             "import socket, time\n"
+                             "print('ready', flush=True)\n"
+                             "time.sleep(2)\n"
+                             "try:\n"
+                             "    s = socket.create_connection(('127.0.0.1', " +
+                                 canary.port_text() +
+                                 "), timeout=5)\n"
+                                 "    print('connected', flush=True)\n"
+                                 "except OSError as e:\n"
+                                 "    print('refused', e.errno, flush=True)\n"
+                                 "time.sleep(30)\n"},
+                            "survivor"));
+    ASSERT_TRUE(daemon_->wait_for_log("agent survivor started"));
+    daemon_->process().signal(SIGKILL);
+    daemon_->process().wait();
+    daemon_.reset();
+    std::this_thread::sleep_for(3s);
+    EXPECT_EQ(canary.accept(100ms), -1) << "a connection escaped while the daemon was dead";
+    // The agent is still in its cgroup, still enforced; end it.
+    auto agent_cgroup = netns::Cgroup::open(cgroup_root_ / "one" / "survivor");
+    EXPECT_TRUE(agent_cgroup.populated());
+    agent_cgroup.remove(5s);
+    agent.wait();
+    EXPECT_NE(agent.err().find("stays under enforcement"), std::string::npos) << agent.err();
+}
+
+INSTANTIATE_TEST_SUITE_P(Isolation, AgentsTest, ::testing::Values("netns", "cgroup"));
+
+}  // namespace
+}  // namespace tameflare::testing
