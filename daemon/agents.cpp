@@ -18,6 +18,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -245,6 +246,10 @@ struct Agents::Impl {
     std::shared_ptr<Agent> launch(const netns::PeerCredentials& peer, const json& request, std::vector<UniqueFd>& fds);
     void finish(Agent& agent, int status);
     void undo(Agent& agent);
+    void serve_agent(Agent& agent, UniqueFd proxy_socket, UniqueFd dns_udp, UniqueFd dns_tcp);
+    void adopt_running();
+    void adopt(const fs::path& directory, const std::map<std::uint64_t, bpf::AgentRoute>& routes);
+    net::awaitable<void> watch_cgroup(std::shared_ptr<Agent> agent);
 };
 
 namespace {
@@ -340,17 +345,8 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         route.proxy_port = netns::local_endpoint(proxy_socket.get()).port;
         route.dns_udp_port = netns::local_endpoint(dns_udp.get()).port;
         route.dns_tcp_port = netns::local_endpoint(dns_tcp.get()).port;
-        {
-            std::lock_guard lock(mutex);
-            registrations[agent->key] = Registration{gateway_name, id};
-        }
         enforcer.add_agent(agent->key, route);
-        agent->registered = true;
-        proxy->add_listener(std::move(proxy_socket), agent->key);
-        agent->listening = true;
-        agent->dns = std::make_unique<netns::DnsStub>(io, std::move(dns_udp), std::move(dns_tcp),
-                                                      resolvable_names(*gateway), proxy->resolver());
-        agent->dns->start();
+        serve_agent(*agent, std::move(proxy_socket), std::move(dns_udp), std::move(dns_tcp));
 
         netns::SpawnOptions spawn;
         spawn.argv = std::move(argv);
@@ -390,6 +386,115 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
     agents[id] = agent;
     publish();
     return agent;
+}
+
+// Registers the agent for origin look-ups and serves its listener and DNS
+// stub. The BPF registration is the caller's.
+void Agents::Impl::serve_agent(Agent& agent, UniqueFd proxy_socket, UniqueFd dns_udp, UniqueFd dns_tcp) {
+    {
+        std::lock_guard lock(mutex);
+        registrations[agent.key] = Registration{agent.gateway, agent.id};
+    }
+    agent.registered = true;
+    proxy->add_listener(std::move(proxy_socket), agent.key);
+    agent.listening = true;
+    const auto snapshot = config.snapshot();
+    const policy::Gateway* gateway = snapshot->gateway(agent.gateway);
+    agent.dns = std::make_unique<netns::DnsStub>(io, std::move(dns_udp), std::move(dns_tcp),
+                                                 gateway ? resolvable_names(*gateway) : std::vector<std::string>{},
+                                                 proxy->resolver());
+    agent.dns->start();
+}
+
+// Agents a previous daemon launched (it was killed, or restarted) are still
+// in their cgroups, still routed by the pinned registrations to listeners
+// that closed with it. Their listeners and stubs are opened again on the same
+// ports where they are free (else new ports, and the registration follows),
+// so their traffic resumes.
+void Agents::Impl::adopt_running() {
+    const auto routes = enforcer.agents();
+    std::error_code error;
+    for (const auto& gateway : fs::directory_iterator(options.cgroup_root, error)) {
+        if (!gateway.is_directory()) continue;
+        for (const auto& agent : fs::directory_iterator(gateway.path(), error)) {
+            if (!agent.is_directory()) continue;
+            try {
+                adopt(agent.path(), routes);
+            } catch (const std::exception& failure) {
+                log(LogLevel::warning, "cannot adopt the agent in " + agent.path().string() + ": " + failure.what(),
+                    {{"CGROUP", agent.path().string()}});
+            }
+        }
+    }
+}
+
+void Agents::Impl::adopt(const fs::path& directory, const std::map<std::uint64_t, bpf::AgentRoute>& routes) {
+    auto agent = std::make_shared<Agent>();
+    agent->cgroup.emplace(netns::Cgroup::open(directory));
+    agent->key = agent->cgroup->id();
+    agent->id = directory.filename().string();
+    agent->gateway = directory.parent_path().filename().string();
+    const auto route = routes.find(agent->key);
+    const auto pids = agent->cgroup->processes();
+    if (pids.empty() || route == routes.end() || agents.count(agent->id) != 0) {
+        // Ended, or never registered (its connects are refused): nothing to serve.
+        agent->registered = route != routes.end();
+        undo(*agent);
+        return;
+    }
+    const UniqueFd ns_fd(::open(("/proc/" + std::to_string(pids.front()) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat theirs {};
+    struct stat ours {};
+    if (!ns_fd || ::fstat(ns_fd.get(), &theirs) != 0 || ::stat("/proc/self/ns/net", &ours) != 0) {
+        throw std::runtime_error("cannot open the network namespace of pid " + std::to_string(pids.front()));
+    }
+    agent->isolation = theirs.st_ino == ours.st_ino ? "cgroup" : "netns";
+    if (agent->isolation == "netns") agent->ns.emplace(netns::NetworkNamespace::adopt(UniqueFd(::dup(ns_fd.get()))));
+    bpf::AgentRoute next = route->second;
+    auto open_at = [&](std::uint16_t port, bool tcp) {
+        const proxy::Endpoint at{*proxy::IpAddress::parse("127.0.0.1"), port};
+        const proxy::Endpoint any{*proxy::IpAddress::parse("127.0.0.1"), 0};
+        try {
+            if (agent->ns) return tcp ? agent->ns->listen_tcp(at) : agent->ns->bind_udp(at);
+            return tcp ? netns::listen_tcp(at) : netns::bind_udp(at);
+        } catch (const std::system_error&) {  // taken meanwhile: a new port, and the registration follows
+            if (agent->ns) return tcp ? agent->ns->listen_tcp(any) : agent->ns->bind_udp(any);
+            return tcp ? netns::listen_tcp(any) : netns::bind_udp(any);
+        }
+    };
+    UniqueFd proxy_socket = open_at(next.proxy_port, true);
+    UniqueFd dns_udp = open_at(next.dns_udp_port, false);
+    UniqueFd dns_tcp = open_at(next.dns_tcp_port, true);
+    next.proxy_port = netns::local_endpoint(proxy_socket.get()).port;
+    next.dns_udp_port = netns::local_endpoint(dns_udp.get()).port;
+    next.dns_tcp_port = netns::local_endpoint(dns_tcp.get()).port;
+    if (!(next == route->second)) enforcer.add_agent(agent->key, next);
+    serve_agent(*agent, std::move(proxy_socket), std::move(dns_udp), std::move(dns_tcp));
+    agent->exit_watch = std::make_unique<Descriptor>(io, ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+    if (::inotify_add_watch(agent->exit_watch->native_handle(), (directory / "cgroup.events").c_str(), IN_MODIFY) < 0) {
+        undo(*agent);
+        throw std::runtime_error("cannot watch " + (directory / "cgroup.events").string());
+    }
+    log(LogLevel::notice, "agent " + agent->id + " adopted after a restart of tameflared",
+        {{"AGENT", agent->id}, {"GATEWAY", agent->gateway}, {"ISOLATION", agent->isolation}});
+    agents[agent->id] = agent;
+    publish();
+    net::co_spawn(io, watch_cgroup(agent), net::detached);
+}
+
+// An adopted agent is not our child: its end is its cgroup becoming empty,
+// and its exit status is not known (-1 in the audit log).
+net::awaitable<void> Agents::Impl::watch_cgroup(std::shared_ptr<Agent> agent) {
+    for (;;) {
+        if (!agent->cgroup || !agent->cgroup->populated()) break;
+        error_code error;
+        co_await agent->exit_watch->async_wait(Descriptor::wait_read, net::redirect_error(net::use_awaitable, error));
+        if (error) co_return;
+        std::array<char, 4096> events{};
+        while (::read(agent->exit_watch->native_handle(), events.data(), events.size()) > 0) {
+        }
+    }
+    if (agents.count(agent->id) != 0) finish(*agent, -1);
 }
 
 // Tears down what a launch or an agent's life set up, in reverse.
@@ -536,6 +641,7 @@ void Agents::start(proxy::ProxyServer& proxy) {
     ::chmod(path.c_str(), 0666);
     impl_->listener = std::make_unique<Descriptor>(impl_->io, socket.release());
     net::co_spawn(impl_->io, impl_->accept_loop(), net::detached);
+    net::post(impl_->io, [this] { impl_->adopt_running(); });
     impl_->thread = std::thread([this] {
         auto guard = net::make_work_guard(impl_->io);
         impl_->io.run();

@@ -229,33 +229,63 @@ TEST_P(AgentsTest, BadLaunchesAreRefusedCleanly) {
     EXPECT_EQ(run(tf_run({"/bin/true"})).status, 0);
 }
 
-TEST_P(AgentsTest, WithTheDaemonKilledAgentsConnectNowhere) {
+// The agent keeps asking plain.test (through its DNS stub and proxy) and the
+// canary; each answer is a line in a file.
+constexpr const char* kPoller = R"(import socket, sys, time
+out = open(sys.argv[1], "a", buffering=1)
+port, canary = int(sys.argv[2]), int(sys.argv[3])
+while True:
+    try:
+        with socket.create_connection(("plain.test", port), timeout=3) as s:
+            s.sendall(b"GET /hello HTTP/1.1\r\nHost: plain.test:%d\r\nConnection: close\r\n\r\n" % port)
+            out.write("ok " + s.recv(64).split(b"\r\n")[0].decode() + "\n")
+    except OSError as e:
+        out.write("fail %s\n" % e.errno)
+    try:
+        socket.create_connection(("127.0.0.1", canary), timeout=1).close()
+    except OSError:
+        pass
+    time.sleep(0.2)
+)";
+
+TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     LoopbackListener canary;
-    Subprocess agent(tf_run({"/usr/bin/python3", "-c",
-                             "import socket, time\n"
-                             "print('ready', flush=True)\n"
-                             "time.sleep(2)\n"
-                             "try:\n"
-                             "    s = socket.create_connection(('127.0.0.1', " +
-                                 canary.port_text() +
-                                 "), timeout=5)\n"
-                                 "    print('connected', flush=True)\n"
-                                 "except OSError as e:\n"
-                                 "    print('refused', e.errno, flush=True)\n"
-                                 "time.sleep(30)\n"},
+    const fs::path answers = dir_.path() / "answers.txt";
+    std::ofstream(dir_.path() / "poller.py") << kPoller;
+    // Its stdio is not tf run's pipes: those must close when tf run exits.
+    Subprocess agent(tf_run({"/bin/sh", "-c", "exec /usr/bin/python3 \"$@\" </dev/null >/dev/null 2>&1", "sh",
+                             (dir_.path() / "poller.py").string(), answers.string(), std::to_string(upstream_.port()),
+                             canary.port_text()},
                             "survivor"));
-    ASSERT_TRUE(daemon_->wait_for_log("agent survivor started"));
+    const auto wait_for_answer = [&](std::size_t from, const std::string& needle) {
+        for (int i = 0; i < 200; ++i) {
+            if (slurp(answers).find(needle, from) != std::string::npos) return true;
+            std::this_thread::sleep_for(50ms);
+        }
+        return false;
+    };
+    ASSERT_TRUE(wait_for_answer(0, "ok HTTP/1.1 200")) << slurp(answers) << daemon_->log();
+
     daemon_->process().signal(SIGKILL);
     daemon_->process().wait();
-    daemon_.reset();
-    std::this_thread::sleep_for(3s);
-    EXPECT_EQ(canary.accept(100ms), -1) << "a connection escaped while the daemon was dead";
-    // The agent is still in its cgroup, still enforced; end it.
-    auto agent_cgroup = netns::Cgroup::open(cgroup_root_ / "one" / "survivor");
-    EXPECT_TRUE(agent_cgroup.populated());
-    agent_cgroup.remove(5s);
-    agent.wait();
+    std::this_thread::sleep_for(500ms);  // answers in flight at the kill
+    const std::size_t dead_from = slurp(answers).size();
+    std::this_thread::sleep_for(2s);
+    const std::string while_dead = slurp(answers).substr(dead_from);
+    EXPECT_NE(while_dead.find("fail"), std::string::npos) << while_dead;
+    EXPECT_EQ(while_dead.find("ok"), std::string::npos) << "answered while the daemon was dead: " << while_dead;
+    EXPECT_EQ(agent.wait(), 125);
     EXPECT_NE(agent.err().find("stays under enforcement"), std::string::npos) << agent.err();
+
+    daemon_.emplace(TAMEFLARED_BINARY, dir_.path() / "tameflared.json", dir_.path() / "daemon2.log");
+    ASSERT_TRUE(daemon_->wait_for_log("agent survivor adopted after a restart")) << daemon_->log();
+    const std::size_t restarted_from = slurp(answers).size();
+    EXPECT_TRUE(wait_for_answer(restarted_from, "ok HTTP/1.1 200")) << slurp(answers) << daemon_->log();
+    EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection";
+
+    // Its end is noticed although it is no longer the daemon's child.
+    netns::Cgroup::open(cgroup_root_ / "one" / "survivor").kill();
+    EXPECT_TRUE(daemon_->wait_for_log("agent survivor exited with status -1")) << daemon_->log();
 }
 
 INSTANTIATE_TEST_SUITE_P(Isolation, AgentsTest, ::testing::Values("netns", "cgroup"));
