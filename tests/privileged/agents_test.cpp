@@ -253,10 +253,10 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     const fs::path answers = dir_.path() / "answers.txt";
     std::ofstream(dir_.path() / "poller.py") << kPoller;
     // Its stdio is not tf run's pipes: those must close when tf run exits.
-    Subprocess agent(tf_run({"/bin/sh", "-c", "exec /usr/bin/python3 \"$@\" </dev/null >/dev/null 2>&1", "sh",
-                             (dir_.path() / "poller.py").string(), answers.string(), std::to_string(upstream_.port()),
-                             canary.port_text()},
-                            "survivor"));
+    Subprocess agent(tf_run(
+        {"/bin/sh", "-c", "exec /usr/bin/python3 \"$@\" </dev/null >/dev/null 2>&1", "sh",
+         (dir_.path() / "poller.py").string(), answers.string(), std::to_string(upstream_.port()), canary.port_text()},
+        "survivor"));
     const auto wait_for_answer = [&](std::size_t from, const std::string& needle) {
         for (int i = 0; i < 200; ++i) {
             if (slurp(answers).find(needle, from) != std::string::npos) return true;
