@@ -20,6 +20,7 @@ int vault_command(std::span<char*> args);
 int audit_command(std::span<char*> args);
 int traffic_command(std::span<char*> args);
 int run_command(std::span<char*> args);
+int enforce_command(std::span<char*> args);
 
 // The daemon's state files, as the store commands find them.
 struct StateLocation {

@@ -3,7 +3,7 @@
 // it. Signals tf run receives are passed on; tf run's exit status is the
 // agent's.
 #include "cli/commands.h"
-#include "daemon/daemon_config.h"
+#include "cli/launch_client.h"
 #include "daemon/unique_fd.h"
 #include "netns/launch_protocol.h"
 
@@ -55,20 +55,7 @@ agent could not be launched; 2 for a usage error.
 constexpr int kExitLaunchFailed = 125;
 
 int fail(const std::string& message, const std::string& hint = "") {
-    std::fprintf(stderr, "tf run: %s\n", message.c_str());
-    if (!hint.empty()) std::fprintf(stderr, "  hint: %s\n", hint.c_str());
-    return kExitLaunchFailed;
-}
-
-std::string launch_socket(const std::string& given, const std::string& config_file) {
-    if (!given.empty()) return given;
-    if (const char* env = std::getenv("TAMEFLARE_LAUNCH_SOCKET"); env != nullptr && *env != '\0') return env;
-    policy::ConfigErrors errors;
-    const auto config = daemon::load_daemon_config(config_file.empty() ? daemon::kDefaultConfigFile : config_file,
-                                                   !config_file.empty(), errors);
-    if (!config) return (daemon::DaemonConfig{}.runtime_dir / "launch.sock").string();
-    return config->agents.launch_socket.empty() ? (config->runtime_dir / "launch.sock").string()
-                                                : config->agents.launch_socket.string();
+    return launch_failed("run", message, hint);
 }
 
 }  // namespace
@@ -117,16 +104,8 @@ int run_command(std::span<char*> args) {
     auto& env = request["env"] = nlohmann::json::array();
     for (char** variable = environ; *variable != nullptr; ++variable) env.push_back(*variable);
 
-    const std::string path = launch_socket(socket_path, config_file);
-    UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-    if (!socket || ::connect(socket.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-        return fail("cannot reach tameflared at " + path + ": " + std::strerror(errno),
-                    "is tameflared running (systemctl status tameflared)? Is kernel enforcement available (the "
-                    "journal says)?");
-    }
+    const auto socket = connect_launch_socket(launch_socket_path(socket_path, config_file), "run");
+    if (!socket) return kExitLaunchFailed;
     const UniqueFd cwd(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!cwd) return fail(std::string("cannot open the current directory: ") + std::strerror(errno));
 
@@ -141,9 +120,9 @@ int run_command(std::span<char*> args) {
 
     std::string agent;
     try {
-        netns::send_message(socket.get(), request.dump(), {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, cwd.get()});
+        netns::send_message(socket->get(), request.dump(), {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, cwd.get()});
         for (;;) {
-            pollfd ready[2] = {{socket.get(), POLLIN, 0}, {signals.get(), POLLIN, 0}};
+            pollfd ready[2] = {{socket->get(), POLLIN, 0}, {signals.get(), POLLIN, 0}};
             if (::poll(ready, 2, -1) < 0) {
                 if (errno == EINTR) continue;
                 return fail(std::string("poll: ") + std::strerror(errno));
@@ -151,12 +130,12 @@ int run_command(std::span<char*> args) {
             if ((ready[1].revents & POLLIN) != 0) {
                 signalfd_siginfo info{};
                 if (::read(signals.get(), &info, sizeof info) == sizeof info && !agent.empty()) {
-                    netns::send_message(socket.get(),
+                    netns::send_message(socket->get(),
                                         nlohmann::json{{"type", "signal"}, {"signal", info.ssi_signo}}.dump());
                 }
             }
             if ((ready[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-            const auto message = netns::receive_message(socket.get());
+            const auto message = netns::receive_message(socket->get());
             if (!message) {
                 return fail(agent.empty() ? "tameflared closed the connection"
                                           : "tameflared went away; agent " + agent +

@@ -204,6 +204,7 @@ struct Agent {
     std::shared_ptr<Descriptor> client;  // tf run's connection
     bool registered = false;
     bool listening = false;
+    bool enforced_unit = false;  // an existing cgroup put under a gateway (tf enforce), not launched by us
 };
 
 struct Agents::Impl {
@@ -246,8 +247,15 @@ struct Agents::Impl {
     std::shared_ptr<Agent> launch(const netns::PeerCredentials& peer, const json& request, std::vector<UniqueFd>& fds);
     void finish(Agent& agent, int status);
     void undo(Agent& agent);
+    void undo_registration(Agent& agent);
     void serve_agent(Agent& agent, UniqueFd proxy_socket, UniqueFd dns_udp, UniqueFd dns_tcp);
     void adopt_running();
+    json enforce(const netns::PeerCredentials& peer, const json& request);
+    json release(const netns::PeerCredentials& peer, const json& request);
+    void start_enforcing(const fs::path& cgroup, const std::string& gateway, const std::string& name);
+    void save_enforced();
+    void restore_enforced();
+    [[nodiscard]] bool inside_agents(const std::string& cgroup) const;
     void adopt(const fs::path& directory, const std::map<std::uint64_t, bpf::AgentRoute>& routes);
     net::awaitable<void> watch_cgroup(std::shared_ptr<Agent> agent);
 };
@@ -267,9 +275,7 @@ void reply(Descriptor& client, const json& message) {
 std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, const json& request,
                                             std::vector<UniqueFd>& fds) {
     if (fds.size() != 4) throw LaunchError("a launch passes 4 descriptors (stdin, stdout, stderr, cwd)", "use tf run");
-    const std::string caller_cgroup = cgroup_of(peer.pid);
-    const std::string root = "/" + fs::relative(options.cgroup_root, netns::cgroup2_mount()).string();
-    if (caller_cgroup.empty() || is_within(caller_cgroup, root)) {
+    if (inside_agents(cgroup_of(peer.pid))) {
         throw LaunchError("agents cannot launch agents", "run tf run outside any agent");
     }
     const auto argv_json = request.value("argv", json::array());
@@ -388,6 +394,150 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
     return agent;
 }
 
+// Whether a process in `cgroup` ("/x/y" under the mount; "" when it is gone)
+// is an agent: inside the agents' root or a cgroup put under enforcement.
+bool Agents::Impl::inside_agents(const std::string& cgroup) const {
+    if (cgroup.empty()) return true;
+    const fs::path mount = netns::cgroup2_mount();
+    const auto relative = [&](const fs::path& path) { return "/" + path.lexically_relative(mount).string(); };
+    if (is_within(cgroup, relative(options.cgroup_root))) return true;
+    return std::any_of(agents.begin(), agents.end(), [&](const auto& entry) {
+        return entry.second->enforced_unit && entry.second->cgroup &&
+               is_within(cgroup, relative(entry.second->cgroup->path()));
+    });
+}
+
+void Agents::Impl::start_enforcing(const fs::path& cgroup, const std::string& gateway, const std::string& name) {
+    auto agent = std::make_shared<Agent>();
+    agent->id = name;
+    agent->gateway = gateway;
+    agent->isolation = "cgroup";
+    agent->enforced_unit = true;
+    agent->cgroup.emplace(netns::Cgroup::open(cgroup));
+    agent->key = agent->cgroup->id();
+    const auto loopback = *proxy::Endpoint::parse("127.0.0.1:0");
+    UniqueFd proxy_socket = netns::listen_tcp(loopback);
+    UniqueFd dns_udp = netns::bind_udp(loopback);
+    UniqueFd dns_tcp = netns::listen_tcp(loopback);
+    bpf::AgentRoute route;
+    route.proxy_port = netns::local_endpoint(proxy_socket.get()).port;
+    route.dns_udp_port = netns::local_endpoint(dns_udp.get()).port;
+    route.dns_tcp_port = netns::local_endpoint(dns_tcp.get()).port;
+    // Registered before the programs are attached: from the first moment,
+    // every connect of the cgroup has somewhere to go.
+    enforcer.add_agent(agent->key, route);
+    serve_agent(*agent, std::move(proxy_socket), std::move(dns_udp), std::move(dns_tcp));
+    try {
+        enforcer.enforce(cgroup);
+    } catch (...) {
+        undo_registration(*agent);
+        throw;
+    }
+    agents[agent->id] = agent;
+    publish();
+    log(LogLevel::notice, "cgroup " + cgroup.string() + " is under gateway " + gateway + " as " + name,
+        {{"AGENT", name}, {"GATEWAY", gateway}, {"CGROUP", cgroup.string()}});
+}
+
+json Agents::Impl::enforce(const netns::PeerCredentials& peer, const json& request) {
+    if (peer.uid != 0) throw LaunchError("only root may put a cgroup under enforcement", "run tf enforce as root");
+    if (inside_agents(cgroup_of(peer.pid))) throw LaunchError("agents cannot change enforcement", "");
+    const fs::path mount = netns::cgroup2_mount();
+    const fs::path cgroup = fs::weakly_canonical(fs::path(request.value("cgroup", "")));
+    const std::string relative = "/" + cgroup.lexically_relative(mount).string();
+    std::error_code error;
+    if (!fs::is_directory(cgroup, error) || relative.rfind("/..", 0) == 0 || cgroup == mount ||
+        !fs::exists(cgroup / "cgroup.procs", error)) {
+        throw LaunchError("not a cgroup: " + cgroup.string(), "give a directory below " + mount.string());
+    }
+    const std::string own = "/" + netns::own_cgroup().lexically_relative(mount).string();
+    if (is_within(own, relative) || is_within(relative, "/" + options.cgroup_root.lexically_relative(mount).string())) {
+        throw LaunchError("cgroup " + cgroup.string() + " holds tameflared itself or its agents",
+                          "enforce a service's own cgroup");
+    }
+    const std::string gateway = request.value("gateway", "");
+    if (config.snapshot()->gateway(gateway) == nullptr) {
+        throw LaunchError("unknown gateway \"" + gateway + "\"", "tf policy check lists the gateways");
+    }
+    std::string name = request.value("name", "");
+    if (name.empty()) name = "unit-" + std::to_string(netns::cgroup_id(cgroup));
+    if (!valid_name(name)) throw LaunchError("invalid name \"" + name + "\"", "lower-case letters, digits, - and _");
+    const auto id = netns::cgroup_id(cgroup);
+    for (const auto& [existing, agent] : agents) {
+        if (agent->key == id) throw LaunchError(cgroup.string() + " is already enforced as " + existing, "");
+    }
+    if (agents.count(name) != 0) throw LaunchError("the name " + name + " is taken", "choose another --name");
+    start_enforcing(cgroup, gateway, name);
+    save_enforced();
+    if (store != nullptr) {
+        store->audit(store::AuditEvent{std::chrono::system_clock::now(), "enforcement.added", gateway, name,
+                                       "uid:" + std::to_string(peer.uid) + " pid:" + std::to_string(peer.pid),
+                                       cgroup.string(), json{{"cgroup", cgroup.string()}}.dump()});
+    }
+    return json{{"type", "enforced"}, {"agent", name}, {"cgroup_id", id}};
+}
+
+json Agents::Impl::release(const netns::PeerCredentials& peer, const json& request) {
+    if (peer.uid != 0) throw LaunchError("only root may release a cgroup from enforcement", "");
+    if (inside_agents(cgroup_of(peer.pid))) throw LaunchError("agents cannot change enforcement", "");
+    const fs::path cgroup = fs::weakly_canonical(fs::path(request.value("cgroup", "")));
+    std::error_code error;
+    const auto id = fs::exists(cgroup, error) ? netns::cgroup_id(cgroup) : 0;
+    const auto found = std::find_if(agents.begin(), agents.end(), [&](const auto& entry) {
+        return entry.second->enforced_unit && entry.second->key == id;
+    });
+    if (id == 0 || found == agents.end()) throw LaunchError(cgroup.string() + " is not under enforcement", "");
+    const auto agent = found->second;
+    enforcer.release(cgroup);
+    undo_registration(*agent);
+    agents.erase(found);
+    publish();
+    save_enforced();
+    if (store != nullptr) {
+        store->audit(store::AuditEvent{std::chrono::system_clock::now(), "enforcement.released", agent->gateway,
+                                       agent->id,
+                                       "uid:" + std::to_string(peer.uid) + " pid:" + std::to_string(peer.pid),
+                                       cgroup.string(), json{{"cgroup", cgroup.string()}}.dump()});
+    }
+    log(LogLevel::notice, "cgroup " + cgroup.string() + " released from enforcement",
+        {{"AGENT", agent->id}, {"CGROUP", cgroup.string()}});
+    return json{{"type", "released"}, {"agent", agent->id}};
+}
+
+// The enforced cgroups live outside the agents' root: which they are, and
+// under which gateway, is kept in the database for the next daemon.
+void Agents::Impl::save_enforced() {
+    if (store == nullptr) return;
+    json list = json::array();
+    for (const auto& [id, agent] : agents) {
+        if (!agent->enforced_unit || !agent->cgroup) continue;
+        list.push_back({{"cgroup", agent->cgroup->path().string()}, {"gateway", agent->gateway}, {"name", id}});
+    }
+    store->set_state("enforced_cgroups", list.dump(),
+                     store::AuditEvent{std::chrono::system_clock::now(), "enforcement.saved", "", "", "tameflared", "",
+                                       json{{"cgroups", list.size()}}.dump()});
+}
+
+void Agents::Impl::restore_enforced() {
+    if (store == nullptr) return;
+    const auto saved = store->state("enforced_cgroups");
+    if (!saved) return;
+    const json list = json::parse(*saved, nullptr, false);
+    if (!list.is_array()) return;
+    for (const auto& entry : list) {
+        const fs::path cgroup = entry.value("cgroup", "");
+        std::error_code error;
+        if (!fs::is_directory(cgroup, error)) continue;  // the service's cgroup is gone: so is its enforcement
+        try {
+            // The pinned links stay attached meanwhile; registering again points them at new listeners.
+            start_enforcing(cgroup, entry.value("gateway", ""), entry.value("name", ""));
+        } catch (const std::exception& failure) {
+            log(LogLevel::error, "cannot enforce " + cgroup.string() + " again: " + failure.what(),
+                {{"CGROUP", cgroup.string()}});
+        }
+    }
+}
+
 // Registers the agent for origin look-ups and serves its listener and DNS
 // stub. The BPF registration is the caller's.
 void Agents::Impl::serve_agent(Agent& agent, UniqueFd proxy_socket, UniqueFd dns_udp, UniqueFd dns_tcp) {
@@ -412,6 +562,7 @@ void Agents::Impl::serve_agent(Agent& agent, UniqueFd proxy_socket, UniqueFd dns
 // ports where they are free (else new ports, and the registration follows),
 // so their traffic resumes.
 void Agents::Impl::adopt_running() {
+    restore_enforced();
     const auto routes = enforcer.agents();
     std::error_code error;
     for (const auto& gateway : fs::directory_iterator(options.cgroup_root, error)) {
@@ -497,22 +648,27 @@ net::awaitable<void> Agents::Impl::watch_cgroup(std::shared_ptr<Agent> agent) {
     if (agents.count(agent->id) != 0) finish(*agent, -1);
 }
 
-// Tears down what a launch or an agent's life set up, in reverse.
-void Agents::Impl::undo(Agent& agent) {
+// Closes the agent's stub and listener and removes its registration.
+void Agents::Impl::undo_registration(Agent& agent) {
     if (agent.dns) agent.dns->stop();
     agent.dns.reset();
     if (agent.listening) proxy->remove_listener(agent.key);
     agent.listening = false;
     if (agent.registered) enforcer.remove_agent(agent.key);
     agent.registered = false;
+    std::lock_guard lock(mutex);
+    registrations.erase(agent.key);
+}
+
+// Tears down what a launch or an agent's life set up, in reverse.
+void Agents::Impl::undo(Agent& agent) {
+    undo_registration(agent);
     if (agent.cgroup && !agent.cgroup->remove(std::chrono::seconds(5))) {
         log(LogLevel::warning, "the cgroup of agent " + agent.id + " could not be removed",
             {{"AGENT", agent.id}, {"CGROUP", agent.cgroup->path().string()}});
     }
     agent.cgroup.reset();
     agent.ns.reset();
-    std::lock_guard lock(mutex);
-    registrations.erase(agent.key);
 }
 
 void Agents::Impl::finish(Agent& agent, int status) {
@@ -570,6 +726,16 @@ net::awaitable<void> Agents::Impl::serve(std::shared_ptr<Descriptor> client) {
                 reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", failure.hint}});
                 break;
             }
+        } else if ((type == "enforce" || type == "release") && !agent) {
+            try {
+                const auto peer = netns::peer_credentials(client->native_handle());
+                reply(*client, type == "enforce" ? enforce(peer, request) : release(peer, request));
+            } catch (const LaunchError& failure) {
+                reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", failure.hint}});
+            } catch (const std::exception& failure) {
+                reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", ""}});
+            }
+            break;
         } else if (type == "signal" && agent && agent->process) {
             const int number = request.value("signal", 0);
             if (std::find(kForwardable.begin(), kForwardable.end(), number) != kForwardable.end()) {
@@ -656,6 +822,10 @@ void Agents::stop() {
         if (impl_->listener) impl_->listener->close(ignored);
         auto running = impl_->agents;
         for (auto& [id, agent] : running) {
+            if (agent->enforced_unit) {  // a service's cgroup is not ours to end: its connects fail until we are back
+                impl_->undo_registration(*agent);
+                continue;
+            }
             if (agent->exit_watch) agent->exit_watch->cancel(ignored);
             if (agent->cgroup) agent->cgroup->kill();
             const int status = agent->process ? agent->process->wait() : 255;

@@ -288,6 +288,55 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     EXPECT_TRUE(daemon_->wait_for_log("agent survivor exited with status -1")) << daemon_->log();
 }
 
+// tf enforce: an existing cgroup (a service) under a gateway, across a
+// restart of the daemon, and released again.
+TEST_P(AgentsTest, AnExistingCgroupCanBePutUnderAGatewayAndReleased) {
+    if (GetParam() != "cgroup") GTEST_SKIP() << "enforced services share the host's namespace: one run is enough";
+    LoopbackListener canary;
+    auto service = netns::Cgroup::create(netns::cgroup2_mount(), "tf-enforce-test-" + std::to_string(::getpid()));
+    const std::string socket = (dir_.path() / "run" / "launch.sock").string();
+    const auto enforce = [&](std::vector<std::string> extra) {
+        std::vector<std::string> argv{TF_BINARY, "enforce", "--socket", socket, "--cgroup", service.path().string()};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        return argv;
+    };
+    // A process of the service: it joins the cgroup, then fetches both URLs.
+    const std::string port = std::to_string(upstream_.port());
+    const auto in_service = [&] {
+        return run({"/bin/sh", "-c",
+                    "echo $$ > \"$0/cgroup.procs\" && for url in \"$@\"; do curl -sS -m 5 -o /dev/null -w "
+                    "'%{http_code} ' --resolve plain.test:" +
+                        port + ":127.0.0.1 \"$url\"; done",
+                    service.path().string(), "http://plain.test:" + port + "/hello",
+                    "http://127.0.0.1:" + canary.port_text() + "/"});
+    };
+
+    Result result = run(as_user("4242", enforce({"--gateway", "one"})));
+    EXPECT_EQ(result.status, 125);
+    EXPECT_NE(result.err.find("only root"), std::string::npos) << result.err;
+
+    result = run(enforce({"--gateway", "one", "--name", "runner"}));
+    ASSERT_EQ(result.status, 0) << result.err << daemon_->log();
+    EXPECT_NE(result.out.find("under gateway one as runner"), std::string::npos);
+    EXPECT_EQ(in_service().out, "200 403 ");  // the canary's address is not a host the gateway serves
+    EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection from an enforced service";
+
+    daemon_->process().signal(SIGTERM);
+    daemon_->process().wait();
+    EXPECT_NE(in_service().out, "200 200 ");  // no daemon: nothing gets through
+    EXPECT_EQ(canary.accept(100ms), -1);
+    daemon_.emplace(TAMEFLARED_BINARY, dir_.path() / "tameflared.json", dir_.path() / "daemon2.log");
+    ASSERT_TRUE(daemon_->wait_for_log("under gateway one as runner")) << daemon_->log();
+    EXPECT_EQ(in_service().out, "200 403 ");
+
+    result = run(enforce({"--release"}));
+    ASSERT_EQ(result.status, 0) << result.err;
+    const Result released = in_service();
+    const UniqueFd direct(canary.accept(2s));
+    EXPECT_TRUE(direct) << "released, the service connects directly again: " << released.out;
+    service.remove(5s);
+}
+
 INSTANTIATE_TEST_SUITE_P(Isolation, AgentsTest, ::testing::Values("netns", "cgroup"));
 
 }  // namespace

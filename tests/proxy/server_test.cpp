@@ -853,9 +853,13 @@ TEST_F(ProxyTest, GitClonesThroughTheProxyAndItsPushIsDecidedAsAPush) {
     const Result pushed = git({"-C", clone.string(), "-c", proxy, "push", "-q", "origin", "HEAD:main"}, ca);
     EXPECT_NE(pushed.status, 0);
     EXPECT_NE(pushed.err.find("403"), std::string::npos) << pushed.err;
+    // git sees the 403 before the proxy's record of it may be in: wait for it.
     bool denied_push = false;
-    for (const auto& record : sink_.wait_for(1))
-        denied_push |= record.action == "github.git.push" && record.status == 403;
+    for (int i = 0; i < 100 && !denied_push; ++i) {
+        for (const auto& record : sink_.wait_for(1))
+            denied_push |= record.action == "github.git.push" && record.status == 403;
+        if (!denied_push) std::this_thread::sleep_for(50ms);
+    }
     EXPECT_TRUE(denied_push);
 }
 
