@@ -21,6 +21,7 @@ int audit_command(std::span<char*> args);
 int traffic_command(std::span<char*> args);
 int run_command(std::span<char*> args);
 int enforce_command(std::span<char*> args);
+int doctor_command(std::span<char*> args);
 
 // The daemon's state files, as the store commands find them.
 struct StateLocation {

@@ -14,6 +14,7 @@ Commands:
                                      launch COMMAND as an agent under the gateway's policy
   enforce --gateway G --cgroup PATH|--unit NAME
                                      put an existing cgroup (a service) under the gateway's policy
+  doctor --gateway G                 check that kernel enforcement works here (any user)
   policy check                       validate connectors and gateways
   policy test --gateway G 'METHOD URL' [--body B]
                                      decide one request and show the trace
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
     const std::span<char*> rest(argv + 1, static_cast<std::size_t>(argc - 1));
     if (std::strcmp(argv[1], "run") == 0) return tameflare::cli::run_command(rest);
     if (std::strcmp(argv[1], "enforce") == 0) return tameflare::cli::enforce_command(rest);
+    if (std::strcmp(argv[1], "doctor") == 0) return tameflare::cli::doctor_command(rest);
     if (std::strcmp(argv[1], "policy") == 0) return tameflare::cli::policy_command(rest);
     if (std::strcmp(argv[1], "connectors") == 0) return tameflare::cli::connectors_command(rest);
     if (std::strcmp(argv[1], "vault") == 0) return tameflare::cli::vault_command(rest);

@@ -288,6 +288,28 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     EXPECT_TRUE(daemon_->wait_for_log("agent survivor exited with status -1")) << daemon_->log();
 }
 
+TEST_P(AgentsTest, DoctorReportsEveryEnforcementPropertyAsPassed) {
+    const std::vector<std::string> doctor{
+        TF_BINARY, "doctor", "--socket", (dir_.path() / "run" / "launch.sock").string(), "--gateway", "one"};
+    for (const std::string uid : {"0", "65534"}) {  // any user the gateway lets launch
+        const Result result = run(as_user(uid, doctor));
+        EXPECT_EQ(result.status, 0) << result.out << result.err;
+        EXPECT_EQ(result.out.find("FAIL"), std::string::npos) << result.out;
+        for (const char* property :
+             {"TCP goes to the proxy (IPv4)", "TCP goes to the proxy (IPv6)", "UDP other than DNS is refused",
+              "DNS goes to the stub", "raw sockets are refused", "leaving the cgroup is refused", "no capabilities"}) {
+            EXPECT_NE(result.out.find(std::string("PASS  ") + property), std::string::npos) << result.out;
+        }
+    }
+    // Without a daemon it says so and fails.
+    daemon_->process().signal(SIGTERM);
+    daemon_->process().wait();
+    daemon_.reset();
+    const Result down = run(doctor);
+    EXPECT_EQ(down.status, 1);
+    EXPECT_NE(down.out.find("FAIL  tameflared's launch socket"), std::string::npos) << down.out;
+}
+
 // tf enforce: an existing cgroup (a service) under a gateway, across a
 // restart of the daemon, and released again.
 TEST_P(AgentsTest, AnExistingCgroupCanBePutUnderAGatewayAndReleased) {
