@@ -30,6 +30,7 @@ PACKAGES=(
   libnl-3-dev libnl-route-3-dev                  # netns/: bringing up an agent namespace's loopback over netlink
   libldns-dev                                    # netns/: the DNS stub parses and builds packets with ldns
   liburing-dev                                   # tests: an agent's io_uring connect must be redirected too
+  dnsutils procps util-linux                     # tests: dig against the DNS stub; pgrep; setpriv and unshare
 )
 JOBS=${JOBS:-$(nproc)}
 

@@ -11,9 +11,9 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -226,28 +226,22 @@ int doctor_command(std::span<char*> args) {
     }
     std::error_code error;
     bool all = true;
-    const auto report = [&](Check check) {
+    const auto report = [&](const Check& check) {
         print(check);
         all = all && check.pass;
         return check.pass;
     };
     report({"kernel BTF (/sys/kernel/btf/vmlinux)", std::filesystem::exists("/sys/kernel/btf/vmlinux", error), ""});
     const std::string path = launch_socket_path(socket_path, config_file);
-    const bool reachable = [&] {
-        const UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-        sockaddr_un address{};
-        address.sun_family = AF_UNIX;
-        std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-        return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-    }();
-    if (!report({"tameflared's launch socket", reachable, path + (reachable ? "" : ": " + error_text(errno))})) {
+    const bool reachable = connect_launch_socket(path, "doctor").has_value();  // prints why when not
+    if (!report({"tameflared's launch socket", reachable, path})) {
         return kExitFailed;
     }
     // The probe is this very program, run again as an agent of the gateway.
     const std::string self = std::filesystem::read_symlink("/proc/self/exe", error).string();
     std::vector<std::string> argv{"run", "--socket", path, "--gateway", gateway, "--", self, "doctor", "--probe"};
-    std::vector<char*> pointers;
-    for (auto& arg : argv) pointers.push_back(arg.data());
+    std::vector<char*> pointers(argv.size());
+    std::transform(argv.begin(), argv.end(), pointers.begin(), [](std::string& arg) { return arg.data(); });
     std::fflush(stdout);
     const int status = run_command(std::span<char*>(pointers.data(), pointers.size()));
     if (status == 125) report({"a probe agent can be launched", false, "see the message above"});
