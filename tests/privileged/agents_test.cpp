@@ -288,6 +288,19 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     EXPECT_TRUE(daemon_->wait_for_log("agent survivor exited with status -1")) << daemon_->log();
 }
 
+// tf run on a terminal: the agent uses it (its size, its name), and Ctrl-C
+// typed there reaches the agent.
+TEST_P(AgentsTest, ATerminalWorksWithItsSizeAndCtrlC) {
+    std::vector<std::string> argv{"/usr/bin/python3", TF_SOURCE_DIR "/tests/privileged/tty_driver.py"};
+    const auto command =
+        tf_run({"/bin/sh", "-c", "stty size; tty; trap 'echo interrupted; exit 130' INT; echo ready; sleep 5 & wait"});
+    argv.insert(argv.end(), command.begin(), command.end());
+    const Result result = run(argv);
+    EXPECT_EQ(result.status, 0) << result.err;
+    EXPECT_NE(result.out.find("40 100\\r\\n/dev/pts/"), std::string::npos) << result.out;
+    EXPECT_NE(result.out.find("interrupted\\r\\n' 130"), std::string::npos) << result.out;
+}
+
 TEST_P(AgentsTest, DoctorReportsEveryEnforcementPropertyAsPassed) {
     const std::vector<std::string> doctor{
         TF_BINARY, "doctor", "--socket", (dir_.path() / "run" / "launch.sock").string(), "--gateway", "one"};
