@@ -21,6 +21,7 @@
 #include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -79,6 +80,14 @@ std::string cgroup_of(pid_t pid) {
         if (line.rfind("0::", 0) == 0) return line.substr(3);
     }
     return {};
+}
+
+// The caller's cgroup; "" (taken as an agent's) when it cannot be known to
+// be the caller's: it exited, or its pid now names another process.
+std::string caller_cgroup(const netns::PeerCredentials& peer) {
+    std::string cgroup = cgroup_of(peer.pid);
+    if (peer.pidfd && ::syscall(SYS_pidfd_send_signal, peer.pidfd.get(), 0, nullptr, 0) != 0) return {};
+    return cgroup;
 }
 
 bool is_within(const std::string& path, const std::string& root) {
@@ -275,7 +284,7 @@ void reply(Descriptor& client, const json& message) {
 std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, const json& request,
                                             std::vector<UniqueFd>& fds) {
     if (fds.size() != 4) throw LaunchError("a launch passes 4 descriptors (stdin, stdout, stderr, cwd)", "use tf run");
-    if (inside_agents(cgroup_of(peer.pid))) {
+    if (inside_agents(caller_cgroup(peer))) {
         throw LaunchError("agents cannot launch agents", "run tf run outside any agent");
     }
     const auto argv_json = request.value("argv", json::array());
@@ -441,7 +450,7 @@ void Agents::Impl::start_enforcing(const fs::path& cgroup, const std::string& ga
 
 json Agents::Impl::enforce(const netns::PeerCredentials& peer, const json& request) {
     if (peer.uid != 0) throw LaunchError("only root may put a cgroup under enforcement", "run tf enforce as root");
-    if (inside_agents(cgroup_of(peer.pid))) throw LaunchError("agents cannot change enforcement", "");
+    if (inside_agents(caller_cgroup(peer))) throw LaunchError("agents cannot change enforcement", "");
     const fs::path mount = netns::cgroup2_mount();
     const fs::path cgroup = fs::weakly_canonical(fs::path(request.value("cgroup", "")));
     const std::string relative = "/" + cgroup.lexically_relative(mount).string();
@@ -479,7 +488,7 @@ json Agents::Impl::enforce(const netns::PeerCredentials& peer, const json& reque
 
 json Agents::Impl::release(const netns::PeerCredentials& peer, const json& request) {
     if (peer.uid != 0) throw LaunchError("only root may release a cgroup from enforcement", "");
-    if (inside_agents(cgroup_of(peer.pid))) throw LaunchError("agents cannot change enforcement", "");
+    if (inside_agents(caller_cgroup(peer))) throw LaunchError("agents cannot change enforcement", "");
     const fs::path cgroup = fs::weakly_canonical(fs::path(request.value("cgroup", "")));
     std::error_code error;
     const auto id = fs::exists(cgroup, error) ? netns::cgroup_id(cgroup) : 0;

@@ -80,6 +80,10 @@ PeerCredentials peer_credentials(int socket) {
     }
     groups.resize(length / sizeof(gid_t));
     out.groups = std::move(groups);
+    constexpr int kSoPeerPidfd = 77;  // SO_PEERPIDFD, not in glibc 2.36's headers
+    int pidfd = -1;
+    length = sizeof pidfd;
+    if (::getsockopt(socket, SOL_SOCKET, kSoPeerPidfd, &pidfd, &length) == 0 && pidfd >= 0) out.pidfd.reset(pidfd);
     return out;
 }
 

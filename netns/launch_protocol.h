@@ -42,6 +42,10 @@ struct PeerCredentials {
     uid_t uid = 0;
     gid_t gid = 0;
     std::vector<gid_t> groups;  // supplementary groups (SO_PEERGROUPS)
+    // The connecting process itself (SO_PEERPIDFD, Linux 6.5), so that what
+    // is read about `pid` can be checked to be about that process and not
+    // a later one that got its number; empty on older kernels.
+    UniqueFd pidfd;
 };
 PeerCredentials peer_credentials(int socket);
 
