@@ -301,6 +301,40 @@ TEST_P(AgentsTest, ATerminalWorksWithItsSizeAndCtrlC) {
     EXPECT_NE(result.out.find("interrupted\\r\\n' 130"), std::string::npos) << result.out;
 }
 
+// Whatever arrives on the launch socket is answered or refused cleanly; the
+// daemon keeps serving and nothing is left behind.
+TEST_P(AgentsTest, MalformedLaunchRequestsAreRefusedCleanly) {
+    const Result result = run({"/usr/bin/python3", TF_SOURCE_DIR "/tests/privileged/launch_garbage.py",
+                               (dir_.path() / "run" / "launch.sock").string()});
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto answers = parse_probe(result.out);
+    const std::map<std::string, std::string> expected{
+        {"not_json", "error: unexpected message"},
+        {"not_object", "error: unexpected message"},
+        {"gateway_number", "error: malformed request"},
+        {"argv_string", "error: the launch request has no command"},
+        {"argv_numbers", "error: argv holds a non-string"},
+        {"env_object", "error: the launch request has no command"},
+        {"no_fds", "error: a launch passes 4 descriptors"},
+        {"two_fds", "error: a launch passes 4 descriptors"},
+        {"signal_first", "error: unexpected message"},
+        {"unknown_type", "error: unexpected message"},
+        {"isolation_bad", "error: unknown isolation \"none\""},
+        {"enforce_not_cgroup", "error: not a cgroup: /etc"},
+        {"enforce_type", "error: malformed request"},
+        {"empty", "error: unexpected message"},
+    };
+    for (const auto& [name, prefix] : expected) {
+        ASSERT_TRUE(answers.count(name)) << name << "\n" << result.out;
+        EXPECT_EQ(answers.at(name).rfind(prefix, 0), 0U) << name << ": " << answers.at(name);
+    }
+    std::error_code ignored;
+    for (const auto& entry : fs::directory_iterator(cgroup_root_ / "one", ignored)) {
+        if (entry.is_directory()) ADD_FAILURE() << "left behind: " << entry.path();
+    }
+    EXPECT_EQ(run(tf_run({"/bin/true"})).status, 0) << daemon_->log();
+}
+
 TEST_P(AgentsTest, DoctorReportsEveryEnforcementPropertyAsPassed) {
     const std::vector<std::string> doctor{
         TF_BINARY, "doctor", "--socket", (dir_.path() / "run" / "launch.sock").string(), "--gateway", "one"};
