@@ -363,6 +363,10 @@ TEST_P(AgentsTest, AnExistingCgroupCanBePutUnderAGatewayAndReleased) {
     if (GetParam() != "cgroup") GTEST_SKIP() << "enforced services share the host's namespace: one run is enough";
     LoopbackListener canary;
     auto service = netns::Cgroup::create(netns::cgroup2_mount(), "tf-enforce-test-" + std::to_string(::getpid()));
+    struct RemovedAtEnd {  // also when an assertion ends the test early
+        netns::Cgroup& cgroup;
+        ~RemovedAtEnd() { cgroup.remove(5s); }
+    } removed_at_end{service};
     const std::string socket = (dir_.path() / "run" / "launch.sock").string();
     const auto enforce = [&](std::vector<std::string> extra) {
         std::vector<std::string> argv{TF_BINARY, "enforce", "--socket", socket, "--cgroup", service.path().string()};
@@ -403,7 +407,6 @@ TEST_P(AgentsTest, AnExistingCgroupCanBePutUnderAGatewayAndReleased) {
     const Result released = in_service();
     const UniqueFd direct(canary.accept(2s));
     EXPECT_TRUE(direct) << "released, the service connects directly again: " << released.out;
-    service.remove(5s);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isolation, AgentsTest, ::testing::Values("netns", "cgroup"));
