@@ -4,6 +4,7 @@
 #include "cli/commands.h"
 #include "cli/launch_client.h"
 #include "daemon/unique_fd.h"
+#include "netns/cgroup.h"
 
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -21,7 +22,6 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -148,18 +148,13 @@ Check dns_refused() {
 }
 
 Check cgroup_escape_refused() {
-    std::ifstream mounts("/proc/self/mountinfo");
-    std::string line;
-    std::string mount;
-    while (std::getline(mounts, line)) {
-        if (line.find(" - cgroup2 ") == std::string::npos) continue;
-        std::istringstream fields(line);
-        std::string skip;
-        fields >> skip >> skip >> skip >> skip >> mount;
-        break;
+    std::filesystem::path mount;
+    try {
+        mount = netns::cgroup2_mount();
+    } catch (const std::exception&) {
+        return {"leaving the cgroup is refused", true, "no cgroup2 mount visible"};
     }
-    if (mount.empty()) return {"leaving the cgroup is refused", true, "no cgroup2 mount visible"};
-    std::ofstream procs(mount + "/cgroup.procs");
+    std::ofstream procs(mount / "cgroup.procs");
     procs << "0" << std::flush;
     const bool refused = !procs;
     return {"leaving the cgroup is refused", refused, refused ? "cgroup.procs not writable" : "moved out!"};
