@@ -6,6 +6,7 @@
 #include "daemon/daemon_config.h"
 #include "policy/classify.h"
 #include "policy/engine.h"
+#include "policy/explain.h"
 #include "policy/params.h"
 
 #include <getopt.h>
@@ -122,63 +123,6 @@ int parse(std::span<char*> args, CommonOptions& common, TestOptions& test, const
     return optind;
 }
 
-struct ParsedUrl {
-    std::string host;
-    std::string target;
-};
-
-// "https://api.github.com/repos/o/r?x=1" -> host "api.github.com", target "/repos/o/r?x=1".
-std::optional<ParsedUrl> parse_url(std::string_view url) {
-    const auto scheme = url.find("://");
-    if (scheme == std::string_view::npos) return std::nullopt;
-    std::string_view rest = url.substr(scheme + 3);
-    const auto path = rest.find_first_of("/?");
-    std::string_view authority = rest.substr(0, path);
-    if (const auto at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
-    if (authority.starts_with("[")) {  // an IPv6 literal: [::1]:8080
-        authority = authority.substr(0, authority.find(']') + 1);
-    } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
-        authority = authority.substr(0, colon);
-    }
-    if (authority.empty()) return std::nullopt;
-    std::string target = path == std::string_view::npos ? "/" : std::string(rest.substr(path));
-    if (target.front() == '?') target.insert(0, "/");
-    return ParsedUrl{std::string(authority), std::move(target)};
-}
-
-std::string guess_content_type(const std::string& body) {
-    if (body.empty()) return {};
-    const auto first = body.find_first_not_of(" \t\r\n");
-    if (first != std::string::npos && (body[first] == '{' || body[first] == '[')) return "application/json";
-    return "application/x-www-form-urlencoded";
-}
-
-nlohmann::json to_json(const policy::Gateway& gateway, const policy::Evaluation& evaluation) {
-    const auto& decision = evaluation.decision;
-    nlohmann::json out{
-        {"gateway", gateway.name},
-        {"enforcement", policy::to_string(gateway.enforcement)},
-        {"connector", evaluation.connector ? evaluation.connector->name : ""},
-        {"decision", policy::to_string(decision.label)},
-        {"verdict", policy::to_string(decision.verdict)},
-        {"effect", policy::to_string(decision.effect)},
-        {"reason", decision.reason},
-        {"actions", nlohmann::json::array()},
-        {"trace", nlohmann::json::array()},
-    };
-    if (decision.verdict == policy::Verdict::hold) out["approval_timeout_seconds"] = decision.approval_timeout.count();
-    for (const auto& action : evaluation.actions) {
-        out["actions"].push_back({{"action", action.type},
-                                  {"risk", policy::to_string(action.risk)},
-                                  {"access", policy::to_string(action.access)},
-                                  {"route", action.route},
-                                  {"parameters", action.parameters},
-                                  {"parameters_complete", action.parameters_complete}});
-    }
-    for (const auto& step : decision.trace) out["trace"].push_back({{"stage", step.stage}, {"detail", step.detail}});
-    return out;
-}
-
 void print_human(const policy::Gateway& gateway, const policy::Evaluation& evaluation) {
     const auto& decision = evaluation.decision;
     std::printf("decision:   %s (%s; %s)\n", std::string(policy::to_string(decision.label)).c_str(),
@@ -221,7 +165,7 @@ std::optional<Line> parse_line(const std::string& text) {
 }
 
 policy::Evaluation run_one(const policy::Gateway& gateway, const TestOptions& options, const std::string& method,
-                           const ParsedUrl& url, const std::string& body, const std::string& content_type) {
+                           const policy::ParsedUrl& url, const std::string& body, const std::string& content_type) {
     policy::Request request;
     request.method = method;
     request.host = url.host;
@@ -248,13 +192,13 @@ int test_file(const policy::Gateway& gateway, const TestOptions& options) {
         ++number;
         if (text.find_first_not_of(" \t") == std::string::npos || text[text.find_first_not_of(" \t")] == '#') continue;
         const auto line = parse_line(text);
-        const auto url = line ? parse_url(line->url) : std::nullopt;
+        const auto url = line ? policy::parse_url(line->url) : std::nullopt;
         if (!line || !url) {
             std::fprintf(stderr, "%s:%d: expected \"METHOD URL [BODY]\"\n", options.requests_file.c_str(), number);
             return kExitUsage;
         }
         const auto evaluation =
-            run_one(gateway, options, line->method, *url, line->body, guess_content_type(line->body));
+            run_one(gateway, options, line->method, *url, line->body, policy::guess_content_type(line->body));
         const auto& decision = evaluation.decision;
         if (decision.verdict != policy::Verdict::forward) ++not_forwarded;
         std::string action = evaluation.actions.empty() ? "-" : evaluation.actions[decision.deciding_action].type;
@@ -290,7 +234,7 @@ int test_command(std::span<char*> args) {
     if (!options.requests_file.empty()) return test_file(*gateway, options);
 
     const auto line = parse_line(positional[0]);
-    const auto url = line ? parse_url(line->url) : std::nullopt;
+    const auto url = line ? policy::parse_url(line->url) : std::nullopt;
     if (!line || !url || !line->body.empty()) {
         std::fprintf(
             stderr,
@@ -306,10 +250,11 @@ int test_command(std::span<char*> args) {
         }
         body.assign(std::istreambuf_iterator<char>(in), {});
     }
-    const std::string content_type = options.content_type.empty() ? guess_content_type(body) : options.content_type;
+    const std::string content_type =
+        options.content_type.empty() ? policy::guess_content_type(body) : options.content_type;
     const auto evaluation = run_one(*gateway, options, line->method, *url, body, content_type);
     if (options.json) {
-        std::printf("%s\n", policy::dump_lossy(to_json(*gateway, evaluation), 2).c_str());
+        std::printf("%s\n", policy::dump_lossy(policy::to_json(*gateway, evaluation), 2).c_str());
     } else {
         print_human(*gateway, evaluation);
     }

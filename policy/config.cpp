@@ -9,7 +9,8 @@ const Gateway* Config::gateway(std::string_view name) const {
     return it == gateways.end() ? nullptr : it->second.get();
 }
 
-LoadResult load_config(const std::vector<Document>& connector_docs, const std::vector<Document>& gateway_docs) {
+LoadResult load_config(const std::vector<Document>& connector_docs, const std::vector<Document>& gateway_docs,
+                       const EnforcementOverrides& enforcement) {
     LoadResult result;
     auto config = std::make_shared<Config>();
     std::map<std::string, std::string> connector_origin;
@@ -35,6 +36,9 @@ LoadResult load_config(const std::vector<Document>& connector_docs, const std::v
         if (!json) continue;
         auto gateway = Gateway::load(JsonNode(reader, *json, ""), config->connectors);
         if (!gateway) continue;
+        if (const auto level = enforcement.find(gateway->name); level != enforcement.end()) {
+            gateway->enforcement = level->second;
+        }
         const auto [it, inserted] = gateway_origin.emplace(gateway->name, doc.origin);
         if (!inserted) {
             reader.error("/name", "duplicate gateway \"" + gateway->name + "\": also defined in " + it->second,

@@ -30,7 +30,12 @@ struct LoadResult {
 
 // Connector documents first (each one connector), then gateway documents (each
 // one gateway). Every error in every document is reported, not just the first.
-LoadResult load_config(const std::vector<Document>& connectors, const std::vector<Document>& gateways);
+// Enforcement levels set at run time (tf gateways set-enforcement), by
+// gateway name; they replace what the gateway files say.
+using EnforcementOverrides = std::map<std::string, Enforcement, std::less<>>;
+
+LoadResult load_config(const std::vector<Document>& connectors, const std::vector<Document>& gateways,
+                       const EnforcementOverrides& enforcement = {});
 
 // The config the data path reads. Readers take a snapshot (one atomic load) and
 // keep it for the whole request; a reload swaps in a new one, or keeps the old
