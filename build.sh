@@ -31,6 +31,8 @@ PACKAGES=(
   libldns-dev                                    # netns/: the DNS stub parses and builds packets with ldns
   liburing-dev                                   # tests: an agent's io_uring connect must be redirected too
   dnsutils procps util-linux                     # tests: dig against the DNS stub; pgrep; setpriv and unshare
+  libsystemd-dev                                 # daemon: sd-bus (dbus/), socket activation (sd_listen_fds)
+  dbus-daemon dbus-bin systemd                   # tests: a private dbus-daemon, dbus-send and busctl against it
 )
 JOBS=${JOBS:-$(nproc)}
 
@@ -82,7 +84,7 @@ lint() {
   log "clang-format"
   git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run -Werror
   log "clang-tidy"
-  git ls-files 'policy/*.cpp' 'daemon/*.cpp' 'cli/*.cpp' 'bpf/*.cpp' 'netns/*.cpp' |
+  git ls-files 'policy/*.cpp' 'daemon/*.cpp' 'cli/*.cpp' 'bpf/*.cpp' 'netns/*.cpp' 'dbus/*.cpp' |
     xargs -P "$JOBS" -n 1 clang-tidy -p build --quiet 2>/dev/null
 }
 

@@ -13,6 +13,9 @@ namespace tameflare::cli {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailed = 1;
 inline constexpr int kExitUsage = 2;
+// The control commands (clients of the REST socket): tameflared cannot be
+// reached (not running, or no permission on its socket).
+inline constexpr int kExitUnreachable = 3;
 
 int policy_command(std::span<char*> args);
 int connectors_command(std::span<char*> args);
@@ -22,6 +25,16 @@ int traffic_command(std::span<char*> args);
 int run_command(std::span<char*> args);
 int enforce_command(std::span<char*> args);
 int doctor_command(std::span<char*> args);
+
+// The control commands, over tameflared's REST socket (cli/control_commands.cpp).
+int status_command(std::span<char*> args);
+int gateways_command(std::span<char*> args);
+int reload_command(std::span<char*> args);
+int agents_command(std::span<char*> args);
+int approvals_command(std::span<char*> args);
+int kill_switch_command(std::span<char*> args);
+int logs_command(std::span<char*> args);
+int metrics_command(std::span<char*> args);
 
 // The daemon's state files, as the store commands find them.
 struct StateLocation {

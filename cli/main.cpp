@@ -9,7 +9,21 @@ namespace {
 
 constexpr const char* kUsage = R"(Usage: tf COMMAND ...
 
-Commands:
+Commands that manage the running tameflared (over its API socket):
+  status                             version, uptime, enforcement, kill switch, counters
+  gateways [list|show NAME|set-enforcement NAME monitor|soft|full]
+                                     the loaded gateways; change one's enforcement level
+  reload                             read the configuration again (refused if invalid)
+  agents [list|show ID|stop ID]      the agents it runs or enforces
+  approvals [list|show ID|approve ID|deny ID|watch]
+                                     requests held for a human, and answering them
+  kill-switch [show|on|off] [--scope all|gateway:NAME|connector:NAME] [--reason T]
+                                     refuse all traffic in a scope at once
+  logs [-f] [--last N] [FILTERS] [--format table|csv|jsonl]
+                                     the traffic log; -f follows new requests
+  metrics                            the Prometheus metrics
+
+Commands on agents, files and the database:
   run --gateway G [--name N] [--isolation netns|cgroup] -- COMMAND [ARGS...]
                                      launch COMMAND as an agent under the gateway's policy
   enforce --gateway G --cgroup PATH|--unit NAME
@@ -29,7 +43,8 @@ Commands:
   audit verify                       check the audit log's hash chain and signed checkpoints
 
 Common options: -c/--config FILE, --connectors-dir DIR, --gateways-dir DIR;
-the vault, traffic and audit commands take --state-dir DIR.
+the vault, traffic and audit commands take --state-dir DIR; the commands that
+manage the daemon take --socket PATH and --json.
 `tf COMMAND --help` shows a command's options.
 )";
 
@@ -53,6 +68,14 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[1], "vault") == 0) return tameflare::cli::vault_command(rest);
     if (std::strcmp(argv[1], "audit") == 0) return tameflare::cli::audit_command(rest);
     if (std::strcmp(argv[1], "traffic") == 0) return tameflare::cli::traffic_command(rest);
+    if (std::strcmp(argv[1], "status") == 0) return tameflare::cli::status_command(rest);
+    if (std::strcmp(argv[1], "gateways") == 0) return tameflare::cli::gateways_command(rest);
+    if (std::strcmp(argv[1], "reload") == 0) return tameflare::cli::reload_command(rest);
+    if (std::strcmp(argv[1], "agents") == 0) return tameflare::cli::agents_command(rest);
+    if (std::strcmp(argv[1], "approvals") == 0) return tameflare::cli::approvals_command(rest);
+    if (std::strcmp(argv[1], "kill-switch") == 0) return tameflare::cli::kill_switch_command(rest);
+    if (std::strcmp(argv[1], "logs") == 0) return tameflare::cli::logs_command(rest);
+    if (std::strcmp(argv[1], "metrics") == 0) return tameflare::cli::metrics_command(rest);
     std::fprintf(stderr, "tf: unknown command \"%s\"\n\n%s", argv[1], kUsage);
     return tameflare::cli::kExitUsage;
 }

@@ -60,12 +60,6 @@ constexpr std::array<std::string_view, 6> kBundleVariables{
 constexpr std::array<int, 9> kForwardable{SIGINT,  SIGTERM,  SIGHUP,  SIGQUIT, SIGUSR1,
                                           SIGUSR2, SIGWINCH, SIGCONT, SIGTSTP};
 
-struct LaunchError : std::runtime_error {
-    LaunchError(const std::string& message, std::string hint_text)
-        : std::runtime_error(message), hint(std::move(hint_text)) {}
-    std::string hint;
-};
-
 bool valid_name(const std::string& name) {
     return !name.empty() && name.size() <= 48 && name.front() != '-' &&
            std::all_of(name.begin(), name.end(),
@@ -234,20 +228,39 @@ struct Agents::Impl {
     mutable std::mutex mutex;
     std::map<std::uint64_t, Registration> registrations;  // by cgroup id; any thread
     std::vector<AgentInfo> published;                     // list(), under `mutex`
+    std::vector<std::string> enforced_cgroups;            // relative paths, under `mutex`
+    std::string root_cgroup;                              // options.cgroup_root, relative to the mount
+    AgentObserver observer;                               // set before start
 
     Impl(AgentsOptions o, const policy::ConfigStore& c, store::Store* s)
-        : options(std::move(o)), config(c), store(s), enforcer(bpf::EnforcerOptions{options.pin_dir}) {}
+        : options(std::move(o)), config(c), store(s), enforcer(bpf::EnforcerOptions{options.pin_dir}) {
+        root_cgroup = relative_cgroup(options.cgroup_root);
+    }
 
     [[nodiscard]] fs::path resolv_conf() const { return options.ca_bundle.parent_path() / "resolv.conf"; }
 
     void publish() {
         std::vector<AgentInfo> out;
+        std::vector<std::string> enforced;
         for (const auto& [id, agent] : agents) {
-            out.push_back(AgentInfo{agent->id, agent->gateway, agent->isolation, agent->key,
-                                    agent->process ? agent->process->pid() : 0, agent->uid});
+            out.push_back(info(*agent));
+            if (agent->enforced_unit && agent->cgroup) enforced.push_back(relative_cgroup(agent->cgroup->path()));
         }
         std::lock_guard lock(mutex);
         published = std::move(out);
+        enforced_cgroups = std::move(enforced);
+    }
+
+    static AgentInfo info(const Agent& agent) {
+        return AgentInfo{
+            agent.id,  agent.gateway, agent.isolation,    agent.key, agent.process ? agent.process->pid() : 0,
+            agent.uid, agent.command, agent.enforced_unit};
+    }
+    void notify(const std::string& type, const Agent& agent, int status) const {
+        if (observer) observer(type, info(agent), status);
+    }
+    static std::string relative_cgroup(const fs::path& path) {
+        return "/" + path.lexically_relative(netns::cgroup2_mount()).string();
     }
 
     net::awaitable<void> accept_loop();
@@ -400,6 +413,7 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
          {"COMMAND", agent->command}});
     agents[id] = agent;
     publish();
+    notify("agent.started", *agent, 0);
     return agent;
 }
 
@@ -407,13 +421,10 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
 // is an agent: inside the agents' root or a cgroup put under enforcement.
 bool Agents::Impl::inside_agents(const std::string& cgroup) const {
     if (cgroup.empty()) return true;
-    const fs::path mount = netns::cgroup2_mount();
-    const auto relative = [&](const fs::path& path) { return "/" + path.lexically_relative(mount).string(); };
-    if (is_within(cgroup, relative(options.cgroup_root))) return true;
-    return std::any_of(agents.begin(), agents.end(), [&](const auto& entry) {
-        return entry.second->enforced_unit && entry.second->cgroup &&
-               is_within(cgroup, relative(entry.second->cgroup->path()));
-    });
+    std::lock_guard lock(mutex);
+    if (is_within(cgroup, root_cgroup)) return true;
+    return std::any_of(enforced_cgroups.begin(), enforced_cgroups.end(),
+                       [&](const std::string& path) { return is_within(cgroup, path); });
 }
 
 void Agents::Impl::start_enforcing(const fs::path& cgroup, const std::string& gateway, const std::string& name) {
@@ -686,8 +697,12 @@ void Agents::Impl::finish(Agent& agent, int status) {
     if (store != nullptr) store->agent_exited(agent.id, status);
     log(LogLevel::notice, "agent " + agent.id + " exited with status " + std::to_string(status),
         {{"AGENT", agent.id}, {"GATEWAY", agent.gateway}, {"EXIT_STATUS", std::to_string(status)}});
+    // Announced once list() no longer shows it, so a watcher that reacts to
+    // the event sees the agent gone.
+    const AgentInfo ended = info(agent);
     agents.erase(agent.id);
     publish();
+    if (observer) observer("agent.exited", ended, status);
 }
 
 net::awaitable<void> Agents::Impl::watch_exit(std::shared_ptr<Agent> agent) {
@@ -891,6 +906,58 @@ std::optional<proxy::Origin> Agents::lookup(const proxy::AcceptedConnection& con
 std::vector<AgentInfo> Agents::list() const {
     std::lock_guard lock(impl_->mutex);
     return impl_->published;
+}
+
+bool Agents::is_agent_cgroup(const std::string& cgroup) const {
+    return impl_->inside_agents(cgroup);
+}
+
+Agents::StopResult Agents::stop_agent(const std::string& id) {
+    if (!impl_->thread.joinable()) return StopResult::unknown;
+    std::promise<StopResult> result;
+    net::post(impl_->io, [this, &id, &result] {
+        const auto found = impl_->agents.find(id);
+        if (found == impl_->agents.end()) {
+            result.set_value(StopResult::unknown);
+        } else if (found->second->enforced_unit) {
+            result.set_value(StopResult::enforced_unit);
+        } else {
+            // The exit watch sees the end and reports it as for any other exit.
+            if (found->second->cgroup) found->second->cgroup->kill();
+            result.set_value(StopResult::stopped);
+        }
+    });
+    return result.get_future().get();
+}
+
+std::string Agents::launch(const LaunchCaller& caller, const json& request, std::vector<UniqueFd> fds) {
+    if (!impl_->thread.joinable()) throw LaunchError("tameflared is not launching agents now", "");
+    netns::PeerCredentials peer;
+    peer.pid = caller.pid;
+    peer.uid = caller.uid;
+    peer.gid = caller.gid;
+    peer.groups = caller.groups;
+    if (caller.pidfd) peer.pidfd = UniqueFd(::dup(caller.pidfd.get()));
+    std::promise<std::string> result;
+    net::post(impl_->io, [this, &peer, &request, &fds, &result] {
+        // Whatever the request holds: a field of the wrong type is a refusal, not an escape.
+        try {
+            const auto agent = impl_->launch(peer, request, fds);
+            agent->exit_watch = std::make_unique<Descriptor>(impl_->io, ::dup(agent->process->pidfd()));
+            net::co_spawn(impl_->io, impl_->watch_exit(agent), net::detached);
+            result.set_value(agent->id);
+        } catch (const json::exception& failure) {
+            result.set_exception(
+                std::make_exception_ptr(LaunchError(std::string("malformed launch request: ") + failure.what(), "")));
+        } catch (...) {
+            result.set_exception(std::current_exception());
+        }
+    });
+    return result.get_future().get();
+}
+
+void Agents::on_event(AgentObserver observer) {
+    impl_->observer = std::move(observer);
 }
 
 fs::path default_cgroup_root() {

@@ -6,12 +6,19 @@
 #pragma once
 
 #include "daemon/proxy/interfaces.h"
+#include "daemon/unique_fd.h"
 #include "policy/config.h"
+
+#include <sys/types.h>
+
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -41,7 +48,28 @@ struct AgentInfo {
     std::uint64_t cgroup_id = 0;
     int pid = 0;
     unsigned uid = 0;
+    std::string command;
+    bool enforced_unit = false;  // an existing cgroup put under a gateway by tf enforce
 };
+
+// A launch or enforcement refused: what is wrong and how to fix it.
+struct LaunchError : std::runtime_error {
+    LaunchError(const std::string& message, std::string hint_text)
+        : std::runtime_error(message), hint(std::move(hint_text)) {}
+    std::string hint;
+};
+
+// Who asks for a launch, as the kernel or the bus reported it.
+struct LaunchCaller {
+    pid_t pid = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;
+    UniqueFd pidfd;  // the caller itself when known, so its cgroup is known to be its own
+};
+
+// agent.started (status 0) and agent.exited (the exit status), on the agents' thread.
+using AgentObserver = std::function<void(const std::string& type, const AgentInfo& agent, int status)>;
 
 class Agents final : public proxy::OriginLookup {
 public:
@@ -63,6 +91,27 @@ public:
 
     std::optional<proxy::Origin> lookup(const proxy::AcceptedConnection& connection) override;
     [[nodiscard]] std::vector<AgentInfo> list() const;
+
+    // Whether a process in `cgroup` ("/a/b" under the cgroup2 mount; "" when
+    // unknown) is an agent: inside the agents' root or an enforced cgroup.
+    // The control plane refuses such callers. Thread-safe.
+    [[nodiscard]] bool is_agent_cgroup(const std::string& cgroup) const;
+
+    enum class StopResult { stopped, unknown, enforced_unit };
+    // Kills the agent's cgroup (its end is then reported as usual); an
+    // enforced unit is not ours to kill. Thread-safe.
+    StopResult stop_agent(const std::string& id);
+
+    // A launch asked for other than through the launch socket (D-Bus): the
+    // same checks and request fields as tf run's ({"gateway", "name",
+    // "isolation", "argv", "env"}), `fds` being stdin, stdout, stderr and an
+    // O_PATH descriptor of the working directory. The caller learns of the
+    // end through on_event. Returns the agent id; throws
+    // LaunchError.
+    std::string launch(const LaunchCaller& caller, const nlohmann::json& request, std::vector<UniqueFd> fds);
+
+    // Set before start().
+    void on_event(AgentObserver observer);
 
     struct Impl;
 

@@ -171,7 +171,52 @@ void read_agents(const policy::JsonNode& node, const fs::path& base, AgentsConfi
     if (const auto isolation = node.choice("isolation", kIsolation, false)) agents.isolation = *isolation;
 }
 
+// "api": the REST control socket.
+void read_api(const policy::JsonNode& node, const fs::path& base, ApiConfig& api) {
+    if (!node.expect_object()) return;
+    node.allow_fields({"enabled", "socket", "socket_group", "socket_mode", "role_groups"});
+    if (const auto enabled = node.boolean("enabled")) api.enabled = *enabled;
+    if (const auto file = node.string("socket", false)) api.socket = resolve(base, *file);
+    if (const auto group = node.string("socket_group", false)) api.socket_group = *group;
+    if (const auto mode = node.string("socket_mode", false)) {
+        // An octal string, as chmod takes it: "0660".
+        unsigned value = 0;
+        const bool octal =
+            !mode->empty() && mode->size() <= 4 && mode->find_first_not_of("01234567") == std::string::npos;
+        if (octal) value = static_cast<unsigned>(std::stoul(*mode, nullptr, 8));
+        if (!octal) {
+            node.field("socket_mode")
+                ->error("socket_mode \"" + *mode + "\" is not an octal file mode",
+                        "use \"0660\" (root and socket_group), or \"0666\" to let every user reach the "
+                        "socket (each call is still checked against the caller's role)");
+        } else {
+            api.socket_mode = value;
+        }
+    }
+    if (const auto roles = node.field("role_groups"); roles && roles->expect_object()) {
+        roles->allow_fields({"owner", "admin", "member", "viewer"});
+        if (const auto group = roles->string("owner", false)) api.owner_group = *group;
+        if (const auto group = roles->string("admin", false)) api.admin_group = *group;
+        if (const auto group = roles->string("member", false)) api.member_group = *group;
+        if (const auto group = roles->string("viewer", false)) api.viewer_group = *group;
+    }
+}
+
+// "dbus": the D-Bus front end.
+void read_dbus(const policy::JsonNode& node, DbusConfig& dbus) {
+    if (!node.expect_object()) return;
+    node.allow_fields({"enabled", "bus", "address"});
+    if (const auto enabled = node.boolean("enabled")) dbus.enabled = *enabled;
+    static constexpr std::array<std::string_view, 2> kBuses{"system", "session"};
+    if (const auto bus = node.choice("bus", kBuses, false)) dbus.bus = *bus;
+    if (const auto address = node.string("address", false)) dbus.address = *address;
+}
+
 }  // namespace
+
+fs::path DaemonConfig::api_socket_path() const {
+    return api.socket.empty() ? runtime_dir / "api.sock" : api.socket;
+}
 
 fs::path DaemonConfig::database_path() const {
     return store.database.empty() ? state_dir / "tameflared.db" : store.database;
@@ -205,8 +250,8 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     if (!json) return std::nullopt;
     const policy::JsonNode root(reader, *json, "");
     if (!root.expect_object()) return std::nullopt;
-    root.allow_fields(
-        {"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes", "proxy", "store", "agents"});
+    root.allow_fields({"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes", "proxy", "store",
+                       "agents", "api", "dbus"});
     const fs::path base = fs::absolute(file, ec).parent_path();
     if (const auto dirs = root.string_array("connector_dirs", false)) {
         config.connector_dirs.clear();
@@ -221,6 +266,8 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     if (const auto proxy = root.field("proxy")) read_proxy(*proxy, base, config.proxy);
     if (const auto store = root.field("store")) read_store(*store, base, config.store);
     if (const auto agents = root.field("agents")) read_agents(*agents, base, config.agents);
+    if (const auto api = root.field("api")) read_api(*api, base, config.api);
+    if (const auto dbus = root.field("dbus")) read_dbus(*dbus, config.dbus);
     if (errors.size() != errors_before) return std::nullopt;
     return config;
 }
@@ -248,10 +295,10 @@ PolicyFiles read_policy_files(const DaemonConfig& config, policy::ConfigErrors& 
     return files;
 }
 
-policy::LoadResult load_policy(const DaemonConfig& config) {
+policy::LoadResult load_policy(const DaemonConfig& config, const policy::EnforcementOverrides& enforcement) {
     policy::ConfigErrors errors;
     const auto files = read_policy_files(config, errors);
-    auto result = policy::load_config(files.connectors, files.gateways);
+    auto result = policy::load_config(files.connectors, files.gateways, enforcement);
     if (!errors.empty()) {
         errors.insert(errors.end(), result.errors.begin(), result.errors.end());
         return policy::LoadResult{nullptr, std::move(errors)};

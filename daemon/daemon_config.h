@@ -37,6 +37,26 @@ struct AgentsConfig {
     std::string isolation = "netns";      // the default for tf run: "netns" or "cgroup"
 };
 
+// "api": the REST control socket and who may use it.
+struct ApiConfig {
+    bool enabled = true;
+    std::filesystem::path socket;                   // "" : <runtime_dir>/api.sock
+    std::string socket_group = "tameflare-viewer";  // "" : root's group
+    unsigned socket_mode = 0660;
+    // The unix group (name, or a numeric gid) that grants each role.
+    std::string owner_group = "tameflare-owner";
+    std::string admin_group = "tameflare-admin";
+    std::string member_group = "tameflare-member";
+    std::string viewer_group = "tameflare-viewer";
+};
+
+// "dbus": the D-Bus front end (com.tameflare.Daemon1).
+struct DbusConfig {
+    bool enabled = true;
+    std::string bus = "system";  // "system" or "session"
+    std::string address;         // "" : the bus's default (DBUS_SYSTEM_BUS_ADDRESS, then the system socket)
+};
+
 struct DaemonConfig {
     std::filesystem::path config_file;  // where this came from ("" = built-in defaults)
     // Searched in order; a file in a later directory replaces the file with the
@@ -51,10 +71,13 @@ struct DaemonConfig {
     proxy::ProxyOptions proxy = default_proxy_options();
     StoreConfig store;
     AgentsConfig agents;
+    ApiConfig api;
+    DbusConfig dbus;
 
     [[nodiscard]] std::filesystem::path database_path() const;
     [[nodiscard]] std::filesystem::path vault_key_path() const;
     [[nodiscard]] std::filesystem::path audit_key_path() const;
+    [[nodiscard]] std::filesystem::path api_socket_path() const;
 
     static proxy::ProxyOptions default_proxy_options();
 };
@@ -87,6 +110,7 @@ struct PolicyFiles {
 PolicyFiles read_policy_files(const DaemonConfig& config, policy::ConfigErrors& errors);
 
 // Everything at once: read the files, compile the policy.
-policy::LoadResult load_policy(const DaemonConfig& config);
+// `enforcement` replaces the files' levels for the gateways it names.
+policy::LoadResult load_policy(const DaemonConfig& config, const policy::EnforcementOverrides& enforcement = {});
 
 }  // namespace tameflare::daemon

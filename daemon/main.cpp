@@ -1,5 +1,9 @@
 // tameflared: the TameFlare for Linux daemon.
 #include "daemon/agents.h"
+#include "daemon/api/api_server.h"
+#include "daemon/control/control.h"
+#include "daemon/control/events.h"
+#include "daemon/control/metrics.h"
 #include "daemon/daemon_config.h"
 #include "daemon/log.h"
 #include "daemon/proxy/approvals.h"
@@ -9,9 +13,11 @@
 #include "daemon/store/store.h"
 #include "daemon/store/vault_store.h"
 #include "daemon/store_services.h"
+#include "dbus/bus_service.h"
 
 #include <getopt.h>
 #include <signal.h>
+#include <systemd/sd-daemon.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -152,9 +158,14 @@ int run(const Options& options) {
                     {{"STATE_DIR", config->state_dir.string()}, {"DATABASE", config->database_path().string()}});
         return EXIT_FAILURE;
     }
+    // The proxy's approvals and records pass through the control plane's
+    // observers (live events, metrics) on their way to the store.
+    control::EventHub events;
     proxy::ApprovalQueue queue;
-    daemon::RecordedApprovals approvals(queue, *database);
-    daemon::StoreTrafficSink traffic(*database);
+    daemon::RecordedApprovals recorded_approvals(queue, *database);
+    control::ObservedApprovals approvals(recorded_approvals, events);
+    daemon::StoreTrafficSink stored_traffic(*database);
+    control::Metrics traffic(stored_traffic, events);
     daemon::VaultCredentials credentials(*vault);
     // Kernel enforcement. When it cannot be set up the daemon still serves
     // the explicit proxy, but launches nothing: no agent runs unenforced.
@@ -172,6 +183,13 @@ int run(const Options& options) {
             agent_options.default_isolation = config->agents.isolation;
             agent_options.hidden = {config->state_dir, config->agents.bpf_pin_dir.parent_path()};
             agents = std::make_unique<daemon::Agents>(std::move(agent_options), store, database.get());
+            agents->on_event([&events](const std::string& type, const daemon::AgentInfo& agent, int status) {
+                nlohmann::json data{
+                    {"id", agent.id},   {"gateway", agent.gateway}, {"isolation", agent.isolation},
+                    {"pid", agent.pid}, {"uid", agent.uid},         {"enforced_unit", agent.enforced_unit}};
+                if (type == "agent.exited") data["status"] = status;
+                events.publish(control::Event{0, type, std::move(data), 1, agent.uid});
+            });
         } catch (const std::exception& error) {
             daemon::log(daemon::LogLevel::error,
                         std::string("kernel enforcement is unavailable; no agent can be launched: ") + error.what(),
@@ -197,6 +215,65 @@ int run(const Options& options) {
     }
     daemon::KillSwitchControl kill_switch(*database, *server);
     kill_switch.restore();
+    control::ControlServices services;
+    services.config = &store;
+    services.proxy = &*server;
+    services.approvals = &queue;
+    services.kill_switch = &kill_switch;
+    services.store = database.get();
+    services.vault = &*vault;
+    services.agents = agents.get();
+    services.events = &events;
+    services.metrics = &traffic;
+    services.load = [&config](const policy::EnforcementOverrides& levels) {
+        return daemon::load_policy(*config, levels);
+    };
+    services.verify = [&config, &database] {
+        const auto key = vault::VaultKey::load_or_create(config->audit_key_path(), std::getenv("CREDENTIALS_DIRECTORY"),
+                                                         "audit.key");
+        auto reader = database->reader();
+        return store::verify_audit(reader, &key);
+    };
+    services.rotate_vault = [&config, &vault](const std::string& actor) {
+        return vault->rotate_key_file(config->vault_key_path(), actor);
+    };
+    control::Control control(std::move(services),
+                             control::RoleGroups{config->api.owner_group, config->api.admin_group,
+                                                 config->api.member_group, config->api.viewer_group});
+    control.restore();
+    std::unique_ptr<api::ApiServer> api_server;
+    if (config->api.enabled) {
+        api::ApiOptions api_options;
+        api_options.socket = config->api_socket_path();
+        api_options.group = config->api.socket_group;
+        api_options.mode = static_cast<mode_t>(config->api.socket_mode);
+        // Socket activation (tameflared-api.socket): systemd holds the socket.
+        if (sd_listen_fds(0) == 1 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, nullptr, 0) > 0) {
+            api_options.listening.emplace(SD_LISTEN_FDS_START);
+        }
+        try {
+            api_server = std::make_unique<api::ApiServer>(std::move(api_options), control);
+        } catch (const std::exception& error) {
+            daemon::log(daemon::LogLevel::error, std::string("cannot open the API socket: ") + error.what(),
+                        {{"API_SOCKET", config->api_socket_path().string()},
+                         {"HINT", "check runtime_dir and api.socket; another tameflared may be running"}});
+            return EXIT_FAILURE;
+        }
+    }
+    // D-Bus is a second front end; without a bus (a container, no policy
+    // installed) the daemon serves on through the REST socket.
+    std::unique_ptr<dbus::BusService> bus_service;
+    if (config->dbus.enabled) {
+        try {
+            bus_service = std::make_unique<dbus::BusService>(dbus::BusOptions{config->dbus.bus, config->dbus.address},
+                                                             control, dbus::BusSources{&store, &queue, agents.get()});
+        } catch (const std::exception& error) {
+            daemon::log(daemon::LogLevel::warning, std::string("D-Bus is unavailable: ") + error.what(),
+                        {{"HINT",
+                          "install com.tameflare.Daemon1.conf in /usr/share/dbus-1/system.d and run as root, "
+                          "or set dbus.enabled to false; the REST socket serves either way"}});
+        }
+    }
     server->start();
     if (agents) {
         try {
@@ -208,6 +285,8 @@ int run(const Options& options) {
             return EXIT_FAILURE;
         }
     }
+    if (api_server) api_server->start();
+    if (bus_service) bus_service->start();
     const auto transparent = server->transparent_endpoint();
     const auto explicit_proxy = server->explicit_endpoint();
     daemon::log(daemon::LogLevel::notice, "tameflared started: " + summary(*store.snapshot()),
@@ -215,27 +294,20 @@ int run(const Options& options) {
                  {"TRANSPARENT_LISTEN", transparent ? transparent->to_string() : "off"},
                  {"EXPLICIT_LISTEN", explicit_proxy ? explicit_proxy->to_string() : "off"},
                  {"CA_CERTIFICATE", (config->state_dir / "ca" / "ca.crt").string()},
-                 {"DATABASE", config->database_path().string()}});
+                 {"DATABASE", config->database_path().string()},
+                 {"API_SOCKET", api_server ? api_server->path().string() : "off"},
+                 {"DBUS", bus_service ? bus_service->unique_name() : "off"}});
 
     while (true) {
         int signal = 0;
         if (sigwait(&signals, &signal) != 0) continue;
         if (signal == SIGHUP) {
-            auto reloaded = daemon::load_policy(*config);
-            if (reloaded.ok()) {
-                store.publish(reloaded.config);
-                if (agents) agents->reload();
-                daemon::log(daemon::LogLevel::notice, "configuration reloaded: " + summary(*store.snapshot()));
-                database->audit(store::AuditEvent{std::chrono::system_clock::now(), "config.reloaded", "", "",
-                                                  "signal:SIGHUP", config->config_file.string(),
-                                                  nlohmann::json{{"summary", summary(*store.snapshot())}}.dump()});
-            } else {
-                log_errors(reloaded.errors);
-                daemon::log(daemon::LogLevel::warning, "reload refused; the running configuration stays in force");
-            }
+            control.reload_by_signal();
             continue;
         }
         daemon::log(daemon::LogLevel::notice, "tameflared stopping");
+        if (api_server) api_server->stop();
+        if (bus_service) bus_service->stop();
         if (agents) agents->stop();
         server->stop();
         return EXIT_SUCCESS;

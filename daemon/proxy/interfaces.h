@@ -93,6 +93,9 @@ struct TrafficRecord {
     std::uint64_t request_bytes = 0;
     std::uint64_t response_bytes = 0;
     std::chrono::microseconds latency{0};
+    // From the request head to the moment it went upstream: the decision,
+    // the durable log row, the upstream connect. 0 when not forwarded.
+    std::chrono::microseconds overhead{0};
     bool forwarded = false;  // the request reached the upstream
 };
 

@@ -903,6 +903,7 @@ net::awaitable<std::uint64_t> Exchange<Stream>::stream_request_body() {
     auto& request = parser_->get();
     http::request_serializer<http::buffer_body> serializer{request};
     error_code error;
+    record_.overhead = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started_);
     beast::get_lowest_layer(*upstream_).expires_after(impl_.options.upstream_timeout);
     co_await http::async_write_header(*upstream_, serializer, net::redirect_error(kToken, error));
     if (error) throw boost::system::system_error(error);

@@ -84,6 +84,34 @@ TEST_F(TempDir, BadProxySettingsAreRefusedWithPointers) {
         << policy::format_errors(errors);
 }
 
+TEST_F(TempDir, TheApiSectionIsReadWithDefaultsUnderTheRuntimeDirectory) {
+    write("etc/tameflared.json", R"({"runtime_dir": "run", "api": {"socket_group": "ops", "socket_mode": "0600",
+        "role_groups": {"owner": "4241", "member": "deploy"}}})");
+    policy::ConfigErrors errors;
+    const auto config = load_daemon_config(root_ / "etc/tameflared.json", true, errors);
+    ASSERT_TRUE(config) << policy::format_errors(errors);
+    EXPECT_TRUE(config->api.enabled);
+    EXPECT_EQ(config->api_socket_path(), root_ / "etc/run/api.sock");
+    EXPECT_EQ(config->api.socket_group, "ops");
+    EXPECT_EQ(config->api.socket_mode, 0600U);
+    EXPECT_EQ(config->api.owner_group, "4241");
+    EXPECT_EQ(config->api.admin_group, "tameflare-admin");  // not named: the default
+    EXPECT_EQ(config->api.member_group, "deploy");
+    EXPECT_EQ(config->api.viewer_group, "tameflare-viewer");
+}
+
+TEST_F(TempDir, BadApiSettingsAreRefusedWithPointers) {
+    write("etc/tameflared.json", R"({"api": {"socket_mode": "rw-rw----", "role_groups": {"owners": "x"},
+        "sockets": "/tmp/x"}})");
+    policy::ConfigErrors errors;
+    EXPECT_FALSE(load_daemon_config(root_ / "etc/tameflared.json", true, errors));
+    const std::string text = policy::format_errors(errors);
+    EXPECT_NE(text.find("/api/socket_mode"), std::string::npos) << text;
+    EXPECT_NE(text.find("not an octal file mode"), std::string::npos) << text;
+    EXPECT_NE(text.find("/api/role_groups/owners"), std::string::npos) << text;
+    EXPECT_NE(text.find("/api/sockets"), std::string::npos) << text;
+}
+
 TEST_F(TempDir, AMissingDefaultFileMeansDefaultsButAMissingNamedFileIsAnError) {
     policy::ConfigErrors errors;
     const auto defaults = load_daemon_config(root_ / "absent.json", false, errors);

@@ -58,6 +58,7 @@ protected:
         fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                          fs::perms::others_read | fs::perms::others_exec);
         fs::copy_file(TF_SOURCE_DIR "/tests/privileged/probe.py", dir_.path() / "probe.py");
+        fs::copy_file(TF_SOURCE_DIR "/tests/privileged/control_probe.py", dir_.path() / "control_probe.py");
         fs::create_directories(dir_.path() / "gateways.d");
         std::ofstream(dir_.path() / "tameflared.json")
             << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d",
@@ -189,6 +190,19 @@ TEST_P(AgentsTest, AnAgentCannotLaunchAnotherAgent) {
     EXPECT_EQ(result.status, 0) << result.err;
     EXPECT_EQ(result.out, "inner=125\n");
     EXPECT_NE(result.err.find("agents cannot launch agents"), std::string::npos) << result.err;
+}
+
+TEST_P(AgentsTest, AnAgentIsRefusedEveryControlCallWhateverItsUid) {
+    const std::vector<std::string> probe{"/usr/bin/python3", (dir_.path() / "control_probe.py").string(),
+                                         (dir_.path() / "run" / "api.sock").string()};
+    // From the host, root is the owner: the same calls are answered.
+    const Result host = run(probe);
+    EXPECT_EQ(host.out, "200 -\n200 -\n404 unknown_approval\n200 -\n200 -\n") << host.err << daemon_->log();
+    // The agent runs as root too, but inside its cgroup: refused before anything else.
+    const Result agent = run(tf_run(probe));
+    ASSERT_EQ(agent.status, 0) << agent.err;
+    EXPECT_EQ(agent.out, "403 agent_caller\n403 agent_caller\n403 agent_caller\n403 agent_caller\n403 agent_caller\n")
+        << agent.err << daemon_->log();
 }
 
 TEST_P(AgentsTest, SignalsArePassedOnAndKillingTfRunEndsTheAgent) {
@@ -393,6 +407,12 @@ TEST_P(AgentsTest, AnExistingCgroupCanBePutUnderAGatewayAndReleased) {
     EXPECT_NE(result.out.find("under gateway one as runner"), std::string::npos);
     EXPECT_EQ(in_service().out, "200 403 ");  // the canary's address is not a host the gateway serves
     EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection from an enforced service";
+    // A process of an enforced service is an agent to the control plane too.
+    const Result control = run(
+        {"/bin/sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"", service.path().string(), "/usr/bin/python3",
+         (dir_.path() / "control_probe.py").string(), (dir_.path() / "run" / "api.sock").string()});
+    EXPECT_EQ(control.out, "403 agent_caller\n403 agent_caller\n403 agent_caller\n403 agent_caller\n403 agent_caller\n")
+        << control.err;
 
     daemon_->process().signal(SIGTERM);
     daemon_->process().wait();

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace tameflare::testing {
 
@@ -22,10 +23,10 @@ inline std::string slurp(const std::filesystem::path& path) {
 
 class DaemonProcess {
 public:
-    DaemonProcess(const std::string& binary, const std::filesystem::path& config, std::filesystem::path log)
-        : log_(std::move(log)),
-          process_({"/bin/sh", "-c", std::string("exec \"$0\" -c \"$1\" 2>>\"$2\""), binary, config.string(),
-                    log_.string()}) {}
+    // `environment`: "NAME=value" entries added to the daemon's environment.
+    DaemonProcess(const std::string& binary, const std::filesystem::path& config, std::filesystem::path log,
+                  const std::vector<std::string>& environment = {})
+        : log_(std::move(log)), process_(command(binary, config, log_, environment)) {}
 
     bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(20)) const {
         const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -48,6 +49,16 @@ public:
     Subprocess& process() { return process_; }
 
 private:
+    static std::vector<std::string> command(const std::string& binary, const std::filesystem::path& config,
+                                            const std::filesystem::path& log,
+                                            const std::vector<std::string>& environment) {
+        std::vector<std::string> argv{"/usr/bin/env"};
+        argv.insert(argv.end(), environment.begin(), environment.end());
+        argv.insert(argv.end(),
+                    {"/bin/sh", "-c", R"(exec "$0" -c "$1" 2>>"$2")", binary, config.string(), log.string()});
+        return argv;
+    }
+
     std::filesystem::path log_;
     Subprocess process_;
 };

@@ -1,0 +1,1137 @@
+#include "daemon/api/api_server.h"
+
+#include "daemon/control/control.h"
+#include "daemon/control/events.h"
+#include "daemon/log.h"
+#include "daemon/store/query.h"
+#include "netns/launch_protocol.h"
+
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+// Boost 1.74's awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <deque>
+#include <fstream>
+#include <list>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string_view>
+#include <system_error>
+#include <thread>
+
+namespace tameflare::api {
+
+// Generated from openapi.json by embed_openapi.cmake.
+extern const char* const kOpenApiDocument;
+
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using local = net::local::stream_protocol;
+using boost::system::error_code;
+using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
+using control::ControlError;
+using control::Role;
+using Stream = beast::basic_stream<local>;
+using Request = http::request<http::string_body>;
+
+constexpr auto kToken = net::use_awaitable;
+// Reading one request, from its first byte (or the end of the previous one)
+// to its last; an idle keep-alive connection is closed after it.
+constexpr std::chrono::seconds kRequestTimeout{60};
+// Writing one response, or one batch of events to a stream.
+constexpr std::chrono::seconds kWriteTimeout{60};
+constexpr std::chrono::seconds kKeepAlive{15};
+// After refusing a body as too large: how long, and how much of it, is read
+// and dropped so that the client gets to read the refusal.
+constexpr std::chrono::seconds kLinger{2};
+constexpr std::size_t kLingerBytes = std::size_t{16} << 20;
+constexpr std::uint32_t kHeaderLimit = 16 * 1024;
+// Events waiting for a stream client that does not read; past it the client
+// is dropped rather than the daemon's memory growing.
+constexpr std::size_t kMaxQueuedEvents = 1000;
+
+constexpr std::array<std::string_view, 8> kEventTypes{
+    "approval.requested", "approval.resolved", "kill_switch.changed", "agent.started",
+    "agent.exited",       "config.reloaded",   "enforcement.changed", "traffic"};
+
+std::string_view view(beast::string_view text) {
+    return {text.data(), text.size()};
+}
+
+std::string dump(const json& value) {
+    return value.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+// ---------------------------------------------------------------------------
+// Routes
+
+enum class Op {
+    status,
+    gateways,
+    gateway,
+    set_enforcement,
+    reload,
+    check_config,
+    policy_test,
+    agents,
+    agent,
+    stop_agent,
+    approvals,
+    approval,
+    approve,
+    deny,
+    kill_switch,
+    set_kill_switch,
+    traffic,
+    audit,
+    audit_verify,
+    vault,
+    vault_set,
+    vault_remove,
+    vault_rotate,
+    events,
+    openapi,
+    metrics,
+};
+
+struct RouteEntry {
+    http::verb method;
+    std::string_view path;  // "{name}" matches one non-empty segment
+    Op op;
+};
+
+constexpr std::array kRoutes{
+    RouteEntry{http::verb::get, "/v1/status", Op::status},
+    RouteEntry{http::verb::get, "/v1/gateways", Op::gateways},
+    RouteEntry{http::verb::get, "/v1/gateways/{name}", Op::gateway},
+    RouteEntry{http::verb::put, "/v1/gateways/{name}/enforcement", Op::set_enforcement},
+    RouteEntry{http::verb::post, "/v1/reload", Op::reload},
+    RouteEntry{http::verb::post, "/v1/config/check", Op::check_config},
+    RouteEntry{http::verb::post, "/v1/policy/test", Op::policy_test},
+    RouteEntry{http::verb::get, "/v1/agents", Op::agents},
+    RouteEntry{http::verb::get, "/v1/agents/{id}", Op::agent},
+    RouteEntry{http::verb::post, "/v1/agents/{id}/stop", Op::stop_agent},
+    RouteEntry{http::verb::get, "/v1/approvals", Op::approvals},
+    RouteEntry{http::verb::get, "/v1/approvals/{id}", Op::approval},
+    RouteEntry{http::verb::post, "/v1/approvals/{id}/approve", Op::approve},
+    RouteEntry{http::verb::post, "/v1/approvals/{id}/deny", Op::deny},
+    RouteEntry{http::verb::get, "/v1/kill-switch", Op::kill_switch},
+    RouteEntry{http::verb::put, "/v1/kill-switch", Op::set_kill_switch},
+    RouteEntry{http::verb::get, "/v1/traffic", Op::traffic},
+    RouteEntry{http::verb::get, "/v1/audit", Op::audit},
+    RouteEntry{http::verb::get, "/v1/audit/verify", Op::audit_verify},
+    RouteEntry{http::verb::get, "/v1/vault", Op::vault},
+    RouteEntry{http::verb::put, "/v1/vault/{name}", Op::vault_set},
+    RouteEntry{http::verb::delete_, "/v1/vault/{name}", Op::vault_remove},
+    RouteEntry{http::verb::post, "/v1/vault/rotate", Op::vault_rotate},
+    RouteEntry{http::verb::get, "/v1/events", Op::events},
+    RouteEntry{http::verb::get, "/v1/openapi.json", Op::openapi},
+    RouteEntry{http::verb::get, "/metrics", Op::metrics},
+};
+
+std::vector<std::string_view> split_path(std::string_view path) {
+    std::vector<std::string_view> segments;
+    if (path.empty() || path.front() != '/') return segments;
+    path.remove_prefix(1);
+    while (true) {
+        const auto slash = path.find('/');
+        segments.push_back(path.substr(0, slash));
+        if (slash == std::string_view::npos) break;
+        path.remove_prefix(slash + 1);
+    }
+    return segments;
+}
+
+// The raw (still percent-encoded) values of the pattern's parameters, or
+// nullopt when the path does not fit it.
+std::optional<std::vector<std::string_view>> fit(std::string_view pattern, const std::vector<std::string_view>& path) {
+    const auto want = split_path(pattern);
+    if (want.size() != path.size()) return std::nullopt;
+    std::vector<std::string_view> params;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        if (want[i].starts_with('{')) {
+            if (path[i].empty()) return std::nullopt;
+            params.push_back(path[i]);
+        } else if (want[i] != path[i]) {
+            return std::nullopt;
+        }
+    }
+    return params;
+}
+
+// ---------------------------------------------------------------------------
+// Request targets
+
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+// nullopt for a broken escape or a NUL byte (no name here may hold one).
+std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space) {
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        char c = text[i];
+        if (c == '%') {
+            if (i + 2 >= text.size()) return std::nullopt;
+            const int high = hex_value(text[i + 1]);
+            const int low = hex_value(text[i + 2]);
+            if (high < 0 || low < 0) return std::nullopt;
+            c = static_cast<char>(high * 16 + low);
+            i += 2;
+        } else if (c == '+' && plus_is_space) {
+            c = ' ';
+        }
+        if (c == '\0') return std::nullopt;
+        out += c;
+    }
+    return out;
+}
+
+using Query = std::vector<std::pair<std::string, std::string>>;
+
+struct Target {
+    std::string_view path;  // still encoded
+    Query query;            // decoded
+};
+
+// ---------------------------------------------------------------------------
+// Errors and replies
+
+struct Reply {
+    http::status status = http::status::ok;
+    std::string body;
+    std::string content_type = "application/json";
+    std::string allow;  // 405 only
+};
+
+// A refusal made here, before Control is asked.
+struct ApiError {
+    http::status status;
+    std::string code;
+    std::string message;
+    std::string hint;
+};
+
+Reply error_reply(http::status status, const std::string& code, const std::string& message, const std::string& hint,
+                  const json& extra = json::object()) {
+    json body{{"error", code}, {"message", message}, {"hint", hint}};
+    body.update(extra);
+    return {status, dump(body), "application/json", ""};
+}
+
+http::status status_of(ControlError::Kind kind) {
+    switch (kind) {
+        case ControlError::Kind::bad_request: return http::status::bad_request;
+        case ControlError::Kind::forbidden: return http::status::forbidden;
+        case ControlError::Kind::not_found: return http::status::not_found;
+        case ControlError::Kind::conflict: return http::status::conflict;
+        case ControlError::Kind::too_large: return http::status::payload_too_large;
+        case ControlError::Kind::unavailable: return http::status::service_unavailable;
+        case ControlError::Kind::internal: break;
+    }
+    return http::status::internal_server_error;
+}
+
+ApiError bad_field(const std::string& field, const std::string& message, const std::string& hint = {}) {
+    return {http::status::bad_request, "bad_field", "\"" + field + "\" " + message, hint};
+}
+
+std::optional<Target> parse_target(std::string_view target) {
+    // Absolute form ("http://localhost/v1/status"): the host is ignored.
+    if (target.starts_with("http://") || target.starts_with("https://")) {
+        const auto slash = target.find('/', target.find("//") + 2);
+        target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+    }
+    if (!target.starts_with('/')) return std::nullopt;
+    Target out;
+    const auto question = target.find('?');
+    out.path = target.substr(0, question);
+    if (question == std::string_view::npos) return out;
+    std::string_view rest = target.substr(question + 1);
+    while (!rest.empty()) {
+        const auto amp = rest.find('&');
+        const std::string_view pair = rest.substr(0, amp);
+        rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+        if (pair.empty()) continue;
+        const auto eq = pair.find('=');
+        auto name = percent_decode(pair.substr(0, eq), true);
+        auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
+        if (!name || !value) return std::nullopt;
+        out.query.emplace_back(std::move(*name), std::move(*value));
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------
+// Bodies: a JSON object, each field checked for its type, so that a wrong
+// type is a 400 naming the field rather than an exception from deep inside.
+
+json parse_object(const std::string& body) {
+    if (body.find_first_not_of(" \t\r\n") == std::string::npos) return json::object();
+    auto document = json::parse(body, nullptr, false);
+    if (document.is_discarded()) {
+        throw ApiError{http::status::bad_request, "bad_json", "the request body is not valid JSON",
+                       "send a JSON object (Content-Type: application/json)"};
+    }
+    if (!document.is_object()) {
+        throw ApiError{http::status::bad_request, "bad_json", "the request body must be a JSON object",
+                       "send a JSON object (Content-Type: application/json)"};
+    }
+    return document;
+}
+
+std::optional<std::string> string_field(const json& body, const std::string& name, bool required,
+                                        const std::string& hint = {}) {
+    const auto it = body.find(name);
+    if (it == body.end() || it->is_null()) {
+        if (required) throw bad_field(name, "is required", hint);
+        return std::nullopt;
+    }
+    if (!it->is_string()) throw bad_field(name, "must be a string", hint);
+    return it->get<std::string>();
+}
+
+std::optional<bool> bool_field(const json& body, const std::string& name, bool required, const std::string& hint = {}) {
+    const auto it = body.find(name);
+    if (it == body.end() || it->is_null()) {
+        if (required) throw bad_field(name, "is required", hint);
+        return std::nullopt;
+    }
+    if (!it->is_boolean()) throw bad_field(name, "must be true or false", hint);
+    return it->get<bool>();
+}
+
+// ---------------------------------------------------------------------------
+// Log queries
+
+enum class LogFormat { document, lines, csv };
+
+struct LogQuery {
+    store::LogFilter filter;
+    LogFormat format = LogFormat::document;
+};
+
+LogQuery log_query(const Query& query, bool audit) {
+    LogQuery out;
+    const auto now = store::Clock::now();
+    std::set<std::string> seen;
+    for (const auto& [name, value] : query) {
+        if (!seen.insert(name).second) throw bad_field(name, "is given twice");
+        // Empty is "any", as for the filters left out (a form sends "since=").
+        const bool known = name == "since" || name == "until" || name == "gateway" || name == "agent" ||
+                           name == "action" || name == "limit" || name == "format" ||
+                           (audit ? name == "event" : name == "connector" || name == "decision");
+        if (value.empty() && known) continue;
+        if (name == "since" || name == "until") {
+            const auto time = store::parse_time(value, now);
+            if (!time) {
+                throw bad_field(name, "is neither an RFC 3339 time nor an age",
+                                "e.g. 2026-11-26T10:00:00Z, 90s, 15m, 2h or 7d");
+            }
+            (name == "since" ? out.filter.since : out.filter.until) = time;
+        } else if (name == "gateway") {
+            out.filter.gateway = value;
+        } else if (name == "agent") {
+            out.filter.agent = value;
+        } else if (name == "action") {
+            out.filter.action = value;
+        } else if (name == "connector" && !audit) {
+            out.filter.connector = value;
+        } else if (name == "decision" && !audit) {
+            out.filter.decision = value;
+        } else if (name == "event" && audit) {
+            out.filter.event = value;
+        } else if (name == "limit") {
+            if (value.empty() || value.size() > 9 || value.find_first_not_of("0123456789") != std::string::npos) {
+                throw bad_field(name, "must be a whole number", "the newest N records; 0 or none for all");
+            }
+            out.filter.limit = std::stoul(value);
+        } else if (name == "format") {
+            if (value == "json") {
+                out.format = LogFormat::document;
+            } else if (value == "jsonl") {
+                out.format = LogFormat::lines;
+            } else if (value == "csv") {
+                out.format = LogFormat::csv;
+            } else {
+                throw bad_field(name, "must be json, jsonl or csv");
+            }
+        } else {
+            throw bad_field(name, "is not a filter of this log",
+                            audit
+                                ? "filters: since, until, gateway, agent, action, event, limit, format"
+                                : "filters: since, until, gateway, agent, connector, action, decision, limit, format");
+        }
+    }
+    return out;
+}
+
+Reply log_reply(const LogQuery& query, const std::string& key,
+                const std::function<void(store::Format, std::ostream&)>& write) {
+    std::ostringstream out;
+    write(query.format == LogFormat::csv ? store::Format::csv : store::Format::jsonl, out);
+    if (query.format == LogFormat::csv) return {http::status::ok, out.str(), "text/csv; charset=utf-8", ""};
+    if (query.format == LogFormat::lines) return {http::status::ok, out.str(), "application/x-ndjson", ""};
+    // The same objects as JSON Lines, in one document.
+    ordered_json rows = ordered_json::array();
+    std::istringstream lines(out.str());
+    std::string line;
+    while (std::getline(lines, line)) {
+        if (!line.empty()) rows.push_back(ordered_json::parse(line));
+    }
+    ordered_json body;
+    body[key] = std::move(rows);
+    return {http::status::ok, body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", "application/json", ""};
+}
+
+// ---------------------------------------------------------------------------
+// Callers
+
+std::string cgroup_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.starts_with("0::")) return line.substr(3);
+    }
+    return {};
+}
+
+control::Caller caller_of(int socket) {
+    auto peer = netns::peer_credentials(socket);
+    control::Caller caller;
+    caller.pid = peer.pid;
+    caller.uid = peer.uid;
+    caller.gid = peer.gid;
+    caller.groups = std::move(peer.groups);
+    caller.via = "rest";
+    caller.cgroup = peer.pid > 0 ? cgroup_of(peer.pid) : std::string();
+    // Read after the cgroup: a live pidfd proves the file was the caller's
+    // and not a later process's that got its number ("" counts as an agent).
+    if (peer.pidfd && ::syscall(SYS_pidfd_send_signal, peer.pidfd.get(), 0, nullptr, 0) != 0) caller.cgroup.clear();
+    return caller;
+}
+
+bool visible_to(const control::Event& event, Role role, uid_t uid) {
+    return static_cast<int>(role) >= event.visible_to || (event.owner_uid == uid && uid != static_cast<uid_t>(-1));
+}
+
+std::string sse_frame(const control::Event& event) {
+    std::string frame = "id: " + std::to_string(event.id) + "\n";
+    // The type is ours, but a newline in it would end the frame early.
+    std::string type = event.type;
+    std::replace(type.begin(), type.end(), '\n', ' ');
+    frame += "event: " + type + "\n";
+    frame += "data: " + event.data.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+    return frame;
+}
+
+std::optional<gid_t> group_id(const std::string& group) {
+    if (!group.empty() && group.find_first_not_of("0123456789") == std::string::npos && group.size() < 10) {
+        return static_cast<gid_t>(std::stoul(group));
+    }
+    std::vector<char> buffer(4096);
+    while (true) {
+        ::group entry{};
+        ::group* found = nullptr;
+        const int error = ::getgrnam_r(group.c_str(), &entry, buffer.data(), buffer.size(), &found);
+        if (error == ERANGE && buffer.size() < (std::size_t{1} << 20)) {
+            buffer.resize(buffer.size() * 2);
+            continue;
+        }
+        if (error != 0 || found == nullptr) return std::nullopt;
+        return found->gr_gid;
+    }
+}
+
+struct Connection {
+    explicit Connection(local::socket socket) : stream(std::move(socket)) {}
+    Stream stream;
+    // The event stream's wake-up timer while it waits (io thread only), so
+    // that stop() can end the wait.
+    net::steady_timer* wake = nullptr;
+    std::list<std::shared_ptr<Connection>>::iterator self;
+};
+
+// What a publisher's thread hands to one event stream.
+struct EventQueue {
+    std::mutex mutex;
+    std::deque<control::Event> events;
+    bool open = true;       // false once the stream ended: nothing is queued or posted after
+    bool overflow = false;  // the client fell kMaxQueuedEvents behind
+    bool notified = false;  // a wake-up is posted and not yet consumed
+    bool client_gone = false;
+    // io thread only, valid while open.
+    net::steady_timer* wake = nullptr;
+    Connection* connection = nullptr;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+struct ApiServer::Impl {
+    Impl(ApiOptions options_in, control::Control& control_in) : options(std::move(options_in)), control(control_in) {}
+
+    net::awaitable<void> accept_loop();
+    net::awaitable<void> serve(std::shared_ptr<Connection> connection);
+    net::awaitable<void> session(Connection& connection);
+    net::awaitable<void> stream_events(Connection& connection, const control::Caller& caller, Role role,
+                                       std::set<std::string> types, unsigned version);
+    net::awaitable<void> linger(Connection& connection);
+    net::awaitable<void> watch_close(std::shared_ptr<Connection> connection, std::shared_ptr<EventQueue> queue);
+    net::awaitable<bool> write(Connection& connection, Reply reply, unsigned version, bool keep_alive);
+    Reply dispatch(Op op, const std::vector<std::string>& params, const Query& query, const Request& request,
+                   const control::Caller& caller);
+    void refuse(local::socket& socket) const;
+    void bind();
+    void close_everything();
+
+    ApiOptions options;
+    control::Control& control;
+    net::io_context io{1};
+    local::acceptor acceptor{io};
+    std::filesystem::path path;
+    std::thread thread;
+    std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+    std::list<std::shared_ptr<Connection>> connections;  // io thread only
+    bool started = false;
+    bool adopted = false;   // the socket came from systemd
+    bool removed = false;   // its file, by stop()
+    bool stopping = false;  // io thread only
+};
+
+void ApiServer::Impl::bind() {
+    if (options.listening) {
+        error_code error;
+        acceptor.assign(local(), options.listening->get(), error);
+        if (error) throw std::system_error(error, "adopting the REST socket");
+        options.listening->release();  // the acceptor owns it now
+        adopted = true;
+        path = acceptor.local_endpoint(error).path();
+        return;
+    }
+    path = options.socket;
+    if (path.native().size() >= sizeof(sockaddr_un::sun_path)) {
+        throw std::system_error(std::make_error_code(std::errc::filename_too_long),
+                                "the REST socket path " + path.string() + " is too long for a unix socket");
+    }
+    std::error_code fs_error;
+    if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), fs_error);
+    struct stat existing {};
+    if (::lstat(path.c_str(), &existing) == 0) {
+        if (!S_ISSOCK(existing.st_mode)) {
+            throw std::system_error(std::make_error_code(std::errc::file_exists),
+                                    path.string() + " exists and is not a socket; not replacing it");
+        }
+        // A live server behind it keeps it: two daemons must not share one.
+        local::socket probe(io);
+        error_code error;
+        probe.connect(local::endpoint(path.string()), error);
+        if (!error) {
+            throw std::system_error(std::make_error_code(std::errc::address_in_use),
+                                    "another server is listening on " + path.string());
+        }
+        ::unlink(path.c_str());
+    }
+    acceptor.open(local());
+    acceptor.bind(local::endpoint(path.string()));
+    acceptor.listen(net::socket_base::max_listen_connections);
+    if (::chmod(path.c_str(), options.mode) != 0) {
+        throw std::system_error(errno, std::generic_category(), "chmod " + path.string());
+    }
+    if (options.group.empty()) return;
+    const auto gid = group_id(options.group);
+    if (!gid) {
+        daemon::log(daemon::LogLevel::warning,
+                    "the REST socket's group does not exist; only root (and root's group) may connect",
+                    {{"API_SOCKET", path.string()},
+                     {"GROUP", options.group},
+                     {"HINT", "create the group (systemd-sysusers) or set api.socket_group"}});
+        return;
+    }
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) {
+        throw std::system_error(errno, std::generic_category(), "chown " + path.string() + " to " + options.group);
+    }
+}
+
+// Over the limit: a one-line answer if the socket takes it at once, then closed.
+void ApiServer::Impl::refuse(local::socket& socket) const {
+    static const std::string kBody = dump(json{{"error", "unavailable"},
+                                               {"message", "too many connections to the control socket"},
+                                               {"hint", "close idle clients and retry"}});
+    const std::string response =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Connection: close\r\nContent-Length: " +
+        std::to_string(kBody.size()) + "\r\n\r\n" + kBody;
+    (void)::send(socket.native_handle(), response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    error_code ignored;
+    socket.close(ignored);
+    daemon::log(daemon::LogLevel::debug, "REST connection refused: too many connections");
+}
+
+net::awaitable<void> ApiServer::Impl::accept_loop() {
+    for (;;) {
+        local::socket socket(io);
+        error_code error;
+        auto accept = acceptor.async_accept(socket, net::redirect_error(kToken, error));
+        co_await std::move(accept);
+        if (error == net::error::operation_aborted || !acceptor.is_open() || stopping) co_return;
+        if (error) {  // EMFILE and the like: back off instead of spinning
+            daemon::log(daemon::LogLevel::warning, "REST accept failed: " + error.message());
+            net::steady_timer pause(io, std::chrono::milliseconds(100));
+            auto wait = pause.async_wait(net::redirect_error(kToken, error));
+            co_await std::move(wait);
+            continue;
+        }
+        if (connections.size() >= options.max_connections) {
+            refuse(socket);
+            continue;
+        }
+        auto connection = std::make_shared<Connection>(std::move(socket));
+        connections.push_front(connection);
+        connection->self = connections.begin();
+        net::co_spawn(io, serve(connection), net::detached);
+    }
+}
+
+net::awaitable<void> ApiServer::Impl::serve(std::shared_ptr<Connection> connection) {
+    std::string failure;
+    try {
+        co_await session(*connection);
+    } catch (const std::exception& error) {
+        failure = error.what();
+    }
+    if (!failure.empty()) daemon::log(daemon::LogLevel::debug, "REST connection ended: " + failure);
+    error_code ignored;
+    connection->stream.socket().shutdown(local::socket::shutdown_both, ignored);
+    connection->stream.close();
+    connections.erase(connection->self);
+}
+
+net::awaitable<bool> ApiServer::Impl::write(Connection& connection, Reply reply, unsigned version, bool keep_alive) {
+    http::response<http::string_body> response{reply.status, version};
+    response.set(http::field::content_type, reply.content_type);
+    response.set(http::field::cache_control, "no-store");
+    if (!reply.allow.empty()) response.set(http::field::allow, reply.allow);
+    response.body() = std::move(reply.body);
+    response.keep_alive(keep_alive);
+    response.prepare_payload();
+    connection.stream.expires_after(kWriteTimeout);
+    error_code error;
+    auto send = http::async_write(connection.stream, response, net::redirect_error(kToken, error));
+    co_await std::move(send);
+    co_return !error;
+}
+
+net::awaitable<void> ApiServer::Impl::session(Connection& connection) {
+    // The kernel's word on who connected, once: it does not change.
+    const control::Caller caller = caller_of(connection.stream.socket().native_handle());
+    beast::flat_buffer buffer;
+    for (;;) {
+        http::request_parser<http::string_body> parser;
+        parser.header_limit(kHeaderLimit);
+        parser.body_limit(options.max_body_bytes);  // never boost::none: broken in Beast 1.74
+        error_code error;
+        connection.stream.expires_after(kRequestTimeout);
+        auto read_head = http::async_read_header(connection.stream, buffer, parser, net::redirect_error(kToken, error));
+        co_await std::move(read_head);
+        if (!error && !parser.is_done()) {
+            const auto expect = parser.get()[http::field::expect];
+            if (beast::iequals(expect, "100-continue")) {
+                http::response<http::empty_body> proceed{http::status::continue_, parser.get().version()};
+                auto send = http::async_write(connection.stream, proceed, net::redirect_error(kToken, error));
+                co_await std::move(send);
+                if (error) co_return;
+            }
+            auto read_body = http::async_read(connection.stream, buffer, parser, net::redirect_error(kToken, error));
+            co_await std::move(read_body);
+        }
+        if (error) {
+            // A client that left (or idled out) gets nothing; one that sent
+            // something unreadable gets a reason, then the connection ends.
+            std::optional<Reply> reply;
+            if (error == http::error::body_limit) {
+                reply =
+                    error_reply(http::status::payload_too_large, "too_large",
+                                "the request body is over " + std::to_string(options.max_body_bytes) + " bytes", "");
+            } else if (error == http::error::header_limit) {
+                reply = error_reply(http::status::request_header_fields_too_large, "too_large",
+                                    "the request head is over " + std::to_string(kHeaderLimit) + " bytes", "");
+            } else if (error.category() == http::make_error_code(http::error::bad_target).category() &&
+                       error != http::error::end_of_stream && error != http::error::partial_message) {
+                reply =
+                    error_reply(http::status::bad_request, "bad_request", "malformed HTTP request: " + error.message(),
+                                "speak HTTP/1.1, e.g. curl --unix-socket");
+            }
+            if (reply) {
+                daemon::log(daemon::LogLevel::debug, "REST request refused: " + error.message());
+                auto send = write(connection, std::move(*reply), 11, false);
+                const bool sent = co_await std::move(send);
+                if (sent && error == http::error::body_limit) {
+                    auto drain = linger(connection);
+                    co_await std::move(drain);
+                }
+            }
+            co_return;
+        }
+        const Request& request = parser.get();
+        const unsigned version = request.version();
+        const bool keep_alive = request.keep_alive();
+
+        Reply reply;
+        std::optional<Op> op;
+        std::vector<std::string> params;
+        Query query;
+        // Audit records and approvals name what was called, not only who.
+        control::Caller call = caller;
+        try {
+            const auto target = parse_target(view(request.target()));
+            if (!target) {
+                throw ApiError{http::status::bad_request, "bad_request", "malformed request target or query string",
+                               "percent-encode names in paths and queries"};
+            }
+            query = target->query;
+            call.method = std::string(view(request.method_string())) + " " + std::string(target->path);
+            const auto segments = split_path(target->path);
+            std::string allow;
+            for (const auto& route : kRoutes) {
+                auto raw = fit(route.path, segments);
+                if (!raw) continue;
+                if (route.method != request.method()) {
+                    const std::string method(view(http::to_string(route.method)));
+                    if (allow.find(method) == std::string::npos) allow += (allow.empty() ? "" : ", ") + method;
+                    continue;
+                }
+                op = route.op;
+                for (const auto value : *raw) {
+                    auto decoded = percent_decode(value, false);
+                    if (!decoded || decoded->empty()) {
+                        throw ApiError{http::status::bad_request, "bad_request", "malformed path parameter",
+                                       "percent-encode names in paths"};
+                    }
+                    params.push_back(std::move(*decoded));
+                }
+                break;
+            }
+            if (!op && !allow.empty()) {
+                reply = error_reply(http::status::method_not_allowed, "method_not_allowed",
+                                    std::string(view(request.method_string())) + " is not allowed on this path",
+                                    "allowed: " + allow);
+                reply.allow = allow;
+            } else if (!op) {
+                reply = error_reply(http::status::not_found, "not_found", "no such route",
+                                    "GET /v1/openapi.json lists the routes");
+            }
+        } catch (const ApiError& refusal) {
+            op.reset();
+            reply = error_reply(refusal.status, refusal.code, refusal.message, refusal.hint);
+        }
+
+        if (op == Op::events) {
+            // Authorized as any call is; what each caller sees is filtered per event.
+            std::optional<Role> role;
+            std::set<std::string> types;
+            try {
+                role = control.authorize(call, Role::none);
+                for (const auto& [name, value] : query) {
+                    if (name != "types") throw bad_field(name, "is not a parameter of /v1/events", "types=a,b");
+                    std::string_view rest = value;
+                    while (!rest.empty()) {
+                        const auto comma = rest.find(',');
+                        const std::string type(rest.substr(0, comma));
+                        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+                        if (type.empty()) continue;
+                        if (std::find(kEventTypes.begin(), kEventTypes.end(), type) == kEventTypes.end()) {
+                            throw bad_field("types", "names an unknown event type \"" + type + "\"",
+                                            "types: approval.requested, approval.resolved, kill_switch.changed, "
+                                            "agent.started, agent.exited, config.reloaded, enforcement.changed, "
+                                            "traffic");
+                        }
+                        types.insert(type);
+                    }
+                }
+            } catch (const ApiError& refusal) {
+                role.reset();
+                reply = error_reply(refusal.status, refusal.code, refusal.message, refusal.hint);
+            } catch (const ControlError& refusal) {
+                role.reset();
+                if (refusal.kind() == ControlError::Kind::forbidden) {
+                    daemon::log(daemon::LogLevel::debug, "REST call refused: " + std::string(refusal.what()),
+                                {{"CALLER", call.describe()}});
+                }
+                reply = error_reply(status_of(refusal.kind()), refusal.code(), refusal.what(), refusal.hint());
+            } catch (const std::exception& failure) {
+                role.reset();
+                daemon::log(daemon::LogLevel::error, std::string("REST call failed: ") + failure.what(),
+                            {{"CALLER", call.describe()}});
+                reply = error_reply(http::status::internal_server_error, "internal", failure.what(),
+                                    "the daemon's log has the details");
+            }
+            if (role) {
+                auto events = stream_events(connection, call, *role, std::move(types), version);
+                co_await std::move(events);
+                co_return;
+            }
+        } else if (op) {
+            reply = dispatch(*op, params, query, request, call);
+        }
+        auto send = write(connection, std::move(reply), version, keep_alive);
+        const bool sent = co_await std::move(send);
+        if (!sent || !keep_alive) co_return;
+    }
+}
+
+Reply ApiServer::Impl::dispatch(Op op, const std::vector<std::string>& params, const Query& query,
+                                const Request& request, const control::Caller& caller) {
+    const auto ok = [](const json& body) { return Reply{http::status::ok, dump(body), "application/json", ""}; };
+    const auto param = [&](std::size_t i) -> const std::string& { return params.at(i); };
+    try {
+        switch (op) {
+            case Op::status: return ok(control.status(caller));
+            case Op::gateways: return ok(control.gateways(caller));
+            case Op::gateway: return ok(control.gateway(caller, param(0)));
+            case Op::set_enforcement: {
+                const auto body = parse_object(request.body());
+                const auto level = string_field(body, "level", true, "monitor, soft or full");
+                return ok(control.set_enforcement(caller, param(0), *level));
+            }
+            case Op::reload: {
+                auto result = control.reload(caller);
+                // A refused configuration is the caller's to fix: 400 with the errors.
+                if (result.is_object() && result.value("reloaded", true) == false) {
+                    json extra{{"errors", result.value("errors", json::array())}};
+                    return error_reply(http::status::bad_request, "config_invalid",
+                                       "the configuration on disk is invalid; the running one stays in force",
+                                       "fix the errors listed, then reload again", extra);
+                }
+                return ok(result);
+            }
+            case Op::check_config: return ok(control.check_config(caller));
+            case Op::policy_test: {
+                const auto body = parse_object(request.body());
+                json test = json::object();
+                test["gateway"] = *string_field(body, "gateway", true);
+                test["method"] = string_field(body, "method", false).value_or("GET");
+                test["url"] = *string_field(body, "url", true, "an absolute URL, e.g. https://api.github.com/user");
+                test["body"] = string_field(body, "body", false).value_or("");
+                if (auto type = string_field(body, "content_type", false)) test["content_type"] = std::move(*type);
+                json headers = json::object();
+                if (const auto it = body.find("headers"); it != body.end() && !it->is_null()) {
+                    if (!it->is_object()) throw bad_field("headers", "must be an object of strings");
+                    for (const auto& [name, value] : it->items()) {
+                        if (!value.is_string()) throw bad_field("headers", "must be an object of strings");
+                        headers[name] = value;
+                    }
+                }
+                test["headers"] = std::move(headers);
+                return ok(control.test_request(caller, test));
+            }
+            case Op::agents: return ok(control.agents(caller));
+            case Op::agent: return ok(control.agent(caller, param(0)));
+            case Op::stop_agent: return ok(control.stop_agent(caller, param(0)));
+            case Op::approvals: return ok(control.approvals(caller));
+            case Op::approval: return ok(control.approval(caller, param(0)));
+            case Op::approve:
+            case Op::deny: {
+                const auto body = parse_object(request.body());
+                const auto note = string_field(body, "note", false).value_or("");
+                return ok(control.answer(caller, param(0), op == Op::approve, note));
+            }
+            case Op::kill_switch: return ok(control.kill_switch(caller));
+            case Op::set_kill_switch: {
+                const auto body = parse_object(request.body());
+                const bool active = *bool_field(body, "active", true);
+                const auto scope =
+                    string_field(body, "scope", false, "all, gateway:NAME or connector:NAME").value_or("all");
+                const auto reason = string_field(body, "reason", false).value_or("");
+                return ok(control.set_kill_switch(caller, active, scope, reason));
+            }
+            case Op::traffic: {
+                const auto logs = log_query(query, false);
+                return log_reply(logs, "rows", [&](store::Format format, std::ostream& out) {
+                    store::TrafficWriter writer(out, format);
+                    writer.header();
+                    control.traffic(caller, logs.filter, [&](const store::TrafficRow& row) { writer.write(row); });
+                });
+            }
+            case Op::audit: {
+                const auto logs = log_query(query, true);
+                return log_reply(logs, "records", [&](store::Format format, std::ostream& out) {
+                    store::AuditWriter writer(out, format);
+                    writer.header();
+                    control.audit(caller, logs.filter, [&](const store::AuditRecord& record) { writer.write(record); });
+                });
+            }
+            case Op::audit_verify: return ok(control.verify_audit(caller));
+            case Op::vault: return ok(control.vault(caller));
+            case Op::vault_set: {
+                const auto body = parse_object(request.body());
+                const auto value = string_field(body, "value", true, "the secret, as a JSON string");
+                const auto connector = string_field(body, "connector", false).value_or("");
+                return ok(control.vault_set(caller, param(0), connector, *value));
+            }
+            case Op::vault_remove: return ok(control.vault_remove(caller, param(0)));
+            case Op::vault_rotate: return ok(control.vault_rotate(caller));
+            case Op::openapi:
+                control.authorize(caller, Role::none);
+                return {http::status::ok, openapi(), "application/json", ""};
+            case Op::metrics: return {http::status::ok, control.metrics(caller), "text/plain; version=0.0.4", ""};
+            case Op::events: break;  // streamed by session()
+        }
+        throw std::logic_error("unrouted operation");
+    } catch (const ApiError& refusal) {
+        return error_reply(refusal.status, refusal.code, refusal.message, refusal.hint);
+    } catch (const ControlError& refusal) {
+        if (refusal.kind() == ControlError::Kind::forbidden) {
+            daemon::log(daemon::LogLevel::debug, "REST call refused: " + std::string(refusal.what()),
+                        {{"CALLER", caller.describe()}});
+        }
+        return error_reply(status_of(refusal.kind()), refusal.code(), refusal.what(), refusal.hint());
+    } catch (const json::exception& failure) {
+        // A value of the wrong type that reached Control (json's type_error).
+        return error_reply(http::status::bad_request, "bad_field",
+                           std::string("a field has the wrong type: ") + failure.what(),
+                           "see GET /v1/openapi.json for the request's schema");
+    } catch (const std::exception& failure) {
+        daemon::log(daemon::LogLevel::error, std::string("REST call failed: ") + failure.what(),
+                    {{"CALLER", caller.describe()}});
+        return error_reply(http::status::internal_server_error, "internal", failure.what(),
+                           "the daemon's log has the details");
+    }
+}
+
+// A client still sending a body that is refused would get a broken pipe
+// instead of the answer: read and drop what it sends, for a while, first.
+net::awaitable<void> ApiServer::Impl::linger(Connection& connection) {
+    error_code error;
+    connection.stream.socket().shutdown(local::socket::shutdown_send, error);
+    connection.stream.expires_after(kLinger);
+    std::array<char, 16384> discard{};
+    for (std::size_t drained = 0; drained < kLingerBytes;) {
+        auto read = connection.stream.async_read_some(net::buffer(discard), net::redirect_error(kToken, error));
+        drained += co_await std::move(read);
+        if (error) break;
+    }
+}
+
+// Reads (and discards) whatever the stream's client sends, to learn at once
+// when it goes away instead of at the next keep-alive.
+net::awaitable<void> ApiServer::Impl::watch_close(std::shared_ptr<Connection> connection,
+                                                  std::shared_ptr<EventQueue> queue) {
+    std::array<char, 512> discard{};
+    for (;;) {
+        error_code error;
+        // No deadline for the read (the stream's writes keep theirs): a
+        // pending read keeps its expiry even when a write sets a new one.
+        connection->stream.expires_never();
+        auto read = connection->stream.async_read_some(net::buffer(discard), net::redirect_error(kToken, error));
+        co_await std::move(read);
+        if (error) break;
+    }
+    std::lock_guard lock(queue->mutex);
+    if (!queue->open) co_return;
+    queue->client_gone = true;
+    if (queue->wake != nullptr) queue->wake->cancel();
+}
+
+net::awaitable<void> ApiServer::Impl::stream_events(Connection& connection, const control::Caller& caller, Role role,
+                                                    std::set<std::string> types, unsigned version) {
+    net::steady_timer wake(io);
+    auto queue = std::make_shared<EventQueue>();
+    queue->wake = &wake;
+    queue->connection = &connection;
+    connection.wake = &wake;
+    auto& hub = control.events();
+    const uid_t uid = caller.uid;
+    auto executor = io.get_executor();
+    // Runs on the publisher's thread: filter, queue, and post one wake-up.
+    const auto subscription = hub.subscribe([queue, role, uid, types, executor](const control::Event& event) {
+        if (!visible_to(event, role, uid)) return;
+        if (!types.empty() && types.count(event.type) == 0) return;
+        std::lock_guard lock(queue->mutex);
+        if (!queue->open) return;
+        if (queue->overflow) return;
+        if (queue->events.size() >= kMaxQueuedEvents) {
+            // The stream may sit in a write the client does not read: end it
+            // now rather than when that write times out.
+            queue->overflow = true;
+            queue->events.clear();
+            net::post(executor, [queue] {
+                std::lock_guard inner(queue->mutex);
+                if (!queue->open) return;
+                if (queue->connection != nullptr) queue->connection->stream.cancel();
+                if (queue->wake != nullptr) queue->wake->cancel();
+            });
+            return;
+        }
+        queue->events.push_back(event);
+        if (queue->notified) return;
+        queue->notified = true;
+        net::post(executor, [queue] {
+            std::lock_guard inner(queue->mutex);
+            if (queue->open && queue->wake != nullptr) queue->wake->cancel();
+        });
+    });
+    // Whichever way this coroutine ends (even destroyed with the io_context),
+    // nothing is queued or posted for it afterwards.
+    struct Unsubscribe {
+        control::EventHub& hub;
+        std::uint64_t subscription;
+        std::shared_ptr<EventQueue> queue;
+        Connection& connection;
+        ~Unsubscribe() {
+            {
+                std::lock_guard lock(queue->mutex);
+                queue->open = false;
+                queue->wake = nullptr;
+                queue->connection = nullptr;
+            }
+            connection.wake = nullptr;
+            hub.unsubscribe(subscription);
+        }
+    } unsubscribe{hub, subscription, queue, connection};
+
+    http::response<http::empty_body> head{http::status::ok, version};
+    head.set(http::field::content_type, "text/event-stream");
+    head.set(http::field::cache_control, "no-store");
+    head.chunked(true);
+    http::response_serializer<http::empty_body> serializer{head};
+    error_code error;
+    connection.stream.expires_after(kWriteTimeout);
+    auto send_head = http::async_write_header(connection.stream, serializer, net::redirect_error(kToken, error));
+    co_await std::move(send_head);
+    if (error) co_return;
+    net::co_spawn(io, watch_close(*connection.self, queue), net::detached);
+
+    std::string pending = ": connected\n\n";
+    auto next_keep_alive = std::chrono::steady_clock::now() + kKeepAlive;
+    while (!stopping) {
+        if (pending.empty()) {
+            bool gone = false;
+            std::deque<control::Event> batch;
+            {
+                std::lock_guard lock(queue->mutex);
+                batch.swap(queue->events);
+                gone = queue->client_gone || queue->overflow;
+                queue->notified = false;
+            }
+            if (gone) break;
+            for (const auto& event : batch) pending += sse_frame(event);
+        }
+        if (pending.empty() && std::chrono::steady_clock::now() >= next_keep_alive) pending = ": keep-alive\n\n";
+        if (pending.empty()) {
+            wake.expires_at(next_keep_alive);
+            auto wait = wake.async_wait(net::redirect_error(kToken, error));
+            co_await std::move(wait);  // cancelled: events, the client left, or stop()
+            continue;
+        }
+        // A chunk of frames; its write is bounded like any other.
+        connection.stream.expires_after(kWriteTimeout);
+        auto send = net::async_write(connection.stream, http::make_chunk(net::buffer(pending)),
+                                     net::redirect_error(kToken, error));
+        co_await std::move(send);
+        if (error) break;
+        pending.clear();
+        next_keep_alive = std::chrono::steady_clock::now() + kKeepAlive;
+    }
+    std::lock_guard lock(queue->mutex);
+    if (queue->overflow) {
+        daemon::log(daemon::LogLevel::notice, "event stream dropped: the client fell too far behind",
+                    {{"CALLER", caller.describe()}, {"QUEUED_EVENTS", std::to_string(kMaxQueuedEvents)}});
+    }
+}
+
+void ApiServer::Impl::close_everything() {
+    stopping = true;
+    error_code ignored;
+    acceptor.close(ignored);
+    for (auto& connection : connections) {
+        connection->stream.socket().shutdown(local::socket::shutdown_both, ignored);
+        connection->stream.close();
+        if (connection->wake != nullptr) connection->wake->cancel();
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+ApiServer::ApiServer(ApiOptions options, control::Control& control)
+    : impl_(std::make_unique<Impl>(std::move(options), control)) {
+    impl_->bind();
+}
+
+ApiServer::~ApiServer() {
+    stop();
+}
+
+void ApiServer::start() {
+    if (impl_->started) return;
+    if (impl_->stopping) throw std::logic_error("a stopped REST server cannot be started again");
+    impl_->started = true;
+    impl_->work.emplace(impl_->io.get_executor());
+    net::co_spawn(impl_->io, impl_->accept_loop(), net::detached);
+    impl_->thread = std::thread([impl = impl_.get()] { impl->io.run(); });
+}
+
+void ApiServer::stop() {
+    if (impl_->started) {
+        impl_->started = false;
+        // Every connection is closed on the io thread; their coroutines then
+        // end on their own, and run() returns once nothing is left.
+        net::post(impl_->io, [impl = impl_.get()] { impl->close_everything(); });
+        impl_->work.reset();
+        impl_->thread.join();
+    } else {
+        error_code ignored;
+        impl_->acceptor.close(ignored);
+        impl_->stopping = true;
+    }
+    // Ours to remove when we bound it; systemd's when it made it.
+    if (!impl_->adopted && !impl_->removed) {
+        impl_->removed = true;
+        ::unlink(impl_->path.c_str());
+    }
+}
+
+const std::filesystem::path& ApiServer::path() const {
+    return impl_->path;
+}
+
+const std::string& ApiServer::openapi() {
+    static const std::string document(kOpenApiDocument);
+    return document;
+}
+
+std::vector<ApiServer::Route> ApiServer::routes() {
+    std::vector<Route> out;
+    out.reserve(kRoutes.size());
+    for (const auto& route : kRoutes) {
+        out.push_back({std::string(view(http::to_string(route.method))), std::string(route.path)});
+    }
+    return out;
+}
+
+}  // namespace tameflare::api

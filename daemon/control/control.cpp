@@ -1,0 +1,706 @@
+#include "daemon/control/control.h"
+
+#include "daemon/agents.h"
+#include "daemon/control/metrics.h"
+#include "daemon/log.h"
+#include "daemon/proxy/approvals.h"
+#include "daemon/proxy/server.h"
+#include "daemon/store/store.h"
+#include "daemon/store/vault_store.h"
+#include "daemon/store_services.h"
+#include "policy/explain.h"
+#include "policy/params.h"
+
+#include <grp.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <mutex>
+
+namespace tameflare::control {
+
+using nlohmann::json;
+using Kind = ControlError::Kind;
+
+namespace {
+
+// A role group as configured: a group name, or a numeric gid.
+std::optional<gid_t> group_id(const std::string& name) {
+    if (name.empty()) return std::nullopt;
+    gid_t numeric = 0;
+    const auto [end, error] = std::from_chars(name.data(), name.data() + name.size(), numeric);
+    if (error == std::errc{} && end == name.data() + name.size()) return numeric;
+    std::array<char, 4096> buffer{};
+    group entry{};
+    group* found = nullptr;
+    if (getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+        return std::nullopt;
+    }
+    return found->gr_gid;
+}
+
+bool in_group(const Caller& caller, const std::string& name) {
+    const auto gid = group_id(name);
+    if (!gid) return false;
+    return caller.gid == *gid || std::find(caller.groups.begin(), caller.groups.end(), *gid) != caller.groups.end();
+}
+
+const std::string& group_for(const RoleGroups& groups, Role role) {
+    switch (role) {
+        case Role::owner: return groups.owner;
+        case Role::admin: return groups.admin;
+        case Role::member: return groups.member;
+        default: return groups.viewer;
+    }
+}
+
+std::string_view what_needs(Role role) {
+    switch (role) {
+        case Role::owner: return "the kill switch needs the owner role";
+        case Role::admin: return "changing gateways, the configuration or the vault needs the admin role";
+        case Role::member: return "answering approvals needs the member role";
+        default: return "reading the daemon's state needs the viewer role";
+    }
+}
+
+json to_json(const policy::KillSwitch& kill_switch) {
+    return {{"active", kill_switch.all || !kill_switch.gateways.empty() || !kill_switch.connectors.empty()},
+            {"all", kill_switch.all},
+            {"gateways", kill_switch.gateways},
+            {"connectors", kill_switch.connectors}};
+}
+
+json summary(const policy::Gateway& gateway) {
+    json connectors = json::array();
+    for (const auto& connector : gateway.connectors) connectors.push_back(connector.name);
+    return {{"name", gateway.name},
+            {"description", gateway.description},
+            {"enforcement", policy::to_string(gateway.enforcement)},
+            {"connectors", connectors},
+            {"policies", gateway.policies.size()},
+            {"rate_limit",
+             {{"requests", gateway.rate_limit.requests}, {"window_seconds", gateway.rate_limit.window.count()}}},
+            {"approval_timeout_seconds", gateway.approval_timeout.count()},
+            {"origin", gateway.origin}};
+}
+
+json detail(const policy::Gateway& gateway) {
+    json out = summary(gateway);
+    json connectors = json::array();
+    for (const auto& connector : gateway.connectors) {
+        json rules = json::array();
+        for (const auto& rule : connector.rules) {
+            rules.push_back({{"pattern", rule.pattern}, {"effect", policy::to_string(rule.effect)}});
+        }
+        connectors.push_back({{"name", connector.name},
+                              {"type", connector.def ? connector.def->name : ""},
+                              {"domains", connector.domains},
+                              {"credential", connector.credential},
+                              {"preset", policy::to_string(connector.preset)},
+                              {"rules", rules}});
+    }
+    json policies = json::array();
+    for (const auto& policy : gateway.policies) {
+        policies.push_back({{"name", policy.name},
+                            {"actions", policy.actions},
+                            {"effect", policy::to_string(policy.effect)},
+                            {"reason", policy.reason}});
+    }
+    json tcp = json::array();
+    for (const auto& rule : gateway.tcp) {
+        json entry{{"port", rule.port}};
+        if (rule.host.empty()) {
+            entry["cidr"] = rule.cidr;
+        } else {
+            entry["host"] = rule.host;
+        }
+        tcp.push_back(entry);
+    }
+    out["connectors"] = connectors;
+    out["policies"] = policies;
+    out["tcp"] = tcp;
+    out["launch"] = {{"users", gateway.launch_users}, {"groups", gateway.launch_groups}};
+    return out;
+}
+
+json to_json(const daemon::AgentInfo& agent) {
+    return {{"id", agent.id},
+            {"gateway", agent.gateway},
+            {"isolation", agent.isolation},
+            {"pid", agent.pid},
+            {"uid", agent.uid},
+            {"cgroup_id", agent.cgroup_id},
+            {"command", agent.command},
+            {"enforced_unit", agent.enforced_unit}};
+}
+
+json to_json(const policy::ConfigErrors& errors) {
+    json out = json::array();
+    for (const auto& error : errors) {
+        out.push_back(
+            {{"file", error.file}, {"pointer", error.pointer}, {"message", error.message}, {"hint", error.hint}});
+    }
+    return out;
+}
+
+std::optional<policy::Enforcement> parse_level(std::string_view level) {
+    for (const auto candidate : {policy::Enforcement::monitor, policy::Enforcement::soft, policy::Enforcement::full}) {
+        if (policy::to_string(candidate) == level) return candidate;
+    }
+    return std::nullopt;
+}
+
+std::string config_summary(const policy::Config& config) {
+    return std::to_string(config.connectors.size()) + " connectors, " + std::to_string(config.gateways.size()) +
+           " gateways";
+}
+
+}  // namespace
+
+std::string_view to_string(Role role) noexcept {
+    switch (role) {
+        case Role::owner: return "owner";
+        case Role::admin: return "admin";
+        case Role::member: return "member";
+        case Role::viewer: return "viewer";
+        case Role::none: break;
+    }
+    return "none";
+}
+
+std::string Caller::describe() const {
+    std::string text = "uid:" + std::to_string(uid) + " pid:" + std::to_string(pid);
+    if (!via.empty()) text += " via " + via;
+    if (!method.empty()) text += " (" + method + ")";
+    return text;
+}
+
+Role role_of(const Caller& caller, const RoleGroups& groups) {
+    if (caller.uid == 0) return Role::owner;
+    for (const auto role : {Role::owner, Role::admin, Role::member, Role::viewer}) {
+        if (in_group(caller, group_for(groups, role))) return role;
+    }
+    return Role::none;
+}
+
+struct Control::Impl {
+    ControlServices services;
+    RoleGroups groups;
+    std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
+    std::chrono::steady_clock::time_point started_steady = std::chrono::steady_clock::now();
+    std::mutex changing;                     // one configuration or kill switch change at a time
+    policy::EnforcementOverrides overrides;  // under `changing`
+
+    // Loads with `next` and publishes; the errors when refused.
+    policy::ConfigErrors apply(const policy::EnforcementOverrides& next, const std::string& actor,
+                               const std::string& why) {
+        auto result = services.load(next);
+        if (!result.ok()) return std::move(result.errors);
+        services.config->publish(result.config);
+        if (services.agents != nullptr) services.agents->reload();
+        const std::string text = config_summary(*result.config);
+        services.store->audit(store::AuditEvent{std::chrono::system_clock::now(), "config.reloaded", "", "", actor, why,
+                                                json{{"summary", text}}.dump()});
+        services.events->publish(Event{0, "config.reloaded", {{"summary", text}, {"actor", actor}}});
+        log(daemon::LogLevel::notice, "configuration reloaded: " + text, {{"ACTOR", actor}});
+        return {};
+    }
+
+    void save_overrides() {
+        json levels = json::object();
+        for (const auto& [gateway, level] : overrides) levels[gateway] = policy::to_string(level);
+        services.store->set_state("enforcement_overrides", levels.dump(),
+                                  store::AuditEvent{std::chrono::system_clock::now(), "gateway.updated", "", "",
+                                                    "tameflared", "enforcement_overrides", levels.dump()});
+    }
+
+    [[nodiscard]] bool in_agent(const Caller& caller) const {
+        if (services.agents != nullptr) return services.agents->is_agent_cgroup(caller.cgroup);
+        return caller.cgroup.empty();
+    }
+};
+
+Control::Control(ControlServices services, RoleGroups groups) : impl_(std::make_unique<Impl>()) {
+    impl_->services = std::move(services);
+    impl_->groups = std::move(groups);
+}
+
+Control::~Control() = default;
+
+EventHub& Control::events() const {
+    return *impl_->services.events;
+}
+
+void Control::restore() {
+    const auto saved = impl_->services.store->state("enforcement_overrides");
+    if (!saved) return;
+    const auto levels = json::parse(*saved, nullptr, false);
+    if (!levels.is_object()) return;
+    std::lock_guard lock(impl_->changing);
+    for (const auto& [gateway, level] : levels.items()) {
+        if (!level.is_string()) continue;
+        if (const auto parsed = parse_level(level.get<std::string>())) impl_->overrides[gateway] = *parsed;
+    }
+    if (impl_->overrides.empty()) return;
+    const auto errors = impl_->apply(impl_->overrides, "tameflared", "enforcement levels set before the restart");
+    if (!errors.empty()) {
+        log(daemon::LogLevel::warning, "cannot re-apply the enforcement levels set before the restart",
+            {{"HINT", "fix the configuration and reload"}});
+    }
+}
+
+bool Control::reload_by_signal() {
+    std::lock_guard lock(impl_->changing);
+    const auto errors = impl_->apply(impl_->overrides, "signal:SIGHUP", "SIGHUP");
+    for (const auto& error : errors) {
+        log(daemon::LogLevel::error, "configuration error: " + error.message,
+            {{"CONFIG_FILE", error.file}, {"JSON_POINTER", error.pointer}, {"HINT", error.hint}});
+    }
+    if (!errors.empty()) log(daemon::LogLevel::warning, "reload refused; the running configuration stays in force");
+    return errors.empty();
+}
+
+Role Control::authorize(const Caller& caller, Role least) const {
+    // Before anything else: an agent is refused whatever its uid and groups
+    // (a uid-0 agent is still an agent).
+    if (impl_->in_agent(caller)) {
+        throw ControlError(Kind::forbidden, "agent_caller",
+                           "the caller runs inside an agent's cgroup; agents may not use the control plane",
+                           "run tf from a shell outside the agent");
+    }
+    const Role role = role_of(caller, impl_->groups);
+    if (static_cast<int>(role) < static_cast<int>(least)) {
+        throw ControlError(
+            Kind::forbidden, "forbidden",
+            std::string(what_needs(least)) + "; uid " + std::to_string(caller.uid) + " has " +
+                (role == Role::none ? "no role" : "the " + std::string(to_string(role)) + " role"),
+            "ask an owner to add the user to group " + group_for(impl_->groups, least) + " (or a higher role's group)");
+    }
+    return role;
+}
+
+json Control::status(const Caller& caller) const {
+    const Role role = authorize(caller, Role::viewer);
+    const auto config = impl_->services.config->snapshot();
+    const auto counters = impl_->services.proxy->counters();
+    const auto uptime =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - impl_->started_steady);
+    const auto agents = impl_->services.agents ? impl_->services.agents->list().size() : 0;
+    return {{"version", TF_VERSION},
+            {"started", store::format_time(impl_->started)},
+            {"uptime_seconds", uptime.count()},
+            {"enforcement", impl_->services.agents ? "kernel" : "explicit"},
+            {"agents", agents},
+            {"gateways", config->gateways.size()},
+            {"kill_switch", kill_switch(caller)},
+            {"pending_approvals", impl_->services.approvals->size()},
+            {"counters",
+             {{"connections_open", counters.connections_open},
+              {"connections_total", counters.connections_total},
+              {"requests", counters.requests},
+              {"held", counters.held}}},
+            {"caller", {{"uid", caller.uid}, {"role", to_string(role)}}}};
+}
+
+json Control::gateways(const Caller& caller) const {
+    authorize(caller, Role::viewer);
+    json out = json::array();
+    for (const auto& [name, gateway] : impl_->services.config->snapshot()->gateways) out.push_back(summary(*gateway));
+    return {{"gateways", out}};
+}
+
+json Control::gateway(const Caller& caller, std::string_view name) const {
+    authorize(caller, Role::viewer);
+    const auto config = impl_->services.config->snapshot();
+    const auto* gateway = config->gateway(name);
+    if (gateway == nullptr) {
+        throw ControlError(Kind::not_found, "unknown_gateway", "no gateway \"" + std::string(name) + "\"",
+                           "tf gateways lists them");
+    }
+    return detail(*gateway);
+}
+
+json Control::set_enforcement(const Caller& caller, std::string_view name, std::string_view level) {
+    authorize(caller, Role::admin);
+    const auto parsed = parse_level(level);
+    if (!parsed && level != "default") {
+        throw ControlError(Kind::bad_request, "bad_field", "level \"" + std::string(level) + "\" is not known",
+                           "use monitor, soft, full, or default (the gateway file's level)");
+    }
+    std::lock_guard lock(impl_->changing);
+    if (impl_->services.config->snapshot()->gateway(name) == nullptr) {
+        throw ControlError(Kind::not_found, "unknown_gateway", "no gateway \"" + std::string(name) + "\"",
+                           "tf gateways lists them");
+    }
+    auto next = impl_->overrides;
+    if (parsed) {
+        next[std::string(name)] = *parsed;
+    } else {
+        next.erase(std::string(name));
+    }
+    const std::string actor = caller.describe();
+    const auto errors =
+        impl_->apply(next, actor, "enforcement of " + std::string(name) + " set to " + std::string(level));
+    if (!errors.empty()) {
+        throw ControlError(
+            Kind::conflict, "config_invalid",
+            "the configuration on disk does not load, so the level cannot be applied: " + errors.front().message,
+            "fix the files (tf policy check) and try again");
+    }
+    impl_->overrides = std::move(next);
+    impl_->save_overrides();
+    const auto config = impl_->services.config->snapshot();
+    const auto* gateway = config->gateway(name);
+    if (gateway == nullptr) {  // gone from the files that were just re-read
+        throw ControlError(Kind::not_found, "unknown_gateway", "no gateway \"" + std::string(name) + "\"", "");
+    }
+    const std::string applied(policy::to_string(gateway->enforcement));
+    impl_->services.store->audit(store::AuditEvent{std::chrono::system_clock::now(), "gateway.updated",
+                                                   std::string(name), "", actor, "enforcement",
+                                                   json{{"enforcement", applied}}.dump()});
+    impl_->services.events->publish(
+        Event{0, "enforcement.changed", {{"gateway", std::string(name)}, {"enforcement", applied}, {"actor", actor}}});
+    return summary(*gateway);
+}
+
+json Control::reload(const Caller& caller) {
+    authorize(caller, Role::admin);
+    std::lock_guard lock(impl_->changing);
+    const auto errors = impl_->apply(impl_->overrides, caller.describe(), "reload");
+    // Refused: the front end reports it as the caller's error, with every error.
+    if (!errors.empty()) return {{"reloaded", false}, {"errors", to_json(errors)}};
+    return {{"reloaded", true}, {"summary", config_summary(*impl_->services.config->snapshot())}};
+}
+
+json Control::check_config(const Caller& caller) const {
+    authorize(caller, Role::admin);
+    policy::EnforcementOverrides overrides;
+    {
+        std::lock_guard lock(impl_->changing);
+        overrides = impl_->overrides;
+    }
+    const auto result = impl_->services.load(overrides);
+    return {{"valid", result.ok()}, {"errors", to_json(result.errors)}};
+}
+
+json Control::test_request(const Caller& caller, const json& test) const {
+    authorize(caller, Role::viewer);
+    const auto field = [&](const char* name) -> std::string {
+        const auto found = test.find(name);
+        if (found == test.end() || found->is_null()) return {};
+        if (!found->is_string()) {
+            throw ControlError(Kind::bad_request, "bad_field", std::string("field \"") + name + "\" must be a string",
+                               "");
+        }
+        return found->get<std::string>();
+    };
+    if (!test.is_object()) throw ControlError(Kind::bad_request, "bad_json", "the body must be a JSON object", "");
+    const std::string name = field("gateway");
+    const std::string method = field("method");
+    const std::string url = field("url");
+    const std::string body = field("body");
+    std::string content_type = field("content_type");
+    if (name.empty() || method.empty() || url.empty()) {
+        throw ControlError(Kind::bad_request, "bad_field", "gateway, method and url are required",
+                           R"(e.g. {"gateway": "ci", "method": "GET", "url": "https://api.github.com/user"})");
+    }
+    const auto parsed = policy::parse_url(url);
+    if (!parsed) {
+        throw ControlError(Kind::bad_request, "bad_field", "url \"" + url + "\" is not an absolute URL",
+                           "give scheme and host: https://api.github.com/...");
+    }
+    const auto config = impl_->services.config->snapshot();
+    const auto* gateway = config->gateway(name);
+    if (gateway == nullptr) {
+        throw ControlError(Kind::not_found, "unknown_gateway", "no gateway \"" + name + "\"", "tf gateways lists them");
+    }
+    // Headers that change the decision: the content type, and a method
+    // override the classifier weighs (as the proxy reads them).
+    std::string method_override;
+    if (const auto headers = test.find("headers"); headers != test.end() && !headers->is_null()) {
+        if (!headers->is_object()) {
+            throw ControlError(Kind::bad_request, "bad_field", "field \"headers\" must be an object of strings", "");
+        }
+        for (const auto& [header, value] : headers->items()) {
+            if (!value.is_string()) {
+                throw ControlError(Kind::bad_request, "bad_field", "header \"" + header + "\" must be a string", "");
+            }
+            std::string lower = header;
+            std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+            if (lower == "content-type" && content_type.empty()) content_type = value.get<std::string>();
+            if (lower == "x-http-method-override" || lower == "x-http-method" || lower == "x-method-override") {
+                method_override = value.get<std::string>();
+            }
+        }
+    }
+    if (content_type.empty()) content_type = policy::guess_content_type(body);
+    std::string upper = method;
+    std::transform(upper.begin(), upper.end(), upper.begin(), [](unsigned char c) { return std::toupper(c); });
+    policy::Request request;
+    request.method = upper;
+    request.host = parsed->host;
+    request.target = parsed->target;
+    request.body = body;
+    request.content_type = content_type;
+    request.method_override = method_override;
+    policy::EvalContext context;
+    context.agent = "policy-test";
+    context.all_parameters = true;
+    const auto kill = impl_->services.proxy->kill_switch();
+    context.kill_switch = &kill;
+    return policy::to_json(*gateway, policy::evaluate(*gateway, request, context));
+}
+
+json Control::agents(const Caller& caller) const {
+    const Role role = authorize(caller, Role::none);
+    json out = json::array();
+    if (impl_->services.agents != nullptr) {
+        for (const auto& agent : impl_->services.agents->list()) {
+            if (role >= Role::viewer || agent.uid == caller.uid) out.push_back(to_json(agent));
+        }
+    }
+    return {{"agents", out}};
+}
+
+json Control::agent(const Caller& caller, std::string_view id) const {
+    const Role role = authorize(caller, Role::none);
+    if (impl_->services.agents != nullptr) {
+        for (const auto& agent : impl_->services.agents->list()) {
+            // Another user's agent is "not found" below viewer: its existence is not theirs to learn.
+            if (agent.id == id && (role >= Role::viewer || agent.uid == caller.uid)) return to_json(agent);
+        }
+    }
+    throw ControlError(Kind::not_found, "unknown_agent", "no agent \"" + std::string(id) + "\"",
+                       "tf agents lists the running ones");
+}
+
+json Control::stop_agent(const Caller& caller, std::string_view id) {
+    const Role role = authorize(caller, Role::none);
+    json found = agent(caller, id);
+    if (role < Role::admin && found.value("uid", 0U) != caller.uid) {
+        throw ControlError(Kind::forbidden, "forbidden", "stopping another user's agent needs the admin role",
+                           "ask an owner to add you to group " + impl_->groups.admin);
+    }
+    switch (impl_->services.agents->stop_agent(std::string(id))) {
+        case daemon::Agents::StopResult::unknown:
+            throw ControlError(Kind::not_found, "unknown_agent", "no agent \"" + std::string(id) + "\"",
+                               "it may have exited; tf agents lists the running ones");
+        case daemon::Agents::StopResult::enforced_unit:
+            throw ControlError(Kind::conflict, "enforced_unit",
+                               "\"" + std::string(id) +
+                                   "\" is a cgroup under enforcement, not an agent tameflared "
+                                   "launched; it is not stopped from here",
+                               "stop its service, or release it: tf enforce --release --gateway " +
+                                   found.value("gateway", std::string("G")) + " ...");
+        case daemon::Agents::StopResult::stopped: break;
+    }
+    impl_->services.store->audit(store::AuditEvent{std::chrono::system_clock::now(), "agent.stopped",
+                                                   found.value("gateway", std::string()), std::string(id),
+                                                   caller.describe(), std::string(id), "{}"});
+    found["stopping"] = true;
+    return found;
+}
+
+json Control::approvals(const Caller& caller) const {
+    authorize(caller, Role::viewer);
+    json out = json::array();
+    for (const auto& request : impl_->services.approvals->pending()) out.push_back(to_json(request));
+    return {{"approvals", out}};
+}
+
+json Control::approval(const Caller& caller, std::string_view id) const {
+    authorize(caller, Role::viewer);
+    for (const auto& request : impl_->services.approvals->pending()) {
+        if (request.id == id) return to_json(request);
+    }
+    throw ControlError(Kind::not_found, "unknown_approval", "no pending approval \"" + std::string(id) + "\"",
+                       "it may have been answered or timed out; tf approvals lists the pending ones");
+}
+
+json Control::answer(const Caller& caller, std::string_view id, bool approve, const std::string& note) {
+    authorize(caller, Role::member);
+    if (note.size() > 4096) {
+        throw ControlError(Kind::bad_request, "bad_field", "note is longer than 4096 bytes", "shorten it");
+    }
+    proxy::ApprovalAnswer given{approve, note, caller.describe()};
+    if (!impl_->services.approvals->answer(id, given)) {
+        // Answered by someone else, timed out or never there: tell which, from the store.
+        std::string state;
+        try {
+            auto db = impl_->services.store->reader();
+            auto query = db.prepare("SELECT state FROM approvals WHERE id = ?");
+            query.bind(1, std::string(id));
+            if (query.step()) state = query.text(0);
+        } catch (const std::exception&) {
+        }
+        if (!state.empty() && state != "pending") {
+            throw ControlError(Kind::conflict, "conflict",
+                               "approval \"" + std::string(id) + "\" is no longer pending (" + state + ")",
+                               "tf approvals lists the pending ones");
+        }
+        throw ControlError(Kind::not_found, "unknown_approval", "no pending approval \"" + std::string(id) + "\"",
+                           "tf approvals lists the pending ones");
+    }
+    impl_->services.metrics->approval_answered(approve);
+    return {{"id", std::string(id)}, {"approved", approve}, {"note", note}, {"actor", caller.describe()}};
+}
+
+json Control::kill_switch(const Caller& caller) const {
+    authorize(caller, Role::viewer);
+    json out = to_json(impl_->services.proxy->kill_switch());
+    out["reason"] = "";
+    out["actor"] = "";
+    if (const auto saved = impl_->services.store->state("kill_switch")) {
+        const auto value = json::parse(*saved, nullptr, false);
+        if (value.is_object()) {
+            out["reason"] = value.value("reason", std::string());
+            out["actor"] = value.value("actor", std::string());
+        }
+    }
+    return out;
+}
+
+json Control::set_kill_switch(const Caller& caller, bool active, std::string_view scope, const std::string& reason) {
+    authorize(caller, Role::owner);
+    if (reason.size() > 4096) {
+        throw ControlError(Kind::bad_request, "bad_field", "reason is longer than 4096 bytes", "shorten it");
+    }
+    std::string kind(scope);
+    std::string name;
+    if (const auto colon = scope.find(':'); colon != std::string_view::npos) {
+        kind = std::string(scope.substr(0, colon));
+        name = std::string(scope.substr(colon + 1));
+    }
+    if (!((kind == "all" && name.empty()) || ((kind == "gateway" || kind == "connector") && !name.empty()))) {
+        throw ControlError(Kind::bad_request, "bad_field", "scope \"" + std::string(scope) + "\" is not known",
+                           "use all, gateway:NAME or connector:NAME");
+    }
+    std::lock_guard lock(impl_->changing);
+    auto next = impl_->services.proxy->kill_switch();
+    if (kind == "all") {
+        // Off for "all" lifts every scope: the big red button has one off position.
+        if (active) {
+            next.all = true;
+        } else {
+            next = policy::KillSwitch{};
+        }
+    } else {
+        auto& names = kind == "gateway" ? next.gateways : next.connectors;
+        if (active) {
+            names.insert(name);
+        } else {
+            names.erase(name);
+        }
+    }
+    const std::string actor = caller.describe();
+    impl_->services.kill_switch->set(next, reason, actor);
+    json out = to_json(next);
+    out["reason"] = reason;
+    out["actor"] = actor;
+    impl_->services.events->publish(Event{0, "kill_switch.changed", out});
+    return out;
+}
+
+void Control::traffic(const Caller& caller, const store::LogFilter& filter,
+                      const std::function<void(const store::TrafficRow&)>& row) const {
+    authorize(caller, Role::viewer);
+    auto db = impl_->services.store->reader();
+    store::query_traffic(db, filter, row);
+}
+
+void Control::audit(const Caller& caller, const store::LogFilter& filter,
+                    const std::function<void(const store::AuditRecord&)>& record) const {
+    authorize(caller, Role::viewer);
+    auto db = impl_->services.store->reader();
+    store::query_audit(db, filter, record);
+}
+
+json Control::verify_audit(const Caller& caller) const {
+    authorize(caller, Role::viewer);
+    const auto report = impl_->services.verify();
+    return {{"ok", report.ok},
+            {"records", report.records},
+            {"first_seq", report.first_seq},
+            {"last_seq", report.last_seq},
+            {"checkpoints", report.checkpoints},
+            {"unsigned_checkpoints", report.unsigned_checkpoints},
+            {"after_last_checkpoint", report.after_last_checkpoint},
+            {"broken_seq", report.broken_seq},
+            {"problem", report.problem}};
+}
+
+json Control::vault(const Caller& caller) const {
+    authorize(caller, Role::admin);
+    auto db = impl_->services.store->reader();
+    json out = json::array();
+    for (const auto& entry : store::list_vault(db)) {
+        json item{{"name", entry.name},
+                  {"connector", entry.connector},
+                  {"hint", entry.hint},
+                  {"created", store::format_time(entry.created)},
+                  {"updated", store::format_time(entry.updated)},
+                  {"last_used", nullptr}};
+        if (entry.last_used) item["last_used"] = store::format_time(*entry.last_used);
+        out.push_back(item);
+    }
+    return {{"secrets", out}};
+}
+
+json Control::vault_set(const Caller& caller, const std::string& name, const std::string& connector,
+                        std::string_view secret) {
+    authorize(caller, Role::admin);
+    if (!store::Vault::valid_name(name)) {
+        throw ControlError(Kind::bad_request, "bad_field", "\"" + name + "\" is not a valid secret name",
+                           "use letters, digits, '.', '_' and '-', up to 128 characters");
+    }
+    if (secret.empty()) throw ControlError(Kind::bad_request, "bad_field", "the value is empty", "give the secret");
+    impl_->services.vault->set(name, connector, secret, caller.describe());
+    auto db = impl_->services.store->reader();
+    for (const auto& entry : store::list_vault(db)) {
+        if (entry.name == name) {
+            return {{"name", entry.name},
+                    {"connector", entry.connector},
+                    {"hint", entry.hint},
+                    {"updated", store::format_time(entry.updated)}};
+        }
+    }
+    return {{"name", name}, {"connector", connector}};
+}
+
+json Control::vault_remove(const Caller& caller, const std::string& name) {
+    authorize(caller, Role::admin);
+    if (!impl_->services.vault->remove(name, caller.describe())) {
+        throw ControlError(Kind::not_found, "unknown_secret", "no secret \"" + name + "\" in the vault",
+                           "tf vault list shows the names");
+    }
+    return {{"removed", true}, {"name", name}};
+}
+
+json Control::vault_rotate(const Caller& caller) {
+    authorize(caller, Role::admin);
+    try {
+        return {{"rotated", impl_->services.rotate_vault(caller.describe())}};
+    } catch (const ControlError&) {
+        throw;
+    } catch (const std::exception& error) {
+        throw ControlError(Kind::conflict, "rotate_refused", error.what(),
+                           "a key given by systemd credentials is rotated by replacing the credential");
+    }
+}
+
+std::string Control::metrics(const Caller& caller) const {
+    authorize(caller, Role::viewer);
+    Gauges gauges;
+    const auto counters = impl_->services.proxy->counters();
+    const auto kill = impl_->services.proxy->kill_switch();
+    gauges.active_connections = counters.connections_open;
+    gauges.approvals_pending = impl_->services.approvals->size();
+    gauges.kill_switch_all = kill.all;
+    gauges.kill_switch_gateways = kill.gateways.size();
+    gauges.kill_switch_connectors = kill.connectors.size();
+    gauges.agents = impl_->services.agents ? impl_->services.agents->list().size() : 0;
+    return impl_->services.metrics->render(gauges);
+}
+
+}  // namespace tameflare::control

@@ -1,0 +1,188 @@
+// The control plane's operations, shared by every front end (the REST socket,
+// D-Bus, and through REST the tf command). Each operation takes the Caller as
+// the kernel reported it and authorizes it here, so no front end can forget a
+// check: a caller inside a managed agent cgroup is refused everything, and
+// roles come from unix groups (root is owner).
+//
+// Results are JSON documents (the REST bodies, shaped as docs/api.md says);
+// errors are ControlError with a stable code, a message and a hint.
+#pragma once
+
+#include "daemon/control/events.h"
+#include "daemon/store/audit.h"
+#include "daemon/store/query.h"
+#include "policy/config.h"
+
+#include <sys/types.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tameflare::proxy {
+class ProxyServer;
+class ApprovalQueue;
+}  // namespace tameflare::proxy
+namespace tameflare::store {
+class Store;
+class Vault;
+}  // namespace tameflare::store
+namespace tameflare::daemon {
+class Agents;
+class KillSwitchControl;
+}  // namespace tameflare::daemon
+namespace tameflare::control {
+class EventHub;
+class Metrics;
+}  // namespace tameflare::control
+
+namespace tameflare::control {
+
+// Higher roles inherit the lower ones' permissions.
+enum class Role { none = 0, viewer = 1, member = 2, admin = 3, owner = 4 };
+std::string_view to_string(Role role) noexcept;
+
+// The unix groups that grant each role (configurable: "api.role_groups").
+struct RoleGroups {
+    std::string owner = "tameflare-owner";
+    std::string admin = "tameflare-admin";
+    std::string member = "tameflare-member";
+    std::string viewer = "tameflare-viewer";
+};
+
+// Who is calling, as the kernel says: SO_PEERCRED on the REST socket, the
+// sender's credentials on D-Bus.
+struct Caller {
+    pid_t pid = 0;
+    uid_t uid = static_cast<uid_t>(-1);
+    gid_t gid = static_cast<gid_t>(-1);
+    std::vector<gid_t> groups;  // supplementary groups
+    // The caller's cgroup ("/a/b" under the cgroup2 mount), checked to belong
+    // to `pid` (pidfd); "" when it cannot be known, which counts as an agent.
+    std::string cgroup;
+    std::string via;     // "rest", "dbus"
+    std::string method;  // what is called: "POST /v1/reload", "Reload"
+
+    // "uid:1000 pid:42 via rest (POST /v1/reload)", as audit records and
+    // approvals name actors.
+    [[nodiscard]] std::string describe() const;
+};
+
+// The strongest role the caller's uid, gid and groups grant.
+Role role_of(const Caller& caller, const RoleGroups& groups);
+
+class ControlError : public std::runtime_error {
+public:
+    enum class Kind { bad_request, forbidden, not_found, conflict, too_large, unavailable, internal };
+    ControlError(Kind kind, std::string code, const std::string& message, std::string hint = {})
+        : std::runtime_error(message), kind_(kind), code_(std::move(code)), hint_(std::move(hint)) {}
+    [[nodiscard]] Kind kind() const noexcept { return kind_; }
+    [[nodiscard]] const std::string& code() const noexcept { return code_; }
+    [[nodiscard]] const std::string& hint() const noexcept { return hint_; }
+
+private:
+    Kind kind_;
+    std::string code_;
+    std::string hint_;
+};
+
+struct ControlServices {
+    policy::ConfigStore* config = nullptr;             // required
+    proxy::ProxyServer* proxy = nullptr;               // required
+    proxy::ApprovalQueue* approvals = nullptr;         // required
+    daemon::KillSwitchControl* kill_switch = nullptr;  // required
+    store::Store* store = nullptr;                     // required
+    store::Vault* vault = nullptr;                     // required
+    daemon::Agents* agents = nullptr;                  // null: kernel enforcement is off
+    EventHub* events = nullptr;                        // required
+    Metrics* metrics = nullptr;                        // required
+    // Reads and compiles the configuration files with `enforcement` applied;
+    // publishes nothing (reload and set_enforcement do). Required.
+    std::function<policy::LoadResult(const policy::EnforcementOverrides& enforcement)> load;
+    // Walks the audit chain with the checkpoint key. Required.
+    std::function<store::VerifyReport()> verify;
+    // Re-encrypts the vault under a new key file; returns how many values. Required.
+    std::function<std::size_t(const std::string& actor)> rotate_vault;
+};
+
+class Control {
+public:
+    Control(ControlServices services, RoleGroups groups);
+    ~Control();
+    Control(const Control&) = delete;
+    Control& operator=(const Control&) = delete;
+
+    // At start: re-applies the enforcement levels set at run time before the
+    // restart (kept in the store).
+    void restore();
+    // SIGHUP: re-reads the configuration; false (errors logged) when refused.
+    bool reload_by_signal();
+
+    // Refuses (ControlError forbidden) unless the caller is outside every
+    // agent cgroup and holds `least`. Returns the caller's role.
+    Role authorize(const Caller& caller, Role least) const;
+
+    // Status and gateways (viewer).
+    nlohmann::json status(const Caller& caller) const;
+    nlohmann::json gateways(const Caller& caller) const;
+    nlohmann::json gateway(const Caller& caller, std::string_view name) const;
+    // admin. `level` is monitor, soft, full, or "default" (the file's again).
+    nlohmann::json set_enforcement(const Caller& caller, std::string_view gateway, std::string_view level);
+    nlohmann::json reload(const Caller& caller);
+    nlohmann::json check_config(const Caller& caller) const;
+    // viewer: `test` is {"gateway","method","url","headers":{..},"body":".."}
+    nlohmann::json test_request(const Caller& caller, const nlohmann::json& test) const;
+
+    // Agents: everyone sees their own, viewers see all; stopping is for the
+    // agent's own user or an admin.
+    nlohmann::json agents(const Caller& caller) const;
+    nlohmann::json agent(const Caller& caller, std::string_view id) const;
+    nlohmann::json stop_agent(const Caller& caller, std::string_view id);
+
+    // Approvals: viewer lists, member answers.
+    nlohmann::json approvals(const Caller& caller) const;
+    nlohmann::json approval(const Caller& caller, std::string_view id) const;
+    nlohmann::json answer(const Caller& caller, std::string_view id, bool approve, const std::string& note);
+
+    // Kill switch: viewer reads, owner changes. `scope` is "all",
+    // "gateway:NAME" or "connector:NAME".
+    nlohmann::json kill_switch(const Caller& caller) const;
+    nlohmann::json set_kill_switch(const Caller& caller, bool active, std::string_view scope,
+                                   const std::string& reason);
+
+    // Logs (viewer). Rows are passed one at a time, oldest first.
+    void traffic(const Caller& caller, const store::LogFilter& filter,
+                 const std::function<void(const store::TrafficRow&)>& row) const;
+    void audit(const Caller& caller, const store::LogFilter& filter,
+               const std::function<void(const store::AuditRecord&)>& record) const;
+    nlohmann::json verify_audit(const Caller& caller) const;
+
+    // Vault (admin). Values are never returned.
+    nlohmann::json vault(const Caller& caller) const;
+    nlohmann::json vault_set(const Caller& caller, const std::string& name, const std::string& connector,
+                             std::string_view secret);
+    nlohmann::json vault_remove(const Caller& caller, const std::string& name);
+    nlohmann::json vault_rotate(const Caller& caller);
+
+    // Prometheus text exposition (viewer).
+    std::string metrics(const Caller& caller) const;
+
+    // Live events (the hub's), after authorize(caller, viewer) by the front
+    // end; it filters each with may_see().
+    [[nodiscard]] EventHub& events() const;
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tameflare::control

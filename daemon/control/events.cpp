@@ -1,0 +1,84 @@
+#include "daemon/control/events.h"
+
+#include "daemon/store/query.h"
+
+#include <utility>
+
+namespace tameflare::control {
+
+std::uint64_t EventHub::subscribe(std::function<void(const Event&)> callback) {
+    std::lock_guard lock(mutex_);
+    const auto id = next_subscription_++;
+    subscribers_.emplace(id, std::move(callback));
+    return id;
+}
+
+void EventHub::unsubscribe(std::uint64_t subscription) {
+    std::lock_guard lock(mutex_);
+    subscribers_.erase(subscription);
+}
+
+void EventHub::publish(Event event) {
+    // Under the lock, so that every subscriber sees events in id order and an
+    // unsubscribed callback is never called afterwards.
+    std::lock_guard lock(mutex_);
+    event.id = next_event_++;
+    for (const auto& [id, callback] : subscribers_) callback(event);
+}
+
+nlohmann::json to_json(const proxy::ApprovalRequest& request) {
+    nlohmann::json parameters = nlohmann::json::object();
+    if (!request.parameters.empty()) {
+        parameters = nlohmann::json::parse(request.parameters, nullptr, false);
+        if (parameters.is_discarded()) parameters = request.parameters;
+    }
+    const auto age =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now() - request.requested_at);
+    return {{"id", request.id},
+            {"gateway", request.gateway},
+            {"agent", request.agent},
+            {"connector", request.connector},
+            {"action", request.action},
+            {"risk", request.risk},
+            {"parameters", parameters},
+            {"reason", request.reason},
+            {"requested", store::format_time(request.requested_at)},
+            {"age_seconds", age.count()},
+            {"timeout_seconds", request.timeout.count()}};
+}
+
+void ObservedApprovals::submit(const proxy::ApprovalRequest& request,
+                               std::function<void(proxy::ApprovalAnswer)> answer) {
+    {
+        std::lock_guard lock(mutex_);
+        pending_.insert(request.id);
+    }
+    hub_.publish(Event{0, "approval.requested", to_json(request)});
+    inner_.submit(request, [this, id = request.id, gateway = request.gateway, agent = request.agent,
+                            action = request.action, answer = std::move(answer)](proxy::ApprovalAnswer given) {
+        if (settle(id))
+            hub_.publish(Event{0,
+                               "approval.resolved",
+                               {{"id", id},
+                                {"gateway", gateway},
+                                {"agent", agent},
+                                {"action", action},
+                                {"approved", given.approved},
+                                {"note", given.note},
+                                {"actor", given.actor}}});
+        answer(std::move(given));
+    });
+}
+
+bool ObservedApprovals::settle(const std::string& id) {
+    std::lock_guard lock(mutex_);
+    return pending_.erase(id) != 0;
+}
+
+void ObservedApprovals::withdraw(std::string_view id) {
+    inner_.withdraw(id);
+    if (settle(std::string(id)))
+        hub_.publish(Event{0, "approval.resolved", {{"id", std::string(id)}, {"approved", false}, {"expired", true}}});
+}
+
+}  // namespace tameflare::control
