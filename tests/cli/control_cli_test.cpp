@@ -343,7 +343,8 @@ TEST_F(ControlCli, GatewaysListShowAndSetEnforcement) {
     EXPECT_TRUE(contains(set.out, "monitor")) << set.out;
     const auto after = tf({"gateways", "list", "--json"});
     ASSERT_EQ(after.status, 0) << after.err;
-    for (const auto& gateway : json::parse(after.out)["gateways"]) {
+    const auto listed = json::parse(after.out);  // a named document: the loop must not range over a temporary's part
+    for (const auto& gateway : listed["gateways"]) {
         EXPECT_EQ(gateway["enforcement"], gateway["name"] == "one" ? "monitor" : "full") << gateway;
     }
     // In monitor mode the DELETE the policy denies is forwarded and logged as would_deny.
