@@ -66,22 +66,10 @@ bool valid_name(const std::string& name) {
                        [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'; });
 }
 
-// The cgroup of `pid` as the daemon sees it ("/x/y"), "" when it is gone.
-std::string cgroup_of(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.rfind("0::", 0) == 0) return line.substr(3);
-    }
-    return {};
-}
-
 // The caller's cgroup; "" (taken as an agent's) when it cannot be known to
 // be the caller's: it exited, or its pid now names another process.
 std::string caller_cgroup(const netns::PeerCredentials& peer) {
-    std::string cgroup = cgroup_of(peer.pid);
-    if (peer.pidfd && ::syscall(SYS_pidfd_send_signal, peer.pidfd.get(), 0, nullptr, 0) != 0) return {};
-    return cgroup;
+    return netns::process_cgroup(peer.pid, peer.pidfd ? peer.pidfd.get() : -1);
 }
 
 bool is_within(const std::string& path, const std::string& root) {
@@ -256,9 +244,6 @@ struct Agents::Impl {
             agent.id,  agent.gateway, agent.isolation,    agent.key, agent.process ? agent.process->pid() : 0,
             agent.uid, agent.command, agent.enforced_unit};
     }
-    void notify(const std::string& type, const Agent& agent, int status) const {
-        if (observer) observer(type, info(agent), status);
-    }
     static std::string relative_cgroup(const fs::path& path) {
         return "/" + path.lexically_relative(netns::cgroup2_mount()).string();
     }
@@ -413,7 +398,7 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
          {"COMMAND", agent->command}});
     agents[id] = agent;
     publish();
-    notify("agent.started", *agent, 0);
+    if (observer) observer("agent.started", info(*agent), 0);
     return agent;
 }
 

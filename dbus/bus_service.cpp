@@ -7,6 +7,7 @@
 #include "daemon/proxy/approvals.h"
 #include "daemon/store/query.h"
 #include "daemon/unique_fd.h"
+#include "netns/cgroup.h"
 #include "policy/config.h"
 
 #include <fcntl.h>
@@ -188,15 +189,6 @@ int access_denied(sd_bus_error* error, const std::string& why) {
     return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, why.c_str());
 }
 
-std::string cgroup_of(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.starts_with("0::")) return line.substr(3);
-    }
-    return {};
-}
-
 // The caller of a message, as the bus and the kernel tell it.
 struct Identity {
     control::Caller caller;
@@ -246,9 +238,8 @@ std::optional<Identity> identify(sd_bus_message* message, sd_bus_error* error) {
     identity.caller.via = "dbus";
     const char* member = sd_bus_message_get_member(message);
     identity.caller.method = member != nullptr ? member : "";
-    identity.caller.cgroup = cgroup_of(pid);
     // "" counts as an agent: a caller that exited meanwhile is refused.
-    if (::syscall(SYS_pidfd_send_signal, pidfd.get(), 0, nullptr, 0) != 0) identity.caller.cgroup.clear();
+    identity.caller.cgroup = netns::process_cgroup(pid, pidfd.get());
     identity.pidfd = std::move(pidfd);
     return identity;
 }

@@ -245,6 +245,14 @@ std::vector<CgroupMount> cgroup_mounts() {
     return mounts;
 }
 
+std::string process_cgroup(pid_t pid, int pidfd) {
+    if (pid <= 0) return {};
+    auto cgroup = unified_line("/proc/" + std::to_string(pid) + "/cgroup").value_or("");
+    // Read first, checked after: a live pidfd proves the file was its process's.
+    if (pidfd >= 0 && ::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) != 0) return {};
+    return cgroup;
+}
+
 fs::path own_cgroup() {
     const auto mount = require_cgroup2_mount();
     const auto line = unified_line("/proc/self/cgroup");

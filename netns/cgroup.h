@@ -18,6 +18,11 @@ namespace tameflare::netns {
 std::filesystem::path cgroup2_mount();
 // The calling process's cgroup, as an absolute path under cgroup2_mount() (from /proc/self/cgroup "0::/...").
 std::filesystem::path own_cgroup();
+// The cgroup of process `pid` as /proc/PID/cgroup's "0::" line gives it
+// ("/a/b"), checked afterwards to be the process `pidfd` refers to (when
+// pidfd >= 0): "" when it cannot be read or the process is gone, so that a
+// recycled pid is never judged by another process's cgroup.
+std::string process_cgroup(pid_t pid, int pidfd);
 // The cgroup id of a cgroup directory (its inode number: what bpf_get_current_cgroup_id() reports).
 std::uint64_t cgroup_id(const std::filesystem::path& dir);
 // mkdir -p for cgroup directories (0755); existing directories are fine.

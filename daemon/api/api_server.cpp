@@ -4,6 +4,7 @@
 #include "daemon/control/events.h"
 #include "daemon/log.h"
 #include "daemon/store/query.h"
+#include "netns/cgroup.h"
 #include "netns/launch_protocol.h"
 
 #include <grp.h>
@@ -411,15 +412,6 @@ Reply log_reply(const LogQuery& query, const std::string& key,
 // ---------------------------------------------------------------------------
 // Callers
 
-std::string cgroup_of(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.starts_with("0::")) return line.substr(3);
-    }
-    return {};
-}
-
 control::Caller caller_of(int socket) {
     auto peer = netns::peer_credentials(socket);
     control::Caller caller;
@@ -428,10 +420,8 @@ control::Caller caller_of(int socket) {
     caller.gid = peer.gid;
     caller.groups = std::move(peer.groups);
     caller.via = "rest";
-    caller.cgroup = peer.pid > 0 ? cgroup_of(peer.pid) : std::string();
-    // Read after the cgroup: a live pidfd proves the file was the caller's
-    // and not a later process's that got its number ("" counts as an agent).
-    if (peer.pidfd && ::syscall(SYS_pidfd_send_signal, peer.pidfd.get(), 0, nullptr, 0) != 0) caller.cgroup.clear();
+    // "" (a caller that is gone, its pid perhaps reused) counts as an agent.
+    caller.cgroup = netns::process_cgroup(peer.pid, peer.pidfd ? peer.pidfd.get() : -1);
     return caller;
 }
 
