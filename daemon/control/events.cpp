@@ -10,12 +10,14 @@ std::uint64_t EventHub::subscribe(std::function<void(const Event&)> callback) {
     std::lock_guard lock(mutex_);
     const auto id = next_subscription_++;
     subscribers_.emplace(id, std::move(callback));
+    subscribers_count_.store(subscribers_.size(), std::memory_order_relaxed);
     return id;
 }
 
 void EventHub::unsubscribe(std::uint64_t subscription) {
     std::lock_guard lock(mutex_);
     subscribers_.erase(subscription);
+    subscribers_count_.store(subscribers_.size(), std::memory_order_relaxed);
 }
 
 void EventHub::publish(Event event) {

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -38,8 +39,11 @@ public:
     std::uint64_t subscribe(std::function<void(const Event&)> callback);
     void unsubscribe(std::uint64_t subscription);
     void publish(Event event);
+    // Whether anyone listens: publishers skip building events nobody reads.
+    [[nodiscard]] bool watched() const { return subscribers_count_.load(std::memory_order_relaxed) != 0; }
 
 private:
+    std::atomic<std::size_t> subscribers_count_{0};
     std::mutex mutex_;
     std::uint64_t next_event_ = 1;
     std::uint64_t next_subscription_ = 1;

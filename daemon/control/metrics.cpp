@@ -59,21 +59,24 @@ void Metrics::record(proxy::TrafficRecord record) {
             overhead_[record.gateway].observe(std::chrono::duration<double>(record.overhead).count());
         }
     }
-    hub_.publish(Event{0,
-                       "traffic",
-                       {{"time", store::format_time(record.time)},
-                        {"request_id", record.request_id},
-                        {"gateway", record.gateway},
-                        {"agent", record.agent},
-                        {"connector", record.connector},
-                        {"action", record.action},
-                        {"method", record.method},
-                        {"host", record.host},
-                        {"path", record.path},
-                        {"decision", record.decision},
-                        {"reason", record.reason},
-                        {"status", record.status},
-                        {"latency_us", record.latency.count()}}});
+    // On the proxy's path for every request: the event is built only for a watcher.
+    if (hub_.watched()) {
+        hub_.publish(Event{0,
+                           "traffic",
+                           {{"time", store::format_time(record.time)},
+                            {"request_id", record.request_id},
+                            {"gateway", record.gateway},
+                            {"agent", record.agent},
+                            {"connector", record.connector},
+                            {"action", record.action},
+                            {"method", record.method},
+                            {"host", record.host},
+                            {"path", record.path},
+                            {"decision", record.decision},
+                            {"reason", record.reason},
+                            {"status", record.status},
+                            {"latency_us", record.latency.count()}}});
+    }
     inner_.record(std::move(record));
 }
 
