@@ -5,6 +5,7 @@
 #include "bpf/enforcer.h"
 #include "daemon/log.h"
 #include "daemon/proxy/asio.h"
+#include "daemon/proxy/liveness.h"
 #include "daemon/proxy/server.h"
 #include "daemon/store/store.h"
 #include "netns/cgroup.h"
@@ -198,6 +199,27 @@ struct Agent {
     bool enforced_unit = false;  // an existing cgroup put under a gateway (tf enforce), not launched by us
 };
 
+namespace {
+
+// PID 1's mount namespace when the daemon runs in another one (a unit with
+// ProtectSystem=, ProtectHome=, PrivateTmp=): agents see the machine as the
+// user who launched them does, not the daemon's narrowed view. Invalid when
+// the two are the same (tests, a daemon started by hand).
+UniqueFd host_mount_namespace() {
+    struct stat own {};
+    struct stat host {};
+    if (::stat("/proc/self/ns/mnt", &own) != 0 || ::stat("/proc/1/ns/mnt", &host) != 0) return {};
+    if (own.st_dev == host.st_dev && own.st_ino == host.st_ino) return {};
+    UniqueFd fd(::open("/proc/1/ns/mnt", O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        log(LogLevel::warning, "agents see tameflared's mount namespace: /proc/1/ns/mnt cannot be opened",
+            {{"ERRNO", std::to_string(errno)}});
+    }
+    return fd;
+}
+
+}  // namespace
+
 struct Agents::Impl {
     AgentsOptions options;
     const policy::ConfigStore& config;
@@ -219,10 +241,12 @@ struct Agents::Impl {
     std::vector<std::string> enforced_cgroups;            // relative paths, under `mutex`
     std::string root_cgroup;                              // options.cgroup_root, relative to the mount
     AgentObserver observer;                               // set before start
+    UniqueFd host_mounts;                                 // see host_mount_namespace()
 
     Impl(AgentsOptions o, const policy::ConfigStore& c, store::Store* s)
         : options(std::move(o)), config(c), store(s), enforcer(bpf::EnforcerOptions{options.pin_dir}) {
         root_cgroup = relative_cgroup(options.cgroup_root);
+        host_mounts = host_mount_namespace();
     }
 
     [[nodiscard]] fs::path resolv_conf() const { return options.ca_bundle.parent_path() / "resolv.conf"; }
@@ -373,6 +397,7 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         spawn.groups = peer.groups;
         spawn.cgroup_fd = agent->cgroup->fd();
         spawn.netns_fd = agent->ns ? agent->ns->fd() : -1;
+        spawn.mount_namespace_fd = host_mounts.get();
         spawn.binds.push_back(netns::BindFile{options.ca_bundle.string(),
                                               std::vector<std::string>(kBundlePaths.begin(), kBundlePaths.end())});
         spawn.binds.push_back(netns::BindFile{resolv_conf().string(), {"/etc/resolv.conf"}});
@@ -390,7 +415,8 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
                                              std::chrono::system_clock::now()});
     }
     log(LogLevel::notice, "agent " + id + " started on gateway " + gateway_name,
-        {{"AGENT", id},
+        {{"MESSAGE_ID", message_id::agent_started},
+         {"AGENT", id},
          {"GATEWAY", gateway_name},
          {"ISOLATION", isolation},
          {"AGENT_UID", std::to_string(peer.uid)},
@@ -681,7 +707,10 @@ void Agents::Impl::finish(Agent& agent, int status) {
     undo(agent);
     if (store != nullptr) store->agent_exited(agent.id, status);
     log(LogLevel::notice, "agent " + agent.id + " exited with status " + std::to_string(status),
-        {{"AGENT", agent.id}, {"GATEWAY", agent.gateway}, {"EXIT_STATUS", std::to_string(status)}});
+        {{"MESSAGE_ID", message_id::agent_exited},
+         {"AGENT", agent.id},
+         {"GATEWAY", agent.gateway},
+         {"EXIT_STATUS", std::to_string(status)}});
     // Announced once list() no longer shows it, so a watcher that reacts to
     // the event sees the agent gone.
     const AgentInfo ended = info(agent);
@@ -866,6 +895,12 @@ void Agents::stop() {
     done.get_future().wait();
     impl_->io.stop();
     impl_->thread.join();
+}
+
+bool Agents::responsive(std::chrono::milliseconds timeout) const {
+    if (!impl_->thread.joinable()) return true;
+    boost::asio::io_context* loop = &impl_->io;
+    return proxy::loops_answer(std::span(&loop, 1), timeout);
 }
 
 void Agents::reload() {

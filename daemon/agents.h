@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -88,6 +89,8 @@ public:
     // After a configuration reload: the DNS stubs answer the names the
     // gateways now allow.
     void reload();
+    // Whether its event loop runs a posted handler within `timeout` (the watchdog).
+    [[nodiscard]] bool responsive(std::chrono::milliseconds timeout) const;
 
     std::optional<proxy::Origin> lookup(const proxy::AcceptedConnection& connection) override;
     [[nodiscard]] std::vector<AgentInfo> list() const;

@@ -14,12 +14,16 @@
 #include "daemon/store/vault_store.h"
 #include "daemon/store_services.h"
 #include "dbus/bus_service.h"
+#include "netns/cgroup.h"
 
 #include <getopt.h>
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -27,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <thread>
 
 namespace {
 
@@ -57,7 +62,10 @@ struct Options {
 void log_errors(const policy::ConfigErrors& errors) {
     for (const auto& error : errors) {
         daemon::log(daemon::LogLevel::error, "configuration error: " + error.message,
-                    {{"CONFIG_FILE", error.file}, {"JSON_POINTER", error.pointer}, {"HINT", error.hint}});
+                    {{"MESSAGE_ID", daemon::message_id::config_error},
+                     {"CONFIG_FILE", error.file},
+                     {"JSON_POINTER", error.pointer},
+                     {"HINT", error.hint}});
     }
 }
 
@@ -86,6 +94,48 @@ int check_config(const Options& options) {
     std::fputs(policy::format_errors(errors).c_str(), stderr);
     std::fprintf(stderr, "configuration invalid: %zu error(s)\n", errors.size());
     return EXIT_FAILURE;
+}
+
+// The main loop's tick: STATUS= for systemctl status, and WATCHDOG=1 when
+// the unit has WatchdogSec= (sd_watchdog_enabled).
+struct Heartbeat {
+    bool watchdog = false;
+    std::chrono::microseconds period{std::chrono::seconds(5)};
+
+    Heartbeat() {
+        std::uint64_t usec = 0;
+        if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+            watchdog = true;
+            // Three feeds per period: one missed tick is not a restart.
+            period = std::min(period, std::chrono::microseconds(usec / 3));
+        }
+    }
+    [[nodiscard]] timespec interval() const {
+        const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(period);
+        const auto nanoseconds = std::chrono::duration_cast<std::chrono::nanoseconds>(period - seconds);
+        return timespec{static_cast<time_t>(seconds.count()), static_cast<long>(nanoseconds.count())};
+    }
+    [[nodiscard]] std::chrono::milliseconds probe_timeout() const {
+        return std::max(std::chrono::milliseconds(10),
+                        std::chrono::duration_cast<std::chrono::milliseconds>(period / 2));
+    }
+};
+
+// SIGTERM: no new connections; every held request is denied with a reason
+// (the agent gets its 403 and the log its row) before connections close.
+void drain(proxy::ProxyServer& server, proxy::ApprovalQueue& queue) {
+    server.stop_accepting();
+    const auto denied = queue.deny_if([](const proxy::ApprovalRequest&) { return true; },
+                                      "tameflared is stopping; ask again when it is back");
+    if (denied != 0) {
+        daemon::log(daemon::LogLevel::notice, std::to_string(denied) + " held requests denied: tameflared is stopping",
+                    {{"MESSAGE_ID", daemon::message_id::approval}, {"DECISION", "deny"}});
+    }
+    // Their answers are written on the proxy's threads; a few seconds at most.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (server.counters().held != 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
 }
 
 int run(const Options& options) {
@@ -173,8 +223,12 @@ int run(const Options& options) {
     if (config->agents.enabled) {
         try {
             daemon::AgentsOptions agent_options;
-            agent_options.cgroup_root =
-                config->agents.cgroup_root.empty() ? daemon::default_cgroup_root() : config->agents.cgroup_root;
+            agent_options.cgroup_root = config->agents.cgroup_root;
+            if (agent_options.cgroup_root.empty()) {
+                // Under systemd with Delegate=yes: <unit cgroup>/agents, the daemon in <unit cgroup>/daemon.
+                const auto delegated = netns::adopt_delegated_cgroup();
+                agent_options.cgroup_root = delegated ? *delegated : daemon::default_cgroup_root();
+            }
             agent_options.pin_dir = config->agents.bpf_pin_dir;
             agent_options.launch_socket = config->agents.launch_socket.empty() ? config->runtime_dir / "launch.sock"
                                                                                : config->agents.launch_socket;
@@ -290,7 +344,8 @@ int run(const Options& options) {
     const auto transparent = server->transparent_endpoint();
     const auto explicit_proxy = server->explicit_endpoint();
     daemon::log(daemon::LogLevel::notice, "tameflared started: " + summary(*store.snapshot()),
-                {{"VERSION", TF_VERSION},
+                {{"MESSAGE_ID", daemon::message_id::started},
+                 {"VERSION", TF_VERSION},
                  {"TRANSPARENT_LISTEN", transparent ? transparent->to_string() : "off"},
                  {"EXPLICIT_LISTEN", explicit_proxy ? explicit_proxy->to_string() : "off"},
                  {"CA_CERTIFICATE", (config->state_dir / "ca" / "ca.crt").string()},
@@ -298,18 +353,57 @@ int run(const Options& options) {
                  {"API_SOCKET", api_server ? api_server->path().string() : "off"},
                  {"DBUS", bus_service ? bus_service->unique_name() : "off"}});
 
+    // systemd (Type=notify): ready only now that the BPF links, listeners,
+    // the REST socket and the D-Bus name are up. Outside systemd these are no-ops.
+    const auto status_line = [&] {
+        const auto counters = server->counters();
+        const auto kill = server->kill_switch();
+        const bool killed = kill.all || !kill.gateways.empty() || !kill.connectors.empty();
+        return "STATUS=" + std::to_string(store.snapshot()->gateways.size()) + " gateways, " +
+               std::to_string(agents ? agents->list().size() : 0) + " agents, " +
+               std::to_string(counters.connections_open) + " connections, " + std::to_string(counters.requests) +
+               " requests, " + std::to_string(queue.size()) + " pending approvals" +
+               (killed ? ", KILL SWITCH ON" : "") + (agents ? "" : ", kernel enforcement off");
+    };
+    sd_notify(0, ("READY=1\n" + status_line()).c_str());
+    Heartbeat heartbeat;
     while (true) {
-        int signal = 0;
-        if (sigwait(&signals, &signal) != 0) continue;
-        if (signal == SIGHUP) {
-            control.reload_by_signal();
+        siginfo_t info{};
+        const timespec wait = heartbeat.interval();
+        const int signal = sigtimedwait(&signals, &info, &wait);
+        if (signal < 0) {
+            // The tick: feed the watchdog only when every event loop answers.
+            const auto timeout = heartbeat.probe_timeout();
+            const char* stuck = !server->responsive(timeout)                     ? "proxy"
+                                : agents && !agents->responsive(timeout)         ? "agents"
+                                : api_server && !api_server->responsive(timeout) ? "api"
+                                                                                 : nullptr;
+            if (stuck != nullptr) {
+                daemon::log(daemon::LogLevel::error,
+                            std::string("the ") + stuck + " event loop did not answer; not feeding the watchdog",
+                            {{"LOOP", stuck}});
+            } else if (heartbeat.watchdog) {
+                sd_notify(0, "WATCHDOG=1");
+            }
+            sd_notify(0, status_line().c_str());
             continue;
         }
-        daemon::log(daemon::LogLevel::notice, "tameflared stopping");
+        if (signal == SIGHUP) {
+            sd_notify(0, "RELOADING=1");
+            control.reload_by_signal();
+            sd_notify(0, ("READY=1\n" + status_line()).c_str());
+            continue;
+        }
+        sd_notify(0, "STOPPING=1\nSTATUS=stopping: denying held approvals, closing connections");
+        daemon::log(daemon::LogLevel::notice, "tameflared stopping", {{"MESSAGE_ID", daemon::message_id::stopping}});
+        drain(*server, queue);
         if (api_server) api_server->stop();
         if (bus_service) bus_service->stop();
+        // Launched agents end with the daemon; enforced units keep running,
+        // their pinned programs refusing connections until tameflared is back.
         if (agents) agents->stop();
         server->stop();
+        daemon::flush_log();
         return EXIT_SUCCESS;
     }
 }

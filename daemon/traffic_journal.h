@@ -1,10 +1,20 @@
-// Until the store (SQLite traffic log) exists: each proxied request becomes
-// one structured log line, with the same metadata the traffic log will hold.
+// One structured journal record per proxied request (MESSAGE_ID decision),
+// beside the durable traffic log in the database:
+//   DECISION=allow|deny|hold|error   what happened to the request
+//   OUTCOME=<label>                  the traffic log's decision (allowed,
+//                                    denied, would_deny, kill_switch, ...)
+// with GATEWAY, AGENT, CONNECTOR, ACTION, REASON, STATUS, sizes and latency,
+// so `journalctl -u tameflared DECISION=deny GATEWAY=ci` selects.
 #pragma once
 
 #include "daemon/proxy/interfaces.h"
 
+#include <string_view>
+
 namespace tameflare::daemon {
+
+// The DECISION= value for a traffic log decision label.
+std::string_view journal_decision(std::string_view label);
 
 class JournalTrafficSink : public proxy::TrafficSink {
 public:

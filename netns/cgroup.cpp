@@ -10,9 +10,11 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <fstream>
@@ -286,6 +288,34 @@ void ensure_cgroup(const fs::path& dir) {
         if (err == EEXIST && ::stat(at.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) continue;
         fail(err, "cannot create cgroup " + at.string(), err == EACCES || err == EPERM ? kDelegateHint : "");
     }
+}
+
+namespace {
+
+bool delegated(const fs::path& dir) {
+    for (const char* name : {"trusted.delegate", "user.delegate"}) {
+        std::array<char, 8> value{};
+        const auto size = ::getxattr(dir.c_str(), name, value.data(), value.size());
+        if (size == 1 && value[0] == '1') return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+std::optional<fs::path> adopt_delegated_cgroup() {
+    fs::path unit = own_cgroup();
+    // Already in the leaf (the daemon moved itself, then re-executed).
+    if (unit.filename() == "daemon" && delegated(unit.parent_path())) unit = unit.parent_path();
+    if (!delegated(unit)) return std::nullopt;
+    const fs::path leaf = unit / "daemon";
+    ensure_cgroup(leaf);
+    const std::string pid = std::to_string(::getpid());
+    UniqueFd procs(::open((leaf / "cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+    if (!procs || ::write(procs.get(), pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
+        fail(errno, "cannot move tameflared into " + leaf.string(), kDelegateHint);
+    }
+    return unit / "agents";
 }
 
 Cgroup Cgroup::create(const fs::path& parent, const std::string& name) {

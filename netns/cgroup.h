@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,14 @@ std::string process_cgroup(pid_t pid, int pidfd);
 std::uint64_t cgroup_id(const std::filesystem::path& dir);
 // mkdir -p for cgroup directories (0755); existing directories are fine.
 void ensure_cgroup(const std::filesystem::path& dir);
+
+// Under systemd with Delegate=yes the unit's cgroup (marked with the
+// trusted.delegate or user.delegate extended attribute) is the daemon's to
+// manage. The calling process moves itself into the leaf <unit>/daemon
+// (cgroup v2 keeps processes out of inner nodes) and gets <unit>/agents, the
+// root for its agents. nullopt when its cgroup is not delegated. Throws
+// std::system_error when the move fails.
+std::optional<std::filesystem::path> adopt_delegated_cgroup();
 
 // A cgroup (v1) or cgroup2 mount of this mount namespace and its per-mount flags (MS_NOSUID, MS_NODEV, ...).
 struct CgroupMount {

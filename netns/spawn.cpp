@@ -39,6 +39,7 @@ constexpr unsigned long kSecurebits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SEC
 enum class Step : int {
     setsid,
     setns,
+    enter_mount_namespace,
     unshare_cgroup,
     private_mounts,
     cgroupfs_read_only,
@@ -60,9 +61,10 @@ enum class Step : int {
     execve,
 };
 
-constexpr std::array<std::string_view, 21> kStepNames = {
+constexpr std::array<std::string_view, 22> kStepNames = {
     "setsid",
     "setns into the network namespace",
+    "enter the host's mount namespace (setns, then unshare CLONE_NEWNS)",
     "unshare the cgroup namespace",
     "make mounts private (mount MS_REC|MS_PRIVATE /)",
     "remount the cgroup filesystem read-only",
@@ -95,6 +97,7 @@ struct ChildError {
 struct ChildPlan {
     int error_fd = -1;
     int netns_fd = -1;
+    int mount_namespace_fd = -1;
     bool new_cgroup_namespace = true;
     std::vector<std::pair<const char*, unsigned long>> cgroup_mounts;  // mount point, its flags
     std::vector<std::pair<const char*, const char*>> binds;            // source, existing target
@@ -121,6 +124,11 @@ struct ChildPlan {
 [[noreturn]] void child_main(const ChildPlan& plan) {
     if (::setsid() < 0) child_fail(plan, Step::setsid, errno);
     if (plan.netns_fd >= 0 && ::setns(plan.netns_fd, CLONE_NEWNET) != 0) child_fail(plan, Step::setns, errno);
+    // The host's view, then a private copy of it (setns joins the namespace itself).
+    if (plan.mount_namespace_fd >= 0 &&
+        (::setns(plan.mount_namespace_fd, CLONE_NEWNS) != 0 || ::unshare(CLONE_NEWNS) != 0)) {
+        child_fail(plan, Step::enter_mount_namespace, errno);
+    }
     // Now that the process is in its cgroup, that cgroup becomes the root of everything it can see or move into.
     if (plan.new_cgroup_namespace && ::unshare(CLONE_NEWCGROUP) != 0) child_fail(plan, Step::unshare_cgroup, errno);
     // Our mount namespace is a copy of the daemon's; without this, the binds would propagate back to the host.
@@ -331,6 +339,9 @@ Process spawn(const SpawnOptions& options) {
     UniqueFd netns;
     if (options.netns_fd >= 0) netns = high_dup(options.netns_fd, "the network namespace");
     plan.netns_fd = netns.get();
+    UniqueFd mount_namespace;
+    if (options.mount_namespace_fd >= 0) mount_namespace = high_dup(options.mount_namespace_fd, "the mount namespace");
+    plan.mount_namespace_fd = mount_namespace.get();
     plan.new_cgroup_namespace = options.new_cgroup_namespace;
     std::vector<CgroupMount> cgroup_mounts;
     if (options.new_cgroup_namespace) cgroup_mounts = netns::cgroup_mounts();

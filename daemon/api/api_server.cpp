@@ -3,6 +3,7 @@
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
 #include "daemon/log.h"
+#include "daemon/proxy/liveness.h"
 #include "daemon/store/query.h"
 #include "netns/cgroup.h"
 #include "netns/launch_protocol.h"
@@ -1075,6 +1076,12 @@ ApiServer::ApiServer(ApiOptions options, control::Control& control)
 
 ApiServer::~ApiServer() {
     stop();
+}
+
+bool ApiServer::responsive(std::chrono::milliseconds timeout) const {
+    if (!impl_->thread.joinable()) return true;
+    boost::asio::io_context* loop = &impl_->io;
+    return proxy::loops_answer(std::span(&loop, 1), timeout);
 }
 
 void ApiServer::start() {

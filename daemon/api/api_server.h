@@ -9,6 +9,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
@@ -45,6 +46,8 @@ public:
     void stop();   // closes the socket and every connection, joins (also done by the destructor)
 
     [[nodiscard]] const std::filesystem::path& path() const;
+    // Whether its event loop runs a posted handler within `timeout` (the watchdog).
+    [[nodiscard]] bool responsive(std::chrono::milliseconds timeout) const;
 
     // The OpenAPI 3.0 document served at /v1/openapi.json.
     static const std::string& openapi();

@@ -203,7 +203,8 @@ struct Control::Impl {
         services.store->audit(store::AuditEvent{std::chrono::system_clock::now(), "config.reloaded", "", "", actor, why,
                                                 json{{"summary", text}}.dump()});
         services.events->publish(Event{0, "config.reloaded", {{"summary", text}, {"actor", actor}}});
-        log(daemon::LogLevel::notice, "configuration reloaded: " + text, {{"ACTOR", actor}});
+        log(daemon::LogLevel::notice, "configuration reloaded: " + text,
+            {{"MESSAGE_ID", daemon::message_id::reloaded}, {"ACTOR", actor}});
         return {};
     }
 
@@ -255,7 +256,10 @@ bool Control::reload_by_signal() {
     const auto errors = impl_->apply(impl_->overrides, "signal:SIGHUP", "SIGHUP");
     for (const auto& error : errors) {
         log(daemon::LogLevel::error, "configuration error: " + error.message,
-            {{"CONFIG_FILE", error.file}, {"JSON_POINTER", error.pointer}, {"HINT", error.hint}});
+            {{"MESSAGE_ID", daemon::message_id::config_error},
+             {"CONFIG_FILE", error.file},
+             {"JSON_POINTER", error.pointer},
+             {"HINT", error.hint}});
     }
     if (!errors.empty()) log(daemon::LogLevel::warning, "reload refused; the running configuration stays in force");
     return errors.empty();
@@ -543,6 +547,13 @@ json Control::answer(const Caller& caller, std::string_view id, bool approve, co
                            "tf approvals lists the pending ones");
     }
     impl_->services.metrics->approval_answered(approve);
+    log(daemon::LogLevel::notice,
+        "approval " + std::string(id) + (approve ? " approved" : " denied") + " by " + given.actor,
+        {{"MESSAGE_ID", daemon::message_id::approval},
+         {"APPROVAL_ID", id},
+         {"DECISION", approve ? "allow" : "deny"},
+         {"ACTOR", given.actor},
+         {"NOTE", note}});
     return {{"id", std::string(id)}, {"approved", approve}, {"note", note}, {"actor", caller.describe()}};
 }
 
@@ -599,6 +610,13 @@ json Control::set_kill_switch(const Caller& caller, bool active, std::string_vie
     out["reason"] = reason;
     out["actor"] = actor;
     impl_->services.events->publish(Event{0, "kill_switch.changed", out});
+    log(active ? daemon::LogLevel::warning : daemon::LogLevel::notice,
+        std::string("kill switch ") + (active ? "on" : "off") + " for " + std::string(scope) + " by " + actor,
+        {{"MESSAGE_ID", daemon::message_id::kill_switch},
+         {"KILL_SWITCH", active ? "on" : "off"},
+         {"SCOPE", scope},
+         {"REASON", reason},
+         {"ACTOR", actor}});
     return out;
 }
 

@@ -2,6 +2,7 @@
 
 #include "daemon/log.h"
 #include "daemon/proxy/asio.h"
+#include "daemon/proxy/liveness.h"
 #include "daemon/proxy/request_head.h"
 #include "daemon/proxy/resolver.h"
 #include "daemon/proxy/sniffer.h"
@@ -1566,15 +1567,8 @@ void ProxyServer::start() {
 
 void ProxyServer::stop() {
     if (!impl_->started) return;
+    stop_accepting();
     impl_->started = false;
-    auto& first = *impl_->contexts.front();
-    net::post(first, [impl = impl_] {
-        error_code ignored;
-        if (impl->transparent) impl->transparent->close(ignored);
-        if (impl->explicit_proxy) impl->explicit_proxy->close(ignored);
-        for (auto& [tag, acceptor] : impl->added) acceptor->close(ignored);
-        impl->added.clear();
-    });
     // Collected under the lock, closed outside it: the last reference to a
     // session may be dropped here, and ~Session takes the same lock.
     std::vector<std::shared_ptr<Session>> open_sessions;
@@ -1677,6 +1671,24 @@ Resolver& ProxyServer::resolver() {
 
 policy::KillSwitch ProxyServer::kill_switch() const {
     return *impl_->kill.load();
+}
+
+void ProxyServer::stop_accepting() {
+    if (!impl_->started) return;
+    net::post(*impl_->contexts.front(), [impl = impl_] {
+        error_code ignored;
+        if (impl->transparent) impl->transparent->close(ignored);
+        if (impl->explicit_proxy) impl->explicit_proxy->close(ignored);
+        for (auto& [tag, acceptor] : impl->added) acceptor->close(ignored);
+        impl->added.clear();
+    });
+}
+
+bool ProxyServer::responsive(std::chrono::milliseconds timeout) const {
+    if (!impl_->started) return true;
+    std::vector<net::io_context*> loops;
+    for (const auto& context : impl_->contexts) loops.push_back(context.get());
+    return loops_answer(loops, timeout);
 }
 
 ProxyCounters ProxyServer::counters() const {

@@ -92,6 +92,12 @@ public:
     [[nodiscard]] policy::KillSwitch kill_switch() const;
 
     [[nodiscard]] ProxyCounters counters() const;
+    // Closes the listeners (the first step of a drain); open connections
+    // are served on until stop().
+    void stop_accepting();
+    // Whether every event loop runs a posted handler within `timeout`
+    // (the watchdog). True when not started.
+    [[nodiscard]] bool responsive(std::chrono::milliseconds timeout) const;
     // The proxy's resolver (overrides, cache): the DNS stubs answer from it,
     // so the addresses agents get are the ones the proxy checks against.
     [[nodiscard]] Resolver& resolver();

@@ -201,8 +201,10 @@ TEST_F(Daemon, ProxiesThroughTheExplicitListenerAndLogsEachRequest) {
         run({"/usr/bin/env", "curl", "-q", "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "-x",
              "http://one:token@" + listen, "-X", "DELETE", "http://plain.test:" + upstream.port_text() + "/x"});
     EXPECT_EQ(denied.out, "403");
-    EXPECT_TRUE(daemon.wait_for_stderr("DECISION=denied")) << daemon.err();
-    EXPECT_NE(daemon.err().find("DECISION=allowed"), std::string::npos) << daemon.err();
+    // The journal's fields (daemon/traffic_journal.h): DECISION= what happened, OUTCOME= the log's label.
+    EXPECT_TRUE(daemon.wait_for_stderr("OUTCOME=denied")) << daemon.err();
+    EXPECT_NE(daemon.err().find("DECISION=deny "), std::string::npos) << daemon.err();
+    EXPECT_NE(daemon.err().find("OUTCOME=allowed"), std::string::npos) << daemon.err();
     daemon.signal(SIGTERM);
     EXPECT_EQ(daemon.wait(), 0);
 }

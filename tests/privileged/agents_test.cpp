@@ -164,8 +164,9 @@ TEST_P(AgentsTest, AllowedRequestsWorkAndEveryBypassFails) {
     for (const auto& entry : fs::directory_iterator(cgroup_root_ / "one", ignored)) {
         if (entry.is_directory()) ADD_FAILURE() << "left behind: " << entry.path();
     }
+    // Decision records are queued for the log (daemon/log.h): wait for it.
+    EXPECT_TRUE(daemon_->wait_for_log("DECISION=allow OUTCOME=allowed")) << daemon_->log();
     const std::string log = daemon_->log();
-    EXPECT_NE(log.find("DECISION=allowed"), std::string::npos);
     EXPECT_NE(log.find("no connector of gateway one serves this host"), std::string::npos);
 }
 
@@ -303,11 +304,12 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
 }
 
 // tf run on a terminal: the agent uses it (its size, its name), and Ctrl-C
-// typed there reaches the agent.
+// typed there reaches the agent. The sleep is only the window for the Ctrl-C
+// (which ends the wait at once): long, so a loaded machine cannot close it.
 TEST_P(AgentsTest, ATerminalWorksWithItsSizeAndCtrlC) {
     std::vector<std::string> argv{"/usr/bin/python3", TF_SOURCE_DIR "/tests/privileged/tty_driver.py"};
     const auto command =
-        tf_run({"/bin/sh", "-c", "stty size; tty; trap 'echo interrupted; exit 130' INT; echo ready; sleep 5 & wait"});
+        tf_run({"/bin/sh", "-c", "stty size; tty; trap 'echo interrupted; exit 130' INT; echo ready; sleep 60 & wait"});
     argv.insert(argv.end(), command.begin(), command.end());
     const Result result = run(argv);
     EXPECT_EQ(result.status, 0) << result.err;
