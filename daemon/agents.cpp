@@ -201,20 +201,28 @@ struct Agent {
 
 namespace {
 
-// PID 1's mount namespace when the daemon runs in another one (a unit with
-// ProtectSystem=, ProtectHome=, PrivateTmp=): agents see the machine as the
-// user who launched them does, not the daemon's narrowed view. Invalid when
-// the two are the same (tests, a daemon started by hand).
-UniqueFd host_mount_namespace() {
+// The mount namespace of the process that asked for the launch, when it is
+// not the daemon's (a unit with ProtectHome=, PrivateTmp=, ProtectSystem=
+// narrows the daemon's view): the agent gets a private copy of it, and so
+// sees the machine as the user who ran tf run does. Invalid when the two are
+// the same. The namespace is read from /proc/PID and then checked to belong
+// to the caller still (its pidfd), so a recycled pid cannot lend another's.
+UniqueFd caller_mount_namespace(const netns::PeerCredentials& peer) {
+    const std::string path = "/proc/" + std::to_string(peer.pid) + "/ns/mnt";
     struct stat own {};
-    struct stat host {};
-    if (::stat("/proc/self/ns/mnt", &own) != 0 || ::stat("/proc/1/ns/mnt", &host) != 0) return {};
-    if (own.st_dev == host.st_dev && own.st_ino == host.st_ino) return {};
-    UniqueFd fd(::open("/proc/1/ns/mnt", O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-        log(LogLevel::warning, "agents see tameflared's mount namespace: /proc/1/ns/mnt cannot be opened",
-            {{"ERRNO", std::to_string(errno)}});
+    struct stat theirs {};
+    if (::stat("/proc/self/ns/mnt", &own) != 0) return {};
+    UniqueFd pidfd;
+    int check = peer.pidfd.get();
+    if (check < 0) {
+        pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, peer.pid, 0)));
+        check = pidfd.get();
     }
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd || check < 0 || ::syscall(SYS_pidfd_send_signal, check, 0, nullptr, 0) != 0) {
+        throw LaunchError("the process that asked for the launch is gone", "");
+    }
+    if (::fstat(fd.get(), &theirs) != 0 || (own.st_dev == theirs.st_dev && own.st_ino == theirs.st_ino)) return {};
     return fd;
 }
 
@@ -241,12 +249,10 @@ struct Agents::Impl {
     std::vector<std::string> enforced_cgroups;            // relative paths, under `mutex`
     std::string root_cgroup;                              // options.cgroup_root, relative to the mount
     AgentObserver observer;                               // set before start
-    UniqueFd host_mounts;                                 // see host_mount_namespace()
 
     Impl(AgentsOptions o, const policy::ConfigStore& c, store::Store* s)
         : options(std::move(o)), config(c), store(s), enforcer(bpf::EnforcerOptions{options.pin_dir}) {
         root_cgroup = relative_cgroup(options.cgroup_root);
-        host_mounts = host_mount_namespace();
     }
 
     [[nodiscard]] fs::path resolv_conf() const { return options.ca_bundle.parent_path() / "resolv.conf"; }
@@ -397,7 +403,8 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         spawn.groups = peer.groups;
         spawn.cgroup_fd = agent->cgroup->fd();
         spawn.netns_fd = agent->ns ? agent->ns->fd() : -1;
-        spawn.mount_namespace_fd = host_mounts.get();
+        const UniqueFd caller_mounts = caller_mount_namespace(peer);
+        spawn.mount_namespace_fd = caller_mounts.get();
         spawn.binds.push_back(netns::BindFile{options.ca_bundle.string(),
                                               std::vector<std::string>(kBundlePaths.begin(), kBundlePaths.end())});
         spawn.binds.push_back(netns::BindFile{resolv_conf().string(), {"/etc/resolv.conf"}});

@@ -64,7 +64,7 @@ enum class Step : int {
 constexpr std::array<std::string_view, 22> kStepNames = {
     "setsid",
     "setns into the network namespace",
-    "enter the host's mount namespace (setns, then unshare CLONE_NEWNS)",
+    "enter the caller's mount namespace (setns, then unshare CLONE_NEWNS)",
     "unshare the cgroup namespace",
     "make mounts private (mount MS_REC|MS_PRIVATE /)",
     "remount the cgroup filesystem read-only",
@@ -124,7 +124,7 @@ struct ChildPlan {
 [[noreturn]] void child_main(const ChildPlan& plan) {
     if (::setsid() < 0) child_fail(plan, Step::setsid, errno);
     if (plan.netns_fd >= 0 && ::setns(plan.netns_fd, CLONE_NEWNET) != 0) child_fail(plan, Step::setns, errno);
-    // The host's view, then a private copy of it (setns joins the namespace itself).
+    // The caller's view, then a private copy of it (setns joins the namespace itself).
     if (plan.mount_namespace_fd >= 0 &&
         (::setns(plan.mount_namespace_fd, CLONE_NEWNS) != 0 || ::unshare(CLONE_NEWNS) != 0)) {
         child_fail(plan, Step::enter_mount_namespace, errno);

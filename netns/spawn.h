@@ -31,9 +31,9 @@ struct SpawnOptions {
     int stderr_fd = -1;
     int cgroup_fd = -1;  // required: clone3 CLONE_INTO_CGROUP
     int netns_fd = -1;   // -1: stay in the daemon's network namespace
-    // A mount namespace (/proc/1/ns/mnt: the host's view) whose private copy
-    // the agent gets; -1: a copy of the daemon's, which a hardened unit
-    // (ProtectHome=, PrivateTmp=) has narrowed for the daemon alone.
+    // A mount namespace (the caller's: what the user who ran tf run sees)
+    // whose private copy the agent gets; -1: a copy of the daemon's, which a
+    // hardened unit (ProtectHome=, PrivateTmp=) narrows for the daemon alone.
     int mount_namespace_fd = -1;
     // Directories the agent must not see (the daemon's state): each existing one is covered by an empty,
     // read-only tmpfs in its mount namespace.

@@ -822,6 +822,31 @@ TEST_F(Api, HeldRequestIsListedThenApprovedOrDenied) {
     EXPECT_TRUE(contains(metrics.body, "tameflare_requests_approved_total 1")) << metrics.body;
 }
 
+// SIGTERM (systemctl stop) drains: a request held for approval is denied with
+// the reason before the connection closes, and nothing reaches the upstream.
+TEST_F(Api, StoppingDeniesAHeldRequestWithTheReason) {
+    if (::geteuid() != 0) GTEST_SKIP() << "becoming other users with setpriv needs root";
+    const std::string listen = daemon_->explicit_listen();
+    ASSERT_FALSE(listen.empty()) << daemon_->log();
+    auto held = std::async(std::launch::async, [&] { return proxy_request(listen, http::verb::post, url("/merge")); });
+    bool pending = false;
+    for (int i = 0; i < 200 && !pending; ++i) {
+        const auto listed = curl(kViewer, "GET", "/v1/approvals").doc();
+        pending = listed.is_object() && !listed["approvals"].empty();
+        if (!pending) std::this_thread::sleep_for(50ms);
+    }
+    ASSERT_TRUE(pending) << daemon_->log();
+
+    daemon_->process().signal(SIGTERM);
+    ASSERT_EQ(held.wait_for(20s), std::future_status::ready);
+    const auto got = held.get();
+    EXPECT_EQ(got.status, 403U) << got.body;
+    EXPECT_TRUE(contains(got.body, "tameflared is stopping")) << got.body;
+    EXPECT_EQ(daemon_->process().wait(), 0) << daemon_->log();
+    EXPECT_TRUE(contains(daemon_->log(), "1 held requests denied: tameflared is stopping")) << daemon_->log();
+    EXPECT_EQ(upstream_.requests().size(), 0U);
+}
+
 TEST_F(Api, LogsAndMetricsAfterARequest) {
     const std::string listen = daemon_->explicit_listen();
     const auto got = proxy_request(listen, http::verb::get, url("/read/me"));

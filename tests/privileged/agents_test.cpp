@@ -303,6 +303,40 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     EXPECT_TRUE(daemon_->wait_for_log("agent survivor exited with status -1")) << daemon_->log();
 }
 
+// A daemon whose own view is narrowed (systemd's ProtectHome=, PrivateTmp=:
+// a mount namespace of its own with directories covered) starts its agents in
+// a copy of their caller's mount namespace: they see the machine as the user
+// who ran tf run does, and the daemon's state stays hidden from them all the same.
+TEST_P(AgentsTest, AgentsSeeTheHostsFilesNotTheDaemonsNarrowedView) {
+    daemon_->process().signal(SIGTERM);
+    ASSERT_EQ(daemon_->process().wait(), 0) << daemon_->log();
+    const fs::path covered = dir_.path() / "home";
+    fs::create_directories(covered);
+    std::ofstream(covered / "marker") << "the host's view\n";
+    fs::permissions(covered, fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
+    const fs::path narrowed = dir_.path() / "narrowed.sh";
+    std::ofstream(narrowed) << "#!/bin/sh\n"
+                               "exec /usr/bin/unshare --mount --propagation private /bin/sh -c "
+                               "'mount -t tmpfs narrowed \"$0\" && exec \"$@\"' \"$COVER\" \"$TAMEFLARED\" \"$@\"\n";
+    fs::permissions(narrowed, fs::perms::owner_all);
+    daemon_.emplace(
+        narrowed.string(), dir_.path() / "tameflared.json", dir_.path() / "daemon2.log",
+        std::vector<std::string>{"COVER=" + covered.string(), std::string("TAMEFLARED=") + TAMEFLARED_BINARY});
+    ASSERT_TRUE(daemon_->wait_for_log("tameflared started")) << daemon_->log();
+    // The daemon does live in a namespace of its own, where the marker is covered.
+    const auto newest = run({"/usr/bin/pgrep", "-f", "-n", std::string("^") + TAMEFLARED_BINARY});
+    ASSERT_EQ(newest.status, 0);
+    const fs::path daemon_proc = "/proc/" + newest.out.substr(0, newest.out.find('\n'));
+    EXPECT_FALSE(fs::exists(daemon_proc.string() + "/root" + covered.string() + "/marker"));
+    EXPECT_NE(fs::read_symlink("/proc/self/ns/mnt"), fs::read_symlink(daemon_proc / "ns" / "mnt"));
+
+    const Result seen =
+        run(tf_run({"/bin/sh", "-c",
+                    "cat " + covered.string() + "/marker; echo state:; ls -A " + (dir_.path() / "state").string()}));
+    EXPECT_EQ(seen.status, 0) << seen.err << daemon_->log();
+    EXPECT_EQ(seen.out, "the host's view\nstate:\n") << seen.err;
+}
+
 // tf run on a terminal: the agent uses it (its size, its name), and Ctrl-C
 // typed there reaches the agent. The sleep is only the window for the Ctrl-C
 // (which ends the wait at once): long, so a loaded machine cannot close it.
