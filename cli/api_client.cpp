@@ -4,6 +4,7 @@
 
 #include "daemon/daemon_config.h"
 
+#include <openssl/crypto.h>
 #include <sys/socket.h>
 
 #include <boost/asio/connect.hpp>
@@ -64,12 +65,20 @@ std::string reason_phrase(unsigned status) {
 }
 
 struct Connection {
+    Connection() = default;
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+    ~Connection() {
+        if (interrupter != nullptr) interrupter->detach(socket.native_handle());
+    }
+
     net::io_context io;
     Local::socket socket{io};
     beast::flat_buffer buffer;
+    Interrupter* interrupter = nullptr;  // set while the socket is registered with it
 };
 
-std::unique_ptr<Connection> connect(const ApiSocket& where) {
+std::unique_ptr<Connection> connect(const ApiSocket& where, Interrupter* interrupter) {
     Local::endpoint endpoint;
     try {
         endpoint = Local::endpoint(where.path);
@@ -78,6 +87,12 @@ std::unique_ptr<Connection> connect(const ApiSocket& where) {
     }
     auto connection = std::make_unique<Connection>();
     boost::system::error_code error;
+    if (interrupter != nullptr) {
+        connection->socket.open(Local(), error);
+        if (error) throw ApiUnreachable("cannot reach tameflared at " + where.path + ": " + error.message());
+        if (!interrupter->attach(connection->socket.native_handle())) throw ApiUnreachable("interrupted");
+        connection->interrupter = interrupter;
+    }
     connection->socket.connect(endpoint, error);
     if (!error) return connection;
     namespace errc = boost::system::errc;
@@ -236,7 +251,8 @@ void SseParser::line(std::string_view text) {
     } else if (field == "id") {
         if (value.find('\0') == std::string_view::npos) event_.id = value;
     }
-    // "retry" and unknown fields are ignored: tf does not reconnect.
+    // "retry" and unknown fields are ignored: tf's own backoff decides when
+    // to reconnect (FollowStream).
 }
 
 // ---------------------------------------------------------------------------
@@ -283,7 +299,7 @@ void EventStream::interrupt() {
 // ---------------------------------------------------------------------------
 
 ApiResponse ApiClient::call(std::string_view method, std::string_view target, const nlohmann::json* body) const {
-    auto connection = connect(socket_);
+    auto connection = connect(socket_, interrupter_.get());
     http::request<http::string_body> request{http::string_to_verb(beast::string_view(method.data(), method.size())),
                                              std::string(target), 11};
     prepare(request);
@@ -295,6 +311,7 @@ ApiResponse ApiClient::call(std::string_view method, std::string_view target, co
     request.prepare_payload();
     boost::system::error_code error;
     http::write(connection->socket, request, error);
+    OPENSSL_cleanse(request.body().data(), request.body().size());
     if (error) throw ApiUnreachable(broken(socket_, error));
 
     http::response_parser<http::string_body> parser;
@@ -322,7 +339,7 @@ ApiResponse ApiClient::del(std::string_view target) const {
 }
 
 ApiResponse ApiClient::stream(std::string_view target, const std::function<bool(std::string_view)>& chunk) const {
-    auto connection = connect(socket_);
+    auto connection = connect(socket_, interrupter_.get());
     http::request<http::empty_body> request{http::verb::get, std::string(target), 11};
     prepare(request);
     boost::system::error_code error;
@@ -350,7 +367,7 @@ ApiResponse ApiClient::stream(std::string_view target, const std::function<bool(
 std::unique_ptr<EventStream> ApiClient::events(std::string_view target) const {
     auto impl = std::make_unique<EventStream::Impl>();
     impl->where = socket_;
-    impl->connection = connect(socket_);
+    impl->connection = connect(socket_, interrupter_.get());
     impl->fd = impl->connection->socket.native_handle();
     http::request<http::empty_body> request{http::verb::get, std::string(target), 11};
     prepare(request);
@@ -372,6 +389,31 @@ std::unique_ptr<EventStream> ApiClient::events(std::string_view target) const {
         throw ApiFailure(std::move(head));
     }
     return std::make_unique<EventStream>(std::move(impl));
+}
+
+void Interrupter::interrupt() {
+    const std::lock_guard lock(mutex_);
+    interrupted_ = true;
+    // shutdown(2) wakes a thread blocked on the socket; the descriptor stays
+    // open until its owner closes it (and detaches it first).
+    for (const int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+}
+
+bool Interrupter::interrupted() const {
+    const std::lock_guard lock(mutex_);
+    return interrupted_;
+}
+
+bool Interrupter::attach(int fd) {
+    const std::lock_guard lock(mutex_);
+    if (interrupted_) return false;
+    fds_.insert(fd);
+    return true;
+}
+
+void Interrupter::detach(int fd) {
+    const std::lock_guard lock(mutex_);
+    fds_.erase(fd);
 }
 
 std::string url_encode(std::string_view text) {

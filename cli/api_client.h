@@ -10,7 +10,9 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -113,13 +115,35 @@ private:
     std::atomic<bool> interrupted_{false};
 };
 
+// Breaks off a client's calls from another thread, at any moment: while a
+// connection of the client is open its descriptor is registered here, and
+// interrupt() shuts it down (a blocked read or connect returns at once). Every
+// call after interrupt() fails with ApiUnreachable.
+class Interrupter {
+public:
+    void interrupt();
+    [[nodiscard]] bool interrupted() const;
+
+    // For the client: false (and nothing registered) once interrupted.
+    bool attach(int fd);
+    void detach(int fd);
+
+private:
+    mutable std::mutex mutex_;
+    std::set<int> fds_;
+    bool interrupted_ = false;
+};
+
 class ApiClient {
 public:
-    explicit ApiClient(ApiSocket socket) : socket_(std::move(socket)) {}
+    explicit ApiClient(ApiSocket socket, std::shared_ptr<Interrupter> interrupter = nullptr)
+        : socket_(std::move(socket)), interrupter_(std::move(interrupter)) {}
 
+    [[nodiscard]] const ApiSocket& socket() const { return socket_; }
     [[nodiscard]] const std::string& socket_path() const { return socket_.path; }
 
-    // Throw ApiUnreachable; any HTTP status is returned.
+    // Throw ApiUnreachable; any HTTP status is returned. A request body is
+    // wiped from tf's memory once sent (it may carry a vault value).
     ApiResponse get(std::string_view target) const;
     ApiResponse put(std::string_view target, const nlohmann::json& body) const;
     ApiResponse post(std::string_view target, const nlohmann::json& body = nullptr) const;
@@ -138,6 +162,7 @@ private:
     ApiResponse call(std::string_view method, std::string_view target, const nlohmann::json* body) const;
 
     ApiSocket socket_;
+    std::shared_ptr<Interrupter> interrupter_;
 };
 
 // A path segment or query value, percent-encoded (RFC 3986 unreserved kept).

@@ -13,8 +13,8 @@ namespace tameflare::cli {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailed = 1;
 inline constexpr int kExitUsage = 2;
-// The control commands (clients of the REST socket): tameflared cannot be
-// reached (not running, or no permission on its socket).
+// The commands that ask the running daemon over its REST socket: tameflared
+// cannot be reached (not running, or no permission on its socket).
 inline constexpr int kExitUnreachable = 3;
 
 int policy_command(std::span<char*> args);
@@ -48,5 +48,11 @@ struct StateLocation {
 // the daemon configuration (`config_file`, default /etc/tameflare/tameflared.json).
 // Prints why to stderr and returns nullopt when the configuration is invalid.
 std::optional<StateLocation> state_location(const std::string& state_dir, const std::string& config_file);
+
+// For a command that goes through the daemon unless given --state-dir: the
+// hint when the daemon cannot be reached, "when tameflared is stopped,
+// COMMAND --state-dir DIR works on its files directly ...", with the state
+// directory of the configuration (`config_file`, "" for the default file).
+std::string state_dir_hint(const std::string& command, const std::string& config_file);
 
 }  // namespace tameflare::cli

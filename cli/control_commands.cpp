@@ -5,6 +5,8 @@
 // holds no privilege of its own.
 #include "cli/api_client.h"
 #include "cli/commands.h"
+#include "cli/daemon_call.h"
+#include "cli/output.h"
 #include "daemon/store/query.h"
 #include "daemon/unique_fd.h"
 
@@ -24,8 +26,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <iostream>
+#include <exception>
+#include <functional>
+#include <map>
 #include <mutex>
+#include <ostream>
 #include <set>
 #include <string>
 #include <thread>
@@ -48,7 +53,8 @@ constexpr const char* kConnectionHelp = R"(Reaching tameflared:
   -h, --help           this text
 
 Exit status: 0 done, 1 the daemon refused or failed the operation, 2 usage
-error, 3 tameflared cannot be reached (not running, or no permission on the socket).
+error, 3 tameflared cannot be reached (not running, or no permission on the
+socket; logs -f and approvals watch: only when it is not there at the start).
 )";
 
 constexpr const char* kStatusUsage = R"(Usage: tf status [--json]
@@ -122,6 +128,11 @@ watch                  on a terminal: shows each pending request as it arrives a
                        {"event": "approval.pending", "data": {..}} for each request
                        pending at the start, then {"event", "id", "data"} for each
                        approval.requested and approval.resolved event.
+                       When tameflared goes away (a restart), watch says so on
+                       stderr, tries again after 0.2 s, doubling to 5 s, and once
+                       back lists the pending requests again (approval.pending
+                       lines: the list as it is then); it ends on q or a signal
+                       (Ctrl-C), or with status 1 when the daemon refuses it.
 
   --note TEXT          approve, deny, watch: a note kept with the answer
   --json               print the API's JSON document
@@ -149,7 +160,12 @@ The traffic log as tameflared serves it: one row per request the proxy decided,
 oldest first. Unlike tf traffic, which reads the database file (root or
 tameflared's user), this asks the running daemon (role viewer).
 
-  -f, --follow         after the last N rows, print each new one as it is decided
+  -f, --follow         after the last N rows, print each new one as it is decided.
+                       When tameflared goes away (a restart), tf says so on stderr,
+                       tries again after 0.2 s, doubling to 5 s, and once back prints
+                       the rows logged meanwhile (each row once), then follows
+                       again; it ends on a signal (Ctrl-C), or with status 1 when
+                       the daemon refuses it
   --last N             the newest N rows (default 50; 0: all)
 Filters (exact values):
   --since T, --until T RFC 3339 (2026-11-26T10:00:00Z) or an age (90s, 15m, 2h, 7d);
@@ -224,7 +240,7 @@ struct Options {
     std::optional<std::string> scope;
     std::optional<std::string> reason;
     std::optional<std::size_t> last;
-    std::string gateway, agent, connector, action, decision, since, until;
+    store::LogFilter filter;  // tf logs: --since, --until, --gateway, --agent, --connector, --action, --decision
     std::optional<std::string> format;
     std::vector<std::string> words;  // the operands: a verb and its arguments
 };
@@ -295,19 +311,21 @@ std::optional<int> parse(std::span<char*> args, const Command& command, Options&
                 break;
             }
             case kSince:
-            case kUntil:
-                if (!store::parse_time(value, store::Clock::now())) {
+            case kUntil: {
+                const auto time = store::parse_time(value, store::Clock::now());
+                if (!time) {
                     return usage_error(command, option_name(c) + " \"" + value +
                                                     "\" is not a time: give RFC 3339 (2026-11-26T10:00:00Z) or an "
                                                     "age (90s, 15m, 2h, 7d)");
                 }
-                (c == kSince ? options.since : options.until) = value;
+                (c == kSince ? options.filter.since : options.filter.until) = time;
                 break;
-            case kGateway: options.gateway = value; break;
-            case kAgent: options.agent = value; break;
-            case kConnector: options.connector = value; break;
-            case kAction: options.action = value; break;
-            case kDecision: options.decision = value; break;
+            }
+            case kGateway: options.filter.gateway = value; break;
+            case kAgent: options.filter.agent = value; break;
+            case kConnector: options.filter.connector = value; break;
+            case kAction: options.filter.action = value; break;
+            case kDecision: options.filter.decision = value; break;
             case kFormat:
                 if (value != "table" && value != "csv" && value != "jsonl") {
                     return usage_error(command, "--format \"" + value + "\" is not a format: give table, csv or jsonl");
@@ -328,268 +346,7 @@ std::optional<int> parse(std::span<char*> args, const Command& command, Options&
 }
 
 // ---------------------------------------------------------------------------
-// Output for a terminal
-
-bool colour_enabled() {
-    // https://no-color.org: a NO_COLOR that is set and not empty turns colour off.
-    static const bool enabled = [] {
-        const char* no_color = std::getenv("NO_COLOR");
-        return ::isatty(STDOUT_FILENO) == 1 && (no_color == nullptr || *no_color == '\0');
-    }();
-    return enabled;
-}
-
-enum class Colour { none, red, green, yellow, bold, dim };
-
-std::string paint(const std::string& text, Colour colour) {
-    if (colour == Colour::none || !colour_enabled()) return text;
-    const char* code = "";
-    switch (colour) {
-        case Colour::red: code = "\x1b[31m"; break;
-        case Colour::green: code = "\x1b[32m"; break;
-        case Colour::yellow: code = "\x1b[33m"; break;
-        case Colour::bold: code = "\x1b[1m"; break;
-        case Colour::dim: code = "\x1b[2m"; break;
-        case Colour::none: break;
-    }
-    return code + text + "\x1b[0m";
-}
-
-void append_hex(std::string& out, unsigned char byte) {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    out += "\\x";
-    out += kDigits[byte >> 4];
-    out += kDigits[byte & 0xf];
-}
-
-// Text from the daemon (which agents influence: hosts, paths, parameters)
-// made safe for a terminal: control characters (C0, DEL, C1) and bytes that
-// are not UTF-8 become \xNN, and bidirectional overrides \u{NNNN}, so a value
-// can neither send escape sequences nor reorder what is shown around it.
-std::string printable(std::string_view text) {
-    std::string out;
-    for (std::size_t at = 0; at < text.size();) {
-        const auto lead = static_cast<unsigned char>(text[at]);
-        std::size_t length = 0;
-        char32_t code = 0;
-        if (lead < 0x80) {
-            length = 1;
-            code = lead;
-        } else if ((lead & 0xe0) == 0xc0) {
-            length = 2;
-            code = lead & 0x1fU;
-        } else if ((lead & 0xf0) == 0xe0) {
-            length = 3;
-            code = lead & 0x0fU;
-        } else if ((lead & 0xf8) == 0xf0) {
-            length = 4;
-            code = lead & 0x07U;
-        }
-        bool valid = length != 0 && at + length <= text.size();
-        for (std::size_t i = 1; valid && i < length; ++i) {
-            const auto next = static_cast<unsigned char>(text[at + i]);
-            valid = (next & 0xc0) == 0x80;
-            code = (code << 6) | (next & 0x3fU);
-        }
-        static constexpr std::array<char32_t, 5> kMinimum{0, 0, 0x80, 0x800, 0x10000};
-        valid = valid && code >= kMinimum[length] && code <= 0x10ffff && (code < 0xd800 || code > 0xdfff);
-        if (!valid) {
-            append_hex(out, lead);
-            ++at;
-            continue;
-        }
-        if (code < 0x20 || (code >= 0x7f && code < 0xa0)) {
-            for (std::size_t i = 0; i < length; ++i) append_hex(out, static_cast<unsigned char>(text[at + i]));
-        } else if ((code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069) || code == 0x200e ||
-                   code == 0x200f) {
-            std::array<char, 16> escaped{};
-            std::snprintf(escaped.data(), escaped.size(), "\\u{%04x}", static_cast<unsigned>(code));
-            out += escaped.data();
-        } else {
-            out.append(text.substr(at, length));
-        }
-        at += length;
-    }
-    return out;
-}
-
-// Characters shown (UTF-8 lead bytes); wide characters count as one.
-std::size_t columns(std::string_view text) {
-    return static_cast<std::size_t>(
-        std::count_if(text.begin(), text.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xc0) != 0x80; }));
-}
-
-// At most `width` characters, a cut marked with "..".
-std::string cut(const std::string& text, std::size_t width) {
-    if (width == 0 || columns(text) <= width) return text;
-    std::string out;
-    std::size_t shown = 0;
-    for (std::size_t at = 0; at < text.size(); ++at) {
-        const bool lead = (static_cast<unsigned char>(text[at]) & 0xc0) != 0x80;
-        if (lead && ++shown > width - 2) break;
-        out += text[at];
-    }
-    return out + "..";
-}
-
-// A body passed through as the daemon sent it (CSV, Prometheus text): to a
-// pipe unchanged, to a terminal a line at a time with control characters
-// escaped, since agents choose hosts, paths and names.
-class RawOutput {
-public:
-    RawOutput() : terminal_(::isatty(STDOUT_FILENO) == 1) {}
-    RawOutput(const RawOutput&) = delete;
-    RawOutput& operator=(const RawOutput&) = delete;
-    ~RawOutput() {
-        if (!line_.empty()) std::puts(printable(line_).c_str());
-        std::fflush(stdout);
-    }
-    void write(std::string_view piece) {
-        if (!terminal_) {
-            std::fwrite(piece.data(), 1, piece.size(), stdout);
-            return;
-        }
-        for (const char c : piece) {
-            if (c != '\n') {
-                line_ += c;
-                continue;
-            }
-            if (line_.ends_with('\r')) line_.pop_back();
-            std::puts(printable(line_).c_str());
-            line_.clear();
-        }
-    }
-
-private:
-    bool terminal_;
-    std::string line_;
-};
-
-struct Cell {
-    std::string text;  // as the daemon sent it; escaped when printed
-    Colour colour = Colour::none;
-};
-
-// Columns as wide as their widest cell (capped), two spaces apart.
-class Table {
-public:
-    struct Column {
-        std::string name;
-        std::size_t max_width = 32;  // 0: never cut (identifiers a user types back)
-    };
-    explicit Table(std::vector<Column> columns) : columns_(std::move(columns)) {}
-
-    void add(std::vector<Cell> row) {
-        for (auto& cell : row) {
-            cell.text = printable(cell.text.empty() ? "-" : cell.text);
-        }
-        rows_.push_back(std::move(row));
-    }
-
-    void print() const {
-        std::vector<std::size_t> widths;
-        for (const auto& column : columns_) widths.push_back(column.name.size());
-        for (const auto& row : rows_) {
-            for (std::size_t i = 0; i < row.size() && i < widths.size(); ++i) {
-                const auto max = columns_[i].max_width;
-                widths[i] = std::max(widths[i], max == 0 ? columns(row[i].text) : std::min(max, columns(row[i].text)));
-            }
-        }
-        std::string header;
-        for (std::size_t i = 0; i < columns_.size(); ++i) pad(header, columns_[i].name, Colour::bold, widths, i);
-        std::puts(trimmed(header).c_str());
-        for (const auto& row : rows_) {
-            std::string line;
-            for (std::size_t i = 0; i < row.size() && i < widths.size(); ++i) {
-                pad(line, cut(row[i].text, columns_[i].max_width), row[i].colour, widths, i);
-            }
-            std::puts(trimmed(line).c_str());
-        }
-    }
-
-private:
-    void pad(std::string& line, const std::string& text, Colour colour, const std::vector<std::size_t>& widths,
-             std::size_t i) const {
-        line += paint(text, colour);
-        if (i + 1 < columns_.size()) line.append(widths[i] - std::min(widths[i], columns(text)) + 2, ' ');
-    }
-    static std::string trimmed(std::string line) {
-        while (!line.empty() && line.back() == ' ') line.pop_back();
-        return line;
-    }
-
-    std::vector<Column> columns_;
-    std::vector<std::vector<Cell>> rows_;
-};
-
-// A field of a JSON object as text: strings as they are, numbers and
-// booleans written out, anything else (or nothing) "".
-std::string text(const json& object, const char* key) {
-    if (!object.is_object()) return {};
-    const auto found = object.find(key);
-    if (found == object.end()) return {};
-    if (found->is_string()) return found->get<std::string>();
-    if (found->is_boolean()) return found->get<bool>() ? "true" : "false";
-    if (found->is_number()) return found->dump();
-    return {};
-}
-
-long long number(const json& object, const char* key, long long fallback = 0) {
-    if (!object.is_object()) return fallback;
-    const auto found = object.find(key);
-    if (found == object.end() || !found->is_number()) return fallback;
-    return found->is_number_float() ? static_cast<long long>(found->get<double>()) : found->get<long long>();
-}
-
-bool flag(const json& object, const char* key, bool fallback = false) {
-    if (!object.is_object()) return fallback;
-    const auto found = object.find(key);
-    return found != object.end() && found->is_boolean() ? found->get<bool>() : fallback;
-}
-
-const json& member(const json& object, const char* key) {
-    static const json kNull;
-    if (!object.is_object()) return kNull;
-    const auto found = object.find(key);
-    return found == object.end() ? kNull : *found;
-}
-
-// ["a","b"] as "a, b"; anything else as its JSON.
-std::string joined(const json& list) {
-    if (!list.is_array()) return list.is_null() ? "" : list.is_string() ? list.get<std::string>() : list.dump();
-    std::string out;
-    for (const auto& item : list) {
-        if (!out.empty()) out += ", ";
-        out += item.is_string() ? item.get<std::string>() : item.dump();
-    }
-    return out;
-}
-
-std::string dump(const json& document, int indent = -1) {
-    return document.dump(indent, ' ', false, json::error_handler_t::replace);
-}
-
-void print_json(const json& document) {
-    std::puts(dump(document, 2).c_str());
-}
-
-// "label  value", the value escaped.
-void field(const std::string& label, const std::string& value, Colour colour = Colour::none) {
-    std::printf("  %-20s %s\n", label.c_str(), paint(printable(value.empty() ? "-" : value), colour).c_str());
-}
-
-std::string duration(long long seconds) {
-    seconds = std::max(seconds, 0LL);
-    const auto two = [](long long big, const char* big_unit, long long small, const char* small_unit) {
-        std::string out = std::to_string(big) + big_unit;
-        if (small != 0) out += " " + std::to_string(small) + small_unit;
-        return out;
-    };
-    if (seconds < 60) return std::to_string(seconds) + "s";
-    if (seconds < 3600) return two(seconds / 60, "m", seconds % 60, "s");
-    if (seconds < 86400) return two(seconds / 3600, "h", seconds % 3600 / 60, "m");
-    return two(seconds / 86400, "d", seconds % 86400 / 3600, "h");
-}
+// Colours
 
 Colour risk_colour(const std::string& risk) {
     if (risk == "high" || risk == "critical") return Colour::red;
@@ -607,40 +364,8 @@ Colour level_colour(const std::string& level) {
 // ---------------------------------------------------------------------------
 // Talking to the daemon
 
-void print_api_error(const ApiResponse& response) {
-    std::fprintf(stderr, "tf: %s\n", printable(response.error_message()).c_str());
-    if (const auto hint = response.error_hint(); !hint.empty()) {
-        std::fprintf(stderr, "hint: %s\n", printable(hint).c_str());
-    }
-}
-
-// Finds the socket, runs `body` with a client, and turns what can go wrong
-// into the exit statuses: 1 refused or failed, 3 unreachable.
-template <typename Body>
-int with_client(const Command& command, const Options& options, Body&& body) {
-    std::string error;
-    const auto socket = api_socket(options.socket, options.config, error);
-    if (!socket) {
-        std::fprintf(stderr, "%s: %s", command.name.c_str(), error.c_str());
-        return kExitUsage;
-    }
-    try {
-        const ApiClient client(*socket);
-        return body(client);
-    } catch (const ApiUnreachable& failure) {
-        std::fflush(stdout);
-        std::fprintf(stderr, "tf: %s\n", failure.what());
-        return kExitUnreachable;
-    } catch (const ApiFailure& failure) {
-        std::fflush(stdout);
-        if (options.json && !failure.response().json.is_null()) print_json(failure.response().json);
-        print_api_error(failure.response());
-        return kExitFailed;
-    } catch (const std::exception& failure) {  // the terminal, poll, an answer of the wrong shape
-        std::fflush(stdout);
-        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), printable(failure.what()).c_str());
-        return kExitFailed;
-    }
+int with_client(const Command& command, const Options& options, const std::function<int(const ApiClient&)>& body) {
+    return run_with_daemon(DaemonCall{command.name, options.socket, options.config, options.json, ""}, body);
 }
 
 // The operand after the verb, or a usage error.
@@ -759,64 +484,67 @@ json answer_body(const Options& options) {
 }
 
 // Events read on a thread of their own, so the interactive watch can wait on
-// the keyboard, the events and signals at once (poll on the eventfd).
+// the keyboard, the events and signals at once (poll on the eventfd). The
+// stream reconnects by itself; its notices come as events "tf.notice", and a
+// refused reconnection as the failure of a batch.
 class EventPump {
 public:
-    explicit EventPump(std::unique_ptr<EventStream> stream)
-        : stream_(std::move(stream)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), thread_([this] { run(); }) {}
+    EventPump() : wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
     EventPump(const EventPump&) = delete;
     EventPump& operator=(const EventPump&) = delete;
     ~EventPump() {
-        stream_->interrupt();
-        thread_.join();
+        if (stream_) stream_->interrupt();
+        if (thread_.joinable()) thread_.join();
     }
 
+    void start(std::unique_ptr<FollowStream> stream) {
+        stream_ = std::move(stream);
+        thread_ = std::thread([this] { run(); });
+    }
     [[nodiscard]] int fd() const { return wake_.get(); }
+
+    // From any thread.
+    void push(SseEvent event) {
+        const std::lock_guard lock(mutex_);
+        events_.push_back(std::move(event));
+        notify();
+    }
 
     struct Batch {
         std::vector<SseEvent> events;
-        bool ended = false;
-        std::string error;  // why, when the connection broke
+        std::exception_ptr failure;  // the daemon refused to let the stream go on
     };
     Batch take() {
         std::uint64_t count = 0;
         while (::read(wake_.get(), &count, sizeof count) > 0) {
         }
         const std::lock_guard lock(mutex_);
-        Batch batch{std::move(events_), ended_, error_};
+        Batch batch{std::move(events_), failure_};
         events_.clear();
         return batch;
     }
 
 private:
     void run() {
-        std::string error;
         try {
-            while (auto event = stream_->next()) {
-                const std::lock_guard lock(mutex_);
-                events_.push_back(std::move(*event));
-                notify();
-            }
-        } catch (const std::exception& failure) {
-            error = failure.what();
+            while (auto event = stream_->next()) push(std::move(*event));
+        } catch (...) {
+            const std::lock_guard lock(mutex_);
+            failure_ = std::current_exception();
+            notify();
         }
-        const std::lock_guard lock(mutex_);
-        ended_ = true;
-        error_ = std::move(error);
-        notify();
     }
     void notify() const {
         const std::uint64_t one = 1;
         [[maybe_unused]] const auto ignored = ::write(wake_.get(), &one, sizeof one);
     }
 
-    std::unique_ptr<EventStream> stream_;
     UniqueFd wake_;
     std::mutex mutex_;
     std::vector<SseEvent> events_;
-    bool ended_ = false;
-    std::string error_;
-    std::thread thread_;  // last: starts once everything it uses exists
+    std::exception_ptr failure_;
+    std::unique_ptr<FollowStream> stream_;
+    std::thread thread_;
 };
 
 // The terminal without line buffering and echo while this lives, so one key
@@ -866,9 +594,13 @@ private:
 
 constexpr const char* kWatchTypes = "/v1/events?types=approval.requested,approval.resolved";
 
-json event_data(const SseEvent& event) {
-    auto data = json::parse(event.data, nullptr, false);
-    return data.is_discarded() ? json(event.data) : data;
+// The pending requests as one event "approval.list" ({"approvals": [..]}):
+// at the start, and again after each reconnection (what was missed).
+std::vector<SseEvent> list_approvals(const ApiClient& client, bool /*reconnected*/) {
+    SseEvent list;
+    list.type = "approval.list";
+    list.data = dump(json_of(client.get("/v1/approvals")));
+    return {list};
 }
 
 // What became of a request shown for an answer: {"approved", "expired", "actor", "note"}.
@@ -882,53 +614,92 @@ std::string resolution_text(const json& resolved) {
 
 // Without a terminal: JSON Lines for a program to read.
 int watch_lines(const ApiClient& client) {
-    // The stream first, then the list: a request held in between is in one
-    // or the other (or both, and then printed once).
-    auto stream = client.events(kWatchTypes);
-    const auto list = json_of(client.get("/v1/approvals"));
-    std::set<std::string> listed;
-    for (const auto& approval : member(list, "approvals")) {
-        listed.insert(text(approval, "id"));
-        std::puts(dump(json{{"event", "approval.pending"}, {"data", approval}}).c_str());
-    }
-    std::fflush(stdout);
-    while (auto event = stream->next()) {
+    FollowStream stream(client.socket(), kWatchTypes, list_approvals);
+    stream.open();
+    std::set<std::string> listed;  // pending as last listed: their approval.requested is not printed again
+    while (auto event = stream.next()) {
         auto data = event_data(*event);
-        if (event->type == "approval.requested" && listed.contains(text(data, "id"))) continue;
-        std::puts(dump(json{{"event", event->type}, {"id", event->id}, {"data", std::move(data)}}).c_str());
+        if (event->type == "approval.list") {
+            for (const auto& approval : member(data, "approvals")) {
+                listed.insert(text(approval, "id"));
+                std::puts(dump(json{{"event", "approval.pending"}, {"data", approval}}).c_str());
+            }
+        } else {
+            const auto id = text(data, "id");
+            if (event->type == "approval.requested" && listed.contains(id)) continue;
+            if (event->type == "approval.resolved") listed.erase(id);
+            std::puts(dump(json{{"event", event->type}, {"id", event->id}, {"data", std::move(data)}}).c_str());
+        }
         std::fflush(stdout);  // each line as it happens, for a pipe
     }
-    std::fputs("tf: tameflared ended the event stream (is it stopping?)\n", stderr);
-    return kExitUnreachable;
+    return kExitOk;  // not reached: only interrupt() ends a FollowStream
 }
 
 // On a terminal: one pending request at a time, one key per answer.
 int watch_terminal(const ApiClient& client, const Options& options) {
-    auto stream = client.events(kWatchTypes);
-    const auto list = json_of(client.get("/v1/approvals"));
+    EventPump pump;
+    auto stream =
+        std::make_unique<FollowStream>(client.socket(), kWatchTypes, list_approvals, [&pump](const std::string& line) {
+            SseEvent notice;
+            notice.type = "tf.notice";
+            notice.data = line;
+            pump.push(std::move(notice));
+        });
+    stream->open();
+    const auto first = stream->next();  // the pending list, taken by open()
 
     std::deque<json> queue;
     std::set<std::string> known;  // queued, shown or skipped
-    for (const auto& approval : member(list, "approvals")) {
-        if (known.insert(text(approval, "id")).second) queue.push_back(approval);
-    }
-    const SignalsAsFd signals;
-    const RawTerminal terminal(STDIN_FILENO);
-    EventPump pump(std::move(stream));
-
-    std::printf("Watching for approval requests on %s. Keys: %s approve, %s deny, %s skip, %s quit.\n",
-                printable(client.socket_path()).c_str(), paint("a", Colour::bold).c_str(),
-                paint("d", Colour::bold).c_str(), paint("s", Colour::bold).c_str(), paint("q", Colour::bold).c_str());
     std::optional<json> current;
-    bool said_waiting = false;
     const auto prompt = [] {
         std::printf("%s ", paint("[a]pprove [d]eny [s]kip [q]uit?", Colour::bold).c_str());
         std::fflush(stdout);
     };
+    // The pending list: new requests are queued; those no longer pending
+    // (answered or timed out while tf was away) are dropped.
+    const auto take_list = [&](const json& list) {
+        std::set<std::string> pending;
+        std::size_t added = 0;
+        for (const auto& approval : member(list, "approvals")) {
+            const auto id = text(approval, "id");
+            pending.insert(id);
+            if (known.insert(id).second) {
+                queue.push_back(approval);
+                ++added;
+            }
+        }
+        std::erase_if(queue, [&pending](const json& queued) { return !pending.contains(text(queued, "id")); });
+        if (current && !pending.contains(text(*current, "id"))) {
+            std::printf("\n%s\n",
+                        paint("answered elsewhere or timed out while tf was reconnecting", Colour::yellow).c_str());
+            current.reset();
+        } else if (current && added > 0) {
+            std::printf("\n%s\n", paint("(more requests are waiting)", Colour::dim).c_str());
+            prompt();
+        }
+    };
+    if (first) take_list(event_data(*first));
+
+    const SignalsAsFd signals;
+    const RawTerminal terminal(STDIN_FILENO);
+    pump.start(std::move(stream));
+
+    std::printf("Watching for approval requests on %s. Keys: %s approve, %s deny, %s skip, %s quit.\n",
+                printable(client.socket_path()).c_str(), paint("a", Colour::bold).c_str(),
+                paint("d", Colour::bold).c_str(), paint("s", Colour::bold).c_str(), paint("q", Colour::bold).c_str());
+    bool said_waiting = false;
     const auto answer = [&](bool approve) {
         const auto id = text(*current, "id");
-        const auto response =
-            client.post("/v1/approvals/" + url_encode(id) + (approve ? "/approve" : "/deny"), answer_body(options));
+        ApiResponse response;
+        try {
+            response =
+                client.post("/v1/approvals/" + url_encode(id) + (approve ? "/approve" : "/deny"), answer_body(options));
+        } catch (const ApiUnreachable& failure) {  // the stream reconnects and lists what is still pending
+            std::putchar('\n');
+            std::fflush(stdout);
+            std::fprintf(stderr, "tf: %s\n", failure.what());
+            return;
+        }
         if (response.ok()) {
             std::printf("%s\n",
                         approve ? paint("approved", Colour::green).c_str() : paint("denied", Colour::red).c_str());
@@ -967,6 +738,17 @@ int watch_terminal(const ApiClient& client, const Options& options) {
         if ((ready[1].revents & POLLIN) != 0) {
             auto batch = pump.take();
             for (const auto& event : batch.events) {
+                if (event.type == "tf.notice") {
+                    std::putchar('\n');
+                    std::fflush(stdout);
+                    std::fprintf(stderr, "%s\n", printable(event.data).c_str());
+                    if (current) prompt();
+                    continue;
+                }
+                if (event.type == "approval.list") {
+                    take_list(event_data(event));
+                    continue;
+                }
                 const auto data = event_data(event);
                 const auto id = text(data, "id");
                 if (event.type == "approval.requested" && known.insert(id).second) {
@@ -983,13 +765,9 @@ int watch_terminal(const ApiClient& client, const Options& options) {
                     std::erase_if(queue, [&id](const json& queued) { return text(queued, "id") == id; });
                 }
             }
-            if (batch.ended) {
-                std::printf("\n");
-                std::fflush(stdout);
-                std::fprintf(
-                    stderr, "tf: %s\n",
-                    batch.error.empty() ? "tameflared ended the event stream (is it stopping?)" : batch.error.c_str());
-                return kExitUnreachable;
+            if (batch.failure) {
+                std::putchar('\n');
+                std::rethrow_exception(batch.failure);
             }
         }
         if ((ready[0].revents & (POLLIN | POLLHUP)) != 0) {
@@ -1030,116 +808,99 @@ int watch_terminal(const ApiClient& client, const Options& options) {
 // ---------------------------------------------------------------------------
 // Logs
 
-store::TrafficRow traffic_row(const json& row) {
-    store::TrafficRow out;
-    const auto now = store::Clock::now();
-    out.time = store::parse_time(text(row, "time"), now).value_or(now);
-    out.request_id = text(row, "request_id");
-    out.gateway = text(row, "gateway");
-    out.agent = text(row, "agent");
-    out.connector = text(row, "connector");
-    out.action = text(row, "action");
-    out.method = text(row, "method");
-    out.host = text(row, "host");
-    out.path = text(row, "path");
-    out.decision = text(row, "decision");
-    out.reason = text(row, "reason");
-    out.status = static_cast<unsigned>(number(row, "status"));
-    out.request_bytes = static_cast<std::uint64_t>(number(row, "request_bytes"));
-    out.response_bytes = static_cast<std::uint64_t>(number(row, "response_bytes"));
-    out.latency = std::chrono::microseconds(number(row, "latency_us"));
-    out.forwarded = flag(row, "forwarded");
-    out.completed = flag(row, "completed", true);
-    return out;
-}
+// Rows tf logs -f printed, so each is printed once: the history and the
+// stream overlap, and after a reconnection the rows logged meanwhile are asked
+// for again. A row's time is when its request came in, and it is logged when
+// the request ends, so they are asked for from a while (kResyncMargin) before
+// the newest row seen, though not from before tf started following.
+class SeenRows {
+public:
+    static constexpr auto kResyncMargin = std::chrono::minutes(5);
 
-std::string logs_query(const Options& options, const std::string& format) {
-    std::string query = "/v1/traffic?format=" + format + "&limit=" + std::to_string(options.last.value_or(50));
-    const std::array<std::pair<const char*, const std::string*>, 7> filters{{
-        {"since", &options.since},
-        {"until", &options.until},
-        {"gateway", &options.gateway},
-        {"agent", &options.agent},
-        {"connector", &options.connector},
-        {"action", &options.action},
-        {"decision", &options.decision},
-    }};
-    for (const auto& [name, value] : filters) {
-        if (!value->empty()) query += std::string("&") + name + "=" + url_encode(*value);
+    explicit SeenRows(store::Clock::time_point start) : start_(start), newest_(start) {}
+
+    // false when the row was printed before.
+    bool add(const json& row) {
+        const auto now = store::Clock::now();
+        const auto time = store::parse_time(text(row, "time"), now).value_or(now);
+        if (!ids_.emplace(text(row, "request_id"), time).second) return false;
+        newest_ = std::max(newest_, time);
+        if (ids_.size() > prune_at_) {
+            std::erase_if(ids_, [this](const auto& seen) { return seen.second < since(); });
+            prune_at_ = std::max(kPruneAt, 2 * ids_.size());
+        }
+        return true;
     }
-    return query;
-}
+    [[nodiscard]] store::Clock::time_point since() const { return std::max(start_, newest_ - kResyncMargin); }
 
-bool matches(const Options& options, const json& row) {
+private:
+    static constexpr std::size_t kPruneAt = 4096;
+    store::Clock::time_point start_;
+    store::Clock::time_point newest_;
+    std::map<std::string, store::Clock::time_point> ids_;
+    std::size_t prune_at_ = kPruneAt;
+};
+
+bool matches(const store::LogFilter& filter, const json& row) {
     const std::array<std::pair<const char*, const std::string*>, 5> filters{{
-        {"gateway", &options.gateway},
-        {"agent", &options.agent},
-        {"connector", &options.connector},
-        {"action", &options.action},
-        {"decision", &options.decision},
+        {"gateway", &filter.gateway},
+        {"agent", &filter.agent},
+        {"connector", &filter.connector},
+        {"action", &filter.action},
+        {"decision", &filter.decision},
     }};
-    return std::all_of(filters.begin(), filters.end(), [&row](const auto& filter) {
-        return filter.second->empty() || text(row, filter.first) == *filter.second;
+    return std::all_of(filters.begin(), filters.end(), [&row](const auto& each) {
+        return each.second->empty() || text(row, each.first) == *each.second;
     });
 }
 
-int logs(const ApiClient& client, const Options& options, const std::string& format) {
-    // With --follow the stream opens before the last rows are read, so no
-    // row decided in between is missed; rows seen in both are printed once.
-    std::unique_ptr<EventStream> stream;
-    if (options.follow) stream = client.events("/v1/events?types=traffic");
-    std::set<std::string> printed;
-    if (format == "table") {
-        const auto document = json_of(client.get(logs_query(options, "json")));
-        const auto& rows = member(document, "rows");
-        if (rows.empty() && !options.follow) {
-            std::puts("no matching records");
-            return kExitOk;
+int logs(const ApiClient& client, const Options& options, store::Format format) {
+    RawOutput raw;
+    std::ostream out(&raw);
+    SeenRows seen(store::Clock::now());
+    const auto history = [&](const ApiClient& asked) {
+        store::LogFilter last = options.filter;
+        last.limit = options.last.value_or(50);
+        const auto count =
+            write_log(asked, LogKind::traffic, last, format, out, [&seen](const json& row) { seen.add(row); });
+        if (format == store::Format::table && count == 0 && !options.follow) out << "no matching records\n";
+        out.flush();
+        if (last.limit != 0 && count == last.limit && !options.follow) {
+            std::fprintf(stderr, "tf logs: the newest %zu rows; --last N for more, --last 0 for all\n", count);
         }
-        store::TrafficWriter writer(std::cout, store::Format::table);
-        writer.header();
-        for (const auto& row : rows) {
-            printed.insert(text(row, "request_id"));
-            writer.write(traffic_row(row));
-        }
-        std::cout.flush();
-        const auto last = options.last.value_or(50);
-        if (last != 0 && rows.size() == last && !options.follow) {
-            std::fprintf(stderr, "tf logs: the newest %zu rows; --last N for more, --last 0 for all\n", last);
-        }
-    } else {
-        // CSV and JSON Lines as the daemon writes them, streamed through.
-        std::string partial;  // JSON Lines: the ids, for --follow
-        RawOutput out;
-        const auto response = client.stream(logs_query(options, format), [&](std::string_view piece) {
-            out.write(piece);
-            if (options.follow && format == "jsonl") {
-                partial += piece;
-                for (auto end = partial.find('\n'); end != std::string::npos; end = partial.find('\n')) {
-                    printed.insert(text(json::parse(partial.substr(0, end), nullptr, false), "request_id"));
-                    partial.erase(0, end + 1);
-                }
-            }
-            return true;
-        });
-        require_ok(response);
-        std::fflush(stdout);
+    };
+    if (!options.follow) {
+        history(client);
+        return kExitOk;
     }
-    if (!stream) return kExitOk;
 
-    store::TrafficWriter writer(std::cout, format == "csv" ? store::Format::csv : store::Format::table);
-    while (auto event = stream->next()) {
-        const auto row = event_data(*event);
-        if (!row.is_object() || !matches(options, row) || printed.contains(text(row, "request_id"))) continue;
-        if (format == "jsonl") {
-            std::cout << dump(row) << '\n';
+    store::TrafficWriter writer(out, format == store::Format::csv ? store::Format::csv : store::Format::table);
+    const auto print = [&](const json& row) {
+        if (!row.is_object() || !matches(options.filter, row) || !seen.add(row)) return;
+        if (format == store::Format::jsonl) {
+            out << dump(row) << '\n';
         } else {
             writer.write(traffic_row(row));
         }
-        std::cout.flush();
-    }
-    std::fputs("tf: tameflared ended the event stream (is it stopping?)\n", stderr);
-    return kExitUnreachable;
+        out.flush();
+    };
+    // The stream opens before the history is read, so no row decided in
+    // between is missed; after a reconnection, the rows logged meanwhile.
+    FollowStream stream(client.socket(), "/v1/events?types=traffic",
+                        [&](const ApiClient& asked, bool reconnected) -> std::vector<SseEvent> {
+                            if (!reconnected) {
+                                history(asked);
+                                return {};
+                            }
+                            store::LogFilter missed = options.filter;
+                            missed.since = std::max(options.filter.since.value_or(seen.since()), seen.since());
+                            const auto document = json_of(asked.get(log_target(LogKind::traffic, missed, "json")));
+                            for (const auto& row : member(document, "rows")) print(row);
+                            return {};
+                        });
+    stream.open();
+    while (auto event = stream.next()) print(event_data(*event));
+    return kExitOk;  // not reached: only interrupt() ends a FollowStream
 }
 
 }  // namespace
@@ -1536,8 +1297,8 @@ int logs_command(std::span<char*> args) {
     if (options.json && options.format && *options.format != "jsonl") {
         return usage_error(command, "--json is --format jsonl; it does not go with --format " + *options.format);
     }
-    if (options.follow && !options.until.empty()) return usage_error(command, "--until does not go with --follow");
-    const std::string format = options.json ? "jsonl" : options.format.value_or("table");
+    if (options.follow && options.filter.until) return usage_error(command, "--until does not go with --follow");
+    const auto format = *store::parse_format(options.json ? "jsonl" : options.format.value_or("table"));
     return with_client(command, options, [&](const ApiClient& client) { return logs(client, options, format); });
 }
 

@@ -22,29 +22,30 @@ Commands that manage the running tameflared (over its API socket):
   logs [-f] [--last N] [FILTERS] [--format table|csv|jsonl]
                                      the traffic log; -f follows new requests
   metrics                            the Prometheus metrics
+  vault set NAME [--connector C]     store a credential read from standard input
+  vault list | remove NAME | rotate  the vault's names (never values), removal, key rotation
+  traffic query|export [FILTERS]     the traffic log as a table, CSV or JSON Lines
+  audit query|export [FILTERS]       the audit log
+  audit verify                       check the audit log's hash chain and signed checkpoints
+  policy check                       validate the configuration tameflared would load
+  policy test --gateway G 'METHOD URL' [--body B]
+                                     decide one request and show the trace
+  policy test --gateway G --requests FILE
+                                     decide every request in FILE (a table)
 
-Commands on agents, files and the database:
+Commands on agents and files:
   run --gateway G [--name N] [--isolation netns|cgroup] -- COMMAND [ARGS...]
                                      launch COMMAND as an agent under the gateway's policy
   enforce --gateway G --cgroup PATH|--unit NAME
                                      put an existing cgroup (a service) under the gateway's policy
   doctor --gateway G                 check that kernel enforcement works here (any user)
-  policy check                       validate connectors and gateways
-  policy test --gateway G 'METHOD URL' [--body B]
-                                     decide one request and show the trace
-  policy test --gateway G --requests FILE
-                                     decide every request in FILE (a table)
   connectors list                    the loaded connectors
   connectors show NAME               a connector's domains, routes and actions
-  vault set NAME [--connector C]     store a credential read from standard input
-  vault list | remove NAME | rotate  the vault's names (never values), removal, key rotation
-  traffic query|export [FILTERS]     the traffic log as a table, CSV or JSON Lines
-  audit query [FILTERS]              the audit log
-  audit verify                       check the audit log's hash chain and signed checkpoints
 
-Common options: -c/--config FILE, --connectors-dir DIR, --gateways-dir DIR;
-the vault, traffic and audit commands take --state-dir DIR; the commands that
-manage the daemon take --socket PATH and --json.
+Every command that asks tameflared takes --socket PATH and -c/--config FILE (to
+find the socket). vault, traffic and audit with --state-dir DIR work on the
+daemon's files instead (when it is stopped); policy check and test with
+-c FILE, --connectors-dir DIR or --gateways-dir DIR work on those files.
 `tf COMMAND --help` shows a command's options.
 )";
 

@@ -1,8 +1,12 @@
-// tf policy check | test, tf connectors list | show. These work on the
-// configuration files directly; the daemon's copy is reached over D-Bus/REST
-// once the control plane exists.
+// tf policy check | test: against the running tameflared's own configuration
+// (POST /v1/config/check, POST /v1/policy/test) unless files are given
+// (-c FILE, --connectors-dir DIR, --gateways-dir DIR), then on those files
+// directly. tf connectors list | show work on the files.
 #include "cli/commands.h"
 
+#include "cli/api_client.h"
+#include "cli/daemon_call.h"
+#include "cli/output.h"
 #include "daemon/daemon_config.h"
 #include "policy/classify.h"
 #include "policy/engine.h"
@@ -12,9 +16,11 @@
 #include <getopt.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <fstream>
-#include <iostream>
+#include <functional>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -23,11 +29,18 @@ namespace tameflare::cli {
 
 namespace {
 
+using nlohmann::json;
 using CommonOptions = daemon::ConfigLocation;
 
+// The agent the daemon's policy test decides as (for rate limits and
+// conditions on the agent); the local test's default, so both agree.
+constexpr const char* kTestAgent = "policy-test";
+
 struct TestOptions {
+    std::string socket;
     std::string gateway;
-    std::string agent = "cli";
+    std::string agent = kTestAgent;
+    bool agent_given = false;
     std::string body;
     std::string content_type;
     std::string requests_file;
@@ -39,6 +52,7 @@ enum OptionId {
     kConfig = 'c',
     kConnectorsDir = 256,
     kGatewaysDir,
+    kSocket,
     kGateway,
     kAgent,
     kBody,
@@ -53,6 +67,7 @@ const option kOptions[] = {
     {"config", required_argument, nullptr, kConfig},
     {"connectors-dir", required_argument, nullptr, kConnectorsDir},
     {"gateways-dir", required_argument, nullptr, kGatewaysDir},
+    {"socket", required_argument, nullptr, kSocket},
     {"gateway", required_argument, nullptr, kGateway},
     {"agent", required_argument, nullptr, kAgent},
     {"body", required_argument, nullptr, kBody},
@@ -64,19 +79,49 @@ const option kOptions[] = {
     {nullptr, 0, nullptr, 0},
 };
 
+constexpr const char* kFilesHelp = R"(
+Which configuration: without files, the running tameflared's (over its API
+socket: what it loaded, with enforcement levels set at run time and the kill
+switch). With any of these, the files directly (tameflared need not run):
+  -c, --config FILE    the daemon's configuration (/etc/tameflare/tameflared.json)
+  --connectors-dir DIR connector definitions (repeatable; replace the configured ones)
+  --gateways-dir DIR   gateway files (replaces the configured directory)
+  --socket PATH        the API socket (default: $TAMEFLARE_API_SOCKET, else api.socket
+                       in /etc/tameflare/tameflared.json, else /run/tameflare/api.sock)
+)";
+
 constexpr const char* kTestUsage = R"(Usage: tf policy test --gateway G [OPTIONS] 'METHOD URL'
        tf policy test --gateway G --requests FILE
 
 Decides a request as the proxy would and prints the decision and its trace.
 
   --gateway G          the gateway to evaluate against (required)
-  --agent A            agent id for rate limiting and conditions (default "cli")
+  --agent A            with files: the agent id for rate limiting and conditions
+                       (default "policy-test", as tameflared decides)
   --body B             request body; @FILE reads it from FILE
   --content-type T     body type (default: JSON if it looks like JSON, else form)
   --requests FILE      one request per line: METHOD URL [BODY]; '#' starts a comment
+                       (through the daemon: one call per line)
   --json               print the evaluation as JSON
   --exit-code          exit 1 unless the request is forwarded
-  -c, --config FILE, --connectors-dir DIR, --gateways-dir DIR
+)";
+
+constexpr const char* kTestExit = R"(
+Exit status: 0 decided (with --exit-code: forwarded), 1 with --exit-code not
+forwarded, or the daemon refused (an unknown gateway) or the files are invalid,
+2 usage error, 3 tameflared cannot be reached (no files given).
+)";
+
+constexpr const char* kCheckUsage = R"(Usage: tf policy check [-c FILE] [--connectors-dir DIR] [--gateways-dir DIR]
+
+Loads the connectors and gateways and prints a summary, or every error with its
+file and JSON pointer. Through the daemon (no files given), tameflared checks
+the files it would load on a reload (role admin).
+)";
+
+constexpr const char* kCheckExit = R"(
+Exit status: 0 valid, 1 invalid or the daemon refused, 2 usage error,
+3 tameflared cannot be reached (no files given).
 )";
 
 std::shared_ptr<const policy::Config> load(const CommonOptions& options) {
@@ -95,9 +140,15 @@ std::shared_ptr<const policy::Config> load(const CommonOptions& options) {
     return result.config;
 }
 
+// Files named on the command line: the local path.
+bool files_given(const CommonOptions& common) {
+    return common.explicit_file || !common.connector_dirs.empty() || !common.gateways_dir.empty();
+}
+
 // Parses options shared by every sub-command plus the test ones; returns the
-// index of the first positional argument, or -1 after printing an error.
-int parse(std::span<char*> args, CommonOptions& common, TestOptions& test, const char* usage) {
+// index of the first positional argument, -2 after --help, or -1 after
+// printing an error.
+int parse(std::span<char*> args, CommonOptions& common, TestOptions& test, const std::string& usage) {
     optind = 1;
     int c = 0;
     const int argc = static_cast<int>(args.size());
@@ -109,44 +160,32 @@ int parse(std::span<char*> args, CommonOptions& common, TestOptions& test, const
                 break;
             case kConnectorsDir: common.connector_dirs.emplace_back(optarg); break;
             case kGatewaysDir: common.gateways_dir = optarg; break;
+            case kSocket: test.socket = optarg; break;
             case kGateway: test.gateway = optarg; break;
-            case kAgent: test.agent = optarg; break;
+            case kAgent:
+                test.agent = optarg;
+                test.agent_given = true;
+                break;
             case kBody: test.body = optarg; break;
             case kContentType: test.content_type = optarg; break;
             case kRequests: test.requests_file = optarg; break;
             case kJson: test.json = true; break;
             case kExitCode: test.exit_code = true; break;
-            case kHelp: std::fputs(usage, stdout); return -2;
-            default: std::fputs(usage, stderr); return -1;
+            case kHelp: std::fputs(usage.c_str(), stdout); return -2;
+            default: std::fputs(usage.c_str(), stderr); return -1;
         }
+    }
+    if (!test.socket.empty() && files_given(common)) {
+        std::fputs("tf: --socket asks the running daemon, -c/--connectors-dir/--gateways-dir name files; give one\n",
+                   stderr);
+        return -1;
     }
     return optind;
 }
 
-void print_human(const policy::Gateway& gateway, const policy::Evaluation& evaluation) {
-    const auto& decision = evaluation.decision;
-    std::printf("decision:   %s (%s; %s)\n", std::string(policy::to_string(decision.label)).c_str(),
-                std::string(policy::to_string(decision.effect)).c_str(),
-                std::string(policy::to_string(decision.verdict)).c_str());
-    std::printf("gateway:    %s (enforcement %s)\n", gateway.name.c_str(),
-                std::string(policy::to_string(gateway.enforcement)).c_str());
-    std::printf("connector:  %s\n", evaluation.connector ? evaluation.connector->name.c_str() : "(none)");
-    for (const auto& action : evaluation.actions) {
-        std::printf("action:     %s  risk=%s access=%s\n", action.type.c_str(),
-                    std::string(policy::to_string(action.risk)).c_str(),
-                    std::string(policy::to_string(action.access)).c_str());
-        std::printf("route:      %s\n", action.route.c_str());
-        std::printf("parameters: %s%s\n", policy::dump_lossy(action.parameters).c_str(),
-                    action.parameters_complete ? "" : " (incomplete)");
-    }
-    std::printf("reason:     %s\n", decision.reason.c_str());
-    if (decision.verdict == policy::Verdict::hold) {
-        std::printf("approval:   held for a human, %lld s until timeout (408)\n",
-                    static_cast<long long>(decision.approval_timeout.count()));
-    }
-    std::printf("trace:\n");
-    for (const auto& step : decision.trace) std::printf("  %-12s %s\n", step.stage.c_str(), step.detail.c_str());
-}
+// ---------------------------------------------------------------------------
+// Deciding, either way: a decision is the JSON of policy::to_json (the
+// daemon's answer to POST /v1/policy/test is that too).
 
 struct Line {
     std::string method;
@@ -158,61 +197,133 @@ std::optional<Line> parse_line(const std::string& text) {
     std::istringstream in(text);
     Line line;
     if (!(in >> line.method >> line.url)) return std::nullopt;
+    std::transform(line.method.begin(), line.method.end(), line.method.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
     std::getline(in, line.body);
     const auto start = line.body.find_first_not_of(' ');
     line.body = start == std::string::npos ? "" : line.body.substr(start);
     return line;
 }
 
-policy::Evaluation run_one(const policy::Gateway& gateway, const TestOptions& options, const std::string& method,
-                           const policy::ParsedUrl& url, const std::string& body, const std::string& content_type) {
-    policy::Request request;
-    request.method = method;
-    request.host = url.host;
-    request.target = url.target;
-    request.body = body;
-    request.content_type = content_type;
-    policy::EvalContext context;
-    context.agent = options.agent;
-    context.all_parameters = true;
-    return policy::evaluate(gateway, request, context);
+// One request decided; `content_type` "" to guess from the body.
+using Decide = std::function<json(const Line& request, const std::string& content_type)>;
+
+Decide local_decider(const policy::Gateway& gateway, const TestOptions& options) {
+    return [&gateway, &options](const Line& line, const std::string& content_type) {
+        // policy::Request holds views: everything it points at lives here.
+        const auto url = policy::parse_url(line.url);
+        const std::string type = content_type.empty() ? policy::guess_content_type(line.body) : content_type;
+        policy::Request request;
+        request.method = line.method;
+        request.host = url->host;
+        request.target = url->target;
+        request.body = line.body;
+        request.content_type = type;
+        policy::EvalContext context;
+        context.agent = options.agent;
+        context.all_parameters = true;
+        return policy::to_json(gateway, policy::evaluate(gateway, request, context));
+    };
 }
 
-int test_file(const policy::Gateway& gateway, const TestOptions& options) {
+Decide daemon_decider(const ApiClient& client, const TestOptions& options) {
+    return [&client, &options](const Line& line, const std::string& content_type) {
+        json test{{"gateway", options.gateway}, {"method", line.method}, {"url", line.url}, {"body", line.body}};
+        if (!content_type.empty()) test["content_type"] = content_type;
+        return json_of(client.post("/v1/policy/test", test));
+    };
+}
+
+bool forwarded(const json& decision) {
+    return text(decision, "verdict") == "forward";
+}
+
+void print_decision(const json& decision) {
+    std::printf("decision:   %s (%s; %s)\n", printable(text(decision, "decision")).c_str(),
+                printable(text(decision, "effect")).c_str(), printable(text(decision, "verdict")).c_str());
+    std::printf("gateway:    %s (enforcement %s)\n", printable(text(decision, "gateway")).c_str(),
+                printable(text(decision, "enforcement")).c_str());
+    const auto connector = text(decision, "connector");
+    std::printf("connector:  %s\n", connector.empty() ? "(none)" : printable(connector).c_str());
+    for (const auto& action : member(decision, "actions")) {
+        std::printf("action:     %s  risk=%s access=%s\n", printable(text(action, "action")).c_str(),
+                    printable(text(action, "risk")).c_str(), printable(text(action, "access")).c_str());
+        std::printf("route:      %s\n", printable(text(action, "route")).c_str());
+        std::printf("parameters: %s%s\n", printable(dump(member(action, "parameters"))).c_str(),
+                    flag(action, "parameters_complete", true) ? "" : " (incomplete)");
+    }
+    std::printf("reason:     %s\n", printable(text(decision, "reason")).c_str());
+    if (text(decision, "verdict") == "hold") {
+        std::printf("approval:   held for a human, %lld s until timeout (408)\n",
+                    number(decision, "approval_timeout_seconds"));
+    }
+    std::printf("trace:\n");
+    for (const auto& step : member(decision, "trace")) {
+        std::printf("  %-12s %s\n", printable(text(step, "stage")).c_str(), printable(text(step, "detail")).c_str());
+    }
+}
+
+// --requests FILE: a table, one row per request.
+int test_file(const TestOptions& options, const Decide& decide) {
     std::ifstream in(options.requests_file);
     if (!in) {
         std::fprintf(stderr, "tf: cannot read %s\n", options.requests_file.c_str());
         return kExitUsage;
     }
-    std::printf("%-24s %-8s %-48s %-34s %s\n", "DECISION", "METHOD", "URL", "ACTION", "REASON");
-    std::string text;
-    int number = 0;
-    int not_forwarded = 0;
-    while (std::getline(in, text)) {
-        ++number;
-        if (text.find_first_not_of(" \t") == std::string::npos || text[text.find_first_not_of(" \t")] == '#') continue;
-        const auto line = parse_line(text);
-        const auto url = line ? policy::parse_url(line->url) : std::nullopt;
-        if (!line || !url) {
-            std::fprintf(stderr, "%s:%d: expected \"METHOD URL [BODY]\"\n", options.requests_file.c_str(), number);
+    std::vector<Line> lines;
+    std::string raw;
+    int number_of_line = 0;
+    while (std::getline(in, raw)) {
+        ++number_of_line;
+        const auto start = raw.find_first_not_of(" \t");
+        if (start == std::string::npos || raw[start] == '#') continue;
+        const auto line = parse_line(raw);
+        if (!line || !policy::parse_url(line->url)) {
+            std::fprintf(stderr, "%s:%d: expected \"METHOD URL [BODY]\"\n", options.requests_file.c_str(),
+                         number_of_line);
             return kExitUsage;
         }
-        const auto evaluation =
-            run_one(gateway, options, line->method, *url, line->body, policy::guess_content_type(line->body));
-        const auto& decision = evaluation.decision;
-        if (decision.verdict != policy::Verdict::forward) ++not_forwarded;
-        std::string action = evaluation.actions.empty() ? "-" : evaluation.actions[decision.deciding_action].type;
-        std::string shown_url = line->url.size() > 48 ? line->url.substr(0, 45) + "..." : line->url;
-        std::printf("%-24s %-8s %-48s %-34s %s\n", std::string(policy::to_string(decision.label)).c_str(),
-                    line->method.c_str(), shown_url.c_str(), action.c_str(), decision.reason.c_str());
+        lines.push_back(*line);
+    }
+    std::printf("%-24s %-8s %-48s %-34s %s\n", "DECISION", "METHOD", "URL", "ACTION", "REASON");
+    int not_forwarded = 0;
+    for (const auto& line : lines) {
+        const auto decision = decide(line, "");
+        if (!forwarded(decision)) ++not_forwarded;
+        // Every action of the request (one, but for a JSON-RPC batch).
+        std::string action;
+        for (const auto& each : member(decision, "actions")) {
+            action += (action.empty() ? "" : ",") + text(each, "action");
+        }
+        const std::string shown_url = line.url.size() > 48 ? line.url.substr(0, 45) + "..." : line.url;
+        std::printf("%-24s %-8s %-48s %-34s %s\n", printable(text(decision, "decision")).c_str(),
+                    printable(line.method).c_str(), printable(shown_url).c_str(),
+                    action.empty() ? "-" : printable(action).c_str(), printable(text(decision, "reason")).c_str());
+        std::fflush(stdout);
     }
     return options.exit_code && not_forwarded > 0 ? kExitFailed : kExitOk;
+}
+
+// One request from the command line: the decision and its trace, or --json.
+int test_one(const TestOptions& options, const Line& line, const std::string& body, const Decide& decide) {
+    const auto decision = decide(Line{line.method, line.url, body}, options.content_type);
+    if (options.json) {
+        print_json(decision);
+    } else {
+        print_decision(decision);
+    }
+    return options.exit_code && !forwarded(decision) ? kExitFailed : kExitOk;
+}
+
+std::string daemon_hint(const std::string& command) {
+    return std::string("to use files without the daemon, name them: ") + command + " -c " + daemon::kDefaultConfigFile;
 }
 
 int test_command(std::span<char*> args) {
     CommonOptions common;
     TestOptions options;
-    const int first = parse(args, common, options, kTestUsage);
+    const std::string usage = std::string(kTestUsage) + kFilesHelp + kTestExit;
+    const int first = parse(args, common, options, usage);
     if (first == -2) return kExitOk;
     if (first < 0) return kExitUsage;
     const auto positional = args.subspan(static_cast<std::size_t>(first));
@@ -220,6 +331,42 @@ int test_command(std::span<char*> args) {
         std::fputs("tf policy test: give --gateway and either one 'METHOD URL' or --requests FILE\n\n", stderr);
         std::fputs(kTestUsage, stderr);
         return kExitUsage;
+    }
+    const bool local = files_given(common);
+    if (options.agent_given && !local) {
+        std::fprintf(stderr,
+                     "tf policy test: --agent goes with files (-c FILE): tameflared's policy test decides as agent "
+                     "\"%s\"\n",
+                     kTestAgent);
+        return kExitUsage;
+    }
+    std::optional<Line> line;
+    std::string body = options.body;
+    if (options.requests_file.empty()) {
+        line = parse_line(positional[0]);
+        if (!line || !policy::parse_url(line->url) || !line->body.empty()) {
+            std::fprintf(
+                stderr,
+                "tf policy test: expected 'METHOD URL', e.g. 'PUT https://api.github.com/repos/o/r/pulls/7/merge'\n");
+            return kExitUsage;
+        }
+        if (body.starts_with("@")) {
+            std::ifstream in(body.substr(1), std::ios::binary);
+            if (!in) {
+                std::fprintf(stderr, "tf: cannot read body file %s\n", body.c_str() + 1);
+                return kExitUsage;
+            }
+            body.assign(std::istreambuf_iterator<char>(in), {});
+        }
+    }
+    const auto run = [&](const Decide& decide) {
+        return line ? test_one(options, *line, body, decide) : test_file(options, decide);
+    };
+
+    if (!local) {
+        return run_with_daemon(DaemonCall{"tf policy test", options.socket, "", options.json,
+                                          daemon_hint("tf policy test --gateway " + options.gateway)},
+                               [&](const ApiClient& client) { return run(daemon_decider(client, options)); });
     }
     const auto config = load(common);
     if (!config) return kExitFailed;
@@ -231,43 +378,40 @@ int test_command(std::span<char*> args) {
                      names.empty() ? "none" : names.c_str());
         return kExitUsage;
     }
-    if (!options.requests_file.empty()) return test_file(*gateway, options);
-
-    const auto line = parse_line(positional[0]);
-    const auto url = line ? policy::parse_url(line->url) : std::nullopt;
-    if (!line || !url || !line->body.empty()) {
-        std::fprintf(
-            stderr,
-            "tf policy test: expected 'METHOD URL', e.g. 'PUT https://api.github.com/repos/o/r/pulls/7/merge'\n");
-        return kExitUsage;
-    }
-    std::string body = options.body;
-    if (body.starts_with("@")) {
-        std::ifstream in(body.substr(1), std::ios::binary);
-        if (!in) {
-            std::fprintf(stderr, "tf: cannot read body file %s\n", body.c_str() + 1);
-            return kExitUsage;
-        }
-        body.assign(std::istreambuf_iterator<char>(in), {});
-    }
-    const std::string content_type =
-        options.content_type.empty() ? policy::guess_content_type(body) : options.content_type;
-    const auto evaluation = run_one(*gateway, options, line->method, *url, body, content_type);
-    if (options.json) {
-        std::printf("%s\n", policy::dump_lossy(policy::to_json(*gateway, evaluation), 2).c_str());
-    } else {
-        print_human(*gateway, evaluation);
-    }
-    return options.exit_code && evaluation.decision.verdict != policy::Verdict::forward ? kExitFailed : kExitOk;
+    return run(local_decider(*gateway, options));
 }
 
 int check_command(std::span<char*> args) {
     CommonOptions common;
-    TestOptions unused;
-    const int first =
-        parse(args, common, unused, "Usage: tf policy check [-c FILE] [--connectors-dir DIR] [--gateways-dir DIR]\n");
+    TestOptions options;
+    const std::string usage = std::string(kCheckUsage) + kFilesHelp + kCheckExit;
+    const int first = parse(args, common, options, usage);
     if (first == -2) return kExitOk;
     if (first < 0) return kExitUsage;
+    if (static_cast<std::size_t>(first) < args.size()) {
+        std::fprintf(stderr, "tf policy check: unexpected argument \"%s\"\n\n%s", args[static_cast<std::size_t>(first)],
+                     usage.c_str());
+        return kExitUsage;
+    }
+    if (!files_given(common)) {
+        return run_with_daemon(
+            DaemonCall{"tf policy check", options.socket, "", false, daemon_hint("tf policy check")},
+            [](const ApiClient& client) {
+                const auto result = json_of(client.post("/v1/config/check"));
+                policy::ConfigErrors errors;
+                for (const auto& error : member(result, "errors")) {
+                    errors.push_back(policy::ConfigError{text(error, "file"), text(error, "pointer"), 0, 0,
+                                                         text(error, "message"), text(error, "hint")});
+                }
+                if (!flag(result, "valid") || !errors.empty()) {
+                    for (const auto& error : errors) std::fprintf(stderr, "%s\n", printable(error.to_string()).c_str());
+                    std::fprintf(stderr, "configuration invalid: %zu error(s)\n", errors.size());
+                    return kExitFailed;
+                }
+                std::puts("configuration OK: the files tameflared loads on a reload (checked by tameflared)");
+                return kExitOk;
+            });
+    }
     const auto config = load(common);
     if (!config) return kExitFailed;
     std::printf("configuration OK: %zu connectors, %zu gateways\n", config->connectors.size(), config->gateways.size());
@@ -295,6 +439,10 @@ int connectors_command(std::span<char*> args) {
     const auto sub_args = args.subspan(1);
     const int first =
         parse(sub_args, common, unused, "Usage: tf connectors list | show NAME [-c FILE] [--connectors-dir DIR]\n");
+    if (first >= 0 && !unused.socket.empty()) {
+        std::fputs("tf connectors: reads the files (-c FILE, --connectors-dir DIR); --socket does not apply\n", stderr);
+        return kExitUsage;
+    }
     if (first == -2) return kExitOk;
     if (first < 0) return kExitUsage;
     const auto config = load(common);

@@ -1,7 +1,13 @@
 // tf traffic query | export, tf audit query | export | verify: reading the
-// daemon's logs back. The database is opened read-only, so these commands
-// never change it and run beside a running tameflared.
+// daemon's logs back, from the running tameflared (GET /v1/traffic,
+// /v1/audit, /v1/audit/verify; role viewer), or with --state-dir DIR from the
+// database in DIR. The database is opened read-only, so these commands never
+// change it and run beside a running tameflared.
 #include "cli/commands.h"
+
+#include "cli/api_client.h"
+#include "cli/daemon_call.h"
+#include "cli/output.h"
 
 #include "daemon/store/audit.h"
 #include "daemon/store/database.h"
@@ -19,6 +25,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <stdexcept>
 #include <streambuf>
@@ -32,7 +39,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr const char* kTrafficUsage = R"(Usage: tf traffic query [FILTERS] [--limit N] [--format table|csv|jsonl]
+constexpr const char* kTrafficHelp = R"(Usage: tf traffic query [FILTERS] [--limit N] [--format table|csv|jsonl]
        tf traffic export --format csv|jsonl [--output FILE [--force]] [FILTERS]
 
 The traffic log: one row per request the proxy decided (metadata only, never a
@@ -53,14 +60,14 @@ Output:
                        or jsonl (JSON Lines, every field)
   --output FILE        export: write FILE (mode 0600) atomically, by way of
                        FILE.tmp; an existing FILE is kept unless --force
-Where the daemon keeps its state:
-  --state-dir DIR      the state directory (database DIR/tameflared.db)
-  -c, --config FILE    the daemon's configuration (default /etc/tameflare/tameflared.json)
-
-Exit status: 0 done, 2 usage or I/O error.
 )";
 
-constexpr const char* kAuditUsage = R"(Usage: tf audit query [FILTERS] [--limit N] [--format table|csv|jsonl]
+constexpr const char* kTrafficExit = R"(
+Exit status: 0 done, 1 the daemon refused or failed, 2 usage or I/O error,
+3 tameflared cannot be reached (without --state-dir).
+)";
+
+constexpr const char* kAuditHelp = R"(Usage: tf audit query [FILTERS] [--limit N] [--format table|csv|jsonl]
        tf audit export --format csv|jsonl [--output FILE [--force]] [FILTERS]
        tf audit verify [--key FILE]
 
@@ -79,15 +86,35 @@ Output:
   --format F           table (query's default), csv (RFC 4180) or jsonl
   --output FILE        export: write FILE (mode 0600) atomically; --force replaces it
 verify:
-  --key FILE           the checkpoint key (default: the daemon's audit.key when
-                       readable); without it, checkpoint signatures are not checked
-Where the daemon keeps its state:
-  --state-dir DIR      the state directory (database DIR/tameflared.db)
-  -c, --config FILE    the daemon's configuration (default /etc/tameflare/tameflared.json)
-
-Exit status: 0 done (verify: the log is intact), 1 verify found the log broken,
-2 usage or I/O error.
+  --key FILE           with --state-dir: the checkpoint key (default: DIR/audit.key
+                       when readable); without it, checkpoint signatures are not
+                       checked. Through the daemon, it checks with its own key
 )";
+
+constexpr const char* kAuditExit = R"(
+Exit status: 0 done (verify: the log is intact), 1 verify found the log broken
+or the daemon refused or failed, 2 usage or I/O error,
+3 tameflared cannot be reached (without --state-dir).
+)";
+
+// Where either log comes from.
+constexpr const char* kWhereFrom = R"(Where the log comes from: the running tameflared over its API socket (role
+viewer), unless --state-dir is given:
+  --socket PATH        the API socket (default: $TAMEFLARE_API_SOCKET, else api.socket
+                       in the configuration, else /run/tameflare/api.sock)
+  -c, --config FILE    the daemon's configuration, to find the socket
+                       (default /etc/tameflare/tameflared.json)
+  --state-dir DIR      read the database in DIR (DIR/tameflared.db) directly, as
+                       root or tameflared's user; for when the daemon is stopped
+)";
+
+std::string traffic_usage() {
+    return std::string(kTrafficHelp) + kWhereFrom + kTrafficExit;
+}
+
+std::string audit_usage() {
+    return std::string(kAuditHelp) + kWhereFrom + kAuditExit;
+}
 
 constexpr const char* kTimeForms =
     "give RFC 3339 (2026-11-26T10:00:00Z, 2026-11-26T11:00:00+01:00) or an age (90s, 15m, 2h, 7d)";
@@ -109,6 +136,7 @@ enum OptionId {
     kOutput,
     kForce,
     kKey,
+    kSocket,
 };
 
 constexpr std::array kAllOptions = {
@@ -127,6 +155,7 @@ constexpr std::array kAllOptions = {
     option{"output", required_argument, nullptr, kOutput},
     option{"force", no_argument, nullptr, kForce},
     option{"key", required_argument, nullptr, kKey},
+    option{"socket", required_argument, nullptr, kSocket},
     option{"help", no_argument, nullptr, kHelp},
 };
 
@@ -136,14 +165,15 @@ enum class Verb { query, export_, verify };
 // One sub-command: its name for messages, its usage, the options it takes.
 struct Command {
     std::string name;  // "tf traffic query"
-    const char* usage;
+    std::string usage;
     Log log;
     Verb verb;
     std::vector<int> options;
 };
 
 struct Options {
-    std::string state_dir;
+    std::string state_dir;  // given: the database directly; else through the daemon
+    std::string socket;
     std::string config_file;
     store::LogFilter filter;
     std::optional<store::Format> format;
@@ -195,6 +225,7 @@ std::optional<int> parse(std::span<char*> args, const Command& command, Options&
         switch (c) {
             case kConfig: options.config_file = value; break;
             case kStateDir: options.state_dir = value; break;
+            case kSocket: options.socket = value; break;
             case kSince:
             case kUntil: {
                 const auto time = store::parse_time(value, now);
@@ -233,7 +264,7 @@ std::optional<int> parse(std::span<char*> args, const Command& command, Options&
             case kOutput: options.output = value; break;
             case kForce: options.force = true; break;
             case kKey: options.key = value; break;
-            case kHelp: std::fputs(command.usage, stdout); return kExitOk;
+            case kHelp: std::fputs(command.usage.c_str(), stdout); return kExitOk;
             case ':': return usage_error(command, option_name(optopt) + " needs a value");
             default: {
                 const std::string given = optopt != 0 && optopt < 256 ? std::string("-") + static_cast<char>(optopt)
@@ -243,7 +274,19 @@ std::optional<int> parse(std::span<char*> args, const Command& command, Options&
         }
     }
     if (optind < argc) return usage_error(command, std::string("unexpected argument \"") + args[optind] + "\"");
+    if (!options.socket.empty() && !options.state_dir.empty()) {
+        return usage_error(command, "--socket asks the running daemon, --state-dir reads its files; give one");
+    }
+    if (!options.key.empty() && options.state_dir.empty()) {
+        return usage_error(command,
+                           "--key goes with --state-dir DIR; through the daemon, tameflared checks with its own key");
+    }
     return std::nullopt;
+}
+
+DaemonCall daemon_call(const Command& command, const Options& options) {
+    return DaemonCall{command.name, options.socket, options.config_file, false,
+                      state_dir_hint(command.name, options.config_file)};
 }
 
 // The database, read-only; nullopt after saying why not and what to do.
@@ -406,6 +449,45 @@ private:
 // ---------------------------------------------------------------------------
 // query and export
 
+// Writes the rows to --output FILE (atomically) or to `console`; `rows`
+// writes them to the stream it is given and says how many. Then what is said
+// after them: an empty result, a cut, the file written. A file or the console
+// that cannot be written is an I/O error (2).
+int write_rows(const Command& command, const Options& options, store::Format format, std::ostream& console,
+               const std::function<std::size_t(std::ostream&)>& rows) {
+    std::size_t count = 0;
+    try {
+        std::optional<AtomicFile> file;
+        if (!options.output.empty()) file.emplace(options.output, options.force);
+        std::ostream& out = file ? file->stream() : console;
+        count = rows(out);
+        if (file) {
+            file->commit();
+        } else if (!out.flush()) {
+            throw OutputError("writing standard output failed");
+        }
+    } catch (const store::StoreError& failure) {
+        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
+        return kExitUsage;
+    } catch (const OutputError& failure) {
+        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
+        return kExitUsage;
+    }
+
+    if (format == store::Format::table) {
+        if (count == 0) console << "(no matching records)\n";
+        console.flush();
+        if (count != 0 && count == options.filter.limit) {
+            std::fprintf(stderr, "(the newest %zu matches; --limit N shows more, --limit 0 all)\n", count);
+        }
+    }
+    if (!options.output.empty()) {
+        std::fprintf(stderr, "%zu %s written to %s\n", count, count == 1 ? "record" : "records",
+                     options.output.c_str());
+    }
+    return kExitOk;
+}
+
 int list(const Command& command, Options& options) {
     const bool is_export = command.verb == Verb::export_;
     if (is_export && !options.format) return usage_error(command, "give --format csv or --format jsonl");
@@ -413,17 +495,24 @@ int list(const Command& command, Options& options) {
     const auto format = options.format.value_or(store::Format::table);
     if (!is_export && !options.limit_given) options.filter.limit = 50;
 
+    if (options.state_dir.empty()) {
+        const auto kind = command.log == Log::traffic ? LogKind::traffic : LogKind::audit;
+        return run_with_daemon(daemon_call(command, options), [&](const ApiClient& client) {
+            RawOutput raw;
+            std::ostream console(&raw);
+            return write_rows(command, options, format, console,
+                              [&](std::ostream& out) { return write_log(client, kind, options.filter, format, out); });
+        });
+    }
+
     const auto location = state_location(options.state_dir, options.config_file);
     if (!location) return kExitUsage;
     auto db = open_database(command, *location);
     if (!db) return kExitUsage;
 
     std::ios::sync_with_stdio(false);
-    std::size_t count = 0;
-    try {
-        std::optional<AtomicFile> file;
-        if (!options.output.empty()) file.emplace(options.output, options.force);
-        std::ostream& out = file ? file->stream() : std::cout;
+    return write_rows(command, options, format, std::cout, [&](std::ostream& out) {
+        std::size_t count = 0;
         if (command.log == Log::traffic) {
             store::TrafficWriter writer(out, format);
             writer.header();
@@ -439,31 +528,8 @@ int list(const Command& command, Options& options) {
                 ++count;
             });
         }
-        if (file) {
-            file->commit();
-        } else if (!out.flush()) {
-            throw OutputError("writing standard output failed");
-        }
-    } catch (const store::StoreError& failure) {
-        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
-        return kExitUsage;
-    } catch (const OutputError& failure) {
-        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
-        return kExitUsage;
-    }
-
-    if (format == store::Format::table) {
-        if (count == 0) std::cout << "(no matching records)\n";
-        if (count != 0 && count == options.filter.limit) {
-            std::cout.flush();
-            std::fprintf(stderr, "(the newest %zu matches; --limit N shows more, --limit 0 all)\n", count);
-        }
-    }
-    if (!options.output.empty()) {
-        std::fprintf(stderr, "%zu %s written to %s\n", count, count == 1 ? "record" : "records",
-                     options.output.c_str());
-    }
-    return kExitOk;
+        return count;
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -524,26 +590,13 @@ std::optional<LoadedKey> load_key(const Command& command, const Options& options
     }
 }
 
-int verify(const Command& command, const Options& options) {
-    const auto location = state_location(options.state_dir, options.config_file);
-    if (!location) return kExitUsage;
-    auto db = open_database(command, *location);
-    if (!db) return kExitUsage;
-    const auto key = load_key(command, options, *location);
-    if (!key) return kExitUsage;
-
-    store::VerifyReport report;
-    try {
-        const ReadSnapshot snapshot(*db);
-        report = store::verify_audit(*db, key->key ? &*key->key : nullptr);
-    } catch (const store::StoreError& failure) {
-        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
-        return kExitUsage;
-    }
-
+// The report, as both ways print it. `have_key`: the checkpoint signatures
+// were checked with a key (else `why_not` says why not); `give_key` is how to
+// give another one.
+int print_report(const store::VerifyReport& report, bool have_key, const std::string& why_not, const char* give_key) {
     if (!report.ok) {
         std::printf("audit log BROKEN at record %lld: %s\n", static_cast<long long>(report.broken_seq),
-                    report.problem.c_str());
+                    printable(report.problem).c_str());
         return kExitFailed;
     }
     if (report.records == 0) {
@@ -565,22 +618,58 @@ int verify(const Command& command, const Options& options) {
     }
     if (report.unsigned_checkpoints != 0) {
         const std::string checkpoints = counted(report.unsigned_checkpoints, "checkpoint", "checkpoints");
-        if (key->key) {
+        if (have_key) {
             std::printf(
                 "note: %s signed with another key (a rotated one?) only had their hashes compared; give that key "
-                "with --key FILE to check their signatures\n",
-                checkpoints.c_str());
+                "with %s to check their signatures\n",
+                checkpoints.c_str(), give_key);
         } else {
             std::printf(
                 "note: the signatures of %s were not checked, only their hashes (%s); give the daemon's audit "
-                "checkpoint key with --key FILE to check them\n",
-                checkpoints.c_str(), key->why_not.c_str());
+                "checkpoint key with %s to check them\n",
+                checkpoints.c_str(), why_not.c_str(), give_key);
         }
-    } else if (!key->key && report.records != 0) {
-        std::printf("note: no checkpoint key (%s): a signature could not have been checked; give it with --key FILE\n",
-                    key->why_not.c_str());
+    } else if (!have_key && report.records != 0) {
+        std::printf("note: no checkpoint key (%s): a signature could not have been checked; give it with %s\n",
+                    why_not.c_str(), give_key);
     }
     return kExitOk;
+}
+
+int verify(const Command& command, const Options& options) {
+    if (options.state_dir.empty()) {
+        // The daemon walks the chain with its own checkpoint key.
+        return run_with_daemon(daemon_call(command, options), [](const ApiClient& client) {
+            const auto document = json_of(client.get("/v1/audit/verify"));
+            store::VerifyReport report;
+            report.ok = flag(document, "ok", false);
+            report.records = static_cast<std::uint64_t>(number(document, "records"));
+            report.first_seq = number(document, "first_seq");
+            report.last_seq = number(document, "last_seq");
+            report.checkpoints = static_cast<std::uint64_t>(number(document, "checkpoints"));
+            report.unsigned_checkpoints = static_cast<std::uint64_t>(number(document, "unsigned_checkpoints"));
+            report.after_last_checkpoint = static_cast<std::uint64_t>(number(document, "after_last_checkpoint"));
+            report.broken_seq = number(document, "broken_seq");
+            report.problem = text(document, "problem");
+            return print_report(report, true, "", "--state-dir DIR --key FILE");
+        });
+    }
+    const auto location = state_location(options.state_dir, options.config_file);
+    if (!location) return kExitUsage;
+    auto db = open_database(command, *location);
+    if (!db) return kExitUsage;
+    const auto key = load_key(command, options, *location);
+    if (!key) return kExitUsage;
+
+    store::VerifyReport report;
+    try {
+        const ReadSnapshot snapshot(*db);
+        report = store::verify_audit(*db, key->key ? &*key->key : nullptr);
+    } catch (const store::StoreError& failure) {
+        std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
+        return kExitUsage;
+    }
+    return print_report(report, key->key.has_value(), key->why_not, "--key FILE");
 }
 
 // ---------------------------------------------------------------------------
@@ -591,15 +680,15 @@ Command make_command(Log log, Verb verb) {
                         (verb == Verb::query     ? "query"
                          : verb == Verb::export_ ? "export"
                                                  : "verify"),
-                    traffic ? kTrafficUsage : kAuditUsage,
+                    traffic ? traffic_usage() : audit_usage(),
                     log,
                     verb,
                     {}};
     if (verb == Verb::verify) {
-        command.options = {kConfig, kStateDir, kKey};
+        command.options = {kConfig, kStateDir, kSocket, kKey};
         return command;
     }
-    command.options = {kConfig, kStateDir, kSince, kUntil, kGateway, kAgent, kAction, kLimit, kFormat};
+    command.options = {kConfig, kStateDir, kSocket, kSince, kUntil, kGateway, kAgent, kAction, kLimit, kFormat};
     if (traffic) {
         command.options.insert(command.options.end(), {kConnector, kDecision});
     } else {
@@ -611,14 +700,14 @@ Command make_command(Log log, Verb verb) {
 
 int dispatch(std::span<char*> args, Log log) {
     const char* group = log == Log::traffic ? "traffic" : "audit";
-    const char* usage = log == Log::traffic ? kTrafficUsage : kAuditUsage;
+    const std::string usage = log == Log::traffic ? traffic_usage() : audit_usage();
     if (args.size() < 2) {
-        std::fprintf(stderr, "tf %s: give a sub-command\n\n%s", group, usage);
+        std::fprintf(stderr, "tf %s: give a sub-command\n\n%s", group, usage.c_str());
         return kExitUsage;
     }
     const std::string_view word = args[1];
     if (word == "--help" || word == "-h" || word == "help") {
-        std::fputs(usage, stdout);
+        std::fputs(usage.c_str(), stdout);
         return kExitOk;
     }
     std::optional<Verb> verb;
@@ -626,7 +715,7 @@ int dispatch(std::span<char*> args, Log log) {
     if (word == "export") verb = Verb::export_;
     if (word == "verify" && log == Log::audit) verb = Verb::verify;
     if (!verb) {
-        std::fprintf(stderr, "tf %s: unknown sub-command \"%s\"\n\n%s", group, args[1], usage);
+        std::fprintf(stderr, "tf %s: unknown sub-command \"%s\"\n\n%s", group, args[1], usage.c_str());
         return kExitUsage;
     }
     const Command command = make_command(log, *verb);

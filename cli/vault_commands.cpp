@@ -1,8 +1,14 @@
-// tf vault set | list | remove | rotate: the vault in the daemon's state
-// directory, through the store. A value goes in on standard input only and
-// never comes out: list shows names, connectors and masked hints.
+// tf vault set | list | remove | rotate: through the running tameflared
+// (PUT, GET and DELETE /v1/vault, POST /v1/vault/rotate; role admin), or with
+// --state-dir DIR on the vault in that state directory, through the store. A
+// value goes in on standard input only and never comes out: list shows
+// names, connectors and masked hints.
 #include "cli/commands.h"
 
+#include "cli/api_client.h"
+#include "cli/daemon_call.h"
+#include "cli/output.h"
+#include "daemon/store/query.h"
 #include "daemon/store/state_lock.h"
 #include "daemon/store/vault_store.h"
 
@@ -36,18 +42,20 @@ namespace fs = std::filesystem;
 constexpr std::size_t kMaxValue = std::size_t{64} * 1024;
 
 struct Options {
-    std::string state_dir;
+    std::string state_dir;  // given: the files directly; else through the daemon
+    std::string socket;
     std::string config;
     std::string connector;
     bool connector_given = false;
     bool json = false;
 };
 
-enum OptionId { kConfig = 'c', kStateDir = 256, kConnector, kJson, kValue, kHelp };
+enum OptionId { kConfig = 'c', kStateDir = 256, kSocket, kConnector, kJson, kValue, kHelp };
 
 const option kOptions[] = {
     {"config", required_argument, nullptr, kConfig},
     {"state-dir", required_argument, nullptr, kStateDir},
+    {"socket", required_argument, nullptr, kSocket},
     {"connector", required_argument, nullptr, kConnector},
     {"json", no_argument, nullptr, kJson},
     // Only to refuse it with the reason: a value never comes from argv.
@@ -63,8 +71,16 @@ constexpr const char* kUsage = R"(Usage: tf vault set NAME [--connector C]   sto
 
   --connector C     the connector whose requests get this credential (set)
   --json            a JSON array instead of the table (list)
-  --state-dir DIR   the daemon's state directory (default: from the configuration)
-  -c, --config FILE the daemon configuration (default /etc/tameflare/tameflared.json)
+
+Without --state-dir, tf asks the running tameflared over its API socket (role
+admin: root, or group tameflare-admin), and the daemon uses a new value at once:
+  --socket PATH     the API socket (default: $TAMEFLARE_API_SOCKET, else api.socket
+                    in the configuration, else /run/tameflare/api.sock)
+  -c, --config FILE the daemon's configuration, to find the socket
+                    (default /etc/tameflare/tameflared.json)
+With --state-dir, tf works on the files in DIR directly (root or tameflared's
+user), for when the daemon is stopped:
+  --state-dir DIR   the daemon's state directory (/var/lib/tameflare)
 
 The value is read from standard input, never from the command line (arguments
 are visible to every user in /proc and ps):
@@ -72,8 +88,10 @@ are visible to every user in /proc and ps):
   tf vault set github_token < token.txt
 In a terminal, tf vault set prompts and does not echo what you type.
 
-rotate refuses while tameflared runs: stop it, rotate, start it.
-Exit status: 0 done, 1 failed (the message says why), 2 usage error or unreadable input.
+rotate through the daemon re-encrypts every value and replaces the key while it
+runs; rotate --state-dir refuses while tameflared runs (it holds the key).
+Exit status: 0 done, 1 failed or refused (the message says why), 2 usage error
+or unreadable input, 3 tameflared cannot be reached (without --state-dir).
 )";
 
 constexpr const char* kValueRefused =
@@ -104,6 +122,7 @@ Parsed parse(std::span<char*> args, Options& options) {
         switch (c) {
             case kConfig: options.config = optarg; break;
             case kStateDir: options.state_dir = optarg; break;
+            case kSocket: options.socket = optarg; break;
             case kConnector:
                 options.connector = optarg;
                 options.connector_given = true;
@@ -128,6 +147,12 @@ Parsed parse(std::span<char*> args, Options& options) {
     }
     if (options.json && sub != "list") {
         std::fprintf(stderr, "tf vault %s: --json belongs to tf vault list\n", sub.c_str());
+        return {kExitUsage, {}};
+    }
+    if (!options.socket.empty() && !options.state_dir.empty()) {
+        std::fprintf(stderr,
+                     "tf vault %s: --socket asks the running daemon, --state-dir works on its files; give one\n",
+                     sub.c_str());
         return {kExitUsage, {}};
     }
     Parsed parsed;
@@ -282,27 +307,15 @@ std::string rfc3339(store::Clock::time_point time) {
 }
 
 void print_table(const std::vector<store::VaultEntry>& entries) {
-    struct Row {
-        std::string name, connector, hint, updated, last_used;
-    };
-    std::vector<Row> rows;
-    rows.push_back({"NAME", "CONNECTOR", "HINT", "UPDATED", "LAST_USED"});
+    Table table({{"NAME", 0}, {"CONNECTOR"}, {"HINT"}, {"UPDATED"}, {"LAST_USED"}});
     for (const auto& entry : entries) {
-        rows.push_back({entry.name, entry.connector.empty() ? "-" : entry.connector, entry.hint, rfc3339(entry.updated),
-                        entry.last_used ? rfc3339(*entry.last_used) : "-"});
+        table.add({{entry.name},
+                   {entry.connector},
+                   {entry.hint},
+                   {rfc3339(entry.updated)},
+                   {entry.last_used ? rfc3339(*entry.last_used) : ""}});
     }
-    std::size_t name = 0, connector = 0, hint = 0, updated = 0;
-    for (const auto& row : rows) {
-        name = std::max(name, row.name.size());
-        connector = std::max(connector, row.connector.size());
-        hint = std::max(hint, row.hint.size());
-        updated = std::max(updated, row.updated.size());
-    }
-    for (const auto& row : rows) {
-        std::printf("%-*s  %-*s  %-*s  %-*s  %s\n", static_cast<int>(name), row.name.c_str(),
-                    static_cast<int>(connector), row.connector.c_str(), static_cast<int>(hint), row.hint.c_str(),
-                    static_cast<int>(updated), row.updated.c_str(), row.last_used.c_str());
-    }
+    table.print();
 }
 
 void print_json(const std::vector<store::VaultEntry>& entries) {
@@ -316,6 +329,92 @@ void print_json(const std::vector<store::VaultEntry>& entries) {
                          {"last_used", entry.last_used ? nlohmann::json(rfc3339(*entry.last_used)) : nullptr}});
     }
     std::printf("%s\n", array.dump(2).c_str());
+}
+
+// ---------------------------------------------------------------------------
+// Through the daemon
+
+DaemonCall daemon_call(const Options& options, const std::string& sub) {
+    const std::string command = "tf vault " + sub;
+    return DaemonCall{command, options.socket, options.config, false,
+                      state_dir_hint(command + (sub == "set" || sub == "remove" ? " NAME" : ""), options.config)};
+}
+
+// The PUT body, wiped from memory however the call ends.
+class SecretBody {
+public:
+    SecretBody(const Secret& value, const std::string& connector)
+        : json_{{"value", value.text}, {"connector", connector}} {}
+    SecretBody(const SecretBody&) = delete;
+    SecretBody& operator=(const SecretBody&) = delete;
+    ~SecretBody() {
+        auto& value = json_["value"].get_ref<std::string&>();
+        OPENSSL_cleanse(value.data(), value.size());
+    }
+    [[nodiscard]] const nlohmann::json& json() const { return json_; }
+
+private:
+    nlohmann::json json_;
+};
+
+// GET /v1/vault's entries, as the store lists them.
+std::vector<store::VaultEntry> entries_of(const nlohmann::json& document) {
+    std::vector<store::VaultEntry> entries;
+    const auto now = store::Clock::now();
+    for (const auto& secret : member(document, "secrets")) {
+        store::VaultEntry entry;
+        entry.name = text(secret, "name");
+        entry.connector = text(secret, "connector");
+        entry.hint = text(secret, "hint");
+        entry.created = store::parse_time(text(secret, "created"), now).value_or(now);
+        entry.updated = store::parse_time(text(secret, "updated"), now).value_or(now);
+        if (const auto used = text(secret, "last_used"); !used.empty()) entry.last_used = store::parse_time(used, now);
+        entries.push_back(std::move(entry));
+    }
+    return entries;
+}
+
+int set_through_daemon(const Options& options, const std::string& name) {
+    return run_with_daemon(daemon_call(options, "set"), [&](const ApiClient& client) {
+        // Before the value is asked for: the daemon is there and lets this user change the vault.
+        json_of(client.get("/v1/vault"));
+        Secret value;
+        if (!read_value(name, value)) return kExitUsage;
+        const SecretBody body(value, options.connector);
+        const auto entry = json_of(client.put("/v1/vault/" + url_encode(name), body.json()));
+        std::printf("stored %s (%s)%s%s\n", name.c_str(), printable(text(entry, "hint")).c_str(),
+                    options.connector.empty() ? "" : " for connector ", printable(options.connector).c_str());
+        return kExitOk;
+    });
+}
+
+int list_through_daemon(const Options& options) {
+    return run_with_daemon(daemon_call(options, "list"), [&](const ApiClient& client) {
+        const auto entries = entries_of(json_of(client.get("/v1/vault")));
+        if (options.json) {
+            print_json(entries);
+        } else {
+            print_table(entries);
+        }
+        return kExitOk;
+    });
+}
+
+int remove_through_daemon(const Options& options, const std::string& name) {
+    return run_with_daemon(daemon_call(options, "remove"), [&](const ApiClient& client) {
+        json_of(client.del("/v1/vault/" + url_encode(name)));
+        std::printf("removed %s\n", name.c_str());
+        return kExitOk;
+    });
+}
+
+int rotate_through_daemon(const Options& options) {
+    return run_with_daemon(daemon_call(options, "rotate"), [&](const ApiClient& client) {
+        const auto count = number(json_of(client.post("/v1/vault/rotate")), "rotated");
+        std::printf("re-encrypted %lld value%s; tameflared uses the new vault key from now on\n", count,
+                    count == 1 ? "" : "s");
+        return kExitOk;
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -336,6 +435,7 @@ int set_command(const Options& options, const std::vector<std::string>& position
         std::fprintf(stderr, "tf vault set: %s\n", problem.c_str());
         return kExitUsage;
     }
+    if (options.state_dir.empty()) return set_through_daemon(options, name);
     const auto location = state_location(options.state_dir, options.config);
     if (!location) return kExitUsage;
     Secret value;
@@ -364,6 +464,7 @@ int list_command(const Options& options, const std::vector<std::string>& positio
         std::fputs("tf vault list: takes no arguments\n", stderr);
         return kExitUsage;
     }
+    if (options.state_dir.empty()) return list_through_daemon(options);
     const auto location = state_location(options.state_dir, options.config);
     if (!location) return kExitUsage;
     // Read-only, without the key: listing never creates a database or a key.
@@ -387,6 +488,7 @@ int remove_command(const Options& options, const std::vector<std::string>& posit
         std::fprintf(stderr, "tf vault remove: %s\n", problem.c_str());
         return kExitUsage;
     }
+    if (options.state_dir.empty()) return remove_through_daemon(options, name);
     const auto location = state_location(options.state_dir, options.config);
     if (!location) return kExitUsage;
     std::error_code ec;
@@ -410,6 +512,7 @@ int rotate_command(const Options& options, const std::vector<std::string>& posit
         std::fputs("tf vault rotate: takes no arguments\n", stderr);
         return kExitUsage;
     }
+    if (options.state_dir.empty()) return rotate_through_daemon(options);
     const auto location = state_location(options.state_dir, options.config);
     if (!location) return kExitUsage;
     std::error_code ec;

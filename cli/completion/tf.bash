@@ -23,11 +23,11 @@ _tf_options() {
         run) echo '--gateway --name --isolation --socket -c --config -h --help' ;;
         enforce) echo '--gateway --cgroup --unit --name --release --socket -c --config -h --help' ;;
         doctor) echo '--gateway --socket -c --config -h --help' ;;
-        policy) echo '--gateway --agent --body --content-type --requests --json --exit-code -c --config --connectors-dir --gateways-dir -h --help' ;;
+        policy) echo '--gateway --agent --body --content-type --requests --json --exit-code --socket -c --config --connectors-dir --gateways-dir -h --help' ;;
         connectors) echo '-c --config --connectors-dir --gateways-dir -h --help' ;;
-        vault) echo '--connector --json --state-dir -c --config -h --help' ;;
-        traffic) echo "--limit --format --output --force --state-dir -c --config -h --help $filters" ;;
-        audit) echo '--since --until --gateway --agent --event --action --limit --format --output --force --key --state-dir -c --config -h --help' ;;
+        vault) echo '--connector --json --socket --state-dir -c --config -h --help' ;;
+        traffic) echo "--limit --format --output --force --socket --state-dir -c --config -h --help $filters" ;;
+        audit) echo '--since --until --gateway --agent --event --action --limit --format --output --force --key --socket --state-dir -c --config -h --help' ;;
     esac
 }
 

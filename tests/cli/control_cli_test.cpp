@@ -3,98 +3,18 @@
 // it: tables and --json, a request held for approval and answered with tf,
 // the kill switch, the logs, the event streams, and every way of failing
 // with its exit status (1 refused, 2 usage, 3 unreachable).
-#include <utility>  // before Asio: Boost 1.74's Asio needs it with C++20
-
-#include "tests/support/daemon_process.h"
-#include "tests/support/subprocess.h"
-#include "tests/support/temp_dir.h"
-#include "tests/support/test_upstream.h"
+#include "tests/cli/control_cli_fixture.h"
 
 #include <poll.h>
 #include <pty.h>
 #include <termios.h>
 
-#include <gtest/gtest.h>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <nlohmann/json.hpp>
-
-#include <chrono>
-#include <filesystem>
-#include <fstream>
-#include <future>
-#include <memory>
 #include <set>
-#include <sstream>
-#include <string>
-#include <thread>
-#include <vector>
 
 namespace tameflare::testing {
 namespace {
 
-namespace fs = std::filesystem;
-namespace net = boost::asio;
-namespace http = boost::beast::http;
-using net::ip::tcp;
-using nlohmann::json;
-using namespace std::chrono_literals;
-
-// "one:token" in base64; the gateway stores sha256("token").
-constexpr const char* kProxyAuthorization = "Basic b25lOnRva2Vu";
-constexpr const char* kTokenSha256 = "3c469e9d6c5875d37a43f353d4f88e61fcf812c66eee3457465a40b0da4153e0";
-// A uid and gid with no role group and no other group.
-constexpr const char* kNobody = "4250";
-
-bool contains(const std::string& text, const std::string& needle) {
-    return text.find(needle) != std::string::npos;
-}
-
-std::vector<json> json_lines(const std::string& text) {
-    std::vector<json> lines;
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
-        if (!line.empty()) lines.push_back(json::parse(line));
-    }
-    return lines;
-}
-
-// One request through the daemon's explicit proxy, as gateway "one"; the
-// status the proxy answered (0 when the connection failed).
-unsigned proxy_request(const std::string& listen, http::verb method, const std::string& url) {
-    try {
-        net::io_context io;
-        tcp::socket socket(io);
-        const auto colon = listen.rfind(':');
-        socket.connect(tcp::endpoint(net::ip::make_address(listen.substr(0, colon)),
-                                     static_cast<unsigned short>(std::stoi(listen.substr(colon + 1)))));
-        http::request<http::string_body> request{method, url, 11};
-        request.set(http::field::host, url.substr(7, url.find('/', 7) - 7));
-        request.set(http::field::proxy_authorization, kProxyAuthorization);
-        request.prepare_payload();
-        http::write(socket, request);
-        boost::beast::flat_buffer buffer;
-        http::response<http::string_body> response;
-        http::read(socket, buffer, response);
-        return response.result_int();
-    } catch (const std::exception&) {
-        return 0;
-    }
-}
-
-// Reads a running tf's output until `needle` shows on its stdout.
-bool wait_for_stdout(Subprocess& process, const std::string& needle, std::chrono::milliseconds timeout = 20s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!contains(process.out(), needle)) {
-        if (std::chrono::steady_clock::now() > deadline) return false;
-        // Pumps both pipes for a while; nothing on stderr is awaited.
-        process.wait_for_stderr("\x01never\x01", 0, 100ms);
-    }
-    return true;
-}
+using namespace control_cli;  // NOLINT(google-build-using-namespace): the fixture's helpers
 
 // tf on a pseudo-terminal, for what it does only on a terminal (colour, the
 // interactive approvals watch). RAII: killed and reaped when it goes away.
@@ -179,107 +99,6 @@ private:
     bool exited_ = false;
     std::string output_;
     std::size_t from_ = 0;
-};
-
-class ControlCli : public ::testing::Test {
-protected:
-    void SetUp() override {
-        // Others may look in (the test without a role runs as another uid).
-        fs::permissions(root_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                   fs::perms::others_read | fs::perms::others_exec);
-        fs::create_directories(root_ / "gateways.d");
-        std::ofstream(root_ / "tameflared.json") << json{
-            {"connector_dirs", {std::string(TF_SOURCE_DIR) + "/connectors"}},
-            {"gateways_dir", "gateways.d"},
-            {"state_dir", (root_ / "state").string()},
-            {"runtime_dir", (root_ / "run").string()},
-            {"agents", {{"enabled", false}}},
-            {"proxy",
-             {{"transparent_listen", "127.0.0.1:0"},
-              {"explicit_listen", "127.0.0.1:0"},
-              {"system_resolver", false},
-              {"allowed_upstreams", {"127.0.0.1"}},
-              {"hosts", {{"plain.test", {"127.0.0.1"}}}}}},
-            {"api",
-             {{"socket", (root_ / "api.sock").string()},
-              {"socket_group", ""},
-              {"socket_mode", "0666"},
-              {"role_groups", {{"owner", "4241"}, {"admin", "4242"}, {"member", "4243"}, {"viewer", "4244"}}}}}};
-        // PUT is held for a human, GET is allowed, DELETE denied.
-        std::ofstream(root_ / "gateways.d" / "one.json")
-            << json{{"name", "one"},
-                    {"description", "the test's gateway"},
-                    {"proxy_token_sha256", kTokenSha256},
-                    {"rate_limit", {{"requests", 0}}},
-                    {"approval_timeout_seconds", 120},
-                    {"connectors",
-                     {{"site",
-                       {{"connector", "http"},
-                        {"domains", {"plain.test"}},
-                        {"preset", "read_only"},
-                        {"rules", {{{"action", "http.put"}, {"decision", "require_approval"}}}}}}}}};
-        std::ofstream(root_ / "gateways.d" / "two.json") << json{
-            {"name", "two"},
-            {"connectors", {{"site", {{"connector", "http"}, {"domains", {"other.test"}}, {"preset", "read_only"}}}}}};
-        daemon_ = std::make_unique<DaemonProcess>(TAMEFLARED_BINARY, config(), root_ / "daemon.log");
-        ASSERT_TRUE(daemon_->wait_for_log("tameflared started")) << daemon_->log();
-        socket_ = daemon_->field("API_SOCKET");
-        ASSERT_EQ(socket_, (root_ / "api.sock").string()) << daemon_->log();
-        listen_ = daemon_->explicit_listen();
-        ASSERT_FALSE(listen_.empty()) << daemon_->log();
-    }
-    void TearDown() override {
-        if (daemon_) {
-            daemon_->process().signal(SIGTERM);
-            EXPECT_EQ(daemon_->process().wait(), 0) << daemon_->log();
-        }
-    }
-
-    fs::path config() const { return root_ / "tameflared.json"; }
-    std::string url(const std::string& path) const {
-        return "http://plain.test:" + std::to_string(upstream_.port()) + path;
-    }
-
-    // tf with `args`, then --socket.
-    Result tf(std::vector<std::string> args) const {
-        args.insert(args.begin(), TF_BINARY);
-        args.emplace_back("--socket");
-        args.push_back(socket_);
-        return run(args);
-    }
-    std::vector<std::string> tf_argv(std::vector<std::string> args) const {
-        args.insert(args.begin(), TF_BINARY);
-        args.emplace_back("--socket");
-        args.push_back(socket_);
-        return args;
-    }
-
-    // A PUT through the proxy, held until someone answers; its status later.
-    std::future<unsigned> hold(const std::string& path) {
-        return std::async(std::launch::async, [listen = listen_, target = url(path)] {
-            return proxy_request(listen, http::verb::put, target);
-        });
-    }
-    // The pending approvals, once there are `count`.
-    json wait_for_approvals(std::size_t count) const {
-        json approvals;
-        const auto deadline = std::chrono::steady_clock::now() + 20s;
-        while (std::chrono::steady_clock::now() < deadline) {
-            const auto result = tf({"approvals", "list", "--json"});
-            if (result.status != 0) return json::object({{"error", result.err}});
-            approvals = json::parse(result.out)["approvals"];
-            if (approvals.size() >= count) return approvals;
-            std::this_thread::sleep_for(50ms);
-        }
-        return approvals;
-    }
-
-    TempDir temp_{"tf-control-cli"};
-    const fs::path root_ = temp_.path();
-    TestUpstream upstream_;
-    std::unique_ptr<DaemonProcess> daemon_;
-    std::string socket_;
-    std::string listen_;
 };
 
 TEST_F(ControlCli, StatusAsATableAndAsJson) {
@@ -532,6 +351,27 @@ TEST_F(ControlCli, ApprovalsWatchOnATerminalAnswersWithOneKey) {
     EXPECT_EQ(watch.wait(), 0) << watch.output();
     const auto restored = watch.settings();
     EXPECT_EQ(restored.c_lflag & (ICANON | ECHO), static_cast<tcflag_t>(ICANON | ECHO)) << "the terminal is restored";
+}
+
+TEST_F(ControlCli, ApprovalsWatchOnATerminalReconnectsWhenTheDaemonRestarts) {
+    PtyProcess watch(tf_argv({"approvals", "watch"}), {"NO_COLOR=1", "TERM=dumb"});
+    ASSERT_TRUE(watch.wait_for("No request is waiting")) << watch.output();
+    restart();
+    ASSERT_TRUE(watch.wait_for("reconnecting")) << watch.output();
+    ASSERT_TRUE(watch.wait_for("reconnected")) << watch.output();
+
+    auto held = hold("/after-restart");
+    ASSERT_TRUE(watch.wait_for("[a]pprove [d]eny [s]kip [q]uit?")) << watch.output();
+    // The daemon publishes approval.requested a moment before the request can
+    // be answered (daemon/control/events.cpp): answer once it is listed.
+    ASSERT_EQ(wait_for_approvals(1).size(), 1U);
+    watch.type("d");
+    ASSERT_TRUE(watch.wait_for("denied")) << watch.output();
+    ASSERT_EQ(held.wait_for(20s), std::future_status::ready);
+    EXPECT_EQ(held.get(), 403U);
+    watch.type("q");
+    EXPECT_EQ(watch.wait(), 0) << watch.output();
+    EXPECT_EQ(watch.settings().c_lflag & (ICANON | ECHO), static_cast<tcflag_t>(ICANON | ECHO));
 }
 
 TEST_F(ControlCli, ColourOnlyOnATerminalWithoutNoColor) {
