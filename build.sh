@@ -32,7 +32,11 @@ PACKAGES=(
   liburing-dev                                   # tests: an agent's io_uring connect must be redirected too
   dnsutils procps util-linux                     # tests: dig against the DNS stub; pgrep; setpriv and unshare
   libsystemd-dev                                 # daemon: sd-bus (dbus/), socket activation (sd_listen_fds)
+  libacl1-dev                                    # daemon/api/: the role groups' ACL entries on the REST socket
   dbus-daemon dbus-bin systemd                   # tests: a private dbus-daemon, dbus-send and busctl against it
+  dpkg-dev                                       # packaging: dpkg-shlibdeps computes the .deb's library Depends
+  debootstrap debian-archive-keyring             # tests/e2e: the Debian 12 root the package is installed in (signed)
+  systemd-container                              # tests/e2e: systemd-nspawn boots that root
 )
 JOBS=${JOBS:-$(nproc)}
 

@@ -288,6 +288,7 @@ struct Agents::Impl {
     void serve_agent(Agent& agent, UniqueFd proxy_socket, UniqueFd dns_udp, UniqueFd dns_tcp);
     void adopt_running();
     json enforce(const netns::PeerCredentials& peer, const json& request);
+    void forget_vanished_units();
     json release(const netns::PeerCredentials& peer, const json& request);
     void start_enforcing(const fs::path& cgroup, const std::string& gateway, const std::string& name);
     void save_enforced();
@@ -477,9 +478,35 @@ void Agents::Impl::start_enforcing(const fs::path& cgroup, const std::string& ga
         {{"AGENT", name}, {"GATEWAY", gateway}, {"CGROUP", cgroup.string()}});
 }
 
+// Enforced units whose cgroup is gone (systemd removes a stopped unit's
+// cgroup, and the kernel severs its links) are forgotten, so that the unit's
+// next start is enforced again under the same name. A cgroup made again
+// under the same path is another cgroup (another id): the old one is gone.
+void Agents::Impl::forget_vanished_units() {
+    std::vector<std::shared_ptr<Agent>> gone;
+    std::error_code error;
+    for (const auto& [id, agent] : agents) {
+        if (!agent->enforced_unit || !agent->cgroup) continue;
+        // Gone, or made again under the same path (a new cgroup id).
+        const fs::path path = agent->cgroup->path();
+        if (!fs::exists(path / "cgroup.procs", error) || netns::cgroup_id(path) != agent->key) gone.push_back(agent);
+    }
+    for (const auto& agent : gone) {
+        undo_registration(*agent);
+        agents.erase(agent->id);
+        log(LogLevel::notice, "cgroup " + agent->cgroup->path().string() + " is gone; its enforcement ended",
+            {{"AGENT", agent->id}, {"GATEWAY", agent->gateway}});
+    }
+    if (!gone.empty()) {
+        publish();
+        save_enforced();
+    }
+}
+
 json Agents::Impl::enforce(const netns::PeerCredentials& peer, const json& request) {
     if (peer.uid != 0) throw LaunchError("only root may put a cgroup under enforcement", "run tf enforce as root");
     if (inside_agents(caller_cgroup(peer))) throw LaunchError("agents cannot change enforcement", "");
+    forget_vanished_units();
     const fs::path mount = netns::cgroup2_mount();
     const fs::path cgroup = fs::weakly_canonical(fs::path(request.value("cgroup", "")));
     const std::string relative = "/" + cgroup.lexically_relative(mount).string();

@@ -301,6 +301,10 @@ int run(const Options& options) {
         api_options.socket = config->api_socket_path();
         api_options.group = config->api.socket_group;
         api_options.mode = static_cast<mode_t>(config->api.socket_mode);
+        for (const auto* role : {&config->api.owner_group, &config->api.admin_group, &config->api.member_group,
+                                 &config->api.viewer_group}) {
+            if (*role != config->api.socket_group) api_options.also_groups.push_back(*role);
+        }
         // Socket activation (tameflared-api.socket): systemd holds the socket.
         if (sd_listen_fds(0) == 1 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, nullptr, 0) > 0) {
             api_options.listening.emplace(SD_LISTEN_FDS_START);

@@ -9,6 +9,7 @@
 #include "netns/launch_protocol.h"
 
 #include <grp.h>
+#include <sys/acl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -499,6 +500,7 @@ struct ApiServer::Impl {
                    const control::Caller& caller);
     void refuse(local::socket& socket) const;
     void bind();
+    void grant_groups() const;
     void close_everything();
 
     ApiOptions options;
@@ -523,6 +525,7 @@ void ApiServer::Impl::bind() {
         options.listening->release();  // the acceptor owns it now
         adopted = true;
         path = acceptor.local_endpoint(error).path();
+        grant_groups();  // systemd set the mode and group (SocketMode=, SocketGroup=)
         return;
     }
     path = options.socket;
@@ -554,18 +557,56 @@ void ApiServer::Impl::bind() {
     if (::chmod(path.c_str(), options.mode) != 0) {
         throw std::system_error(errno, std::generic_category(), "chmod " + path.string());
     }
-    if (options.group.empty()) return;
-    const auto gid = group_id(options.group);
-    if (!gid) {
-        daemon::log(daemon::LogLevel::warning,
-                    "the REST socket's group does not exist; only root (and root's group) may connect",
-                    {{"API_SOCKET", path.string()},
-                     {"GROUP", options.group},
-                     {"HINT", "create the group (systemd-sysusers) or set api.socket_group"}});
-        return;
+    if (!options.group.empty()) {
+        const auto gid = group_id(options.group);
+        if (!gid) {
+            daemon::log(daemon::LogLevel::warning,
+                        "the REST socket's group does not exist; only root (and root's group) may connect",
+                        {{"API_SOCKET", path.string()},
+                         {"GROUP", options.group},
+                         {"HINT", "create the group (systemd-sysusers) or set api.socket_group"}});
+        } else if (::chown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) {
+            throw std::system_error(errno, std::generic_category(), "chown " + path.string() + " to " + options.group);
+        }
     }
-    if (::chown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) {
-        throw std::system_error(errno, std::generic_category(), "chown " + path.string() + " to " + options.group);
+    grant_groups();
+}
+
+// connect(2) on a unix socket needs write permission on it: one ACL entry
+// (rw) per role group, so that each role's members reach the daemon (which
+// then authorizes every call by the caller's groups itself).
+void ApiServer::Impl::grant_groups() const {
+    std::vector<gid_t> gids;
+    for (const auto& group : options.also_groups) {
+        if (const auto gid = group.empty() ? std::nullopt : group_id(group)) gids.push_back(*gid);
+    }
+    if (gids.empty()) return;
+    // acl_create_entry may move the ACL: the holder frees whichever it is at the end.
+    struct Acl {
+        acl_t acl;
+        explicit Acl(acl_t given) : acl(given) {}
+        Acl(const Acl&) = delete;
+        Acl& operator=(const Acl&) = delete;
+        ~Acl() {
+            if (acl != nullptr) ::acl_free(acl);
+        }
+    } held{::acl_get_file(path.c_str(), ACL_TYPE_ACCESS)};
+    bool ok = held.acl != nullptr;
+    acl_t& raw = held.acl;
+    for (auto& gid : gids) {
+        acl_entry_t entry = nullptr;
+        acl_permset_t permissions = nullptr;
+        ok = ok && ::acl_create_entry(&raw, &entry) == 0 && ::acl_set_tag_type(entry, ACL_GROUP) == 0 &&
+             ::acl_set_qualifier(entry, &gid) == 0 && ::acl_get_permset(entry, &permissions) == 0 &&
+             ::acl_clear_perms(permissions) == 0 && ::acl_add_perm(permissions, ACL_READ) == 0 &&
+             ::acl_add_perm(permissions, ACL_WRITE) == 0;
+    }
+    ok = ok && ::acl_calc_mask(&raw) == 0 && ::acl_set_file(path.c_str(), ACL_TYPE_ACCESS, raw) == 0;
+    if (!ok) {
+        daemon::log(daemon::LogLevel::warning,
+                    std::string("cannot give the role groups access to the REST socket: ") + std::strerror(errno),
+                    {{"API_SOCKET", path.string()},
+                     {"HINT", "its file system needs POSIX ACLs; meanwhile add role members to the socket's group"}});
     }
 }
 

@@ -27,6 +27,10 @@ struct ApiOptions {
     std::filesystem::path socket;  // bound (after removing a stale socket) unless `listening` is given
     std::string group;             // the socket's group; "" or unknown: root's, with a logged warning
     mode_t mode = 0660;
+    // Groups (names or gids) that may connect besides `group`: the other role
+    // groups, given read and write by POSIX ACL entries on the socket (a
+    // member need not also be a viewer). Unknown groups are skipped.
+    std::vector<std::string> also_groups;
     // An already listening socket (systemd socket activation); `socket`,
     // `group` and `mode` are then systemd's business.
     std::optional<UniqueFd> listening;

@@ -55,7 +55,6 @@ void ObservedApprovals::submit(const proxy::ApprovalRequest& request,
         std::lock_guard lock(mutex_);
         pending_.insert(request.id);
     }
-    hub_.publish(Event{0, "approval.requested", to_json(request)});
     inner_.submit(request, [this, id = request.id, gateway = request.gateway, agent = request.agent,
                             action = request.action, answer = std::move(answer)](proxy::ApprovalAnswer given) {
         if (settle(id))
@@ -70,6 +69,14 @@ void ObservedApprovals::submit(const proxy::ApprovalRequest& request,
                                 {"actor", given.actor}}});
         answer(std::move(given));
     });
+    // Announced once it can be answered (listed, found by id); not when it
+    // was settled already inside submit (a kill switch, say).
+    bool still_pending = false;
+    {
+        std::lock_guard lock(mutex_);
+        still_pending = pending_.count(request.id) != 0;
+    }
+    if (still_pending) hub_.publish(Event{0, "approval.requested", to_json(request)});
 }
 
 bool ObservedApprovals::settle(const std::string& id) {

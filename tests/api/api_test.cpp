@@ -415,6 +415,34 @@ TEST_F(Api, EveryDocumentedRouteIsServedAndEveryServedRouteIsDocumented) {
     EXPECT_EQ(beast.get("/v1/kill-switch").doc()["active"], false);
 }
 
+// The shipped setting: mode 0660, group tameflare-viewer. A user who is only
+// in the member (or admin, owner) group still connects: the daemon gives each
+// role group an ACL entry on the socket. A user with no role cannot connect.
+TEST_F(Api, EveryRoleGroupConnectsToASocketOfTheViewerGroupAndNobodyElse) {
+    if (::geteuid() != 0) GTEST_SKIP() << "becoming other users with setpriv needs root";
+    const fs::path config = root_ / "tameflared.json";
+    std::string text = slurp(config);
+    const std::string open_socket = R"("socket_group": "", "socket_mode": "0666")";
+    ASSERT_NE(text.find(open_socket), std::string::npos);
+    text.replace(text.find(open_socket), open_socket.size(), R"("socket_group": "4244", "socket_mode": "0660")");
+    std::ofstream(config) << text;
+    daemon_->process().signal(SIGTERM);
+    daemon_->process().wait();
+    start();
+    struct stat info {};
+    ASSERT_EQ(::stat(socket_.c_str(), &info), 0);
+    EXPECT_EQ(info.st_gid, 4244U);
+    for (const auto& who : {kOwner, kAdmin, kMember, kViewer}) {
+        const auto status = curl(who, "GET", "/v1/status");
+        EXPECT_EQ(status.status, 200) << who.uid << ": " << status;
+    }
+    const auto member_answer = curl(kMember, "POST", "/v1/approvals/none/approve", "{}");
+    EXPECT_EQ(member_answer.status, 404) << "a member reaches the approval operation: " << member_answer;
+    const auto stranger = curl(kNobody, "GET", "/v1/status");
+    EXPECT_EQ(stranger.status, 0) << stranger;
+    EXPECT_TRUE(contains(stranger.body, "curl failed")) << stranger;
+}
+
 TEST_F(Api, SocketHasTheConfiguredModeAndAStaleOneIsReplaced) {
     struct stat info {};
     ASSERT_EQ(::stat(socket_.c_str(), &info), 0);

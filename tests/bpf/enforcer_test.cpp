@@ -421,6 +421,38 @@ TEST_F(EnforcerTest, PinnedLinksKeepEnforcingWithoutTheDaemonAndAreReadopted) {
     EXPECT_EQ(origin->destination.port, canary_.port());
 }
 
+// systemd removes a stopped unit's cgroup, agents/ subtree and all: the
+// links pinned for it are severed. The next daemon forgets them and enforces
+// the cgroup made again under that name with fresh links.
+TEST_F(EnforcerTest, LinksOfACgroupThatIsGoneAreForgottenAndItsSuccessorEnforced) {
+    agent_->remove(5s);
+    agent_.reset();
+    enforcer_.reset();
+    const auto old_links = pins_ / "links" / std::to_string(netns::cgroup_id(root_ / "agents"));
+    ASSERT_TRUE(fs::exists(old_links));
+    auto agents = netns::Cgroup::open(root_ / "agents");
+    agents.remove(5s);
+    // The kernel severs the links once the cgroup is released, a moment after rmdir.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (fs::exists(old_links) && std::chrono::steady_clock::now() < deadline) {
+        enforcer_.emplace(bpf::EnforcerOptions{pins_});  // a restart: never refuses over a severed link
+        enforcer_.reset();
+        std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_FALSE(fs::exists(old_links)) << "the severed links are still pinned";
+
+    netns::ensure_cgroup(root_ / "agents");
+    enforcer_.emplace(bpf::EnforcerOptions{pins_});
+    enforcer_->enforce(root_ / "agents");
+    agent_.emplace(netns::Cgroup::create(root_ / "agents", "agent-1"));
+    enforcer_->add_agent(agent_->id(), route_);
+    const auto target = v4("127.0.0.1", canary_.port());
+    const auto result = run_in(agent_->path(), [&] { return try_connect(AF_INET, SOCK_STREAM, target); });
+    EXPECT_EQ(result.output, "ok 127.0.0.1:" + canary_.port_text());
+    EXPECT_EQ(canary_.accept(100ms), -1) << "a connect of the new cgroup escaped";
+    EXPECT_TRUE(UniqueFd(proxy_.accept(2s)));
+}
+
 TEST_F(EnforcerTest, WithTheProxyListenerClosedConnectsAreRefused) {
     route_.proxy_port = static_cast<std::uint16_t>(canary_.port() == 1 ? 2 : 1);  // nothing listens there
     enforcer_->add_agent(agent_->id(), route_);

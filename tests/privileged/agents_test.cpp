@@ -463,6 +463,18 @@ TEST_P(AgentsTest, AnExistingCgroupCanBePutUnderAGatewayAndReleased) {
     const Result released = in_service();
     const UniqueFd direct(canary.accept(2s));
     EXPECT_TRUE(direct) << "released, the service connects directly again: " << released.out;
+
+    // The service stops (systemd removes its cgroup) and starts again: the
+    // drop-in's ExecStartPre enforces it under the same name, which works.
+    ASSERT_EQ(run(enforce({"--gateway", "one", "--name", "runner"})).status, 0) << daemon_->log();
+    service.remove(5s);
+    service = netns::Cgroup::create(netns::cgroup2_mount(), "tf-enforce-test-" + std::to_string(::getpid()));
+    result = run(enforce({"--gateway", "one", "--name", "runner"}));
+    ASSERT_EQ(result.status, 0) << result.err << daemon_->log();
+    EXPECT_TRUE(daemon_->wait_for_log("is gone; its enforcement ended")) << daemon_->log();
+    EXPECT_EQ(in_service().out, "200 403 ");
+    EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection from the restarted service";
+    EXPECT_EQ(run(enforce({"--release"})).status, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isolation, AgentsTest, ::testing::Values("netns", "cgroup"));
