@@ -66,6 +66,7 @@ const std::string kGateway = R"({
   "name": "e2e",
   "description": "end-to-end test: GET allowed, POST held for a human, DELETE denied",
   "approval_timeout_seconds": 120,
+  "launch": { "groups": ["tameflare-member"] },
   "connectors": {
     "upstream": {
       "connector": "http",
@@ -592,6 +593,28 @@ TEST_F(SystemdE2E, MemberApprovesAHeldRequest) {
     const auto forwarded = upstream_requests("held");
     ASSERT_EQ(forwarded.size(), 1U);
     EXPECT_EQ(forwarded[0].value("auth", nlohmann::json()), bearer());
+}
+
+// A user (not root) launches an agent from their home directory, which the
+// unit's ProtectHome= hides from the daemon: the agent still works there (it
+// starts in a copy of its caller's mount namespace) and is enforced.
+TEST_F(SystemdE2E, AUserLaunchesAnAgentFromTheirHomeUnderTheHardenedUnit) {
+    std::string why;
+    ASSERT_TRUE(ensure_service(why)) << why;
+    ASSERT_EQ(in(std::string("id ") + kMember + " >/dev/null 2>&1 || useradd --create-home --groups tameflare-member " +
+                 kMember)
+                  .status,
+              0);
+    const std::string home = std::string("/home/") + kMember;
+    ASSERT_EQ(in("runuser -u " + std::string(kMember) + " -- sh -c 'echo mine > " + home + "/marker'").status, 0);
+    const Result agent = in("cd " + home + " && runuser -u " + kMember + " -- tf run --gateway e2e -- sh -c " +
+                            shell_quote("cat " + home + "/marker; id -un; " +
+                                        curl("", "user-allowed", upstream_url("upstream.test", "/user"))));
+    EXPECT_EQ(agent.status, 0) << agent.out << agent.err << quiet("journalctl -u tameflared --no-pager -n 20");
+    EXPECT_EQ(agent.out, std::string("mine\n") + kMember + "\n200") << agent.err;
+    const auto forwarded = upstream_requests("user-allowed");
+    ASSERT_EQ(forwarded.size(), 1U);
+    EXPECT_EQ(forwarded[0].value("auth", nlohmann::json()), bearer()) << forwarded[0].dump();
 }
 
 TEST_F(SystemdE2E, RestartUnderTrafficLetsNoConnectionEscape) {
