@@ -513,6 +513,19 @@ TEST_F(SystemdE2E, DbusInterfaceOnTheSystemBus) {
         in("busctl --no-pager call com.tameflare.Daemon1 /com/tameflare/Daemon1 "
            "com.tameflare.Daemon1 GetStatus");
     EXPECT_EQ(status.status, 0) << status.out << status.err;
+
+    // Bus activation: with the service stopped, a call starts it (the
+    // activation file names dbus-com.tameflare.Daemon1.service, the alias
+    // that `systemctl enable` made) and is answered.
+    ASSERT_EQ(in("systemctl stop tameflared.service").status, 0);
+    EXPECT_EQ(quiet("systemctl is-active tameflared.service"), "inactive");
+    const Result activated =
+        in("busctl --no-pager --timeout=60 call com.tameflare.Daemon1 /com/tameflare/Daemon1 "
+           "com.tameflare.Daemon1 GetStatus",
+           90s);
+    EXPECT_EQ(activated.status, 0) << activated.out << activated.err
+                                   << quiet("journalctl --no-pager -n 20 -u dbus -u tameflared");
+    EXPECT_EQ(quiet("systemctl is-active tameflared.service"), "active");
 }
 
 TEST_F(SystemdE2E, AgentAllowedDeniedAndBypass) {
