@@ -43,6 +43,9 @@ constexpr const char* kUpstreamAddress = "127.0.0.7";
 constexpr const char* kUpstreamPort = "8080";
 constexpr const char* kSecret = "e2e-secret-7f3a";
 constexpr const char* kMember = "e2e-member";
+// A user in tameflare-member only (created once, by whichever check needs it first).
+const std::string kAddMember =
+    std::string("id ") + kMember + " >/dev/null 2>&1 || useradd --create-home --groups tameflare-member " + kMember;
 
 // What the booted root needs besides the package's Depends: the service
 // manager and the bus, and the tools the checks use.
@@ -572,10 +575,7 @@ TEST_F(SystemdE2E, AgentAllowedDeniedAndBypass) {
 TEST_F(SystemdE2E, MemberApprovesAHeldRequest) {
     std::string why;
     ASSERT_TRUE(ensure_service(why)) << why;
-    ASSERT_EQ(in(std::string("id ") + kMember + " >/dev/null 2>&1 || useradd --create-home --groups tameflare-member " +
-                 kMember)
-                  .status,
-              0);
+    ASSERT_EQ(in(kAddMember).status, 0);
     // The agent's POST waits for a human.
     const fs::path held_out = scratch_ / "held.out";
     Background agent(container_->sh_argv("tf run --gateway e2e -- " +
@@ -614,10 +614,7 @@ TEST_F(SystemdE2E, MemberApprovesAHeldRequest) {
 TEST_F(SystemdE2E, AUserLaunchesAnAgentFromTheirHomeUnderTheHardenedUnit) {
     std::string why;
     ASSERT_TRUE(ensure_service(why)) << why;
-    ASSERT_EQ(in(std::string("id ") + kMember + " >/dev/null 2>&1 || useradd --create-home --groups tameflare-member " +
-                 kMember)
-                  .status,
-              0);
+    ASSERT_EQ(in(kAddMember).status, 0);
     const std::string home = std::string("/home/") + kMember;
     ASSERT_EQ(in("runuser -u " + std::string(kMember) + " -- sh -c 'echo mine > " + home + "/marker'").status, 0);
     const Result agent = in("cd " + home + " && runuser -u " + kMember + " -- tf run --gateway e2e -- sh -c " +
