@@ -388,9 +388,21 @@ public:
     tcp::socket*& upstream_socket() { return upstream_socket_; }
 
 private:
+    // The tcp rule of the connection's gateway that allows its destination,
+    // and where a tunnel may go (before the address policy).
+    struct TcpMatch {
+        Clock::time_point started;
+        std::shared_ptr<const policy::Config> config;  // keeps `rule` alive
+        const policy::TcpRule* rule = nullptr;         // null: no rule allows it
+        std::vector<IpAddress> addresses;
+    };
+    enum class TcpKind { raw, tls_passthrough };
+
     net::awaitable<void> serve_explicit();
     net::awaitable<void> intercept(beast::flat_buffer& buffer);
     net::awaitable<void> raw_tcp(const std::string& name);
+    net::awaitable<TcpMatch> match_tcp_rule(const std::string& name, std::shared_ptr<const policy::Config> config);
+    net::awaitable<void> tunnel_tcp(const std::string& name, TcpMatch match, TcpKind kind);
     bool raw_rule_may_apply();
     net::awaitable<std::optional<Sniffed>> peek(std::chrono::milliseconds timeout, bool& timed_out);
     void refuse_connection(const std::string& reason, const std::string& host);
@@ -1204,55 +1216,81 @@ bool Session::raw_rule_may_apply() {
                        [&](const policy::TcpRule& rule) { return rule.port == context_.port; });
 }
 
-net::awaitable<void> Session::raw_tcp(const std::string& name) {
-    const auto started = Clock::now();
-    const auto config = impl_->services.config->snapshot();
-    const auto* gateway = config->gateway(context_.gateway);
-    std::vector<IpAddress> addresses;
+// `name` is the CONNECT target (explicit), a TLS server name (TLS passed
+// through) or "" (transparent raw TCP). A `cidr` rule matches the addresses
+// the tunnel would go to; a `host` rule matches when the name resolves to the
+// destination. In explicit mode the destination is the daemon's own answer
+// for the CONNECT target, so the target naming the rule is enough. In
+// transparent mode the agent chose both the address it dialed and any server
+// name it sent: only the address counts, so an allowed name sent to another
+// address (a served host's, say) matches nothing.
+net::awaitable<Session::TcpMatch> Session::match_tcp_rule(const std::string& name,
+                                                          std::shared_ptr<const policy::Config> config) {
+    TcpMatch match;
+    match.started = Clock::now();
+    match.config = std::move(config);
     if (context_.destination) {
-        addresses = {context_.destination->address};
+        match.addresses = {context_.destination->address};
     } else {
-        addresses = co_await impl_->resolver.resolve(name);
+        match.addresses = co_await impl_->resolver.resolve(name);
     }
+    const auto* gateway = match.config->gateway(context_.gateway);
+    if (gateway == nullptr) co_return match;
+    const auto& addresses = match.addresses;
+    for (const auto& rule : gateway->tcp) {
+        if (rule.port != context_.port) continue;
+        if (!rule.cidr.empty()) {
+            const auto cidr = Cidr::parse(rule.cidr);
+            if (cidr &&
+                std::all_of(addresses.begin(), addresses.end(),
+                            [&](const IpAddress& a) { return cidr->contains(a); }) &&
+                !addresses.empty()) {
+                match.rule = &rule;
+                break;
+            }
+        } else if (!context_.destination) {
+            if (rule.host == name) {
+                match.rule = &rule;
+                break;
+            }
+        } else {
+            const auto known = co_await impl_->resolver.resolve(rule.host);
+            if (std::find(known.begin(), known.end(), context_.destination->address) != known.end()) {
+                match.rule = &rule;
+                break;
+            }
+        }
+    }
+    co_return match;
+}
+
+net::awaitable<void> Session::raw_tcp(const std::string& name) {
+    auto match = co_await match_tcp_rule(name, impl_->services.config->snapshot());
+    co_await tunnel_tcp(name, std::move(match), TcpKind::raw);
+}
+
+// The kill switch, the rule and the address policy, then the record committed
+// before the first byte is relayed. Whatever the client sent is still in the
+// socket (the sniffer only peeks), so a TLS ClientHello reaches the upstream
+// as it was sent.
+net::awaitable<void> Session::tunnel_tcp(const std::string& name, TcpMatch match, TcpKind kind) {
+    const bool tls = kind == TcpKind::tls_passthrough;
+    auto& addresses = match.addresses;
     set_scope(context_.gateway, "tcp", "tcp");
     const auto kill = impl_->kill.load();
     const std::string target = name.empty() ? (addresses.empty() ? std::string("?") : addresses[0].to_string()) : name;
     const std::string where = target + ":" + std::to_string(context_.port);
+    const std::string what = tls ? "TLS passthrough to " : "raw TCP to ";
     if (kill->covers(context_.gateway, "tcp", "tcp")) {
         refuse_connection("kill switch active", target);
         co_return;
     }
-    const policy::TcpRule* match = nullptr;
-    if (gateway != nullptr) {
-        for (const auto& rule : gateway->tcp) {
-            if (rule.port != context_.port) continue;
-            if (!rule.cidr.empty()) {
-                const auto cidr = Cidr::parse(rule.cidr);
-                if (cidr &&
-                    std::all_of(addresses.begin(), addresses.end(),
-                                [&](const IpAddress& a) { return cidr->contains(a); }) &&
-                    !addresses.empty()) {
-                    match = &rule;
-                    break;
-                }
-            } else if (rule.host == name) {
-                match = &rule;
-                break;
-            } else if (context_.destination) {
-                const auto known = co_await impl_->resolver.resolve(rule.host);
-                if (std::find(known.begin(), known.end(), context_.destination->address) != known.end()) {
-                    match = &rule;
-                    break;
-                }
-            }
-        }
-    }
     std::erase_if(addresses,
                   [&](const IpAddress& a) { return !upstream_allowed(a, impl_->options.allowed_upstreams); });
-    if (match == nullptr || addresses.empty()) {
-        refuse_connection(match == nullptr ? "raw TCP to " + where + " is not allowed by gateway \"" +
-                                                 context_.gateway + "\" (add a tcp rule)"
-                                           : "raw TCP to " + where + " goes to an address the proxy may not reach",
+    if (match.rule == nullptr || addresses.empty()) {
+        refuse_connection(match.rule == nullptr ? what + where + " is not allowed by gateway \"" + context_.gateway +
+                                                      "\" (add a tcp rule)"
+                                                : what + where + " goes to an address the proxy may not reach",
                           target);
         co_return;
     }
@@ -1262,11 +1300,12 @@ net::awaitable<void> Session::raw_tcp(const std::string& name) {
     record.gateway = context_.gateway;
     record.agent = context_.agent;
     record.connector = "tcp";
-    record.action = "tcp.connect";
+    record.action = tls ? "tcp.tls_passthrough" : "tcp.connect";
     record.host = target;
     record.path = std::to_string(context_.port);
     record.decision = "allowed";
-    record.reason = "tcp rule " + std::to_string(match->index);
+    record.reason = "tcp rule " + std::to_string(match.rule->index);
+    if (tls) record.reason += "; no connector serves \"" + name + "\": TLS passed through, not intercepted";
     record.forwarded = true;
     start_commit(record);
     record.forwarded = false;
@@ -1297,7 +1336,7 @@ net::awaitable<void> Session::raw_tcp(const std::string& name) {
         record.response_bytes = bytes.second;
     }
     upstream_socket_ = nullptr;
-    record.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
+    record.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - match.started);
     impl_->record(std::move(record));
     close_all();
 }
@@ -1330,6 +1369,21 @@ net::awaitable<void> Session::intercept(beast::flat_buffer& buffer) {
             if (name.empty()) name = context_.verified_name;
             context_.verified_name = name;
             context_.tls = true;
+            // A name no connector of the gateway serves (the lookup requests
+            // are decided by), to a destination a tcp rule allows: tunnelled
+            // as it is, ClientHello included, and never intercepted. A served
+            // name is always intercepted, whatever the tcp rules say.
+            if (raw_possible && !name.empty()) {
+                auto config = impl_->services.config->snapshot();
+                const auto* gateway = config->gateway(context_.gateway);
+                if (gateway != nullptr && gateway->connector_for_host(name) == nullptr) {
+                    auto match = co_await match_tcp_rule(name, std::move(config));
+                    if (match.rule != nullptr) {
+                        co_await tunnel_tcp(name, std::move(match), TcpKind::tls_passthrough);
+                        co_return;
+                    }
+                }
+            }
             const std::string leaf_name =
                 !name.empty() ? name : (context_.destination ? context_.destination->address.to_string() : "");
             if (leaf_name.empty()) {
