@@ -6,6 +6,7 @@
 #include <boost/beast/http/parser.hpp>
 
 #include <algorithm>
+#include <limits>
 
 namespace tameflare::proxy {
 
@@ -54,6 +55,9 @@ HeadResult parse_request_head(std::string_view bytes, std::size_t max_bytes) {
 
     http::request_parser<http::empty_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(max_bytes));
+    // Only the head is parsed here; without this Beast refuses a declared
+    // Content-Length over its 1 MiB default as if the head were malformed.
+    parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // boost::none misbehaves in Beast 1.74
     parser.eager(false);
     boost::system::error_code error;
     const std::size_t used = parser.put(boost::asio::buffer(head.data(), head.size()), error);

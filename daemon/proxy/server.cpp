@@ -36,6 +36,28 @@ constexpr auto kToken = net::use_awaitable;
 // The longest a request waits for its traffic record to be durable before it
 // is refused instead of forwarded.
 constexpr std::chrono::seconds kCommitWait{10};
+// A body is relayed in pieces of this size.
+constexpr std::size_t kBodyChunkBytes = 64 * 1024;
+
+// Beast reads into a flat_buffer as much as it has room for, at least 512
+// bytes, and a buffer that is consumed as fast as it fills never grows: a
+// body would be relayed 512 bytes per system call. While a body is relayed
+// the buffer gets room for a whole piece; afterwards an empty buffer gives
+// the memory back, so an idle connection holds none of it.
+class LargeReads {
+public:
+    explicit LargeReads(beast::flat_buffer& buffer, bool active = true) : buffer_(active ? &buffer : nullptr) {
+        if (buffer_ != nullptr) buffer_->reserve(kBodyChunkBytes);
+    }
+    ~LargeReads() {
+        if (buffer_ != nullptr && buffer_->size() == 0) buffer_->shrink_to_fit();
+    }
+    LargeReads(const LargeReads&) = delete;
+    LargeReads& operator=(const LargeReads&) = delete;
+
+private:
+    beast::flat_buffer* buffer_;
+};
 
 std::string lower(std::string_view text) {
     std::string out(text);
@@ -923,13 +945,14 @@ net::awaitable<std::uint64_t> Exchange<Stream>::stream_request_body() {
     std::uint64_t bytes = body_.size();
     bool first = !body_.empty();
     std::vector<char> chunk;
+    const LargeReads large_reads(buffer_);
     while (!serializer.is_done()) {
         if (first) {
             request.body().data = body_.data();
             request.body().size = body_.size();
             first = false;
         } else if (!parser_->is_done()) {
-            chunk.resize(16384);
+            chunk.resize(kBodyChunkBytes);
             request.body().data = chunk.data();
             request.body().size = chunk.size();
             beast::get_lowest_layer(client_).expires_after(impl_.options.client_idle_timeout);
@@ -978,8 +1001,12 @@ net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool cl
             continue;
         }
         record_.status = status;
-        if (!client_keep_alive) response.keep_alive(false);
         const bool upstream_reusable = response.keep_alive() && !parser.need_eof();
+        // Connection is hop-by-hop: the client's connection stays open when
+        // the client asked for that, whatever the upstream does with its own,
+        // unless the body ends only when the upstream closes.
+        const bool client_stays = client_keep_alive && !parser.need_eof();
+        response.keep_alive(client_stays);
         http::response_serializer<http::buffer_body> serializer{response};
         beast::get_lowest_layer(client_).expires_after(impl_.options.upstream_timeout);
         co_await http::async_write_header(client_, serializer, net::redirect_error(kToken, error));
@@ -993,7 +1020,8 @@ net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool cl
             record_.response_bytes += bytes.second;
             co_return false;
         }
-        std::vector<char> chunk(16384);
+        std::vector<char> chunk(parser.is_done() ? 0 : kBodyChunkBytes);
+        const LargeReads large_reads(upstream_buffer_, !parser.is_done());
         while (!serializer.is_done()) {
             if (!parser.is_done()) {
                 response.body().data = chunk.data();
@@ -1020,7 +1048,7 @@ net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool cl
             error_code ignored;
             beast::get_lowest_layer(*upstream_).socket().close(ignored);
         }
-        co_return response.keep_alive() && client_keep_alive;
+        co_return client_stays;
     }
 }
 

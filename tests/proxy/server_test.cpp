@@ -600,6 +600,42 @@ TEST_F(ProxyTest, ServerSentEventsStreamThrough) {
     EXPECT_NE(stream.out().find("data: 2"), std::string::npos);
 }
 
+// Connection is hop-by-hop: an upstream that closes after its response does
+// not close the agent's keep-alive connection, and the next request on it
+// gets a new upstream connection.
+TEST_F(ProxyTest, AnUpstreamThatClosesLeavesTheClientsConnectionOpen) {
+    origins_.set(plain_origin());
+    RawClient client(transparent_port());
+    client.send(plain_request("GET", "/close") + plain_request("GET", "/one"));
+    const std::string replies = client.read_all(1500ms);
+    const auto first = replies.find("HTTP/1.1 200");
+    ASSERT_NE(first, std::string::npos) << replies;
+    EXPECT_NE(replies.find("HTTP/1.1 200", first + 1), std::string::npos) << replies;
+    EXPECT_EQ(replies.find("Connection: close"), std::string::npos) << replies;
+    ASSERT_EQ(plain_.requests().size(), 2u);
+    EXPECT_EQ(plain_.requests()[1].target, "/one");
+}
+
+// Bodies of several MiB each way arrive whole (relayed in 64 KiB pieces).
+TEST_F(ProxyTest, LargeBodiesArriveWholeBothWays) {
+    origins_.set(plain_origin());
+    const std::string connect_to =
+        "plain.test:" + std::to_string(plain_.port()) + ":127.0.0.1:" + std::to_string(transparent_port());
+    const std::string base = "http://plain.test:" + std::to_string(plain_.port());
+    const Result download = testing::run(curl_argv({"--connect-to", connect_to, "-o", "/dev/null", "-w",
+                                                    "%{size_download}", base + "/bytes?n=" + std::to_string(5 << 20)}));
+    ASSERT_EQ(download.status, 0) << download.err;
+    EXPECT_EQ(download.out, std::to_string(5 << 20));
+    const TempDir dir;
+    const auto upload = dir.path() / "upload";
+    std::ofstream(upload) << std::string(3 << 20, 'u');
+    const Result posted =
+        testing::run(curl_argv({"--connect-to", connect_to, "--data-binary", "@" + upload.string(), base + "/upload"}));
+    ASSERT_EQ(posted.status, 0) << posted.err;
+    ASSERT_EQ(plain_.requests().size(), 2u) << posted.out << posted.err;
+    EXPECT_EQ(plain_.requests()[1].body.size(), std::size_t{3} << 20);
+}
+
 TEST_F(ProxyTest, ChunkedRequestAndResponseBodiesPassThrough) {
     origins_.set(plain_origin());
     const Result result = testing::run(
