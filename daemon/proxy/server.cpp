@@ -23,6 +23,7 @@
 #include <limits>
 #include <list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -36,8 +37,15 @@ constexpr auto kToken = net::use_awaitable;
 // The longest a request waits for its traffic record to be durable before it
 // is refused instead of forwarded.
 constexpr std::chrono::seconds kCommitWait{10};
-// A body is relayed in pieces of this size.
+// A body is relayed in pieces of at most this size; one of at most
+// kSmallBodyBytes needs no larger reads.
 constexpr std::size_t kBodyChunkBytes = 64 * 1024;
+constexpr std::size_t kSmallBodyBytes = 16 * 1024;
+
+// The piece a body of `length` bytes (none: unknown, chunked) is relayed in.
+std::size_t body_piece(const boost::optional<std::uint64_t>& length) {
+    return length ? static_cast<std::size_t>(std::min<std::uint64_t>(*length, kBodyChunkBytes)) : kBodyChunkBytes;
+}
 
 // Beast reads into a flat_buffer as much as it has room for, at least 512
 // bytes, and a buffer that is consumed as fast as it fills never grows: a
@@ -46,7 +54,8 @@ constexpr std::size_t kBodyChunkBytes = 64 * 1024;
 // the memory back, so an idle connection holds none of it.
 class LargeReads {
 public:
-    explicit LargeReads(beast::flat_buffer& buffer, bool active = true) : buffer_(active ? &buffer : nullptr) {
+    // `piece`: what body_piece() chose; a small body needs no more room.
+    LargeReads(beast::flat_buffer& buffer, std::size_t piece) : buffer_(piece > kSmallBodyBytes ? &buffer : nullptr) {
         if (buffer_ != nullptr) buffer_->reserve(kBodyChunkBytes);
     }
     ~LargeReads() {
@@ -944,25 +953,25 @@ net::awaitable<std::uint64_t> Exchange<Stream>::stream_request_body() {
     if (error) throw boost::system::system_error(error);
     std::uint64_t bytes = body_.size();
     bool first = !body_.empty();
-    std::vector<char> chunk;
-    const LargeReads large_reads(buffer_);
+    const std::size_t piece = body_piece(parser_->content_length_remaining());
+    const auto chunk = std::make_unique_for_overwrite<char[]>(piece);
+    const LargeReads large_reads(buffer_, piece);
     while (!serializer.is_done()) {
         if (first) {
             request.body().data = body_.data();
             request.body().size = body_.size();
             first = false;
         } else if (!parser_->is_done()) {
-            chunk.resize(kBodyChunkBytes);
-            request.body().data = chunk.data();
-            request.body().size = chunk.size();
+            request.body().data = chunk.get();
+            request.body().size = piece;
             beast::get_lowest_layer(client_).expires_after(impl_.options.client_idle_timeout);
             co_await http::async_read_some(client_, buffer_, *parser_, net::redirect_error(kToken, error));
             if (error == http::error::need_buffer) error = {};
             if (error) throw boost::system::system_error(error);
-            request.body().size = chunk.size() - request.body().size;
+            request.body().size = piece - request.body().size;
             // No bytes (a chunk header was read): a null buffer, or the
             // serializer would write an empty chunk, which ends the body.
-            request.body().data = request.body().size == 0 ? nullptr : chunk.data();
+            request.body().data = request.body().size == 0 ? nullptr : chunk.get();
             bytes += request.body().size;
         } else {
             request.body().data = nullptr;
@@ -1009,9 +1018,9 @@ net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool cl
         response.keep_alive(client_stays);
         http::response_serializer<http::buffer_body> serializer{response};
         beast::get_lowest_layer(client_).expires_after(impl_.options.upstream_timeout);
-        co_await http::async_write_header(client_, serializer, net::redirect_error(kToken, error));
-        if (error) co_return false;
         if (status == 101) {  // WebSocket: the request was decided; now it is a byte stream
+            co_await http::async_write_header(client_, serializer, net::redirect_error(kToken, error));
+            if (error) co_return false;
             record_.forwarded = true;
             beast::get_lowest_layer(client_).expires_never();
             beast::get_lowest_layer(*upstream_).expires_never();
@@ -1020,19 +1029,32 @@ net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool cl
             record_.response_bytes += bytes.second;
             co_return false;
         }
-        std::vector<char> chunk(parser.is_done() ? 0 : kBodyChunkBytes);
-        const LargeReads large_reads(upstream_buffer_, !parser.is_done());
+        const std::size_t piece = parser.is_done() ? 0 : body_piece(parser.content_length_remaining());
+        const auto chunk = std::make_unique_for_overwrite<char[]>(piece);
+        const LargeReads large_reads(upstream_buffer_, piece);
+        // The head goes out together with the body bytes that arrived with it
+        // (one write, one wake-up of the client); when none did, alone, so a
+        // slow or streamed body does not hold it back.
+        bool head_sent = false;
         while (!serializer.is_done()) {
             if (!parser.is_done()) {
-                response.body().data = chunk.data();
-                response.body().size = chunk.size();
-                beast::get_lowest_layer(*upstream_).expires_after(impl_.options.upstream_timeout);
-                co_await http::async_read_some(*upstream_, upstream_buffer_, parser,
-                                               net::redirect_error(kToken, error));
-                if (error == http::error::need_buffer) error = {};
+                response.body().data = chunk.get();
+                response.body().size = piece;
+                std::size_t parsed = 0;
+                if (upstream_buffer_.size() != 0) {
+                    parsed = parser.put(upstream_buffer_.data(), error);
+                    upstream_buffer_.consume(parsed);
+                    if (error == http::error::need_buffer || error == http::error::need_more) error = {};
+                }
+                if (parsed == 0 && head_sent && !error) {
+                    beast::get_lowest_layer(*upstream_).expires_after(impl_.options.upstream_timeout);
+                    co_await http::async_read_some(*upstream_, upstream_buffer_, parser,
+                                                   net::redirect_error(kToken, error));
+                    if (error == http::error::need_buffer) error = {};
+                }
                 if (error) throw boost::system::system_error(error);
-                response.body().size = chunk.size() - response.body().size;
-                response.body().data = response.body().size == 0 ? nullptr : chunk.data();
+                response.body().size = piece - response.body().size;
+                response.body().data = response.body().size == 0 ? nullptr : chunk.get();
                 record_.response_bytes += response.body().size;
             } else {
                 response.body().data = nullptr;
@@ -1041,6 +1063,7 @@ net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool cl
             response.body().more = !parser.is_done();
             beast::get_lowest_layer(client_).expires_after(impl_.options.upstream_timeout);
             co_await http::async_write(client_, serializer, net::redirect_error(kToken, error));
+            head_sent = true;
             if (error == http::error::need_buffer) error = {};
             if (error) co_return false;
         }
