@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +24,11 @@ namespace {
 // Queued info/debug records beyond this are dropped (and counted): about
 // 8 MiB at worst, a few seconds of a flood the journal cannot keep up with.
 constexpr std::size_t kQueueCapacity = 8192;
+// Queued records are written in batches: the writer, once woken, lets more
+// gather for up to kLinger unless kWakeAt are waiting. A wake-up (a futex and
+// a context switch) per request cost the proxy more than writing the record.
+constexpr std::size_t kWakeAt = 256;
+constexpr std::chrono::milliseconds kLinger{50};
 
 struct Record {
     LogLevel level;
@@ -68,8 +74,9 @@ bool stderr_is_journal() {
     return status.st_dev == device && status.st_ino == inode;
 }
 
-void write_stderr(const Record& record) {
-    std::string line = level_name(record.level);
+// Appends the record's line to `line`.
+void format_line(const Record& record, std::string& line) {
+    line += level_name(record.level);
     line += ": ";
     line += record.message;
     for (const auto& [key, value] : record.fields) {
@@ -86,6 +93,11 @@ void write_stderr(const Record& record) {
         if (quote) line += '"';
     }
     line += '\n';
+}
+
+void write_stderr(const Record& record) {
+    std::string line;
+    format_line(record, line);
     std::fputs(line.c_str(), stderr);
 }
 
@@ -124,6 +136,7 @@ public:
     [[nodiscard]] std::uint64_t dropped() const { return dropped_total_.load(); }
 
     void queue(Record record) {
+        bool notify = false;
         {
             const std::lock_guard lock(mutex_);
             if (queue_.size() >= kQueueCapacity) {
@@ -133,8 +146,9 @@ public:
             }
             queue_.push_back(std::move(record));
             if (!thread_.joinable() && !stopping_) thread_ = std::thread([this] { run(); });
+            notify = (idle_ && queue_.size() == 1) || queue_.size() == kWakeAt;
         }
-        wake_.notify_one();
+        if (notify) wake_.notify_one();
     }
 
     // Written now, after what was queued before it.
@@ -155,7 +169,10 @@ private:
     void run() {
         std::unique_lock lock(mutex_);
         while (!stopping_) {
+            idle_ = true;
             wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+            idle_ = false;
+            wake_.wait_for(lock, kLinger, [this] { return stopping_ || queue_.size() >= kWakeAt; });
             lock.unlock();
             {
                 const std::lock_guard output(output_mutex_);
@@ -175,7 +192,12 @@ private:
             dropped = dropped_;
             dropped_ = 0;
         }
-        for (const auto& record : batch) emit(record);
+        std::string lines;  // one write for the batch's plain lines (stderr is unbuffered)
+        for (const auto& record : batch) {
+            if (journal_ && write_journal(record)) continue;
+            format_line(record, lines);
+        }
+        if (!lines.empty()) std::fputs(lines.c_str(), stderr);
         if (dropped != 0) {
             emit(Record{
                 LogLevel::warning,
@@ -198,6 +220,7 @@ private:
     std::uint64_t dropped_ = 0;  // since the last report
     std::atomic<std::uint64_t> dropped_total_{0};
     bool stopping_ = false;
+    bool idle_ = false;  // the writer waits for a first record (not lingering)
     std::thread thread_;
 };
 
