@@ -39,8 +39,8 @@ constexpr auto kToken = net::use_awaitable;
 constexpr std::chrono::seconds kCommitWait{10};
 // A body is relayed in pieces of at most this size; one of at most
 // kSmallBodyBytes needs no larger reads.
-constexpr std::size_t kBodyChunkBytes = 64 * 1024;
-constexpr std::size_t kSmallBodyBytes = 16 * 1024;
+constexpr std::size_t kBodyChunkBytes = std::size_t{64} * 1024;
+constexpr std::size_t kSmallBodyBytes = std::size_t{16} * 1024;
 
 // The piece a body of `length` bytes (none: unknown, chunked) is relayed in.
 std::size_t body_piece(const boost::optional<std::uint64_t>& length) {
