@@ -9,6 +9,10 @@
 #                     clang-tidy), a benchmark smoke run, the fuzzers for a
 #                     short while, and the unit tests again under ASan+UBSan
 #   ./build.sh deps   only install the Debian packages
+#   ./build.sh bench-peers [ARGS...]
+#                     install Squid, mitmproxy, tinyproxy and nginx from Debian,
+#                     build Release, and measure tameflared side by side with
+#                     them (bench/peers/compare.py ARGS; docs/performance.md)
 #
 # Environment: JOBS (parallel jobs, default: nproc), TF_FUZZ_SECONDS (per
 # fuzzer in `test`, default 30).
@@ -38,13 +42,22 @@ PACKAGES=(
   debootstrap debian-archive-keyring             # tests/e2e: the Debian 12 root the package is installed in (signed)
   systemd-container                              # tests/e2e: systemd-nspawn boots that root
 )
+# Only for `bench-peers`: the peers tameflared is measured against, the
+# upstream they all reach, and the chart.
+PEER_PACKAGES=(
+  squid-openssl mitmproxy tinyproxy    # the peers (Squid built with OpenSSL for ssl_bump)
+  nginx-light                          # the loopback upstream (HTTP and HTTPS)
+  gnuplot-nox fonts-dejavu-core        # the chart
+  util-linux openssl                   # taskset, unshare; the test certificates
+)
 JOBS=${JOBS:-$(nproc)}
 
 log() { printf '\n==> %s\n' "$*"; }
 
-install_deps() {
-  local missing=() package
-  for package in "${PACKAGES[@]}"; do
+install_deps() {  # [PACKAGE...] (default: PACKAGES)
+  local missing=() package wanted=("$@")
+  ((${#wanted[@]})) || wanted=("${PACKAGES[@]}")
+  for package in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
   done
   if ((${#missing[@]} == 0)); then
@@ -56,7 +69,26 @@ install_deps() {
   fi
   log "installing ${missing[*]}"
   apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  # Packages that ship a service (squid, tinyproxy, nginx) must not start it:
+  # the benchmark runs its own instances. policy-rc.d says so to invoke-rc.d
+  # and deb-systemd-invoke; one that was already there is left alone.
+  local policy=/usr/sbin/policy-rc.d made_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
+  fi
+  local status=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" || status=$?
+  ((made_policy)) && rm -f "$policy"
+  return "$status"
+}
+
+bench_peers() {
+  install_deps
+  install_deps "${PEER_PACKAGES[@]}"
+  log "building (Release)"
+  configure_and_build build-bench -DCMAKE_BUILD_TYPE=Release -DTF_TESTS=OFF
+  log "measuring tameflared, Squid, mitmproxy and tinyproxy side by side"
+  python3 bench/peers/compare.py --build build-bench "$@"
 }
 
 configure_and_build() {  # DIR [cmake args...]
@@ -135,8 +167,9 @@ case "${1:-}" in
   run) run_demo ;;
   test) run_tests ;;
   deps) install_deps ;;
+  bench-peers) shift && bench_peers "$@" ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
