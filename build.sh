@@ -49,6 +49,7 @@ PEER_PACKAGES=(
   nginx-light                          # the loopback upstream (HTTP and HTTPS)
   gnuplot-nox fonts-dejavu-core        # the chart
   util-linux openssl                   # taskset, unshare; the test certificates
+  iptables                             # Squid's transparent mode (nat REDIRECT of the load generator's cgroup)
 )
 JOBS=${JOBS:-$(nproc)}
 

@@ -441,6 +441,8 @@ http_access deny all
         make_ca(certs, "squid-ca")
         os.chmod(certs / "squid-ca.key", 0o644)
         intercept = not self.args.no_transparent and shutil.which("iptables") is not None
+        if not self.args.no_transparent and not intercept:
+            log("iptables is not installed: Squid is left out of the transparent scenarios")
         for name, port, rules in (("squid", 13128, 1), ("squid-1000", 13228, 1000)):
             conf = self.squid_conf(name, port, rules, certs, intercept and rules == 1)
             check = subprocess.run(["squid", "-k", "parse", "-f", str(conf)], capture_output=True, text=True)
