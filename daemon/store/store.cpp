@@ -62,6 +62,9 @@ struct Store::Impl {
     std::chrono::steady_clock::time_point last_checkpoint = std::chrono::steady_clock::now();
     std::chrono::steady_clock::time_point next_retention = std::chrono::steady_clock::now();
     std::thread writer;
+    // Held by the writer thread while it writes, and by the checkpointer
+    // while it holds writers back. Taken before `mutex`, never after it.
+    std::mutex db_mutex;
 
     // WAL checkpoints (copying the log back into the database, with their
     // fsyncs) run on their own thread and connection, so a commit never
@@ -71,11 +74,10 @@ struct Store::Impl {
     bool checkpoint_wanted = false;
     bool checkpoint_stopping = false;
     std::thread checkpointer;
-    static constexpr int kCheckpointPages = 1000;
 
     static int wal_hook(void* self, sqlite3* /*db*/, const char* /*name*/, int pages) {
-        if (pages >= kCheckpointPages) {
-            auto* impl = static_cast<Impl*>(self);
+        auto* impl = static_cast<Impl*>(self);
+        if (static_cast<std::size_t>(pages) >= impl->options.wal_checkpoint_pages) {
             std::lock_guard lock(impl->checkpoint_mutex);
             impl->checkpoint_wanted = true;
             impl->checkpoint_wake.notify_one();
@@ -100,6 +102,16 @@ struct Store::Impl {
             checkpoint_wanted = false;
             lock.unlock();
             sqlite3_wal_checkpoint_v2(own->handle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+            {
+                // SQLite starts the log over only at a write that begins after
+                // a checkpoint copied every frame. Under steady traffic a
+                // commit always lands while the pass above syncs, so the log
+                // would grow without end (and be copied again and again).
+                // The frames written meanwhile are copied with our writers
+                // held back; the next commit then starts the log over.
+                std::lock_guard writers(db_mutex);
+                sqlite3_wal_checkpoint_v2(own->handle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+            }
             lock.lock();
         }
         lock.unlock();
@@ -302,6 +314,7 @@ struct Store::Impl {
         std::vector<Op> batch;
         batch.reserve(options.max_batch);
         while (true) {
+            std::unique_lock db_lock(db_mutex, std::defer_lock);
             {
                 std::unique_lock lock(mutex);
                 const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
@@ -317,6 +330,9 @@ struct Store::Impl {
                     wake.wait_for(lock, options.linger,
                                   [&] { return stopping || waiters > 0 || queue.size() >= options.max_batch / 2; });
                 }
+                lock.unlock();
+                db_lock.lock();
+                lock.lock();
                 if (!retry.empty() && (Clock::now() >= retry_at || stopping)) {
                     while (!retry.empty() && batch.size() < options.max_batch) {
                         batch.push_back(std::move(retry.front()));
