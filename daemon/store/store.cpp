@@ -111,8 +111,12 @@ struct Store::Impl {
                 // held back; the next commit then starts the log over.
                 std::lock_guard writers(db_mutex);
                 sqlite3_wal_checkpoint_v2(own->handle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+                std::lock_guard counted(mutex);
+                ++counters.wal_checkpoints;
             }
             lock.lock();
+            // The commits that asked for a checkpoint meanwhile were copied too.
+            checkpoint_wanted = false;
         }
         lock.unlock();
         sqlite3_wal_checkpoint_v2(own->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);

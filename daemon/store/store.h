@@ -112,6 +112,7 @@ struct StoreCounters {
     std::uint64_t failed_transactions = 0;
     std::uint64_t lost_writes = 0;  // given up after the retry queue overflowed
     std::uint64_t queued = 0;
+    std::uint64_t wal_checkpoints = 0;  // each ends with the log copied whole
 };
 
 class Store {
