@@ -1,8 +1,13 @@
 #include "bench/peers/loadgen_options.h"
 
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/http.h>
+
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <span>
 #include <system_error>
 
@@ -53,80 +58,64 @@ std::uint16_t parse_port(std::string_view flag, std::string_view whole, std::str
     return static_cast<std::uint16_t>(value);
 }
 
-// "host", "host:port", "[v6]", "[v6]:port"; the port is empty when absent.
-struct SplitHost {
-    std::string_view host;
-    std::string_view port;
-    bool has_port = false;
+// A string OpenSSL allocated.
+struct OpenSslFree {
+    void operator()(char* text) const { OPENSSL_free(text); }
 };
+using OpenSslString = std::unique_ptr<char, OpenSslFree>;
 
-std::optional<SplitHost> split_host(std::string_view text) {
-    SplitHost out;
-    if (text.starts_with('[')) {
-        const auto close = text.find(']');
-        if (close == std::string_view::npos || close == 1) return std::nullopt;
-        out.host = text.substr(1, close - 1);
-        const auto rest = text.substr(close + 1);
-        if (rest.empty()) return out;
-        if (!rest.starts_with(':')) return std::nullopt;
-        out.port = rest.substr(1);
-        out.has_port = true;
-        return out;
-    }
-    const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) {
-        out.host = text;
-    } else {
-        if (text.find(':') != colon) return std::nullopt;  // an IPv6 literal without brackets
-        out.host = text.substr(0, colon);
-        out.port = text.substr(colon + 1);
-        out.has_port = true;
-    }
-    if (out.host.empty()) return std::nullopt;
-    return out;
+std::string_view view(const OpenSslString& text) {
+    return text ? std::string_view(text.get()) : std::string_view();
 }
 
+// The host of an IPv6 literal without its brackets.
+std::string unbracketed(std::string_view host) {
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    return std::string(host);
+}
+
+// "host", "host:port", "[v6]", "[v6]:port", split by OpenSSL (BIO_parse_hostserv).
 HostPort parse_host_port(std::string_view flag, std::string_view text, std::optional<std::uint16_t> default_port) {
-    const auto split = split_host(text);
     const std::string_view expected = default_port ? "ADDR or ADDR:PORT (IPv6 as [ADDR]:PORT)" : "HOST:PORT";
-    if (!split || (!split->has_port && !default_port)) bad_value(flag, text, expected);
+    const std::string whole(text);
+    char* host = nullptr;
+    char* service = nullptr;
+    const int parsed = BIO_parse_hostserv(whole.c_str(), &host, &service, BIO_PARSE_PRIO_HOST);
+    const OpenSslString owned_host(host), owned_service(service);
+    if (parsed != 1 || view(owned_host).empty() || (!owned_service && !default_port)) {
+        bad_value(flag, text, expected);
+    }
     HostPort out;
-    out.host = std::string(split->host);
-    out.port = split->has_port ? parse_port(flag, text, split->port) : *default_port;
+    out.host = std::string(view(owned_host));
+    out.port = owned_service ? parse_port(flag, text, view(owned_service)) : *default_port;
     return out;
 }
 
+// Split by OpenSSL (OSSL_HTTP_parse_url); the scheme must be written out.
 Url parse_url(std::string_view text) {
     constexpr std::string_view kFlag = "--url";
     constexpr std::string_view kExpected = "http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH";
+    if (!text.starts_with("http://") && !text.starts_with("https://")) bad_value(kFlag, text, kExpected);
     Url url;
     url.text = std::string(text);
-    std::string_view rest;
-    if (text.starts_with("http://")) {
-        rest = text.substr(7);
-    } else if (text.starts_with("https://")) {
-        url.https = true;
-        rest = text.substr(8);
-    } else {
-        bad_value(kFlag, text, kExpected);
-    }
-    const auto authority_end = rest.find_first_of("/?#");
-    const auto authority = rest.substr(0, authority_end);
-    if (authority.find('@') != std::string_view::npos) {
+    int https = 0;
+    int port = 0;
+    char *user = nullptr, *host = nullptr, *path = nullptr, *query = nullptr;
+    const int parsed =
+        OSSL_HTTP_parse_url(url.text.c_str(), &https, &user, &host, nullptr, &port, &path, &query, nullptr);
+    const OpenSslString owned_user(user), owned_host(host), owned_path(path), owned_query(query);
+    if (parsed != 1 || view(owned_host).empty() || port < 1 || port > 65535) bad_value(kFlag, text, kExpected);
+    if (!view(owned_user).empty()) {
         bad_value(kFlag, text, "a URL without user:pass@ (use --proxy-auth for the proxy)");
     }
-    const auto split = split_host(authority);
-    if (!split) bad_value(kFlag, text, kExpected);
-    url.host = std::string(split->host);
-    url.port = url.https ? 443 : 80;
-    if (split->has_port) url.port = parse_port(kFlag, text, split->port);
-    if (authority_end != std::string_view::npos) {
-        auto target = rest.substr(authority_end);
-        target = target.substr(0, target.find('#'));
-        // GCC 12 warns falsely (-Wrestrict) about "literal" + std::string; append instead.
-        url.target.clear();
-        if (target.empty() || target.starts_with('?')) url.target.push_back('/');
-        url.target.append(target);
+    url.https = https == 1;
+    url.host = unbracketed(view(owned_host));
+    url.port = static_cast<std::uint16_t>(port);
+    url.target = std::string(view(owned_path));
+    if (url.target.empty()) url.target.push_back('/');
+    if (!view(owned_query).empty()) {
+        url.target.push_back('?');
+        url.target.append(view(owned_query));
     }
     for (const char c : url.target) {
         if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
