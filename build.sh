@@ -84,8 +84,7 @@ install_deps() {  # [PACKAGE...] (default: PACKAGES)
 }
 
 bench_peers() {
-  install_deps
-  install_deps "${PEER_PACKAGES[@]}"
+  install_deps "${PACKAGES[@]}" "${PEER_PACKAGES[@]}"   # one apt-get update for both
   log "building (Release)"
   configure_and_build build-bench -DCMAKE_BUILD_TYPE=Release -DTF_TESTS=OFF
   log "measuring tameflared, Squid, mitmproxy and tinyproxy side by side"
