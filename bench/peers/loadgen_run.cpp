@@ -12,6 +12,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/write.hpp>
 
 #include <cmath>
 #include <csignal>
@@ -20,12 +23,15 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <vector>
 
 namespace tameflare::loadgen {
 
 namespace {
+
+namespace http = boost::beast::http;
 
 using boost::system::error_code;
 constexpr auto kToken = net::use_awaitable;
@@ -90,28 +96,37 @@ bool is_ip_address(const std::string& host) {
     return !ec;
 }
 
+// A request head as Beast writes it.
+std::string serialized(const http::request<http::empty_body>& request) {
+    std::ostringstream out;
+    out << request;
+    return out.str();
+}
+
 std::string build_request(const Options& options) {
     const Url& url = options.url;
     // Through a proxy, plain HTTP goes in absolute form; HTTPS goes in origin form inside the tunnel.
     const bool absolute = options.through_proxy() && !url.https;
-    std::string out = "GET ";
-    out += absolute ? "http://" + url.host_header() + url.target : url.target;
-    out += " HTTP/1.1\r\nHost: " + url.host_header() + "\r\n";
-    if (absolute && options.proxy_auth)
-        out += "Proxy-Authorization: " + basic_credentials(*options.proxy_auth) + "\r\n";
-    out += "User-Agent: tf_loadgen\r\nAccept: */*\r\n";
-    if (options.new_connection) out += "Connection: close\r\n";
-    out += "\r\n";
-    return out;
+    http::request<http::empty_body> request{http::verb::get,
+                                            absolute ? "http://" + url.host_header() + url.target : url.target, 11};
+    request.set(http::field::host, url.host_header());
+    if (absolute && options.proxy_auth) {
+        request.set(http::field::proxy_authorization, basic_credentials(*options.proxy_auth));
+    }
+    request.set(http::field::user_agent, "tf_loadgen");
+    request.set(http::field::accept, "*/*");
+    if (options.new_connection) request.keep_alive(false);
+    return serialized(request);
 }
 
 std::string build_connect_request(const Options& options) {
     if (!options.through_proxy() || !options.url.https) return {};
     const std::string authority = options.url.authority();
-    std::string out = "CONNECT " + authority + " HTTP/1.1\r\nHost: " + authority + "\r\n";
-    if (options.proxy_auth) out += "Proxy-Authorization: " + basic_credentials(*options.proxy_auth) + "\r\n";
-    out += "User-Agent: tf_loadgen\r\n\r\n";
-    return out;
+    http::request<http::empty_body> request{http::verb::connect, authority, 11};
+    request.set(http::field::host, authority);
+    if (options.proxy_auth) request.set(http::field::proxy_authorization, basic_credentials(*options.proxy_auth));
+    request.set(http::field::user_agent, "tf_loadgen");
+    return serialized(request);
 }
 
 // The one client TLS context of the run: peer verification on, no session
