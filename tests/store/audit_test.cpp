@@ -79,6 +79,26 @@ protected:
     vault::VaultKey key = vault::VaultKey::generate();
 };
 
+// The bytes that are hashed are the chain's file format: every chain written
+// so far must verify with every later build. Pinned here, escaping included
+// (quotes, backslashes, non-ASCII as \u, as nlohmann's ensure_ascii writes).
+TEST(AuditCanonicalTest, TheHashedEncodingNeverChanges) {
+    const AuditEvent pinned{std::chrono::system_clock::time_point(std::chrono::microseconds(1700000000000000)),
+                            "action.allowed",
+                            "ci",
+                            "a1",
+                            "agent:a1",
+                            "r1",
+                            R"({"host":"api.github.com","note":"caf)"
+                            "\xc3\xa9"  // é in UTF-8
+                            R"( \\ tab\t"})"};
+    const std::string expected =
+        R"({"actor":"agent:a1","agent":"a1","details":"{\"host\":\"api.github.com\",\"note\":\"caf\u00e9 )"
+        R"(\\\\ tab\\t\"}","event":"action.allowed","gateway":"ci","seq":7,"subject":"r1","time":1700000000000000})";
+    EXPECT_EQ(canonical(7, 1700000000000000, pinned), expected);
+    EXPECT_EQ(to_hex(chain_hash(Hash{}, expected)), "8da4a0544b5601e57e93ccca027218304233a76186ce14773b1c5de8d9b46baf");
+}
+
 TEST_F(AuditChainTest, AnUntouchedChainVerifies) {
     fill(25, true);
     const auto report = verify(&key);
