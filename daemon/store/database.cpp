@@ -248,7 +248,8 @@ std::int64_t Database::scalar(std::string_view sql) {
 // Transaction
 
 Transaction::Transaction(Database& db) : db_(db) {
-    db_.exec("BEGIN IMMEDIATE");
+    if (!db_.begin_) db_.begin_.emplace(db_.handle(), "BEGIN IMMEDIATE");
+    db_.begin_->run();
 }
 
 Transaction::~Transaction() {
@@ -256,7 +257,8 @@ Transaction::~Transaction() {
 }
 
 void Transaction::commit() {
-    db_.exec("COMMIT");
+    if (!db_.commit_) db_.commit_.emplace(db_.handle(), "COMMIT");
+    db_.commit_->run();
     done_ = true;
 }
 

@@ -95,9 +95,15 @@ private:
     };
     Database(std::unique_ptr<sqlite3, Close> db, std::filesystem::path path);
     void validate_and_migrate(Mode mode);
+    friend class Transaction;
 
     std::unique_ptr<sqlite3, Close> db_;
     std::filesystem::path path_;
+    // BEGIN IMMEDIATE and COMMIT, prepared at the first Transaction: the
+    // store's writer runs one per batch, and sqlite3_exec would parse them
+    // again each time. After db_, so they are finalized first.
+    std::optional<Statement> begin_;
+    std::optional<Statement> commit_;
 };
 
 // RAII transaction: BEGIN IMMEDIATE now, ROLLBACK unless commit() ran.
