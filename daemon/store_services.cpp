@@ -27,19 +27,19 @@ store::AuditEvent action_event(const proxy::TrafficRecord& record, std::string e
 
 }  // namespace
 
-store::TrafficRow to_row(const proxy::TrafficRecord& record) {
+store::TrafficRow to_row(proxy::TrafficRecord record) {
     store::TrafficRow row;
     row.time = record.time;
-    row.request_id = record.request_id;
-    row.gateway = record.gateway;
-    row.agent = record.agent;
-    row.connector = record.connector;
-    row.action = record.action;
-    row.method = record.method;
-    row.host = record.host;
-    row.path = record.path;
-    row.decision = record.decision;
-    row.reason = record.reason;
+    row.request_id = std::move(record.request_id);
+    row.gateway = std::move(record.gateway);
+    row.agent = std::move(record.agent);
+    row.connector = std::move(record.connector);
+    row.action = std::move(record.action);
+    row.method = std::move(record.method);
+    row.host = std::move(record.host);
+    row.path = std::move(record.path);
+    row.decision = std::move(record.decision);
+    row.reason = std::move(record.reason);
     row.status = record.status;
     row.request_bytes = record.request_bytes;
     row.response_bytes = record.response_bytes;
@@ -48,9 +48,9 @@ store::TrafficRow to_row(const proxy::TrafficRecord& record) {
     return row;
 }
 
-void StoreTrafficSink::commit(const proxy::TrafficRecord& record, std::function<void(std::string error)> done) {
+void StoreTrafficSink::commit(proxy::TrafficRecord record, std::function<void(std::string error)> done) {
     auto event = action_event(record, "action.allowed", nlohmann::json::object());
-    store_.commit(to_row(record), {std::move(event)},
+    store_.commit(to_row(std::move(record)), {std::move(event)},
                   [done = std::move(done)](const std::string& error) { done(error); });
 }
 
@@ -72,8 +72,8 @@ void StoreTrafficSink::record(proxy::TrafficRecord record) {
     }
     std::vector<store::AuditEvent> events;
     events.push_back(action_event(record, std::move(event), std::move(details)));
-    if (journal_) JournalTrafficSink{}.record(record);
-    store_.record(to_row(record), std::move(events));
+    if (journal_) journal_record(record);
+    store_.record(to_row(std::move(record)), std::move(events));  // last use: its strings move
 }
 
 void RecordedApprovals::submit(const proxy::ApprovalRequest& request,

@@ -20,7 +20,7 @@ class StoreTrafficSink : public proxy::TrafficSink {
 public:
     explicit StoreTrafficSink(store::Store& store, bool journal = true) : store_(store), journal_(journal) {}
     void record(proxy::TrafficRecord record) override;
-    void commit(const proxy::TrafficRecord& record, std::function<void(std::string error)> done) override;
+    void commit(proxy::TrafficRecord record, std::function<void(std::string error)> done) override;
 
 private:
     store::Store& store_;
@@ -69,6 +69,6 @@ private:
     proxy::ProxyServer& server_;
 };
 
-store::TrafficRow to_row(const proxy::TrafficRecord& record);
+store::TrafficRow to_row(proxy::TrafficRecord record);
 
 }  // namespace tameflare::daemon

@@ -13,7 +13,7 @@ std::string_view journal_decision(std::string_view label) {
     return "deny";  // denied, rate_limited, kill_switch, approval_timeout
 }
 
-void JournalTrafficSink::record(proxy::TrafficRecord record) {
+void journal_record(const proxy::TrafficRecord& record) {
     const std::string status = std::to_string(record.status);
     const std::string latency = std::to_string(record.latency.count());
     const std::string sent = std::to_string(record.request_bytes);
@@ -37,6 +37,10 @@ void JournalTrafficSink::record(proxy::TrafficRecord record) {
                 {"REQUEST_BYTES", sent},
                 {"RESPONSE_BYTES", received},
                 {"LATENCY_US", latency}});
+}
+
+void JournalTrafficSink::record(proxy::TrafficRecord record) {
+    journal_record(record);
 }
 
 }  // namespace tameflare::daemon

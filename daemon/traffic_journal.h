@@ -16,6 +16,9 @@ namespace tameflare::daemon {
 // The DECISION= value for a traffic log decision label.
 std::string_view journal_decision(std::string_view label);
 
+// Queues the journal record of one proxied request.
+void journal_record(const proxy::TrafficRecord& record);
+
 class JournalTrafficSink : public proxy::TrafficSink {
 public:
     void record(proxy::TrafficRecord record) override;

@@ -80,8 +80,8 @@ void Metrics::record(proxy::TrafficRecord record) {
     inner_.record(std::move(record));
 }
 
-void Metrics::commit(const proxy::TrafficRecord& record, std::function<void(std::string error)> done) {
-    inner_.commit(record, std::move(done));
+void Metrics::commit(proxy::TrafficRecord record, std::function<void(std::string error)> done) {
+    inner_.commit(std::move(record), std::move(done));
 }
 
 void Metrics::approval_answered(bool approved) {

@@ -31,7 +31,7 @@ class Metrics : public proxy::TrafficSink {
 public:
     Metrics(proxy::TrafficSink& inner, EventHub& hub) : inner_(inner), hub_(hub) {}
     void record(proxy::TrafficRecord record) override;
-    void commit(const proxy::TrafficRecord& record, std::function<void(std::string error)> done) override;
+    void commit(proxy::TrafficRecord record, std::function<void(std::string error)> done) override;
 
     void approval_answered(bool approved);
     [[nodiscard]] std::string render(const Gauges& gauges) const;

@@ -109,7 +109,7 @@ public:
     // thread, with "" once the record is durable or with why it cannot be;
     // the proxy forwards only after "". A later record() with the same
     // request id completes the row. The default keeps nothing durable.
-    virtual void commit(const TrafficRecord& record, std::function<void(std::string error)> done) {
+    virtual void commit(TrafficRecord record, std::function<void(std::string error)> done) {
         (void)record;
         const auto call = std::move(done);
         call({});

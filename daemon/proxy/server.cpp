@@ -349,7 +349,7 @@ public:
     }
     // Makes `record` durable in the traffic log; await_commit() gives the
     // outcome. The two are split so the write overlaps the upstream connect.
-    void start_commit(const TrafficRecord& record) {
+    void start_commit(TrafficRecord record) {
         commit_result_.reset();
         // A confirmation still on its way for an earlier request on this
         // connection (one that failed before waiting) must not count for this one.
@@ -360,8 +360,8 @@ public:
         }
         auto lifeline = impl_->lifeline;
         ++lifeline->in_flight;
-        impl_->services.traffic->commit(record, [weak = weak_from_this(), executor = stream_.get_executor(), lifeline,
-                                                 sequence](std::string error) {
+        impl_->services.traffic->commit(std::move(record), [weak = weak_from_this(), executor = stream_.get_executor(),
+                                                            lifeline, sequence](std::string error) {
             {
                 std::lock_guard lock(lifeline->mutex);
                 if (lifeline->alive) {
@@ -1170,7 +1170,7 @@ net::awaitable<bool> Exchange<Stream>::forward(const policy::Gateway& gateway,
         durable.connector = connector_name_;
         durable.action = action_;
         durable.forwarded = true;
-        session_.start_commit(durable);
+        session_.start_commit(std::move(durable));
     }
     if (auto failure = co_await connect_upstream(host, port, addresses)) {
         {
