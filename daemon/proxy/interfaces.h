@@ -109,8 +109,9 @@ public:
     // thread, with "" once the record is durable or with why it cannot be;
     // the proxy forwards only after "". A later record() with the same
     // request id completes the row. The default keeps nothing durable.
-    virtual void commit(TrafficRecord record, std::function<void(std::string error)> done) {
-        (void)record;
+    // By value: an override keeps the record (the store moves it into its row).
+    virtual void commit(TrafficRecord /*record*/,  // NOLINT(performance-unnecessary-value-param)
+                        std::function<void(std::string error)> done) {
         const auto call = std::move(done);
         call({});
     }
