@@ -137,16 +137,15 @@ void AuditChain::append(Database& db, const AuditEvent& event) {
         filled->details = "{}";
     }
     const AuditEvent& stored = filled ? *filled : event;
-    const std::string& details = stored.details;
     const Hash hash = chain_hash(hash_, canonical(seq, time, stored));
     insert_->bind(1, seq)
         .bind(2, time)
-        .bind(3, event.event)
-        .bind(4, event.gateway)
-        .bind(5, event.agent)
-        .bind(6, event.actor)
-        .bind(7, event.subject)
-        .bind(8, details)
+        .bind(3, stored.event)
+        .bind(4, stored.gateway)
+        .bind(5, stored.agent)
+        .bind(6, stored.actor)
+        .bind(7, stored.subject)
+        .bind(8, stored.details)
         .bind_blob(9, hash_.data(), hash_.size())
         .bind_blob(10, hash.data(), hash.size());
     insert_->run();
