@@ -21,6 +21,17 @@ inline std::string slurp(const std::filesystem::path& path) {
     return text.str();
 }
 
+// Polls `path` until it contains `needle`; false after `timeout`.
+inline bool wait_for_text(const std::filesystem::path& path, const std::string& needle,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (slurp(path).find(needle) != std::string::npos) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+}
+
 class DaemonProcess {
 public:
     // `environment`: "NAME=value" entries added to the daemon's environment.
@@ -29,12 +40,7 @@ public:
         : log_(std::move(log)), process_(command(binary, config, log_, environment)) {}
 
     bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(20)) const {
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (std::chrono::steady_clock::now() < deadline) {
-            if (slurp(log_).find(needle) != std::string::npos) return true;
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-        return false;
+        return wait_for_text(log_, needle, timeout);
     }
     [[nodiscard]] std::string log() const { return slurp(log_); }
     // A "KEY=value" field of the last line that has it ("" when none).
