@@ -138,16 +138,17 @@ void AuditChain::append(Database& db, const AuditEvent& event) {
     }
     const AuditEvent& stored = filled ? *filled : event;
     const Hash hash = chain_hash(hash_, canonical(seq, time, stored));
+    // Borrowed: `stored`, hash_ and hash outlive the run.
     insert_->bind(1, seq)
         .bind(2, time)
-        .bind(3, stored.event)
-        .bind(4, stored.gateway)
-        .bind(5, stored.agent)
-        .bind(6, stored.actor)
-        .bind(7, stored.subject)
-        .bind(8, stored.details)
-        .bind_blob(9, hash_.data(), hash_.size())
-        .bind_blob(10, hash.data(), hash.size());
+        .bind_borrowed(3, stored.event)
+        .bind_borrowed(4, stored.gateway)
+        .bind_borrowed(5, stored.agent)
+        .bind_borrowed(6, stored.actor)
+        .bind_borrowed(7, stored.subject)
+        .bind_borrowed(8, stored.details)
+        .bind_blob_borrowed(9, hash_.data(), hash_.size())
+        .bind_blob_borrowed(10, hash.data(), hash.size());
     insert_->run();
     seq_ = seq;
     hash_ = hash;

@@ -39,29 +39,35 @@ Statement::Statement(sqlite3* db, std::string_view sql) : db_(db) {
     if (code != SQLITE_OK) Database::fail(db, code, "preparing \"" + std::string(sql.substr(0, 60)) + "\"");
 }
 
-Statement& Statement::bind(int index, std::int64_t value) {
-    const int code = sqlite3_bind_int64(statement_.get(), index, value);
+Statement& Statement::checked(int code) {
     if (code != SQLITE_OK) Database::fail(db_, code, "binding a value");
     return *this;
+}
+
+Statement& Statement::bind(int index, std::int64_t value) {
+    return checked(sqlite3_bind_int64(statement_.get(), index, value));
 }
 
 Statement& Statement::bind(int index, std::string_view value) {
-    const int code =
-        sqlite3_bind_text64(statement_.get(), index, value.data(), value.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
-    if (code != SQLITE_OK) Database::fail(db_, code, "binding a value");
-    return *this;
+    return checked(
+        sqlite3_bind_text64(statement_.get(), index, value.data(), value.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
 }
 
 Statement& Statement::bind_blob(int index, const void* data, std::size_t size) {
-    const int code = sqlite3_bind_blob64(statement_.get(), index, data, size, SQLITE_TRANSIENT);
-    if (code != SQLITE_OK) Database::fail(db_, code, "binding a value");
-    return *this;
+    return checked(sqlite3_bind_blob64(statement_.get(), index, data, size, SQLITE_TRANSIENT));
+}
+
+Statement& Statement::bind_borrowed(int index, std::string_view value) {
+    return checked(
+        sqlite3_bind_text64(statement_.get(), index, value.data(), value.size(), SQLITE_STATIC, SQLITE_UTF8));
+}
+
+Statement& Statement::bind_blob_borrowed(int index, const void* data, std::size_t size) {
+    return checked(sqlite3_bind_blob64(statement_.get(), index, data, size, SQLITE_STATIC));
 }
 
 Statement& Statement::bind_null(int index) {
-    const int code = sqlite3_bind_null(statement_.get(), index);
-    if (code != SQLITE_OK) Database::fail(db_, code, "binding a value");
-    return *this;
+    return checked(sqlite3_bind_null(statement_.get(), index));
 }
 
 bool Statement::step() {
@@ -69,6 +75,7 @@ bool Statement::step() {
     if (code == SQLITE_ROW) return true;
     if (code == SQLITE_DONE) return false;
     sqlite3_reset(statement_.get());
+    sqlite3_clear_bindings(statement_.get());  // no borrowed binding outlives a failure
     Database::fail(db_, code, "running \"" + std::string(sqlite3_sql(statement_.get())).substr(0, 60) + "\"");
 }
 

@@ -40,6 +40,11 @@ public:
     Statement& bind(int index, std::string_view value);
     Statement& bind_blob(int index, const void* data, std::size_t size);
     Statement& bind_null(int index);
+    // Without a copy: the bytes must stay where they are until run() or
+    // reset(), which drop the binding. For the writer's hot inserts, whose
+    // row outlives the statement's run.
+    Statement& bind_borrowed(int index, std::string_view value);
+    Statement& bind_blob_borrowed(int index, const void* data, std::size_t size);
 
     // true: a row is ready; false: done. Throws StoreError on failure.
     bool step();
@@ -56,6 +61,8 @@ private:
     struct Finalize {
         void operator()(sqlite3_stmt* statement) const;
     };
+    // *this when a bind returned SQLITE_OK; a StoreError otherwise.
+    Statement& checked(int code);
     sqlite3* db_ = nullptr;
     std::unique_ptr<sqlite3_stmt, Finalize> statement_;
 };

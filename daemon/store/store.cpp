@@ -143,17 +143,18 @@ struct Store::Impl {
 
     void write_traffic(Database& database, const TrafficRow& row) {
         if (!traffic_upsert) traffic_upsert.emplace(database.prepare(kTrafficUpsert));
-        traffic_upsert->bind(1, row.request_id)
+        // Borrowed: `row` outlives the run.
+        traffic_upsert->bind_borrowed(1, row.request_id)
             .bind(2, to_micros(row.time))
-            .bind(3, row.gateway)
-            .bind(4, row.agent)
-            .bind(5, row.connector)
-            .bind(6, row.action)
-            .bind(7, row.method)
-            .bind(8, row.host)
-            .bind(9, row.path)
-            .bind(10, row.decision)
-            .bind(11, row.reason)
+            .bind_borrowed(3, row.gateway)
+            .bind_borrowed(4, row.agent)
+            .bind_borrowed(5, row.connector)
+            .bind_borrowed(6, row.action)
+            .bind_borrowed(7, row.method)
+            .bind_borrowed(8, row.host)
+            .bind_borrowed(9, row.path)
+            .bind_borrowed(10, row.decision)
+            .bind_borrowed(11, row.reason)
             .bind(12, static_cast<std::int64_t>(row.status))
             .bind(13, static_cast<std::int64_t>(row.request_bytes))
             .bind(14, static_cast<std::int64_t>(row.response_bytes))

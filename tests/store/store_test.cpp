@@ -20,6 +20,7 @@
 #include <cstring>
 #include <fstream>
 #include <future>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -83,6 +84,29 @@ TEST_F(StoreTest, ANewDatabaseHasTheCurrentSchemaAndWal) {
     EXPECT_EQ(mode.text(0), "wal");
 }
 
+TEST_F(StoreTest, ABorrowedBindingIsStoredAndDroppedByRun) {
+    auto db = Database::open(db_path());
+    db.exec("CREATE TABLE borrowed (value TEXT, bytes BLOB)");
+    auto insert = db.prepare("INSERT INTO borrowed (value, bytes) VALUES (?, ?)");
+    {
+        auto value = std::make_unique<std::string>("a value long enough to live on the heap");
+        const std::array<unsigned char, 3> bytes{1, 2, 3};
+        insert.bind_borrowed(1, *value).bind_blob_borrowed(2, bytes.data(), bytes.size());
+        insert.run();
+        // The same bytes, overwritten and freed: the stored row must not see it.
+        value->assign(value->size(), 'x');
+    }
+    // Run again without binding: run() dropped the borrowed values, so this
+    // row is NULL rather than whatever is now at their old addresses.
+    insert.run();
+    auto rows = db.prepare("SELECT value, hex(bytes), value IS NULL AND bytes IS NULL FROM borrowed ORDER BY rowid");
+    ASSERT_TRUE(rows.step());
+    EXPECT_EQ(rows.text(0), "a value long enough to live on the heap");
+    EXPECT_EQ(rows.text(1), "010203");
+    ASSERT_TRUE(rows.step());
+    EXPECT_EQ(rows.integer(2), 1);
+    EXPECT_FALSE(rows.step());
+}
 TEST_F(StoreTest, AnOlderDatabaseIsMigratedAndKeepsItsRows) {
     {
         sqlite3* raw = nullptr;
