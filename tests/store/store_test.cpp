@@ -107,6 +107,7 @@ TEST_F(StoreTest, ABorrowedBindingIsStoredAndDroppedByRun) {
     EXPECT_EQ(rows.integer(2), 1);
     EXPECT_FALSE(rows.step());
 }
+
 TEST_F(StoreTest, AnOlderDatabaseIsMigratedAndKeepsItsRows) {
     {
         sqlite3* raw = nullptr;
