@@ -8,6 +8,13 @@
 // its (now closed) listener and fail. A new Enforcer re-adopts the pinned
 // maps and replaces the programs of pinned links in place (BPF_LINK_UPDATE),
 // so there is no moment at which a connect is not redirected.
+//
+// Besides connects, the programs hold an agent's binds to loopback, drop
+// every packet for its sockets that did not arrive on loopback (the sockets
+// listen() and sendto() bind to the any-address without a bind hook) and,
+// on kernels with the unix socket hooks (6.7+), hold its unix socket
+// connects and sends to an allow-list (hooks() says which families this
+// kernel has).
 #pragma once
 
 #include "daemon/proxy/address_policy.h"
@@ -37,6 +44,25 @@ struct Origin {
     std::uint64_t agent = 0;      // the registration (cgroup id) it was routed by
 };
 
+// The unix sockets one registration may connect or send to. Path entries
+// are matched as the caller spells the address, not as the kernel resolves
+// it: a directory entry must be one the agent cannot write (a symlink
+// planted in it would lead anywhere), and the agent must not be able to
+// mount over an allowed path.
+struct UnixSocketPolicy {
+    std::vector<std::string> allow;  // "/exact/path", "/a/directory/" (prefix), "@abstract-name" (exact)
+    bool any_abstract = false;       // every abstract name (the agent has its own network namespace)
+};
+
+// The hook families this kernel loaded and attaches (beyond connect,
+// sendmsg, recvmsg, getpeername, sock_create, sock_ops and ingress, which
+// it must).
+struct HookSupport {
+    bool bind = false;                 // bind4/6: loopback only
+    bool unix_sockets = false;         // connect_unix, sendmsg_unix (6.7+)
+    std::string unix_sockets_missing;  // why unix_sockets is false ("" when it is true)
+};
+
 struct Counters {
     std::uint64_t tcp_redirected = 0;
     std::uint64_t dns_redirected = 0;
@@ -45,10 +71,16 @@ struct Counters {
     std::uint64_t refused_socket = 0;        // raw, ICMP, SCTP, MPTCP ... sockets
     std::uint64_t refused_type = 0;
     std::uint64_t origin_full = 0;
+    std::uint64_t refused_bind = 0;     // bind to an address other than loopback or the any-address
+    std::uint64_t refused_unix = 0;     // unix socket connect or sendmsg to an address not allowed
+    std::uint64_t refused_ingress = 0;  // packets for the subtree's sockets from a device other than loopback
 };
 
 struct EnforcerOptions {
     std::filesystem::path pin_dir = "/sys/fs/bpf/tameflare";
+    // false: leave the unix socket hooks unloaded even where the kernel has
+    // them, as on a kernel without (tests of that fallback).
+    bool unix_socket_hooks = true;
 };
 
 class Enforcer {
@@ -70,8 +102,19 @@ public:
     [[nodiscard]] std::vector<std::uint64_t> enforced() const;
 
     void add_agent(std::uint64_t cgroup_id, const AgentRoute& route);
+    // Also removes the registration's unix socket policy.
     void remove_agent(std::uint64_t cgroup_id);
     [[nodiscard]] std::map<std::uint64_t, AgentRoute> agents() const;
+
+    // Replaces the unix socket allow-list of the registration `cgroup_id`
+    // (kept apart from add_agent: re-registering a route keeps it). Entries
+    // already allowed stay allowed throughout. Throws std::invalid_argument
+    // for an entry that is empty, relative, too long for sun_path or has a
+    // "//", "." or ".." component. Without the unix hooks (hooks()) the list
+    // is kept but nothing checks it.
+    void set_unix_policy(std::uint64_t cgroup_id, const UnixSocketPolicy& policy);
+
+    [[nodiscard]] HookSupport hooks() const;
 
     // The original destination of a connection accepted from `client` (its
     // peer address) in the network namespace with `netns_cookie`.

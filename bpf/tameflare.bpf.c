@@ -5,7 +5,14 @@
  *   - every TCP connect goes to the agent's proxy listener, and TCP or UDP to
  *     port 53 goes to its DNS stub; any other UDP is refused (connect4/6,
  *     sendmsg4/6);
- *   - the agent sees the peer it dialed (getpeername4/6, recvmsg4/6).
+ *   - the agent sees the peer it dialed (getpeername4/6, recvmsg4/6);
+ *   - it binds loopback only: the any-address becomes loopback, any other
+ *     address is refused (bind4/6);
+ *   - it connects or sends to the unix sockets of its allow-list only
+ *     (connect_unix, sendmsg_unix; kernel 6.7+, loaded only where the
+ *     kernel has them);
+ *   - its sockets receive packets from loopback only (cgroup_skb ingress),
+ *     whatever address they ended up bound to.
  * What the agent dialed is kept in socket-local storage, and copied by the
  * sock_ops program to tf_origins when the connection is established, keyed
  * by the agent's end as the proxy sees it; the entry is removed when the
@@ -44,6 +51,14 @@ struct {
     __type(key, struct tf_origin_key);
     __type(value, struct tf_origin);
 } tf_origins SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, TF_MAX_UNIX_RULES);
+    __type(key, struct tf_unix_key);
+    __type(value, __u32);
+} tf_unix_allow SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -281,4 +296,161 @@ int tf_sockops(struct bpf_sock_ops* skops) {
     default:
         return 1;
     }
+}
+
+/* Loopback only. 0.0.0.0 and :: (and ::ffff:0.0.0.0) become loopback, so a
+ * server that binds the any-address keeps working but is reachable from this
+ * host only; any other address is refused. The port is left alone. */
+#define LOOPBACK4 0x7f000001
+
+static __always_inline int is_loopback4(__u32 ip4 /* network order */) {
+    return (bpf_ntohl(ip4) >> 24) == 127;
+}
+
+SEC("cgroup/bind4")
+int tf_bind4(struct bpf_sock_addr* ctx) {
+    if (!find_agent()) return refuse(TF_COUNT_REFUSED_NO_AGENT);
+    __u32 ip4 = ctx->user_ip4;
+    if (is_loopback4(ip4)) return 1;
+    if (ip4 == 0) {
+        ctx->user_ip4 = bpf_htonl(LOOPBACK4);
+        return 1;
+    }
+    return refuse(TF_COUNT_REFUSED_BIND);
+}
+
+SEC("cgroup/bind6")
+int tf_bind6(struct bpf_sock_addr* ctx) {
+    if (!find_agent()) return refuse(TF_COUNT_REFUSED_NO_AGENT);
+    __u32 words[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+    if (words[0] == 0 && words[1] == 0 && words[2] == 0) {
+        if (words[3] == bpf_htonl(1)) return 1; /* ::1 */
+        if (words[3] == 0) {                    /* :: */
+            ctx->user_ip6[3] = bpf_htonl(1);
+            return 1;
+        }
+        return refuse(TF_COUNT_REFUSED_BIND);
+    }
+    if (is_mapped(words)) {
+        if (is_loopback4(words[3])) return 1;
+        if (words[3] == 0) { /* ::ffff:0.0.0.0 */
+            ctx->user_ip6[3] = bpf_htonl(LOOPBACK4);
+            return 1;
+        }
+    }
+    return refuse(TF_COUNT_REFUSED_BIND);
+}
+
+/* Unix sockets (kernel 6.7+). The address is not in struct bpf_sock_addr:
+ * it is read from the kernel's context (struct bpf_sock_addr_kern). Its
+ * type, the field uaddrlen and the kfunc are declared here, not taken from
+ * vmlinux.h, so that the object still builds against the BTF of kernels
+ * without them (6.1); CO-RE places the fields on the running kernel, and the
+ * loader does not load these programs where the kernel lacks the hooks. */
+struct bpf_sock_addr_kern___tf {
+    struct sockaddr* uaddr;
+    __u32 uaddrlen;
+} __attribute__((preserve_access_index));
+
+extern void* bpf_cast_to_kern_ctx(void* obj) __ksym __weak;
+
+#define SUN_PATH_OFFSET 2 /* offsetof(struct sockaddr_un, sun_path) */
+#define SCAN_MAX (TF_UNIX_NAME_MAX + 4)
+
+/* A path the trie can be trusted with: absolute, no "//", and no "." or
+ * ".." component, which would let "/allowed/dir/../x" pass as a path below
+ * "/allowed/dir/". `p` holds the path, zeroed after its end. */
+static __always_inline int canonical_path(const __u8 p[SCAN_MAX]) {
+    if (p[0] != '/') return 0;
+    for (int i = 0; i < TF_UNIX_NAME_MAX; i++) {
+        if (p[i] != '/') continue;
+        __u8 a = p[i + 1], b = p[i + 2], c = p[i + 3];
+        if (a == '/') return 0;
+        if (a == '.' && (b == '/' || b == 0)) return 0;
+        if (a == '.' && b == '.' && (c == '/' || c == 0)) return 0;
+    }
+    return 1;
+}
+
+static __always_inline int allow_unix(struct bpf_sock_addr* ctx) {
+    const struct tf_agent* agent = find_agent();
+    if (!agent) return refuse(TF_COUNT_REFUSED_NO_AGENT);
+    struct bpf_sock_addr_kern___tf* kern = bpf_cast_to_kern_ctx(ctx);
+    if (!kern) return refuse(TF_COUNT_REFUSED_UNIX);
+    __u32 length = kern->uaddrlen;
+    const struct sockaddr* uaddr = kern->uaddr;
+    /* The kernel has checked the family and that at least one byte of
+     * sun_path is there; an unnamed address never reaches this hook. */
+    if (length <= SUN_PATH_OFFSET) return refuse(TF_COUNT_REFUSED_UNIX);
+    length -= SUN_PATH_OFFSET;
+    if (length > TF_UNIX_NAME_MAX) length = TF_UNIX_NAME_MAX;
+
+    __u8 name[SCAN_MAX] = {};
+    if (bpf_probe_read_kernel(name, TF_UNIX_NAME_MAX, (const char*)uaddr + SUN_PATH_OFFSET) != 0) {
+        return refuse(TF_COUNT_REFUSED_UNIX);
+    }
+    /* A path ends at its first NUL or at the address's end; an abstract name
+     * (leading NUL) at the address's end only. The rest is zeroed: it is
+     * whatever the kernel's buffer held. */
+    const int abstract = name[0] == 0;
+    int ended = 0;
+    for (__u32 i = 0; i < TF_UNIX_NAME_MAX; i++) {
+        if (i >= length || (!abstract && name[i] == 0)) ended = 1;
+        if (ended) name[i] = 0;
+    }
+
+    struct tf_unix_key key = {};
+    key.prefixlen = (sizeof(key) - sizeof(key.prefixlen)) * 8;
+    __u64 agent_be = bpf_cpu_to_be64(agent->key);
+    __builtin_memcpy(key.agent, &agent_be, sizeof(agent_be));
+    if (abstract) {
+        key.kind = TF_UNIX_ABSTRACT;
+        name[0] = (__u8)(length - 1); /* the name's length, in place of its leading NUL */
+    } else {
+        key.kind = TF_UNIX_PATH;
+        if (!canonical_path(name)) return refuse(TF_COUNT_REFUSED_UNIX);
+    }
+    __builtin_memcpy(key.name, name, TF_UNIX_NAME_MAX);
+    if (!bpf_map_lookup_elem(&tf_unix_allow, &key)) return refuse(TF_COUNT_REFUSED_UNIX);
+    return 1;
+}
+
+SEC("cgroup/connect_unix")
+int tf_connect_unix(struct bpf_sock_addr* ctx) {
+    return allow_unix(ctx);
+}
+
+/* A datagram with an address; one without goes to the connected peer, which
+ * connect_unix checked. */
+SEC("cgroup/sendmsg_unix")
+int tf_sendmsg_unix(struct bpf_sock_addr* ctx) {
+    return allow_unix(ctx);
+}
+
+/* Packets reach the subtree's sockets from loopback only. The bind hooks
+ * see bind(2) alone: listen() on an unbound TCP socket and sendto() on an
+ * unbound UDP socket bind the any-address with no hook in the way, which in
+ * `cgroup` isolation (the host's network namespace) listens on every
+ * interface of the host, and whoever connects in could fetch data.
+ *
+ * The program runs as a packet is delivered to a socket created in the
+ * subtree (TCP: before the listener or connection sees it, so a dropped SYN
+ * makes no connection; UDP: before the datagram is queued). It goes by the
+ * socket's cgroup, not the current task's (in softirq that is whatever
+ * ran), so it cannot look up a registration, and need not: no socket of the
+ * subtree, registered or not, is to be reached from outside.
+ *
+ * skb->ifindex is the device the packet arrived on (skb->dev; 0 without
+ * one, which is dropped too). Traffic between local sockets arrives on
+ * loopback even when addressed to another of the host's addresses (local
+ * routes deliver through lo), so the proxy's connections, the DNS stub's
+ * replies and local clients pass; packets from any other interface (and
+ * multicast looped back from one) do not. Loopback is ifindex 1 in every
+ * network namespace (LOOPBACK_IFINDEX, a kernel constant not in the BTF). */
+#define TF_LOOPBACK_IFINDEX 1
+
+SEC("cgroup_skb/ingress")
+int tf_ingress(struct __sk_buff* skb) {
+    if (skb->ifindex == TF_LOOPBACK_IFINDEX) return 1;
+    return refuse(TF_COUNT_REFUSED_INGRESS);
 }
