@@ -35,9 +35,12 @@ PACKAGES=(
   libldns-dev                                    # netns/: the DNS stub parses and builds packets with ldns
   liburing-dev                                   # tests: an agent's io_uring connect must be redirected too
   dnsutils procps util-linux                     # tests: dig against the DNS stub; pgrep; setpriv and unshare
+  tmux                                           # tests: an agent must not get the user's tmux server to run anything
   libsystemd-dev                                 # daemon: sd-bus (dbus/), socket activation (sd_listen_fds)
   libacl1-dev                                    # daemon/api/: the role groups' ACL entries on the REST socket
+  libseccomp-dev                                 # netns/: the agent's seccomp filter (no new user namespaces)
   dbus-daemon dbus-bin systemd                   # tests: a private dbus-daemon, dbus-send and busctl against it
+  python3-dbus                                   # tests: a D-Bus client whose connection outlives its process
   dpkg-dev                                       # packaging: dpkg-shlibdeps computes the .deb's library Depends
   debootstrap debian-archive-keyring             # tests/e2e: the Debian 12 root the package is installed in (signed)
   systemd-container                              # tests/e2e: systemd-nspawn boots that root

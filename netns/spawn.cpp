@@ -46,6 +46,8 @@ enum class Step : int {
     bind_mount,
     remount_read_only,
     hide_directory,
+    mask_file,
+    mount_proc,
     dup_stdio,
     fchdir,
     close_fds,
@@ -57,11 +59,15 @@ enum class Step : int {
     clear_ambient,
     capset,
     no_new_privs,
+    not_dumpable,
+    fork_command,
+    landlock,
+    seccomp,
     signals,
     execve,
 };
 
-constexpr std::array<std::string_view, 22> kStepNames = {
+constexpr std::array<std::string_view, 28> kStepNames = {
     "setsid",
     "setns into the network namespace",
     "enter the caller's mount namespace (setns, then unshare CLONE_NEWNS)",
@@ -71,6 +77,8 @@ constexpr std::array<std::string_view, 22> kStepNames = {
     "bind-mount",
     "remount read-only",
     "hide a directory (mount an empty tmpfs over it)",
+    "hide a socket (bind-mount /dev/null over it)",
+    "mount the PID namespace's procfs over /proc",
     "dup2 stdio",
     "fchdir into the working directory",
     "close file descriptors",
@@ -82,6 +90,10 @@ constexpr std::array<std::string_view, 22> kStepNames = {
     "clear ambient capabilities",
     "capset to zero",
     "set no_new_privs",
+    "make the init not dumpable",
+    "fork the command from the PID namespace's init",
+    "enter the Landlock domain",
+    "install the seccomp filter",
     "reset signals",
     "execve",
 };
@@ -102,6 +114,11 @@ struct ChildPlan {
     std::vector<std::pair<const char*, unsigned long>> cgroup_mounts;  // mount point, its flags
     std::vector<std::pair<const char*, const char*>> binds;            // source, existing target
     std::vector<const char*> hidden;                                   // existing directories to cover
+    std::vector<const char*> masked;                                   // existing files to cover
+    bool pid_namespace = false;
+    bool proc_pids_only = true;
+    LandlockPlan landlock;
+    const SeccompProgram* seccomp = nullptr;
     std::array<int, 3> stdio{-1, -1, -1};
     int cwd_fd = -1;
     const gid_t* groups = nullptr;
@@ -119,6 +136,68 @@ struct ChildPlan {
     // The parent reads one whole record or nothing; a short write leaves it with "child died".
     [[maybe_unused]] const ssize_t ignored = ::write(plan.error_fd, &report, sizeof report);
     ::_exit(127);
+}
+
+// The command's own process: its Landlock domain, default signals, execve.
+[[noreturn]] void exec_command(const ChildPlan& plan) {
+    int failed_rule = -1;
+    if (const int error = apply_landlock(plan.landlock, failed_rule); error != 0) {
+        child_fail(plan, Step::landlock, error, failed_rule);
+    }
+    if (plan.seccomp != nullptr) {
+        if (const int error = load_seccomp(*plan.seccomp); error != 0) child_fail(plan, Step::seccomp, error);
+    }
+    // Ignored signals stay ignored across execve, and the parent blocked every signal around clone3.
+    struct sigaction default_action {};
+    default_action.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        ::sigaction(sig, &default_action, nullptr);  // fails only for glibc's internal signals, which is fine
+    }
+    sigset_t empty;
+    ::sigemptyset(&empty);
+    if (::sigprocmask(SIG_SETMASK, &empty, nullptr) != 0) child_fail(plan, Step::signals, errno);
+    // execvpe's search, over paths the parent built: go on past ENOENT-like errors, remember EACCES.
+    int last_error = ENOENT;
+    bool denied = false;
+    for (const char* candidate : plan.candidates) {
+        ::execve(candidate, plan.argv, plan.envp);
+        switch (errno) {
+            case EACCES: denied = true; [[fallthrough]];
+            case ENOENT:
+            case ENOTDIR:
+            case ESTALE:
+            case ENODEV:
+            case ETIMEDOUT: last_error = errno; continue;
+            default: child_fail(plan, Step::execve, errno);
+        }
+    }
+    child_fail(plan, Step::execve, denied ? EACCES : last_error);
+}
+
+// The PID namespace's init: every signal stays blocked (the parent blocked them all around clone3) and is taken
+// with sigwaitinfo, so none is dropped for want of a handler (the kernel drops default-action signals sent to a
+// namespace's init) and none stops it. Each is passed on to the command; children are reaped; the command's
+// end is the init's, with its status, and the kernel then kills whatever else is left in the namespace.
+[[noreturn]] void run_init(pid_t command) {
+    // Its copies of stdio and of the error pipe would hold them open after the command closed them.
+    ::syscall(SYS_close_range, 0U, ~0U, 0U);
+    sigset_t all;
+    ::sigfillset(&all);
+    for (;;) {
+        siginfo_t info{};
+        const int sig = ::sigwaitinfo(&all, &info);
+        if (sig < 0) continue;
+        if (sig != SIGCHLD) {
+            ::kill(command, sig);
+            continue;
+        }
+        int status = 0;
+        pid_t pid = 0;
+        while ((pid = ::wait4(-1, &status, WNOHANG, nullptr)) > 0) {
+            if (pid == command) ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+    }
 }
 
 [[noreturn]] void child_main(const ChildPlan& plan) {
@@ -153,10 +232,32 @@ struct ChildPlan {
         }
     }
     // The daemon's state, whatever the agent's uid: a uid-0 agent without capabilities still owns root's 0600 files.
+    // Whether each exists is asked here, in the agent's mount namespace: the daemon's own view may differ
+    // (ProtectHome=, PrivateTmp=).
     for (const char* directory : plan.hidden) {
+        struct stat info {};
+        if (::stat(directory, &info) != 0 || !S_ISDIR(info.st_mode)) continue;
         if (::mount("tameflare-hidden", directory, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                     "size=4k,mode=0555") != 0) {
             child_fail(plan, Step::hide_directory, errno);
+        }
+    }
+    for (std::size_t i = 0; i < plan.masked.size(); ++i) {
+        struct stat info {};
+        if (::lstat(plan.masked[i], &info) != 0 || S_ISDIR(info.st_mode) || S_ISLNK(info.st_mode)) continue;
+        if (::mount("/dev/null", plan.masked[i], nullptr, MS_BIND, nullptr) != 0 ||
+            ::mount(nullptr, plan.masked[i], nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0) {
+            child_fail(plan, Step::mask_file, errno, static_cast<int>(i));
+        }
+    }
+    // The PID namespace's own procfs: /proc shows the agent's processes and no other. hidepid=2 is
+    // "invisible" on every kernel; subset=pid (5.8) also hides the global files, and is left out where the kernel
+    // does not know it.
+    if (plan.pid_namespace) {
+        constexpr unsigned long kProcFlags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+        if ((!plan.proc_pids_only || ::mount("proc", "/proc", "proc", kProcFlags, "hidepid=2,subset=pid") != 0) &&
+            ::mount("proc", "/proc", "proc", kProcFlags, "hidepid=2") != 0) {
+            child_fail(plan, Step::mount_proc, errno);
         }
     }
     // The sources are all >= 3 (the parent made sure), so no dup2 overwrites another's source.
@@ -188,32 +289,15 @@ struct ChildPlan {
     std::array<__user_cap_data_struct, 2> none{};
     if (::syscall(SYS_capset, &header, none.data()) != 0) child_fail(plan, Step::capset, errno);
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(plan, Step::no_new_privs, errno);
-    // Ignored signals stay ignored across execve, and the parent blocked every signal around clone3.
-    struct sigaction default_action {};
-    default_action.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig) {
-        if (sig == SIGKILL || sig == SIGSTOP) continue;
-        ::sigaction(sig, &default_action, nullptr);  // fails only for glibc's internal signals, which is fine
-    }
-    sigset_t empty;
-    ::sigemptyset(&empty);
-    if (::sigprocmask(SIG_SETMASK, &empty, nullptr) != 0) child_fail(plan, Step::signals, errno);
-    // execvpe's search, over paths the parent built: go on past ENOENT-like errors, remember EACCES.
-    int last_error = ENOENT;
-    bool denied = false;
-    for (const char* candidate : plan.candidates) {
-        ::execve(candidate, plan.argv, plan.envp);
-        switch (errno) {
-            case EACCES: denied = true; [[fallthrough]];
-            case ENOENT:
-            case ENOTDIR:
-            case ESTALE:
-            case ENODEV:
-            case ETIMEDOUT: last_error = errno; continue;
-            default: child_fail(plan, Step::execve, errno);
-        }
-    }
-    child_fail(plan, Step::execve, denied ? EACCES : last_error);
+    if (!plan.pid_namespace) exec_command(plan);
+    // PID 1 of the agent's namespace. It is a copy of the daemon's address space: not dumpable, so that no
+    // process of the agent's uid may ptrace it or read its memory, and outside the command's Landlock domain.
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) child_fail(plan, Step::not_dumpable, errno);
+    // A raw fork: glibc's would run the daemon's atfork handlers.
+    const long command = ::syscall(SYS_clone, SIGCHLD, 0, nullptr, nullptr, 0);
+    if (command < 0) child_fail(plan, Step::fork_command, errno);
+    if (command == 0) exec_command(plan);
+    run_init(static_cast<pid_t>(command));
 }
 
 // A CLOEXEC duplicate numbered 3 or above, so the child's dup2 onto 0-2 never clobbers a source.
@@ -263,8 +347,11 @@ std::string_view step_hint(Step step, int err) {
         case Step::private_mounts:
         case Step::cgroupfs_read_only:
         case Step::hide_directory:
+        case Step::mask_file:
+        case Step::mount_proc:
         case Step::bind_mount: return "tameflared needs root (CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID, CAP_SETPCAP)";
         case Step::execve: return "the program is not executable by the agent's uid";
+        case Step::landlock: return "Landlock refused the agent's ruleset; tf doctor shows what this kernel offers";
         case Step::fchdir: return "the working directory is not accessible";
         default: return {};
     }
@@ -360,10 +447,12 @@ Process spawn(const SpawnOptions& options) {
             bind_names.emplace_back(&bind.source, &target);
         }
     }
-    for (const auto& directory : options.hide) {
-        struct stat info {};
-        if (::stat(directory.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) plan.hidden.push_back(directory.c_str());
-    }
+    for (const auto& directory : options.hide) plan.hidden.push_back(directory.c_str());
+    for (const auto& file : options.mask) plan.masked.push_back(file.c_str());
+    plan.pid_namespace = options.pid_namespace;
+    plan.proc_pids_only = options.proc_pids_only;
+    if (options.landlock != nullptr) plan.landlock = plan_landlock(*options.landlock, options.landlock_abi);
+    plan.seccomp = options.seccomp;
     plan.groups = options.groups.data();
     plan.group_count = options.groups.size();
     plan.uid = options.uid;
@@ -380,7 +469,7 @@ Process spawn(const SpawnOptions& options) {
 
     int pidfd = -1;
     clone_args args{};
-    args.flags = CLONE_INTO_CGROUP | CLONE_PIDFD | CLONE_NEWNS;
+    args.flags = CLONE_INTO_CGROUP | CLONE_PIDFD | CLONE_NEWNS | (options.pid_namespace ? CLONE_NEWPID : 0);
     args.pidfd = reinterpret_cast<std::uintptr_t>(&pidfd);
     args.exit_signal = SIGCHLD;
     args.cgroup = static_cast<std::uint64_t>(options.cgroup_fd);
@@ -432,6 +521,15 @@ Process spawn(const SpawnOptions& options) {
         static_cast<std::size_t>(report.detail) < bind_names.size()) {
         const auto& [source, target] = bind_names[static_cast<std::size_t>(report.detail)];
         what += " " + *source + " over " + *target;
+    }
+    if (step == Step::mask_file && report.detail >= 0 &&
+        static_cast<std::size_t>(report.detail) < options.mask.size()) {
+        what += " " + options.mask[static_cast<std::size_t>(report.detail)];
+    }
+    if (step == Step::landlock && report.detail >= 0 &&
+        static_cast<std::size_t>(report.detail) < plan.landlock.rules.size()) {
+        what +=
+            std::string(" (the rule for ") + plan.landlock.rules[static_cast<std::size_t>(report.detail)].first + ")";
     }
     fail(report.err, what + " for " + program, step_hint(step, report.err));
 }

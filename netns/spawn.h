@@ -1,9 +1,12 @@
 // Starting an agent: clone3 straight into its cgroup (it never exists outside
-// it), into its network namespace, a private mount namespace and a cgroup
-// namespace, without capabilities and with no_new_privs.
+// it), into its network namespace, a private mount namespace, a cgroup
+// namespace and a PID namespace (with a small init as PID 1), without
+// capabilities, with no_new_privs, and in a Landlock domain.
 #pragma once
 
 #include "daemon/unique_fd.h"
+#include "netns/landlock.h"
+#include "netns/seccomp.h"
 
 #include <sys/types.h>
 
@@ -35,17 +38,33 @@ struct SpawnOptions {
     // whose private copy the agent gets; -1: a copy of the daemon's, which a
     // hardened unit (ProtectHome=, PrivateTmp=) narrows for the daemon alone.
     int mount_namespace_fd = -1;
-    // Directories the agent must not see (the daemon's state): each existing one is covered by an empty,
-    // read-only tmpfs in its mount namespace.
+    // Directories the agent must not see (the daemon's state): each one that exists in the agent's mount namespace
+    // is covered by an empty, read-only tmpfs.
     std::vector<std::string> hide;
+    // Files (sockets of services outside) the agent must not reach: each existing one is covered by a read-only
+    // bind mount of /dev/null.
+    std::vector<std::string> mask;
     std::vector<BindFile> binds;  // in a private mount namespace (MS_REC|MS_PRIVATE on / first)
     // unshare(CLONE_NEWCGROUP) once inside the cgroup, and every cgroup filesystem read-only in the agent's mount
     // namespace: the agent cannot write cgroup.procs outside its own subtree, even as uid 0 (a cgroup namespace alone
     // stops that only when cgroup2 is mounted with nsdelegate).
     bool new_cgroup_namespace = true;
+    // A PID namespace of its own: the first process is a small init (PID 1) that reaps, passes on every signal
+    // it gets to the command, and exits with the command's status (128 + N for a signal N); a procfs of that
+    // namespace is mounted over /proc (hidepid=invisible, and subset=pid when `proc_pids_only` and the kernel
+    // has it). The init is not dumpable and stays outside the command's Landlock domain: the command can
+    // neither ptrace it nor read its memory.
+    bool pid_namespace = true;
+    bool proc_pids_only = true;
+    // The Landlock domain the command enters before execve (nullptr or abi 0: none).
+    const LandlockPolicy* landlock = nullptr;
+    int landlock_abi = 0;
+    // The seccomp filter the command runs under (nullptr: none).
+    const SeccompProgram* seccomp = nullptr;
 };
 
-// A started agent. Move-only; owns a pidfd. The destructor neither kills nor reaps: agents outlive their Process.
+// A started agent (with a PID namespace: its init). Move-only; owns a pidfd. The destructor neither kills nor reaps:
+// agents outlive their Process.
 class Process {
 public:
     Process(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}

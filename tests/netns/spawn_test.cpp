@@ -8,18 +8,23 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/loopback.h"
@@ -357,10 +362,13 @@ TEST_F(SpawnTest, OnlyStdioIsInherited) {
 }
 
 TEST_F(SpawnTest, DoubleForkedSetsidGrandchildStaysInTheCgroup) {
-    // The grandchild prints its pid once it leads its own session; the agent exits at once.
-    const auto ran = run(options({"sh", "-c",
+    // The grandchild prints its pid once it leads its own session; the agent exits at once. Without a PID
+    // namespace (whose end would take the grandchild with it) the cgroup alone holds it.
+    auto spawn_options = options({"sh", "-c",
                                   "( (setsid sh -c 'echo $$; exec sleep 1000 >/dev/null' </dev/null 2>/dev/null &) "
-                                  "| head -n1 )"}));
+                                  "| head -n1 )"});
+    spawn_options.pid_namespace = false;
+    const auto ran = run(spawn_options);
     EXPECT_EQ(ran.status, 0);
     ASSERT_FALSE(ran.out.empty());
     const pid_t grandchild = std::stoi(ran.out);
@@ -369,6 +377,163 @@ TEST_F(SpawnTest, DoubleForkedSetsidGrandchildStaysInTheCgroup) {
     EXPECT_TRUE(agent_->populated());
     EXPECT_TRUE(agent_->remove(5s));
     EXPECT_FALSE(fs::exists(agent_->path()));
+}
+
+// The PID namespace: the command is PID 2 under a small init, sees no other process, gets the signals sent to
+// the init, and its status is the init's.
+TEST_F(SpawnTest, TheCommandRunsUnderAnInitInItsOwnPidNamespace) {
+    const auto ran = run(options({"sh", "-c", "echo $$ $PPID; echo /proc/[0-9]*"}));
+    EXPECT_EQ(ran.status, 0) << ran.out;
+    EXPECT_EQ(ran.out, "2 1\n/proc/2\n") << "only itself in /proc (the init is not dumpable: hidden too)";
+
+    Pipe out;
+    auto spawn_options =
+        options({"sh", "-c", "trap 'echo usr1; exit 42' USR1; echo ready; while :; do sleep 0.05; done"});
+    spawn_options.stdout_fd = out.write.get();
+    auto process = spawn(spawn_options);
+    out.write.reset();
+    std::string text;
+    ASSERT_TRUE(read_until(out.read.get(), "ready\n", text)) << text;
+    process.signal(SIGUSR1);
+    EXPECT_EQ(process.wait(), 42);
+    EXPECT_EQ(read_all(out.read.get()), "usr1\n");
+    EXPECT_EQ(run(options({"sh", "-c", "kill -TERM $$"})).status, 128 + SIGTERM);
+}
+
+TEST_F(SpawnTest, WhateverTheCommandLeftEndsWithIt) {
+    const auto ran = run(options({"sh", "-c", "(setsid sleep 1000 </dev/null >/dev/null 2>&1 &); exit 3"}));
+    EXPECT_EQ(ran.status, 3);
+    // The init's exit ends the namespace: the kernel kills the rest.
+    for (int i = 0; i < 100 && agent_->populated(); ++i) std::this_thread::sleep_for(20ms);
+    EXPECT_FALSE(agent_->populated());
+}
+
+TEST_F(SpawnTest, ProcShowsTheGlobalFilesOnlyWhenAsked) {
+    EXPECT_EQ(run(options({"sh", "-c", "test -e /proc/meminfo && echo meminfo; exit 0"})).out, "")
+        << "subset=pid hides /proc's global files";
+    auto spawn_options = options({"sh", "-c", "test -e /proc/meminfo && echo meminfo; echo /proc/[0-9]*"});
+    spawn_options.proc_pids_only = false;
+    EXPECT_EQ(run(spawn_options).out, "meminfo\n/proc/2\n");
+}
+
+// The command's Landlock domain: no ptrace of its init (outside the domain, not dumpable).
+TEST_F(SpawnTest, TheCommandCannotTraceItsInit) {
+    const int abi = landlock_abi();
+    if (abi == 0) GTEST_SKIP() << "Landlock is not enabled in this kernel";
+    const LandlockPolicy landlock;
+    auto spawn_options =
+        options({"python3", "-c",
+                 "import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+                 "libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]; "
+                 "print(libc.ptrace(16, 1, None, None), ctypes.get_errno())"});
+    spawn_options.uid = 65534;
+    spawn_options.gid = 65534;
+    spawn_options.landlock = &landlock;
+    spawn_options.landlock_abi = abi;
+    const auto ran = run(spawn_options);
+    EXPECT_EQ(ran.status, 0) << ran.out;
+    EXPECT_EQ(ran.out, "-1 " + std::to_string(EPERM) + "\n");
+}
+
+// From ABI 6: no signal to, and no abstract socket of, a same-uid process outside the domain. Without a PID
+// namespace, so that the process outside can be named at all.
+TEST_F(SpawnTest, LandlockScopesSignalsAndAbstractSocketsToTheDomain) {
+    const int abi = landlock_abi();
+    if (abi < kLandlockScopeAbi) GTEST_SKIP() << "Landlock ABI " << abi << " has no scopes (6+)";
+    auto outside = spawn(options({"sleep", "1000"}));
+    const UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_un at{};
+    at.sun_family = AF_UNIX;
+    const std::string name = "tf-spawn-test-" + std::to_string(::getpid());
+    std::memcpy(at.sun_path + 1, name.data(), name.size());
+    ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&at),
+                     static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size())),
+              0);
+    ASSERT_EQ(::listen(listener.get(), 4), 0);
+    const std::string script =
+        "import os, socket\n"
+        "try:\n os.kill(" +
+        std::to_string(outside.pid()) +
+        ", 0); print('signalled')\n"
+        "except OSError as e: print('kill', e.errno)\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n s.connect('\\0" +
+        name +
+        "'); print('connected')\n"
+        "except OSError as e: print('connect', e.errno)\n"
+        "os.kill(os.getpid(), 0); print('self')\n";
+    for (const bool scoped : {false, true}) {
+        SCOPED_TRACE(scoped ? "in a Landlock domain" : "without one");
+        const LandlockPolicy landlock;
+        auto spawn_options = options({"python3", "-c", script});
+        spawn_options.pid_namespace = false;
+        if (scoped) {
+            spawn_options.landlock = &landlock;
+            spawn_options.landlock_abi = abi;
+        }
+        const auto ran = run(spawn_options);
+        EXPECT_EQ(ran.status, 0) << ran.out;
+        EXPECT_EQ(ran.out, scoped ? "kill " + std::to_string(EPERM) + "\nconnect " + std::to_string(EPERM) + "\nself\n"
+                                  : std::string("signalled\nconnected\nself\n"));
+        const UniqueFd accepted(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        EXPECT_EQ(static_cast<bool>(accepted), !scoped);
+    }
+    outside.signal(SIGKILL);
+    outside.wait();
+}
+
+// The fallback without the unix socket filter: a service's socket covered by /dev/null, a directory of sockets
+// by an empty tmpfs, in the agent's mount namespace only; names that do not exist there are skipped.
+TEST_F(SpawnTest, MaskedSocketsAndHiddenDirectoriesAreGoneInsideOnly) {
+    testing::TempDir dir;
+    fs::permissions(dir.path(), fs::perms::others_read | fs::perms::others_exec, fs::perm_options::add);
+    fs::create_directories(dir.path() / "run");
+    const fs::path socket_path = dir.path() / "service.sock";
+    const UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_un at{};
+    at.sun_family = AF_UNIX;
+    std::memcpy(at.sun_path, socket_path.c_str(), socket_path.string().size());
+    ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+    ASSERT_EQ(::listen(listener.get(), 4), 0);
+    std::ofstream(dir.path() / "run" / "bus") << "x";
+    auto spawn_options = options({"python3", "-c",
+                                  "import socket, os, sys\ns = socket.socket(socket.AF_UNIX)\n"
+                                  "try:\n s.connect(sys.argv[1]); print('connected')\n"
+                                  "except OSError as e: print('connect', e.errno)\n"
+                                  "print(sorted(os.listdir(sys.argv[2])))\n",
+                                  socket_path.string(), (dir.path() / "run").string()});
+    spawn_options.mask = {socket_path.string(), "/no/such/socket"};
+    spawn_options.hide = {(dir.path() / "run").string(), "/no/such/directory"};
+    const auto ran = run(spawn_options);
+    EXPECT_EQ(ran.status, 0) << ran.out;
+    EXPECT_EQ(ran.out, "connect " + std::to_string(ECONNREFUSED) + "\n[]\n");
+    EXPECT_EQ(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC), -1);
+    EXPECT_TRUE(fs::exists(dir.path() / "run" / "bus")) << "outside, nothing changed";
+}
+
+// The seccomp filter: no new user namespace, by unshare, clone or clone3 (ENOSYS: libc falls back to clone, so
+// threads and children still work).
+TEST_F(SpawnTest, TheSeccompFilterRefusesNewUserNamespacesOnly) {
+    const SeccompProgram seccomp = agent_seccomp_program();
+    ASSERT_FALSE(seccomp.instructions.empty());
+    auto spawn_options =
+        options({"python3", "-c",
+                 "import ctypes, os, subprocess, threading\n"
+                 "libc = ctypes.CDLL(None, use_errno=True)\n"
+                 "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())\n"
+                 "print('clone3', libc.syscall(435, None, 0), ctypes.get_errno())\n"
+                 "t = threading.Thread(target=lambda: print('thread')); t.start(); t.join()\n"
+                 "print(subprocess.run(['echo', 'child'], capture_output=True, text=True).stdout.strip())\n"
+                 "print('unshare-uts', libc.unshare(0x04000000), ctypes.get_errno())\n"});
+    spawn_options.seccomp = &seccomp;
+    const auto ran = run(spawn_options);
+    EXPECT_EQ(ran.status, 0) << ran.out;
+    // Other namespaces are refused by the kernel as before (no CAP_SYS_ADMIN): EPERM, not the filter's doing.
+    EXPECT_EQ(ran.out, "unshare -1 " + std::to_string(EPERM) + "\nclone3 -1 " + std::to_string(ENOSYS) +
+                           "\nthread\nchild\nunshare-uts -1 " + std::to_string(EPERM) + "\n");
+    // Without the filter the same agent may make a user namespace.
+    spawn_options.seccomp = nullptr;
+    EXPECT_EQ(run(spawn_options).out.rfind("unshare 0 ", 0), 0U);
 }
 
 }  // namespace
