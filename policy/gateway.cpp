@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <set>
 
 namespace tameflare::policy {
@@ -60,6 +61,55 @@ std::optional<TcpRule> read_tcp_rule(const JsonNode& node) {
     if (const auto port = node.integer("port", 1, 65535, true)) rule.port = static_cast<std::uint16_t>(*port);
     if (node.reader().error_count() != errors_before) return std::nullopt;
     return rule;
+}
+
+// run_as, keep_groups, unix_sockets, require_layers and proc: how the
+// gateway's agents are sandboxed (docs/enforcement.md).
+void read_sandbox(const JsonNode& root, Gateway& gateway) {
+    if (auto run_as = root.string("run_as", false)) {
+        const bool name_like =
+            !run_as->empty() && run_as->size() <= 32 && run_as->front() != '-' &&
+            std::all_of(run_as->begin(), run_as->end(), [](char c) {
+                return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-' || c == '.';
+            });
+        if (!name_like) {
+            root.field("run_as")->error("invalid run_as \"" + *run_as + "\"",
+                                        "use \"dynamic\", \"root\", or the name of a user");
+        }
+        gateway.run_as = std::move(*run_as);
+    }
+    gateway.keep_groups = root.string_array("keep_groups", false).value_or(std::vector<std::string>{});
+    if (auto sockets = root.string_array("unix_sockets", false)) {
+        for (std::size_t i = 0; i < sockets->size(); ++i) {
+            if (const std::string problem = unix_socket_entry_error((*sockets)[i]); !problem.empty()) {
+                root.field("unix_sockets")
+                    ->element(i)
+                    .error("invalid unix socket \"" + (*sockets)[i] + "\": " + problem,
+                           "give an absolute path (\"/run/app.sock\"), a directory ending in '/', or \"@name\" for an "
+                           "abstract socket");
+            }
+        }
+        gateway.unix_sockets = std::move(*sockets);
+    } else {
+        gateway.unix_sockets = default_unix_sockets();
+    }
+    if (auto layers = root.string_array("require_layers", false)) {
+        for (std::size_t i = 0; i < layers->size(); ++i) {
+            const std::string& layer = (*layers)[i];
+            if (std::find(kSandboxLayers.begin(), kSandboxLayers.end(), layer) == kSandboxLayers.end()) {
+                const std::string near = closest_match(layer, kSandboxLayers);
+                root.field("require_layers")
+                    ->element(i)
+                    .error("unknown sandbox layer \"" + layer + "\"",
+                           near.empty() ? "the layers are pid_namespace, landlock, landlock_scopes, "
+                                          "unix_socket_filter, bind_filter and seccomp"
+                                        : "did you mean \"" + near + "\"?");
+            }
+        }
+        gateway.require_layers = std::move(*layers);
+    }
+    static constexpr std::array<std::string_view, 2> kProc{"pids", "full"};
+    if (const auto proc = root.choice("proc", kProc, false)) gateway.proc_pids_only = *proc == "pids";
 }
 
 bool valid_gateway_name(std::string_view name) {
@@ -285,6 +335,34 @@ Resolution strictest(const std::vector<const PermissionRule*>& rules, const Conn
 
 }  // namespace
 
+std::vector<std::string> default_unix_sockets() {
+    return {"/run/systemd/journal/socket",
+            "/run/systemd/journal/stdout",
+            "/run/systemd/journal/dev-log",
+            "/dev/log",
+            "/run/nscd/socket",
+            "/var/run/nscd/socket"};
+}
+
+std::string unix_socket_entry_error(std::string_view entry) {
+    constexpr std::size_t kSunPath = 108;  // sizeof(sockaddr_un::sun_path)
+    if (entry.find('\0') != std::string_view::npos) return "a NUL byte";
+    if (entry.starts_with("@")) {
+        if (entry.size() < 2) return "an abstract name is empty";
+        if (entry.size() > kSunPath) return "longer than a unix socket address";
+        return {};
+    }
+    if (!entry.starts_with("/")) return "not an absolute path";
+    if (entry.size() >= kSunPath) return "longer than a unix socket address";
+    if (entry.find("//") != std::string_view::npos) return "an empty path component";
+    const std::string text(entry);
+    const std::string padded = text + (text.ends_with("/") ? "" : "/");
+    if (padded.find("/./") != std::string::npos || padded.find("/../") != std::string::npos) {
+        return "a '.' or '..' component";
+    }
+    return {};
+}
+
 std::string_view to_string(Effect effect) noexcept {
     switch (effect) {
         case Effect::allow: return "allow";
@@ -433,7 +511,8 @@ std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
                                        const std::map<std::string, std::shared_ptr<const ConnectorDef>>& connectors) {
     if (!root.expect_object()) return nullptr;
     root.allow_fields({"name", "description", "enforcement", "rate_limit", "approval_timeout_seconds", "connectors",
-                       "policies", "tcp", "proxy_token_sha256", "launch", "strip_environment"});
+                       "policies", "tcp", "proxy_token_sha256", "launch", "strip_environment", "run_as", "keep_groups",
+                       "unix_sockets", "require_layers", "proc"});
     const std::size_t errors_before = root.reader().error_count();
     auto gateway = std::make_shared<Gateway>();
     gateway->origin = root.reader().origin();
@@ -475,10 +554,13 @@ std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
         gateway->launch_users = launch->string_array("users", false).value_or(std::vector<std::string>{});
         gateway->launch_groups = launch->string_array("groups", false).value_or(std::vector<std::string>{});
     }
-    gateway->strip_environment =
-        root.string_array("strip_environment", false)
-            .value_or(std::vector<std::string>{"*_TOKEN", "*_SECRET", "*_PASSWORD", "*_API_KEY", "*_ACCESS_KEY",
-                                               "AWS_*", "GITHUB_TOKEN", "GH_TOKEN", "SSH_AUTH_SOCK"});
+    gateway->strip_environment = root.string_array("strip_environment", false)
+                                     .value_or(std::vector<std::string>{
+                                         "*_TOKEN", "*_SECRET", "*_PASSWORD", "*_API_KEY", "*_ACCESS_KEY", "AWS_*",
+                                         "GITHUB_TOKEN", "GH_TOKEN", "SSH_AUTH_SOCK",
+                                         // sockets of the user's session, outside the sandbox
+                                         "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY"});
+    read_sandbox(root, *gateway);
     if (const auto list = root.field("tcp"); list && list->expect_array()) {
         for (const auto& item : list->elements()) {
             if (auto rule = read_tcp_rule(item)) {

@@ -8,6 +8,7 @@
 #include "policy/connector.h"
 #include "policy/glob_index.h"
 
+#include <array>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -89,6 +90,17 @@ struct TcpRule {
     std::uint16_t port = 0;
 };
 
+// The agent sandbox's layers a gateway may require (docs/enforcement.md).
+inline constexpr std::array<std::string_view, 6> kSandboxLayers{"pid_namespace",      "landlock",    "landlock_scopes",
+                                                                "unix_socket_filter", "bind_filter", "seccomp"};
+// The layers every gateway requires, whatever it says.
+inline constexpr std::array<std::string_view, 2> kMinimumLayers{"pid_namespace", "landlock"};
+// Unix sockets agents may use when a gateway names none: the journal's and
+// syslog's, and nscd's.
+std::vector<std::string> default_unix_sockets();
+// "" when `entry` is a valid unix_sockets entry, else what is wrong with it.
+std::string unix_socket_entry_error(std::string_view entry);
+
 class Gateway {
 public:
     Gateway() = default;
@@ -115,6 +127,22 @@ public:
     // Environment variables never passed to this gateway's agents: names or
     // globs ("*_TOKEN"); the defaults cover the usual secret names.
     std::vector<std::string> strip_environment;
+    // The agent's identity when root launches it (a user's agent always runs
+    // as that user): "dynamic" (a uid of its own, from the daemon's
+    // agents.dynamic_uids), a user name, or "root" (uid 0, only when said).
+    std::string run_as = "dynamic";
+    // Supplementary groups an agent keeps (of the launching user's, or of the
+    // run_as user's); every other group is dropped.
+    std::vector<std::string> keep_groups;
+    // Unix sockets an agent may connect or send to: exact paths, directories
+    // ending in '/', abstract names as "@name". Everything else is refused.
+    std::vector<std::string> unix_sockets;
+    // Sandbox layers a launch must get (names in kSandboxLayers); a launch
+    // the kernel cannot give one of them is refused.
+    std::vector<std::string> require_layers;
+    // /proc inside the agent: only its processes' directories ("pids", where
+    // the kernel has subset=pid) or also the global files ("full").
+    bool proc_pids_only = true;
 
     // nullptr when no connector of this gateway serves `host` (any case, no port).
     [[nodiscard]] const ConnectorInstance* connector_for_host(std::string_view host) const;

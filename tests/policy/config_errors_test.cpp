@@ -754,5 +754,61 @@ TEST(ConfigErrors, ToStringOfASyntaxErrorHasLineAndColumn) {
     EXPECT_EQ(text.rfind("gateways.d/bot.json:3:3: ", 0), 0u) << text;
 }
 
+// ---------------------------------------------------------------------------
+// The sandbox fields: run_as, keep_groups, unix_sockets, require_layers, proc.
+
+TEST(ConfigErrors, SandboxFieldsLoadWithTheirDefaultsAndAsGiven) {
+    const auto defaults = load_gateway(with_github("{}"));
+    ASSERT_TRUE(defaults.ok()) << format_errors(defaults.errors);
+    const Gateway& plain = *defaults.config->gateway("bot");
+    EXPECT_EQ(plain.run_as, "dynamic");
+    EXPECT_TRUE(plain.keep_groups.empty());
+    EXPECT_EQ(plain.unix_sockets, default_unix_sockets());
+    EXPECT_TRUE(plain.require_layers.empty());
+    EXPECT_TRUE(plain.proc_pids_only);
+    for (const char* variable :
+         {"SSH_AUTH_SOCK", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY"}) {
+        EXPECT_NE(std::find(plain.strip_environment.begin(), plain.strip_environment.end(), variable),
+                  plain.strip_environment.end())
+            << variable;
+    }
+
+    const auto given = load_gateway(with_github("{}", R"(, "run_as": "builder", "keep_groups": ["docker"],
+        "unix_sockets": ["/run/app.sock", "/srv/sockets/", "@app"], "require_layers": ["unix_socket_filter"],
+        "proc": "full")"));
+    ASSERT_TRUE(given.ok()) << format_errors(given.errors);
+    const Gateway& set = *given.config->gateway("bot");
+    EXPECT_EQ(set.run_as, "builder");
+    EXPECT_EQ(set.keep_groups, std::vector<std::string>{"docker"});
+    EXPECT_EQ(set.unix_sockets, (std::vector<std::string>{"/run/app.sock", "/srv/sockets/", "@app"}));
+    EXPECT_EQ(set.require_layers, std::vector<std::string>{"unix_socket_filter"});
+    EXPECT_FALSE(set.proc_pids_only);
+}
+
+TEST(ConfigErrors, AUnixSocketEntryThatCouldBeFooledIsRefused) {
+    expect_refused_gateway(with_github("{}", R"(, "unix_sockets": ["run/app.sock"])"), "/unix_sockets/0",
+                           "not an absolute path", "absolute path");
+    expect_refused_gateway(with_github("{}", R"(, "unix_sockets": ["/ok.sock", "/srv/../run/user/1000/bus"])"),
+                           "/unix_sockets/1", "'.' or '..'", "absolute path");
+    expect_refused_gateway(with_github("{}", R"(, "unix_sockets": ["/srv//x.sock"])"), "/unix_sockets/0",
+                           "empty path component");
+    expect_refused_gateway(with_github("{}", R"(, "unix_sockets": ["@"])"), "/unix_sockets/0",
+                           "abstract name is empty");
+    expect_refused_gateway(with_github("{}", R"(, "unix_sockets": ["/run/ok.sock\u0000/run/user/1000/bus"])"),
+                           "/unix_sockets/0", "a NUL byte");
+    expect_refused_gateway(with_github("{}", R"(, "unix_sockets": [")" + std::string(120, 'a') + R"("])"),
+                           "/unix_sockets/0", "not an absolute path");
+    expect_refused_gateway(with_github("{}", R"(, "unix_sockets": ["/)" + std::string(120, 'a') + R"("])"),
+                           "/unix_sockets/0", "longer than a unix socket address");
+}
+
+TEST(ConfigErrors, AnUnknownLayerOrRunAsOrProcIsRefusedWithTheChoices) {
+    expect_refused_gateway(with_github("{}", R"(, "require_layers": ["landlok"])"), "/require_layers/0",
+                           "unknown sandbox layer \"landlok\"", "landlock");
+    expect_refused_gateway(with_github("{}", R"(, "run_as": "-rf")"), "/run_as", "invalid run_as", "dynamic");
+    expect_refused_gateway(with_github("{}", R"(, "proc": "all")"), "/proc", "unknown value \"all\"", "pids");
+    expect_refused_gateway(with_github("{}", R"(, "keep_groups": "docker")"), "/keep_groups", "array");
+}
+
 }  // namespace
 }  // namespace tameflare::policy
