@@ -11,42 +11,74 @@
 #include <ldns/ldns.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 namespace tameflare::cli {
 namespace {
 
-constexpr const char* kDoctorUsage = R"(Usage: tf doctor --gateway G [--socket PATH] [-c FILE]
+constexpr const char* kDoctorUsage =
+    R"(Usage: tf doctor --gateway G [--isolation netns|cgroup] [--socket PATH] [-c FILE]
 
 Checks that kernel enforcement works here: the kernel's BTF and cgroup2, the
 launch socket, and then, from inside a probe agent launched on gateway G (you
-must be allowed to launch there), each enforcement property. Prints one line
-per check, PASS or FAIL with the reason.
+must be allowed to launch there), each layer of the agent's sandbox and each
+way out it closes. Prints one line per check: PASS, FALLBACK (closed by a
+documented weaker substitute, because this kernel lacks the layer) or FAIL,
+with the reason.
 
-Exit status: 0 every check passed; 1 a check failed; 2 usage.
+Exit status: 0 no check failed; 1 a check failed; 2 usage.
 )";
 
 struct Check {
     std::string name;
     bool pass = false;
     std::string detail;
+    bool fallback = false;  // with pass: closed by a fallback, not by the layer itself
 };
 
 void print(const Check& check) {
-    std::printf("%s  %-44s %s\n", check.pass ? "PASS" : "FAIL", check.name.c_str(), check.detail.c_str());
+    const char* verdict = !check.pass ? "FAIL" : check.fallback ? "FALLBACK" : "PASS";
+    std::printf("%s  %-44s %s\n", verdict, check.name.c_str(), check.detail.c_str());
     std::fflush(stdout);
+}
+
+// The sandbox layers as the daemon applied them (TAMEFLARE_SANDBOX: "name=pass,name=fallback,...").
+std::vector<std::pair<std::string, std::string>> sandbox_layers() {
+    std::vector<std::pair<std::string, std::string>> layers;
+    const char* text = std::getenv("TAMEFLARE_SANDBOX");
+    std::istringstream in(text != nullptr ? text : "");
+    for (std::string item; std::getline(in, item, ',');) {
+        const auto equals = item.find('=');
+        if (equals != std::string::npos) layers.emplace_back(item.substr(0, equals), item.substr(equals + 1));
+    }
+    return layers;
+}
+
+std::string layer_state(const std::string& name) {
+    for (const auto& [layer, state] : sandbox_layers()) {
+        if (layer == name) return state;
+    }
+    return "missing";
 }
 
 std::string error_text(int error) {
@@ -160,8 +192,100 @@ Check cgroup_escape_refused() {
     return {"leaving the cgroup is refused", refused, refused ? "cgroup.procs not writable" : "moved out!"};
 }
 
-int probe() {
+// /proc shows the agent's own processes only, and a pid outside cannot be named.
+Check processes_hidden(pid_t outside) {
+    std::size_t visible = 0;
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", error)) {
+        const std::string name = entry.path().filename().string();
+        if (!name.empty() && std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+            ++visible;
+        }
+    }
+    const bool unnamed = ::kill(outside, 0) != 0 && errno == ESRCH;
+    return {"processes outside cannot be seen or signalled", unnamed && ::getpid() < 100,
+            std::to_string(visible) + " process(es) in /proc, pid " + std::to_string(::getpid()) + "; pid " +
+                std::to_string(outside) + " outside: " + (unnamed ? "no such process" : "reachable!")};
+}
+
+// The PID namespace's init is outside the agent's Landlock domain and not dumpable.
+Check ptrace_refused() {
+    const long attached = ::ptrace(PTRACE_ATTACH, 1, nullptr, nullptr);
+    const int error = errno;
+    if (attached == 0) ::ptrace(PTRACE_DETACH, 1, nullptr, nullptr);
+    return {"ptrace of a process outside is refused", attached != 0,
+            attached != 0 ? "PTRACE_ATTACH to the namespace's init: " + error_text(error) : "attached!"};
+}
+
+Check unix_connect_refused(const std::string& name, const std::string& address, const std::string& layer) {
+    const UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un to{};
+    to.sun_family = AF_UNIX;
+    const bool abstract = address.rfind('@', 0) == 0;
+    const std::size_t length = std::min(address.size(), sizeof to.sun_path - 1);
+    std::memcpy(to.sun_path, address.data(), length);
+    if (abstract) to.sun_path[0] = '\0';
+    const auto size = static_cast<socklen_t>(abstract ? offsetof(sockaddr_un, sun_path) + length : sizeof to);
+    const bool refused = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&to), size) != 0;
+    const int error = errno;
+    Check check{name, refused, refused ? error_text(error) : "connected to " + address};
+    // Only the filter says EPERM; a hidden socket (the fallback) is simply not there.
+    check.fallback = refused && error != EPERM && layer_state(layer) != "pass";
+    return check;
+}
+
+Check bind_loopback_only() {
+    const UniqueFd any(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_ANY);
+    socklen_t length = sizeof address;
+    if (::bind(any.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 ||
+        ::getsockname(any.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+        return {"binding is loopback only", false, "bind 0.0.0.0: " + error_text(errno)};
+    }
+    char bound[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &address.sin_addr, bound, sizeof bound);
+    const UniqueFd other(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in documentation{};
+    documentation.sin_family = AF_INET;
+    ::inet_pton(AF_INET, "192.0.2.1", &documentation.sin_addr);
+    const bool refused =
+        ::bind(other.get(), reinterpret_cast<const sockaddr*>(&documentation), sizeof documentation) != 0;
+    const int error = errno;
+    const bool filtered = std::string(bound) == "127.0.0.1" && refused && error == EPERM;
+    Check check{"binding is loopback only", filtered || layer_state("bind_filter") == "fallback",
+                std::string("0.0.0.0 bound as ") + bound + ", 192.0.2.1: " + (refused ? error_text(error) : "bound!")};
+    check.fallback = !filtered && check.pass;
+    if (check.fallback) check.detail += " (only loopback exists in the agent's network namespace)";
+    return check;
+}
+
+// Last: if it succeeded the probe would be in the new namespace.
+Check user_namespace_refused() {
+    const bool refused = ::unshare(CLONE_NEWUSER) != 0;
+    const int error = errno;
+    return {"new user namespaces are refused", refused,
+            refused ? error_text(error) : "made one: chroot and mounts in it could get around the unix socket list"};
+}
+
+Check not_root() {
+    const uid_t uid = ::getuid();
+    return {"the agent is not root", uid != 0,
+            uid != 0 ? "uid " + std::to_string(uid) + ", gid " + std::to_string(::getgid())
+                     : "uid 0: the gateway says run_as root; the agent owns root's files"};
+}
+
+int probe(pid_t outside, const std::string& canary_path, const std::string& canary_abstract,
+          const std::string& launch_socket) {
     std::vector<Check> checks;
+    for (const auto& [layer, state] : sandbox_layers()) {
+        Check check{"layer " + layer, state != "fail", state};
+        check.fallback = state == "fallback";
+        checks.push_back(check);
+    }
+    if (checks.empty()) checks.push_back({"sandbox layers", false, "TAMEFLARE_SANDBOX is not set: not an agent?"});
+    checks.push_back(not_root());
     checks.push_back({"no capabilities", status_field_is("CapEff", "0000000000000000"), "CapEff"});
     checks.push_back({"no_new_privs", status_field_is("NoNewPrivs", "1"), "NoNewPrivs"});
     sockaddr_in v4{};
@@ -178,6 +302,23 @@ int probe() {
     checks.push_back(dns_refused());
     checks.push_back(raw_refused());
     checks.push_back(cgroup_escape_refused());
+    if (outside > 0) {
+        checks.push_back(processes_hidden(outside));
+        checks.push_back(ptrace_refused());
+    }
+    if (!canary_path.empty()) {
+        checks.push_back(unix_connect_refused("unix sockets outside are refused", canary_path, "unix_socket_filter"));
+    }
+    if (!canary_abstract.empty()) {
+        checks.push_back(
+            unix_connect_refused("abstract unix sockets outside are refused", canary_abstract, "landlock_scopes"));
+    }
+    if (!launch_socket.empty()) {
+        checks.push_back(
+            unix_connect_refused("tameflared's sockets are unreachable", launch_socket, "unix_socket_filter"));
+    }
+    checks.push_back(bind_loopback_only());
+    checks.push_back(user_namespace_refused());
     bool all = true;
     for (const auto& check : checks) {
         print(check);
@@ -186,19 +327,79 @@ int probe() {
     return all ? kExitOk : kExitFailed;
 }
 
+// A listening unix socket outside the agent that the probe must not reach: a path one in a fresh directory
+// anyone may enter (so only the sandbox stands in the way), and an abstract one.
+struct Canary {
+    std::filesystem::path directory;
+    std::string path;
+    std::string abstract;
+    UniqueFd path_listener;
+    UniqueFd abstract_listener;
+
+    Canary() {
+        char pattern[] = "/tmp/tf-doctor-XXXXXX";
+        if (::mkdtemp(pattern) == nullptr) return;
+        directory = pattern;
+        ::chmod(pattern, 0755);
+        path = (directory / "canary.sock").string();
+        abstract = "@tameflare-doctor-" + std::to_string(::getpid());
+        path_listener = listen_at(path);
+        if (path_listener) ::chmod(path.c_str(), 0777);
+        abstract_listener = listen_at(abstract);
+    }
+    ~Canary() {
+        std::error_code ignored;
+        if (!directory.empty()) std::filesystem::remove_all(directory, ignored);
+    }
+    Canary(const Canary&) = delete;
+    Canary& operator=(const Canary&) = delete;
+
+    static UniqueFd listen_at(const std::string& address) {
+        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        sockaddr_un at{};
+        at.sun_family = AF_UNIX;
+        const std::size_t length = std::min(address.size(), sizeof at.sun_path - 1);
+        std::memcpy(at.sun_path, address.data(), length);
+        const bool abstract = address.rfind('@', 0) == 0;
+        if (abstract) at.sun_path[0] = '\0';
+        const auto size = static_cast<socklen_t>(abstract ? offsetof(sockaddr_un, sun_path) + length : sizeof at);
+        if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&at), size) != 0 || ::listen(fd.get(), 8) != 0) {
+            return {};
+        }
+        return fd;
+    }
+    // Whether anything connected (a connection waits in the backlog).
+    [[nodiscard]] static bool reached(const UniqueFd& listener) {
+        if (!listener) return false;
+        const UniqueFd accepted(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        return static_cast<bool>(accepted);
+    }
+};
+
 }  // namespace
 
 int doctor_command(std::span<char*> args) {
     std::string gateway;
     std::string socket_path;
     std::string config_file;
+    std::string isolation;
     bool inside = false;
-    enum { kGateway = 256, kSocket, kProbe };
+    pid_t outside = 0;
+    std::string canary_path;
+    std::string canary_abstract;
+    std::string launch_socket;
+    enum { kGateway = 256, kSocket, kProbe, kIsolation, kOutside, kCanaryPath, kCanaryAbstract, kLaunchSocket };
     const option options[] = {
         {"gateway", required_argument, nullptr, kGateway},
         {"socket", required_argument, nullptr, kSocket},
         {"config", required_argument, nullptr, 'c'},
+        {"isolation", required_argument, nullptr, kIsolation},
         {"probe", no_argument, nullptr, kProbe},
+        // The probe's inputs, from the tf doctor outside.
+        {"outside-pid", required_argument, nullptr, kOutside},
+        {"canary-path", required_argument, nullptr, kCanaryPath},
+        {"canary-abstract", required_argument, nullptr, kCanaryAbstract},
+        {"launch-socket", required_argument, nullptr, kLaunchSocket},
         {"help", no_argument, nullptr, 'h'},
         {nullptr, 0, nullptr, 0},
     };
@@ -209,12 +410,17 @@ int doctor_command(std::span<char*> args) {
             case kGateway: gateway = optarg; break;
             case kSocket: socket_path = optarg; break;
             case 'c': config_file = optarg; break;
+            case kIsolation: isolation = optarg; break;
             case kProbe: inside = true; break;
+            case kOutside: outside = static_cast<pid_t>(std::atoi(optarg)); break;
+            case kCanaryPath: canary_path = optarg; break;
+            case kCanaryAbstract: canary_abstract = optarg; break;
+            case kLaunchSocket: launch_socket = optarg; break;
             case 'h': std::fputs(kDoctorUsage, stdout); return kExitOk;
             default: std::fputs(kDoctorUsage, stderr); return kExitUsage;
         }
     }
-    if (inside) return probe();
+    if (inside) return probe(outside, canary_path, canary_abstract, launch_socket);
     if (gateway.empty()) {
         std::fputs("tf doctor: --gateway is required (one you may launch agents on)\n", stderr);
         return kExitUsage;
@@ -232,14 +438,25 @@ int doctor_command(std::span<char*> args) {
     if (!report({"tameflared's launch socket", reachable, path})) {
         return kExitFailed;
     }
+    const Canary canary;
     // The probe is this very program, run again as an agent of the gateway.
     const std::string self = std::filesystem::read_symlink("/proc/self/exe", error).string();
-    std::vector<std::string> argv{"run", "--socket", path, "--gateway", gateway, "--", self, "doctor", "--probe"};
+    std::vector<std::string> argv{"run", "--socket", path, "--gateway", gateway};
+    if (!isolation.empty()) argv.insert(argv.end(), {"--isolation", isolation});
+    argv.insert(argv.end(), {"--", self, "doctor", "--probe", "--outside-pid", std::to_string(::getpid()),
+                             "--launch-socket", path});
+    if (canary.path_listener) argv.insert(argv.end(), {"--canary-path", canary.path});
+    if (canary.abstract_listener) argv.insert(argv.end(), {"--canary-abstract", canary.abstract});
     std::vector<char*> pointers(argv.size());
     std::transform(argv.begin(), argv.end(), pointers.begin(), [](std::string& arg) { return arg.data(); });
     std::fflush(stdout);
     const int status = run_command(std::span<char*>(pointers.data(), pointers.size()));
     if (status == 125) report({"a probe agent can be launched", false, "see the message above"});
+    const bool reached = Canary::reached(canary.path_listener) || Canary::reached(canary.abstract_listener);
+    if (status != 125) {
+        report({"nothing outside was reached", !reached,
+                reached ? "a unix socket canary of tf doctor got a connection" : "the canaries saw no connection"});
+    }
     return all && status == kExitOk ? kExitOk : kExitFailed;
 }
 

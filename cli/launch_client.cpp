@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 namespace tameflare::cli {
 
@@ -39,6 +40,12 @@ std::optional<UniqueFd> connect_launch_socket(const std::string& path, const cha
     }
     std::memcpy(address.sun_path, path.c_str(), path.size());
     if (!socket || ::connect(socket.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+        // Inside an agent the sandbox refuses every socket of tameflared's.
+        if (errno == EPERM && std::getenv("TAMEFLARE_AGENT") != nullptr) {
+            launch_failed(command, "agents cannot launch agents: the sandbox refuses tameflared's launch socket",
+                          "run tf " + std::string(command) + " outside any agent");
+            return std::nullopt;
+        }
         launch_failed(command, "cannot reach tameflared at " + path + ": " + std::strerror(errno),
                       "is tameflared running (systemctl status tameflared)? Is kernel enforcement available (the "
                       "journal says)?");

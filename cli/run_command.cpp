@@ -34,8 +34,9 @@ constexpr const char* kRunUsage =
     R"(Usage: tf run --gateway G [--name N] [--isolation netns|cgroup] -- COMMAND [ARGS...]
 
 Launches COMMAND as an agent of gateway G: tameflared starts it in its own
-cgroup (and, with netns isolation, the default, its own network namespace),
-as you, in this directory, with your environment minus the gateway's secret
+cgroup, PID namespace and Landlock domain (and, with netns isolation, the
+default, its own network namespace), as you (when root runs it: as the
+gateway's run_as user, by default a uid of its own), in this directory, with your environment minus the gateway's secret
 variables and this terminal's stdin, stdout and stderr. Every TCP connection
 it opens goes through the gateway's policy; other traffic is refused.
 

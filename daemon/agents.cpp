@@ -10,12 +10,16 @@
 #include "daemon/store/store.h"
 #include "netns/cgroup.h"
 #include "netns/dns_stub.h"
+#include "netns/landlock.h"
 #include "netns/launch_protocol.h"
 #include "netns/namespaces.h"
+#include "netns/sandbox.h"
+#include "netns/seccomp.h"
 #include "netns/spawn.h"
 
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <glob.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -37,6 +41,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -85,6 +90,13 @@ std::string user_name(uid_t uid) {
     return entry.pw_name;
 }
 
+bool group_name_exists(gid_t gid) {
+    std::array<char, 16384> buffer{};
+    group entry{};
+    group* found = nullptr;
+    return getgrgid_r(gid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr;
+}
+
 std::optional<gid_t> group_id(const std::string& name) {
     std::array<char, 4096> buffer{};
     group entry{};
@@ -123,6 +135,99 @@ std::vector<std::string> resolvable_names(const policy::Gateway& gateway) {
         if (!rule.host.empty()) names.push_back(rule.host);
     }
     return names;
+}
+
+// Who an agent runs as (docs/enforcement.md, "Who").
+struct Identity {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;
+    std::string user;  // "" for a dynamic uid or the caller's own
+    std::string home;
+    bool dynamic = false;
+};
+
+// The groups of `have` that the gateway's keep_groups names; every other is dropped.
+std::vector<gid_t> kept_groups(const std::vector<gid_t>& have, const std::vector<std::string>& keep) {
+    std::vector<gid_t> out;
+    for (const auto& name : keep) {
+        const auto gid = group_id(name);
+        if (gid && std::find(have.begin(), have.end(), *gid) != have.end() &&
+            std::find(out.begin(), out.end(), *gid) == out.end()) {
+            out.push_back(*gid);
+        }
+    }
+    return out;
+}
+
+// The run_as user of a gateway: uid, gid, home and groups from the user database.
+Identity named_user(const std::string& name, const std::vector<std::string>& keep, const std::string& gateway) {
+    std::array<char, 16384> buffer{};
+    passwd entry{};
+    passwd* found = nullptr;
+    if (getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+        throw LaunchError("gateway " + gateway + " runs root's agents as user \"" + name + "\", which does not exist",
+                          "create the user (adduser --system " + name + ") or change run_as in the gateway's file");
+    }
+    Identity identity;
+    identity.uid = entry.pw_uid;
+    identity.gid = entry.pw_gid;
+    identity.user = entry.pw_name;
+    identity.home = entry.pw_dir;
+    int count = 64;
+    std::vector<gid_t> groups(static_cast<std::size_t>(count));
+    while (getgrouplist(entry.pw_name, entry.pw_gid, groups.data(), &count) < 0) {
+        groups.resize(static_cast<std::size_t>(count));
+    }
+    groups.resize(static_cast<std::size_t>(count));
+    identity.groups = kept_groups(groups, keep);
+    return identity;
+}
+
+// The uid ranges of /etc/subuid and /etc/subgid: a dynamic uid inside one would share its number with a user
+// namespace's processes and files.
+std::vector<std::pair<std::uint64_t, std::uint64_t>> subordinate_ranges() {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+    for (const char* file : {"/etc/subuid", "/etc/subgid"}) {
+        std::ifstream in(file);
+        std::string line;
+        while (std::getline(in, line)) {
+            std::istringstream fields(line);
+            std::string owner;
+            std::string start;
+            std::string count;
+            if (!std::getline(fields, owner, ':') || !std::getline(fields, start, ':') ||
+                !std::getline(fields, count)) {
+                continue;
+            }
+            try {
+                const std::uint64_t first = std::stoull(start);
+                ranges.emplace_back(first, first + std::stoull(count));
+            } catch (const std::exception&) {
+                // not a range: nothing to avoid
+            }
+        }
+    }
+    return ranges;
+}
+
+// The sockets no gateway may open to its agents: the daemon's own and the system bus. An entry that names one,
+// or a directory holding one (also through a symbolic link, /var/run -> /run), is left out.
+bool covers(const fs::path& entry, const std::vector<fs::path>& forbidden) {
+    std::error_code error;
+    const std::string text = entry.string();
+    const bool directory = !text.empty() && text.back() == '/';
+    const fs::path canonical = fs::weakly_canonical(entry, error);
+    for (const auto& socket : forbidden) {
+        const fs::path target = fs::weakly_canonical(socket, error);
+        if (!directory) {
+            if (canonical == target || entry == socket) return true;
+            continue;
+        }
+        const std::string root = canonical.string() + (canonical.string().ends_with("/") ? "" : "/");
+        if (target.string().rfind(root, 0) == 0 || socket.string().rfind(text, 0) == 0) return true;
+    }
+    return false;
 }
 
 bool stripped(const std::string& variable, const std::vector<std::string>& patterns) {
@@ -186,7 +291,9 @@ struct Agent {
     std::string gateway;
     std::string isolation;
     std::string command;
-    unsigned uid = 0;
+    unsigned uid = 0;      // who launched it
+    unsigned run_uid = 0;  // who it runs as
+    bool dynamic_uid = false;
     std::optional<netns::Cgroup> cgroup;
     std::optional<netns::NetworkNamespace> ns;
     std::uint64_t key = 0;  // the cgroup id: the BPF registration and the proxy listener's tag
@@ -249,10 +356,149 @@ struct Agents::Impl {
     std::vector<std::string> enforced_cgroups;            // relative paths, under `mutex`
     std::string root_cgroup;                              // options.cgroup_root, relative to the mount
     AgentObserver observer;                               // set before start
+    netns::SandboxSupport support;                        // what this kernel gives agents' sandboxes
+    netns::SeccompProgram seccomp;                        // the agents' filter, built once
+    mutable std::set<std::string> ignored_entries;        // unix_sockets entries warned about; io thread only
+    std::set<uid_t> dynamic_uids;                         // in use by running agents; io thread only
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> subordinate_uids;  // /etc/subuid, /etc/subgid
 
     Impl(AgentsOptions o, const policy::ConfigStore& c, store::Store* s)
         : options(std::move(o)), config(c), store(s), enforcer(bpf::EnforcerOptions{options.pin_dir}) {
         root_cgroup = relative_cgroup(options.cgroup_root);
+        const auto hooks = enforcer.hooks();
+        support.landlock_abi = netns::landlock_abi();
+        support.landlock_missing = netns::landlock_missing_reason();
+        support.unix_socket_filter = hooks.unix_sockets;
+        support.bind_filter = hooks.bind;
+        support.seccomp = netns::seccomp_available();
+        if (support.seccomp) seccomp = netns::agent_seccomp_program();
+        subordinate_uids = subordinate_ranges();
+        if (options.dynamic_uid_first < 65536 || options.dynamic_uid_last < options.dynamic_uid_first) {
+            throw std::invalid_argument("agents.dynamic_uids is not a range above 65535");
+        }
+    }
+
+    // A free uid of the dynamic range: not an account, not a group, not a subordinate id, not another agent's.
+    uid_t allocate_dynamic_uid() {
+        static thread_local std::mt19937_64 generator{std::random_device{}()};
+        const std::uint64_t size = std::uint64_t{options.dynamic_uid_last} - options.dynamic_uid_first + 1;
+        const std::uint64_t start = generator() % size;
+        for (std::uint64_t i = 0; i < size; ++i) {
+            const auto uid = static_cast<uid_t>(options.dynamic_uid_first + (start + i) % size);
+            if (dynamic_uids.count(uid) != 0 || !user_name(uid).empty() || group_name_exists(uid)) continue;
+            if (std::any_of(subordinate_uids.begin(), subordinate_uids.end(),
+                            [&](const auto& range) { return uid >= range.first && uid < range.second; })) {
+                continue;
+            }
+            dynamic_uids.insert(uid);
+            return uid;
+        }
+        throw LaunchError("no free uid is left in agents.dynamic_uids",
+                          "widen agents.dynamic_uids in tameflared.json, or end some agents");
+    }
+
+    // Who `peer`'s agent on `gateway` runs as.
+    Identity identity_for(const netns::PeerCredentials& peer, const policy::Gateway& gateway) {
+        if (peer.uid != 0) {
+            Identity identity;
+            identity.uid = peer.uid;
+            identity.gid = peer.gid;
+            identity.groups = kept_groups(peer.groups, gateway.keep_groups);
+            return identity;
+        }
+        if (gateway.run_as == "root") {
+            Identity identity;
+            identity.groups = kept_groups(peer.groups, gateway.keep_groups);
+            identity.user = "root";
+            return identity;
+        }
+        if (gateway.run_as == "dynamic") {
+            Identity identity;
+            identity.uid = allocate_dynamic_uid();
+            identity.gid = identity.uid;
+            identity.home = "/";
+            identity.dynamic = true;
+            return identity;
+        }
+        return named_user(gateway.run_as, gateway.keep_groups, gateway.name);
+    }
+
+    // The gateway's unix_sockets as the BPF filter takes them, less the daemon's own sockets.
+    bpf::UnixSocketPolicy unix_policy(const policy::Gateway& gateway, bool own_network, bool unit) const {
+        bpf::UnixSocketPolicy policy;
+        policy.any_abstract = own_network;
+        std::vector<fs::path> forbidden = options.own_sockets;
+        forbidden.push_back(options.launch_socket);
+        for (const auto& entry : gateway.unix_sockets) {
+            if (entry.rfind('@', 0) != 0 && covers(entry, forbidden)) {
+                if (!ignored_entries.insert(gateway.name + "\n" + entry).second) continue;  // said once
+                log(LogLevel::warning,
+                    "gateway " + gateway.name + ": unix_sockets entry " + entry +
+                        " covers a socket of tameflared or the system bus; it is ignored",
+                    {{"GATEWAY", gateway.name}, {"HINT", "agents never reach the daemon's sockets or the system bus"}});
+                continue;
+            }
+            policy.allow.push_back(entry);
+        }
+        // A service under enforcement still tells systemd it is ready.
+        if (unit) policy.allow.insert(policy.allow.end(), {"/run/systemd/notify", "@/org/freedesktop/systemd1/notify"});
+        return policy;
+    }
+
+    // The agent's unix socket list from its gateway as configured now (an unknown gateway: nothing is allowed).
+    void apply_unix_policy(const Agent& agent) {
+        if (!support.unix_socket_filter) return;
+        const auto snapshot = config.snapshot();
+        const policy::Gateway* gateway = snapshot->gateway(agent.gateway);
+        try {
+            enforcer.set_unix_policy(agent.key,
+                                     gateway ? unix_policy(*gateway, agent.isolation == "netns", agent.enforced_unit)
+                                             : bpf::UnixSocketPolicy{{}, agent.isolation == "netns"});
+        } catch (const std::exception& error) {
+            // The list it had stays (or none: everything refused); the configuration was checked at load.
+            log(LogLevel::error, "cannot set the unix socket list of agent " + agent.id + ": " + error.what(),
+                {{"AGENT", agent.id}, {"GATEWAY", agent.gateway}});
+        }
+    }
+
+    // Without the unix socket filter: the sockets of services outside that agents are known to misuse, hidden in
+    // the agent's mount namespace (docs/enforcement.md, "Fallbacks").
+    void hide_service_sockets(netns::SpawnOptions& spawn, const std::vector<std::string>& allow,
+                              const netns::PeerCredentials& peer, uid_t agent,
+                              const std::vector<std::string>& env) const {
+        const uid_t caller = peer.uid;
+        const auto allowed = [&](const std::string& path) {
+            return std::find(allow.begin(), allow.end(), path) != allow.end();
+        };
+        std::vector<std::string> directories{"/run/user/" + std::to_string(caller),
+                                             "/run/user/" + std::to_string(agent), "/run/screen", "/tmp/.X11-unix",
+                                             "/tmp/.ICE-unix"};
+        for (const auto& variable : env) {
+            if (variable.rfind("XDG_RUNTIME_DIR=", 0) == 0) directories.push_back(variable.substr(16));
+        }
+        // tmux's sockets as the caller sees /tmp (the daemon's own /tmp may be private to it).
+        const std::string root = "/proc/" + std::to_string(peer.pid) + "/root";
+        glob_t found{};
+        if (::glob((root + "/tmp/tmux-*").c_str(), GLOB_NOSORT | GLOB_ONLYDIR, nullptr, &found) == 0) {
+            for (std::size_t i = 0; i < found.gl_pathc; ++i) directories.emplace_back(found.gl_pathv[i] + root.size());
+        }
+        ::globfree(&found);
+        for (auto& directory : directories) {
+            if (!directory.empty() && !allowed(directory + "/")) spawn.hide.push_back(std::move(directory));
+        }
+        std::vector<std::string> files{"/run/docker.sock",
+                                       "/var/run/docker.sock",
+                                       "/run/podman/podman.sock",
+                                       "/run/containerd/containerd.sock",
+                                       "/run/dbus/system_bus_socket",
+                                       "/var/run/dbus/system_bus_socket",
+                                       "/run/systemd/private",
+                                       "/run/systemd/io.system.ManagedOOM",
+                                       options.launch_socket.string()};
+        for (const auto& socket : options.own_sockets) files.push_back(socket.string());
+        for (auto& file : files) {
+            if (!allowed(file)) spawn.mask.push_back(std::move(file));
+        }
     }
 
     [[nodiscard]] fs::path resolv_conf() const { return options.ca_bundle.parent_path() / "resolv.conf"; }
@@ -270,9 +516,10 @@ struct Agents::Impl {
     }
 
     static AgentInfo info(const Agent& agent) {
-        return AgentInfo{
-            agent.id,  agent.gateway, agent.isolation,    agent.key, agent.process ? agent.process->pid() : 0,
-            agent.uid, agent.command, agent.enforced_unit};
+        AgentInfo out{
+            agent.id,  agent.gateway, agent.isolation, agent.key,          agent.process ? agent.process->pid() : 0,
+            agent.uid, agent.run_uid, agent.command,   agent.enforced_unit};
+        return out;
     }
     static std::string relative_cgroup(const fs::path& path) {
         return "/" + path.lexically_relative(netns::cgroup2_mount()).string();
@@ -343,6 +590,13 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         throw LaunchError("invalid agent name \"" + id + "\"", "use up to 48 lower-case letters, digits, '-' and '_'");
     }
     if (agents.count(id) != 0) throw LaunchError("an agent named " + id + " is running", "choose another --name");
+    // Never weaker than said: a layer the kernel cannot give, and no fallback for it, refuses the launch.
+    const auto layers = netns::sandbox_layers(support, isolation);
+    std::vector<std::string> required(policy::kMinimumLayers.begin(), policy::kMinimumLayers.end());
+    required.insert(required.end(), gateway->require_layers.begin(), gateway->require_layers.end());
+    if (const std::string refusal = netns::sandbox_refusal(layers, required); !refusal.empty()) {
+        throw LaunchError(refusal, "tf doctor --gateway " + gateway_name + " lists the layers this kernel gives");
+    }
 
     auto agent = std::make_shared<Agent>();
     agent->id = id;
@@ -360,11 +614,27 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         if (!variable.is_string()) throw LaunchError("env holds a non-string", "use tf run");
         const auto text = variable.get<std::string>();
         if (text.find('=') == std::string::npos || stripped(text, gateway->strip_environment)) continue;
-        env.push_back(text);
+        // Root's agent runs as another user: that user's home and name, not root's (set below).
+        if (peer.uid != 0 ||
+            !(text.rfind("HOME=", 0) == 0 || text.rfind("USER=", 0) == 0 || text.rfind("LOGNAME=", 0) == 0)) {
+            env.push_back(text);
+        }
+    }
+    // Allocated last: nothing between here and the undo below may fail without giving a dynamic uid back.
+    const Identity identity = identity_for(peer, *gateway);
+    agent->run_uid = identity.uid;
+    agent->dynamic_uid = identity.dynamic;
+    if (peer.uid == 0) {
+        if (!identity.home.empty()) env.push_back("HOME=" + identity.home);
+        if (!identity.user.empty()) {
+            env.push_back("USER=" + identity.user);
+            env.push_back("LOGNAME=" + identity.user);
+        }
     }
     for (const auto& name : kBundleVariables) env.push_back(std::string(name) + "=" + options.ca_bundle.string());
     env.push_back("TAMEFLARE_AGENT=" + id);
     env.push_back("TAMEFLARE_GATEWAY=" + gateway_name);
+    env.push_back("TAMEFLARE_SANDBOX=" + netns::describe_layers(layers));
 
     try {
         const fs::path parent = options.cgroup_root / gateway_name;
@@ -390,6 +660,8 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         route.dns_udp_port = netns::local_endpoint(dns_udp.get()).port;
         route.dns_tcp_port = netns::local_endpoint(dns_tcp.get()).port;
         enforcer.add_agent(agent->key, route);
+        const auto unix_sockets = unix_policy(*gateway, isolation == "netns", false);
+        if (support.unix_socket_filter) enforcer.set_unix_policy(agent->key, unix_sockets);
         serve_agent(*agent, std::move(proxy_socket), std::move(dns_udp), std::move(dns_tcp));
 
         netns::SpawnOptions spawn;
@@ -399,9 +671,9 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         spawn.stdout_fd = fds[1].get();
         spawn.stderr_fd = fds[2].get();
         spawn.cwd_fd = fds[3].get();
-        spawn.uid = peer.uid;
-        spawn.gid = peer.gid;
-        spawn.groups = peer.groups;
+        spawn.uid = identity.uid;
+        spawn.gid = identity.gid;
+        spawn.groups = identity.groups;
         spawn.cgroup_fd = agent->cgroup->fd();
         spawn.netns_fd = agent->ns ? agent->ns->fd() : -1;
         const UniqueFd caller_mounts = caller_mount_namespace(peer);
@@ -410,6 +682,15 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
                                               std::vector<std::string>(kBundlePaths.begin(), kBundlePaths.end())});
         spawn.binds.push_back(netns::BindFile{resolv_conf().string(), {"/etc/resolv.conf"}});
         for (const auto& directory : options.hidden) spawn.hide.push_back(directory.string());
+        if (!support.unix_socket_filter) {
+            hide_service_sockets(spawn, unix_sockets.allow, peer, identity.uid, spawn.env);
+        }
+        spawn.pid_namespace = true;
+        spawn.proc_pids_only = gateway->proc_pids_only;
+        const netns::LandlockPolicy landlock;  // ptrace always; signals and abstract sockets from ABI 6
+        spawn.landlock = &landlock;
+        spawn.landlock_abi = support.landlock_abi;
+        spawn.seccomp = &seccomp;
         agent->process.emplace(netns::spawn(spawn));
     } catch (const LaunchError&) {
         undo(*agent);
@@ -428,7 +709,9 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
          {"GATEWAY", gateway_name},
          {"ISOLATION", isolation},
          {"AGENT_UID", std::to_string(peer.uid)},
+         {"RUN_UID", std::to_string(identity.uid)},
          {"AGENT_PID", std::to_string(agent->process->pid())},
+         {"SANDBOX", netns::describe_layers(layers)},
          {"COMMAND", agent->command}});
     agents[id] = agent;
     publish();
@@ -465,6 +748,7 @@ void Agents::Impl::start_enforcing(const fs::path& cgroup, const std::string& ga
     // Registered before the programs are attached: from the first moment,
     // every connect of the cgroup has somewhere to go.
     enforcer.add_agent(agent->key, route);
+    apply_unix_policy(*agent);
     serve_agent(*agent, std::move(proxy_socket), std::move(dns_udp), std::move(dns_tcp));
     try {
         enforcer.enforce(cgroup);
@@ -651,10 +935,11 @@ void Agents::Impl::adopt(const fs::path& directory, const std::map<std::uint64_t
     agent->id = directory.filename().string();
     agent->gateway = directory.parent_path().filename().string();
     const auto route = routes.find(agent->key);
+    const bool registered = route != routes.end();
     const auto pids = agent->cgroup->processes();
-    if (pids.empty() || route == routes.end() || agents.count(agent->id) != 0) {
-        // Ended, or never registered (its connects are refused): nothing to serve.
-        agent->registered = route != routes.end();
+    if (pids.empty() || agents.count(agent->id) != 0) {
+        // Ended: nothing to serve.
+        agent->registered = registered;
         undo(*agent);
         return;
     }
@@ -665,8 +950,21 @@ void Agents::Impl::adopt(const fs::path& directory, const std::map<std::uint64_t
         throw std::runtime_error("cannot open the network namespace of pid " + std::to_string(pids.front()));
     }
     agent->isolation = theirs.st_ino == ours.st_ino ? "cgroup" : "netns";
+    // Its uid, from the kernel: a dynamic one stays taken while it runs.
+    std::ifstream status("/proc/" + std::to_string(pids.front()) + "/status");
+    for (std::string line; std::getline(status, line);) {
+        if (line.rfind("Uid:", 0) != 0) continue;
+        std::istringstream(line.substr(4)) >> agent->run_uid;
+        break;
+    }
+    if (agent->run_uid >= options.dynamic_uid_first && agent->run_uid <= options.dynamic_uid_last) {
+        agent->dynamic_uid = true;
+        dynamic_uids.insert(agent->run_uid);
+    }
     if (agent->isolation == "netns") agent->ns.emplace(netns::NetworkNamespace::adopt(UniqueFd(::dup(ns_fd.get()))));
-    bpf::AgentRoute next = route->second;
+    // Without a registration (the maps of an older layout were replaced) it gets new ports: until then its
+    // connects were refused.
+    bpf::AgentRoute next = registered ? route->second : bpf::AgentRoute{};
     auto open_at = [&](std::uint16_t port, bool tcp) {
         const proxy::Endpoint at{*proxy::IpAddress::parse("127.0.0.1"), port};
         const proxy::Endpoint any{*proxy::IpAddress::parse("127.0.0.1"), 0};
@@ -684,8 +982,9 @@ void Agents::Impl::adopt(const fs::path& directory, const std::map<std::uint64_t
     next.proxy_port = netns::local_endpoint(proxy_socket.get()).port;
     next.dns_udp_port = netns::local_endpoint(dns_udp.get()).port;
     next.dns_tcp_port = netns::local_endpoint(dns_tcp.get()).port;
-    if (!(next == route->second)) enforcer.add_agent(agent->key, next);
+    if (!registered || !(next == route->second)) enforcer.add_agent(agent->key, next);
     serve_agent(*agent, std::move(proxy_socket), std::move(dns_udp), std::move(dns_tcp));
+    apply_unix_policy(*agent);
     agent->exit_watch = std::make_unique<Descriptor>(io, ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
     if (::inotify_add_watch(agent->exit_watch->native_handle(), (directory / "cgroup.events").c_str(), IN_MODIFY) < 0) {
         undo(*agent);
@@ -728,12 +1027,17 @@ void Agents::Impl::undo_registration(Agent& agent) {
 // Tears down what a launch or an agent's life set up, in reverse.
 void Agents::Impl::undo(Agent& agent) {
     undo_registration(agent);
+    bool emptied = true;
     if (agent.cgroup && !agent.cgroup->remove(std::chrono::seconds(5))) {
+        emptied = false;
         log(LogLevel::warning, "the cgroup of agent " + agent.id + " could not be removed",
             {{"AGENT", agent.id}, {"CGROUP", agent.cgroup->path().string()}});
     }
     agent.cgroup.reset();
     agent.ns.reset();
+    // Its processes are gone with its cgroup: the uid may serve another agent (else it stays taken).
+    if (agent.dynamic_uid && emptied) dynamic_uids.erase(agent.run_uid);
+    agent.dynamic_uid = false;
 }
 
 void Agents::Impl::finish(Agent& agent, int status) {
@@ -944,6 +1248,7 @@ void Agents::reload() {
         for (auto& [id, agent] : impl_->agents) {
             const policy::Gateway* gateway = snapshot->gateway(agent->gateway);
             if (agent->dns) agent->dns->set_allowed(gateway ? resolvable_names(*gateway) : std::vector<std::string>{});
+            impl_->apply_unix_policy(*agent);
         }
     });
 }

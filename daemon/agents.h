@@ -40,6 +40,12 @@ struct AgentsOptions {
     std::string ca_certificate_pem;       // the daemon's interception CA
     std::string default_isolation = "netns";
     std::vector<std::filesystem::path> hidden;  // directories agents must not see (state, BPF pins)
+    // The daemon's own sockets (REST, D-Bus system bus): never on an agent's unix_sockets list, whatever a gateway
+    // says (the launch socket is added to them).
+    std::vector<std::filesystem::path> own_sockets;
+    // Agents launched by root under run_as "dynamic" get a uid (and gid) of their own from this range.
+    std::uint32_t dynamic_uid_first = 2147287040;
+    std::uint32_t dynamic_uid_last = 2147352575;
 };
 
 struct AgentInfo {
@@ -48,7 +54,8 @@ struct AgentInfo {
     std::string isolation;
     std::uint64_t cgroup_id = 0;
     int pid = 0;
-    unsigned uid = 0;
+    unsigned uid = 0;      // who launched it
+    unsigned run_uid = 0;  // the uid it runs as
     std::string command;
     bool enforced_unit = false;  // an existing cgroup put under a gateway by tf enforce
 };

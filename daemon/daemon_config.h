@@ -35,6 +35,10 @@ struct AgentsConfig {
     std::filesystem::path bpf_pin_dir{"/sys/fs/bpf/tameflare"};
     std::filesystem::path launch_socket;  // "" : <runtime_dir>/launch.sock
     std::string isolation = "netns";      // the default for tf run: "netns" or "cgroup"
+    // "dynamic_uids": the uids (and gids of the same numbers) agents launched by root run as under a gateway whose
+    // run_as is "dynamic": one per running agent, never a uid of /etc/passwd.
+    std::uint32_t dynamic_uid_first = 2147287040;  // 0x7FFD0000
+    std::uint32_t dynamic_uid_last = 2147352575;   // 0x7FFDFFFF
 };
 
 // "api": the REST control socket and who may use it.

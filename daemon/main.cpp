@@ -237,6 +237,19 @@ int run(const Options& options) {
             agent_options.ca_certificate_pem = ca->certificate_pem();
             agent_options.default_isolation = config->agents.isolation;
             agent_options.hidden = {config->state_dir, config->agents.bpf_pin_dir.parent_path()};
+            agent_options.own_sockets = {config->api_socket_path(), "/run/dbus/system_bus_socket",
+                                         "/var/run/dbus/system_bus_socket"};
+            // A bus of its own (tests, containers): "unix:path=/x/y[,guid=...]".
+            std::string bus = config->dbus.address;
+            if (const char* variable = std::getenv("DBUS_SYSTEM_BUS_ADDRESS"); bus.empty() && variable != nullptr) {
+                bus = variable;
+            }
+            if (const auto at = bus.find("unix:path="); at != std::string::npos) {
+                const auto start = at + 10;
+                agent_options.own_sockets.emplace_back(bus.substr(start, bus.find_first_of(",;", start) - start));
+            }
+            agent_options.dynamic_uid_first = config->agents.dynamic_uid_first;
+            agent_options.dynamic_uid_last = config->agents.dynamic_uid_last;
             agents = std::make_unique<daemon::Agents>(std::move(agent_options), store, database.get());
             agents->on_event([&events](const std::string& type, const daemon::AgentInfo& agent, int status) {
                 nlohmann::json data{

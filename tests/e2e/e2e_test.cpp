@@ -50,7 +50,8 @@ const std::string kAddMember =
 // What the booted root needs besides the package's Depends: the service
 // manager and the bus, and the tools the checks use.
 const std::vector<std::string> kBasePackages{
-    "systemd", "dbus", "curl", "python3", "iproute2", "procps", "ca-certificates", "passwd",
+    "systemd",        "dbus", "curl", "python3", "iproute2", "procps", "ca-certificates", "passwd",
+    "libpam-systemd",  // a lingering user's manager (user@.service) gets its XDG_RUNTIME_DIR from pam_systemd
 };
 
 // The daemon's configuration inside the container: the shipped one plus a
@@ -290,7 +291,9 @@ protected:
                                "tf-e2e-" + std::to_string(getpid()),
                                scratch_ / "console.log",
                                {"--private-network", "--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN,CAP_SYS_RESOURCE",
-                                "--system-call-filter=bpf"},
+                                // bpf, and Landlock for the agents' sandbox: nspawn's own filter refuses them.
+                                "--system-call-filter=bpf landlock_create_ruleset landlock_add_rule "
+                                "landlock_restrict_self"},
                                scratch_ / "bpffs"});
         std::string error;
         if (!container_->start(error)) {
@@ -625,6 +628,42 @@ TEST_F(SystemdE2E, AUserLaunchesAnAgentFromTheirHomeUnderTheHardenedUnit) {
     const auto forwarded = upstream_requests("user-allowed");
     ASSERT_EQ(forwarded.size(), 1U);
     EXPECT_EQ(forwarded[0].value("auth", nlohmann::json()), bearer()) << forwarded[0].dump();
+}
+
+// A lingering user's own service manager runs outside every agent and starts
+// whatever it is asked to (systemd-run --user): an agent of that user must not
+// reach it, whether or not it knows where it listens.
+TEST_F(SystemdE2E, ALingeringUsersAgentCannotStartAnythingThroughSystemdUser) {
+    std::string why;
+    ASSERT_TRUE(ensure_service(why)) << why;
+    ASSERT_EQ(in(kAddMember).status, 0);
+    const std::string uid = quiet(std::string("id -u ") + kMember);
+    const std::string runtime = "/run/user/" + uid;
+    ASSERT_EQ(in(std::string("loginctl enable-linger ") + kMember).status, 0);
+    ASSERT_EQ(
+        in("for i in $(seq 100); do [ -S " + runtime + "/systemd/private ] && exit 0; sleep 0.2; done; exit 1").status,
+        0)
+        << quiet("systemctl status user@" + uid + ".service --no-pager");
+    const std::string as_member = std::string("runuser -u ") + kMember + " -- env XDG_RUNTIME_DIR=" + runtime + " ";
+    // Outside an agent the user's manager does start a unit: the test can see it when it happens.
+    const Result outside = in(as_member + "systemd-run --user --quiet --wait touch /tmp/tf-e2e-user-outside");
+    ASSERT_EQ(outside.status, 0) << outside.err;
+    ASSERT_EQ(in("test -e /tmp/tf-e2e-user-outside").status, 0);
+
+    const Result agent =
+        in("cd /tmp && " + as_member + "tf run --gateway e2e -- sh -c " +
+           shell_quote(
+               "echo runtime=${XDG_RUNTIME_DIR:-unset}; systemd-run --user --quiet --wait touch /tmp/tf-e2e-user-a;"
+               " echo stripped=$?; XDG_RUNTIME_DIR=" +
+               runtime + " systemd-run --user --quiet --wait touch /tmp/tf-e2e-user-b; echo direct=$?"));
+    EXPECT_EQ(agent.status, 0) << agent.err;
+    std::cout << "[e2e] systemd-run --user from an agent: " << trim(agent.out) << " | " << trim(agent.err) << "\n";
+    EXPECT_NE(agent.out.find("runtime=unset"), std::string::npos) << agent.out;
+    EXPECT_EQ(agent.out.find("stripped=0"), std::string::npos) << agent.out;
+    EXPECT_EQ(agent.out.find("direct=0"), std::string::npos) << agent.out;
+    EXPECT_NE(in("sleep 1; test -e /tmp/tf-e2e-user-a || test -e /tmp/tf-e2e-user-b").status, 0)
+        << "the user's manager started a unit for the agent";
+    in(std::string("loginctl disable-linger ") + kMember);
 }
 
 TEST_F(SystemdE2E, RestartUnderTrafficLetsNoConnectionEscape) {

@@ -14,15 +14,22 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 
 namespace tameflare::testing {
@@ -44,6 +51,19 @@ std::map<std::string, std::string> parse_probe(const std::string& out) {
     return results;
 }
 
+// A listening unix socket anyone may connect to, non-blocking.
+UniqueFd listen_unix(const fs::path& path) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_un at{};
+    at.sun_family = AF_UNIX;
+    std::memcpy(at.sun_path, path.c_str(), std::min(path.string().size(), sizeof at.sun_path - 1));
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&at), sizeof at) != 0 || ::listen(fd.get(), 8) != 0) {
+        throw std::system_error(errno, std::generic_category(), "listen on " + path.string());
+    }
+    ::chmod(path.c_str(), 0777);
+    return fd;
+}
+
 bool process_alive(const std::string& pattern) {
     return run({"/usr/bin/pgrep", "-f", pattern}).status == 0;
 }
@@ -58,6 +78,7 @@ protected:
         fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                          fs::perms::others_read | fs::perms::others_exec);
         fs::copy_file(TF_SOURCE_DIR "/tests/privileged/probe.py", dir_.path() / "probe.py");
+        fs::copy_file(TF_SOURCE_DIR "/tests/privileged/probe_attempt.py", dir_.path() / "probe_attempt.py");
         fs::copy_file(TF_SOURCE_DIR "/tests/privileged/control_probe.py", dir_.path() / "control_probe.py");
         fs::create_directories(dir_.path() / "gateways.d");
         std::ofstream(dir_.path() / "tameflared.json")
@@ -68,8 +89,20 @@ protected:
             << GetParam() << R"("},
                   "proxy": {"transparent_listen": "127.0.0.1:0", "explicit_listen": "127.0.0.1:0",
                             "system_resolver": false, "allowed_upstreams": ["127.0.0.1"],
-                            "hosts": {"plain.test": ["127.0.0.1"]}}})";
-        std::ofstream(dir_.path() / "gateways.d" / "one.json") << R"({"name": "one", "launch": {"users": ["nobody"]},
+                            "hosts": {"plain.test": ["127.0.0.1"]}},
+                  "dbus": {"address": "unix:path=)"
+            << (dir_.path() / "bus.sock").string() << R"("}})";
+        // Gateway one lists tameflared's own sockets and the system bus among its unix sockets: they stay
+        // unreachable all the same.
+        std::ofstream(dir_.path() / "gateways.d" / "one.json")
+            << R"({"name": "one", "launch": {"users": ["nobody"]},
+                   "unix_sockets": ["/run/systemd/journal/socket", ")"
+            << (dir_.path() / "run" / "api.sock").string() << R"(", ")" << (dir_.path() / "bus.sock").string()
+            << R"(", ")" << (dir_.path() / "run").string() << R"(/"],
+                   "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"}}})";
+        // Gateway two runs root's agents as nobody, with root's groups dropped but one.
+        std::ofstream(dir_.path() / "gateways.d" / "two.json") << R"({"name": "two", "run_as": "nobody",
+                   "keep_groups": ["nogroup"],
                    "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"}}})";
         daemon_.emplace(TAMEFLARED_BINARY, dir_.path() / "tameflared.json", dir_.path() / "daemon.log");
         ASSERT_TRUE(daemon_->wait_for_log("tameflared started")) << daemon_->log();
@@ -93,9 +126,10 @@ protected:
         fs::remove_all(pins_, ignored);
     }
 
-    std::vector<std::string> tf_run(const std::vector<std::string>& command, const std::string& name = "") const {
-        std::vector<std::string> argv{TF_BINARY,   "run", "--socket", (dir_.path() / "run" / "launch.sock").string(),
-                                      "--gateway", "one"};
+    std::vector<std::string> tf_run(const std::vector<std::string>& command, const std::string& name = "",
+                                    const std::string& gateway = "one") const {
+        std::vector<std::string> argv{TF_BINARY,   "run",  "--socket", (dir_.path() / "run" / "launch.sock").string(),
+                                      "--gateway", gateway};
         if (!name.empty()) argv.insert(argv.end(), {"--name", name});
         argv.emplace_back("--");
         argv.insert(argv.end(), command.begin(), command.end());
@@ -199,10 +233,11 @@ TEST_P(AgentsTest, AnAgentIsRefusedEveryControlCallWhateverItsUid) {
     // From the host, root is the owner: the same calls are answered.
     const Result host = run(probe);
     EXPECT_EQ(host.out, "200 -\n200 -\n404 unknown_approval\n200 -\n200 -\n") << host.err << daemon_->log();
-    // The agent runs as root too, but inside its cgroup: refused before anything else.
+    // The agent, launched by root, cannot even connect: the sandbox refuses tameflared's sockets (the REST server
+    // would refuse a caller inside an agent cgroup anyway, which the enforced-unit test below shows).
     const Result agent = run(tf_run(probe));
     ASSERT_EQ(agent.status, 0) << agent.err;
-    EXPECT_EQ(agent.out, "403 agent_caller\n403 agent_caller\n403 agent_caller\n403 agent_caller\n403 agent_caller\n")
+    EXPECT_EQ(agent.out, "refused EPERM\nrefused EPERM\nrefused EPERM\nrefused EPERM\nrefused EPERM\n")
         << agent.err << daemon_->log();
 }
 
@@ -267,6 +302,9 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     LoopbackListener canary;
     const fs::path answers = dir_.path() / "answers.txt";
     std::ofstream(dir_.path() / "poller.py") << kPoller;
+    std::ofstream{answers};  // the agent (root's, so a uid of its own) appends to it
+    fs::permissions(answers,
+                    fs::perms::all & ~fs::perms::owner_exec & ~fs::perms::group_exec & ~fs::perms::others_exec);
     // Its stdio is not tf run's pipes: those must close when tf run exits.
     Subprocess agent(tf_run(
         {"/bin/sh", "-c", "exec /usr/bin/python3 \"$@\" </dev/null >/dev/null 2>&1", "sh",
@@ -387,14 +425,36 @@ TEST_P(AgentsTest, MalformedLaunchRequestsAreRefusedCleanly) {
 
 TEST_P(AgentsTest, DoctorReportsEveryEnforcementPropertyAsPassed) {
     const std::vector<std::string> doctor{
-        TF_BINARY, "doctor", "--socket", (dir_.path() / "run" / "launch.sock").string(), "--gateway", "one"};
+        TF_BINARY,   "doctor", "--socket",    (dir_.path() / "run" / "launch.sock").string(),
+        "--gateway", "one",    "--isolation", GetParam()};
     for (const std::string uid : {"0", "65534"}) {  // any user the gateway lets launch
         const Result result = run(as_user(uid, doctor));
         EXPECT_EQ(result.status, 0) << result.out << result.err;
         EXPECT_EQ(result.out.find("FAIL"), std::string::npos) << result.out;
-        for (const char* property :
-             {"TCP goes to the proxy (IPv4)", "TCP goes to the proxy (IPv6)", "UDP other than DNS is refused",
-              "DNS goes to the stub", "raw sockets are refused", "leaving the cgroup is refused", "no capabilities"}) {
+        // This kernel (6.7+, Landlock ABI 6+) gives every layer: no fallback either.
+        EXPECT_EQ(result.out.find("FALLBACK"), std::string::npos) << result.out;
+        for (const char* property : {"TCP goes to the proxy (IPv4)",
+                                     "TCP goes to the proxy (IPv6)",
+                                     "UDP other than DNS is refused",
+                                     "DNS goes to the stub",
+                                     "raw sockets are refused",
+                                     "leaving the cgroup is refused",
+                                     "no capabilities",
+                                     "layer pid_namespace",
+                                     "layer landlock ",
+                                     "layer landlock_scopes",
+                                     "layer unix_socket_filter",
+                                     "layer bind_filter",
+                                     "the agent is not root",
+                                     "processes outside cannot be seen or signalled",
+                                     "ptrace of a process outside is refused",
+                                     "unix sockets outside are refused",
+                                     "abstract unix sockets outside are refused",
+                                     "tameflared's sockets are unreachable",
+                                     "binding is loopback only",
+                                     "new user namespaces are refused",
+                                     "layer seccomp",
+                                     "nothing outside was reached"}) {
             EXPECT_NE(result.out.find(std::string("PASS  ") + property), std::string::npos) << result.out;
         }
     }
@@ -443,12 +503,17 @@ TEST_P(AgentsTest, AnExistingCgroupCanBePutUnderAGatewayAndReleased) {
     EXPECT_NE(result.out.find("under gateway one as runner"), std::string::npos);
     EXPECT_EQ(in_service().out, "200 403 ");  // the canary's address is not a host the gateway serves
     EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection from an enforced service";
-    // A process of an enforced service is an agent to the control plane too.
+    // A process of an enforced service cannot reach the REST socket; one whose socket was made before it joined the
+    // service's cgroup (the filter judges a socket by where it was made) is refused by the REST server itself.
     const Result control = run(
         {"/bin/sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"", service.path().string(), "/usr/bin/python3",
          (dir_.path() / "control_probe.py").string(), (dir_.path() / "run" / "api.sock").string()});
-    EXPECT_EQ(control.out, "403 agent_caller\n403 agent_caller\n403 agent_caller\n403 agent_caller\n403 agent_caller\n")
+    EXPECT_EQ(control.out, "refused EPERM\nrefused EPERM\nrefused EPERM\nrefused EPERM\nrefused EPERM\n")
         << control.err;
+    const Result joined = run({"/usr/bin/python3", (dir_.path() / "control_probe.py").string(),
+                               (dir_.path() / "run" / "api.sock").string(), service.path().string()});
+    EXPECT_EQ(joined.out, "403 agent_caller\n403 agent_caller\n403 agent_caller\n403 agent_caller\n403 agent_caller\n")
+        << joined.err;
 
     daemon_->process().signal(SIGTERM);
     daemon_->process().wait();
@@ -475,6 +540,145 @@ TEST_P(AgentsTest, AnExistingCgroupCanBePutUnderAGatewayAndReleased) {
     EXPECT_EQ(in_service().out, "200 403 ");
     EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection from the restarted service";
     EXPECT_EQ(run(enforce({"--release"})).status, 0);
+}
+
+// Processes of the agent's own user outside it (the user's shell, tmux, tf
+// run, another agent) have the network to themselves: the agent can neither
+// see them, nor trace, signal or read them, nor reach their unix sockets, nor
+// get a listener of its own onto the host's interfaces.
+TEST_P(AgentsTest, AnAgentCannotReachAnyProcessOrUnixSocketOutsideIt) {
+    LoopbackListener canary;
+    // Outside, as the agent's user: a process holding a secret in its environment, a unix-socket forwarder to the
+    // canary, and an abstract socket on the host.
+    Subprocess outside(as_user("65534", {"/usr/bin/env", "TF_OUTSIDE_SECRET=s3cr3t", "/bin/sleep", "319"}));
+    const fs::path sockets = dir_.path() / "sockets";
+    fs::create_directories(sockets);
+    fs::permissions(sockets, fs::perms::all);
+    const fs::path forwarder_path = sockets / "forward.sock";
+    Subprocess forwarder(as_user("65534", {"/usr/bin/python3", TF_SOURCE_DIR "/tests/privileged/unix_forwarder.py",
+                                           forwarder_path.string(), canary.port_text()}));
+    ASSERT_TRUE(forwarder.wait_for_stderr("ready", 0, 10s)) << forwarder.err();
+    const std::string abstract = "tf-agents-test-" + std::to_string(::getpid());
+    const UniqueFd abstract_listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_un at{};
+    at.sun_family = AF_UNIX;
+    std::memcpy(at.sun_path + 1, abstract.data(), abstract.size());
+    ASSERT_EQ(::bind(abstract_listener.get(), reinterpret_cast<sockaddr*>(&at),
+                     static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + abstract.size())),
+              0);
+    ASSERT_EQ(::listen(abstract_listener.get(), 8), 0);
+    // A stand-in for the system bus, at the address the daemon was given (it is never an agent's to reach).
+    const UniqueFd bus = listen_unix(dir_.path() / "bus.sock");
+
+    const Result probe = run(as_user(
+        "65534",
+        tf_run({"/usr/bin/python3", TF_SOURCE_DIR "/tests/privileged/sandbox_probe.py", std::to_string(outside.pid()),
+                forwarder_path.string(), abstract, (dir_.path() / "run" / "launch.sock").string(),
+                (dir_.path() / "run" / "api.sock").string(), (dir_.path() / "bus.sock").string()})));
+    ASSERT_EQ(probe.status, 0) << probe.err << daemon_->log();
+    const auto results = parse_probe(probe.out);
+    EXPECT_EQ(results.at("uid"), "65534");
+    // Its own PID namespace: the command is pid 2 under a small init, and /proc shows nothing else (the init is
+    // not dumpable, so hidepid hides it as well).
+    EXPECT_EQ(results.at("pid"), "2");
+    EXPECT_EQ(results.at("proc_pids"), "2") << probe.out;
+    EXPECT_EQ(results.at("ptrace_outside"), "errno:ESRCH");
+    EXPECT_EQ(results.at("ptrace_init"), "errno:EPERM");
+    EXPECT_EQ(results.at("environ_outside"), "errno:ENOENT");
+    EXPECT_EQ(results.at("environ_init"), "errno:ENOENT");
+    EXPECT_EQ(results.at("signal_outside"), "errno:ESRCH");
+    EXPECT_EQ(results.at("pidfd_outside"), "errno:ESRCH");
+    // Unix sockets: refused by the BPF filter (EPERM) whatever the address looks like.
+    EXPECT_EQ(results.at("forwarder"), "errno:EPERM");
+    EXPECT_EQ(results.at("forwarder_dgram"), "errno:EPERM");
+    EXPECT_EQ(results.at("forwarder_relative"), "errno:EPERM");
+    // In its own network namespace the host's abstract names do not exist; in the host's, Landlock's scope and the
+    // filter refuse them.
+    EXPECT_EQ(results.at("abstract"), GetParam() == "netns" ? "errno:ECONNREFUSED" : "errno:EPERM");
+    EXPECT_EQ(results.at("socket0"), "errno:EPERM");  // the launch socket
+    EXPECT_EQ(results.at("socket1"), "errno:EPERM");  // the REST socket, though gateway one lists it
+    EXPECT_EQ(results.at("socket2"), "errno:EPERM");  // the system bus, though gateway one lists it
+    EXPECT_EQ(results.at("bind_any"), "127.0.0.1");
+    EXPECT_EQ(results.at("bind_any6"), "::1");
+    EXPECT_EQ(results.at("bind_other"), "errno:EPERM");
+    EXPECT_EQ(results.at("user_namespace"), "errno:EPERM");  // no chroot or mount around the unix socket list
+    EXPECT_EQ(results.at("write_etc"), "errno:EACCES");
+
+    EXPECT_EQ(canary.accept(200ms), -1) << "the canary got a connection through the forwarder";
+    EXPECT_EQ(::accept4(abstract_listener.get(), nullptr, nullptr, SOCK_CLOEXEC), -1);
+    EXPECT_EQ(::accept4(bus.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK), -1);
+    EXPECT_TRUE(daemon_->wait_for_log("covers a socket of tameflared or the system bus")) << daemon_->log();
+    outside.signal(SIGKILL);
+    outside.wait();
+    forwarder.signal(SIGKILL);
+    forwarder.wait();
+}
+
+// tmux is the classic way out: `tmux send-keys` or `run-shell` to the user's
+// server runs a command outside every sandbox.
+TEST_P(AgentsTest, TheUsersTmuxServerOutsideRunsNothingForTheAgent) {
+    if (!fs::exists("/usr/bin/tmux")) GTEST_SKIP() << "tmux is not installed (./build.sh deps installs it)";
+    LoopbackListener canary;
+    const fs::path sockets = dir_.path() / "tmux";
+    fs::create_directories(sockets);
+    fs::permissions(sockets, fs::perms::all);
+    const std::string server = (sockets / "default").string();
+    ASSERT_EQ(
+        run(as_user("65534", {"/usr/bin/tmux", "-S", server, "new-session", "-d", "-s", "user", "sleep 600"})).status,
+        0);
+    struct KilledAtEnd {
+        std::vector<std::string> kill;
+        ~KilledAtEnd() { run(kill); }
+    } killed_at_end{as_user("65534", {"/usr/bin/tmux", "-S", server, "kill-server"})};
+    const std::string escape =
+        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', " + canary.port_text() + "), timeout=5)\"";
+    const Result result =
+        run(as_user("65534", tf_run({"/bin/sh", "-c",
+                                     "tmux -S \"$0\" run-shell \"$1\"; echo run-shell=$?; "
+                                     "tmux -S \"$0\" send-keys -t user \"$1\" Enter; echo send-keys=$?",
+                                     server, escape})));
+    EXPECT_EQ(result.status, 0) << result.err;
+    EXPECT_NE(result.out.find("run-shell=1"), std::string::npos) << result.out << result.err;
+    EXPECT_NE(result.out.find("send-keys=1"), std::string::npos) << result.out << result.err;
+    EXPECT_EQ(canary.accept(1s), -1) << "tmux ran the agent's command outside";
+    // The server is alive and still the user's: it was the agent that was refused.
+    EXPECT_EQ(run(as_user("65534", {"/usr/bin/tmux", "-S", server, "has-session", "-t", "user"})).status, 0);
+}
+
+// Root's agents never run as uid 0: without capabilities uid 0 still owns
+// /etc/cron.d and /usr/local/bin, and could signal tameflared.
+TEST_P(AgentsTest, AnAgentLaunchedByRootIsNotRootCannotPlantCodeOrSignalTheDaemon) {
+    const std::string daemon_pid = std::to_string(daemon_->process().pid());
+    const std::string script =
+        "id -u; id -G; touch /etc/cron.d/tf-planted 2>/dev/null && echo planted; "
+        "touch /usr/local/bin/tf-planted 2>/dev/null && echo planted; "
+        "kill -STOP " +
+        daemon_pid + " 2>/dev/null && echo stopped; echo \"$HOME\"; exit 0";
+    const Result dynamic = run(tf_run({"/bin/sh", "-c", script}));
+    ASSERT_EQ(dynamic.status, 0) << dynamic.err << daemon_->log();
+    std::istringstream lines(dynamic.out);
+    std::string uid;
+    std::string groups;
+    std::string home;
+    std::getline(lines, uid);
+    std::getline(lines, groups);
+    std::getline(lines, home);
+    EXPECT_NE(uid, "0") << dynamic.out;
+    EXPECT_GE(std::stoul(uid), 65536UL) << "a dynamic uid above the ordinary ranges: " << dynamic.out;
+    EXPECT_EQ(groups, uid) << "only its own group, none of root's";
+    EXPECT_EQ(home, "/");
+    EXPECT_FALSE(fs::exists("/etc/cron.d/tf-planted"));
+    EXPECT_FALSE(fs::exists("/usr/local/bin/tf-planted"));
+    EXPECT_TRUE(daemon_->wait_for_log("RUN_UID=" + uid)) << daemon_->log();
+    // The daemon was never stopped: it still launches.
+    const Result named = run(tf_run({"/bin/sh", "-c", "id -u; id -G; echo \"$HOME $USER\""}, "", "two"));
+    EXPECT_EQ(named.status, 0) << named.err << daemon_->log();
+    EXPECT_EQ(named.out, "65534\n65534\n/nonexistent nobody\n");
+    // Two agents at once get two uids.
+    Subprocess first(tf_run({"/bin/sh", "-c", "id -u; sleep 2"}));
+    const Result second = run(tf_run({"/usr/bin/id", "-u"}));
+    first.wait();
+    EXPECT_NE(first.out(), second.out);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isolation, AgentsTest, ::testing::Values("netns", "cgroup"));

@@ -1,9 +1,16 @@
 """Calls the REST control socket the way an agent trying to free itself would.
 
-Usage: control_probe.py SOCKET. Prints "STATUS ERROR-CODE" for each call
-(ERROR-CODE is "-" when the answer is not an error).
+Usage: control_probe.py SOCKET [CGROUP]. With CGROUP, every socket is
+created first and the probe then moves itself into CGROUP before it
+connects: the kernel's unix socket filter judges a socket by the cgroup it
+was created in, so this reaches the REST server, whose own check of the
+caller's cgroup is then what refuses it. Prints "STATUS ERROR-CODE" for each
+call (ERROR-CODE is "-" when the answer is not an error), or "refused ERRNO"
+when the socket cannot even be connected to.
 """
+import errno
 import http.client
+import os
 import json
 import socket
 import sys
@@ -14,8 +21,10 @@ class UnixConnection(http.client.HTTPConnection):
         super().__init__("localhost", timeout=10)
         self.path = path
 
+        self.made = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
     def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = self.made
         self.sock.settimeout(10)
         self.sock.connect(self.path)
 
@@ -28,11 +37,19 @@ CALLS = [
     ("POST", "/v1/reload", None),
 ]
 
-for method, path, body in CALLS:
-    connection = UnixConnection(sys.argv[1])
+connections = [UnixConnection(sys.argv[1]) for _ in CALLS]
+if len(sys.argv) > 2:
+    with open(sys.argv[2] + "/cgroup.procs", "w") as procs:
+        procs.write(str(os.getpid()))
+
+for (method, path, body), connection in zip(CALLS, connections):
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if data else {}
-    connection.request(method, path, body=data, headers=headers)
+    try:
+        connection.request(method, path, body=data, headers=headers)
+    except OSError as failure:
+        print("refused", errno.errorcode.get(failure.errno, failure.errno))
+        continue
     response = connection.getresponse()
     payload = response.read()
     try:

@@ -3,7 +3,6 @@
 per attempt. Each attempt either reaches tameflared (the proxy or the DNS
 stub) or fails; the test decides which is right. Only loopback addresses are
 ever dialed."""
-import errno
 import os
 import random
 import socket
@@ -12,15 +11,7 @@ import struct
 import subprocess
 import sys
 
-
-def attempt(name, fn):
-    try:
-        result = fn()
-    except OSError as error:
-        result = "errno:" + errno.errorcode.get(error.errno, str(error.errno))
-    except Exception as error:  # noqa: BLE001 - report, never crash the probe
-        result = "error:" + type(error).__name__
-    print(f"{name}={result}", flush=True)
+from probe_attempt import attempt
 
 
 def http_over(family, host, port):
