@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <systemd/sd-bus.h>
 #include <time.h>
@@ -195,54 +196,167 @@ struct Identity {
     UniqueFd pidfd;
 };
 
-std::optional<Identity> identify(sd_bus_message* message, sd_bus_error* error) {
-    if (message == nullptr) {
-        access_denied(error, "no message to identify the caller by");
-        return std::nullopt;
-    }
-    // The pid first, then a pidfd, then everything read from /proc: a live
-    // pidfd afterwards proves those reads were of this process and not of a
-    // later one that got its number.
-    sd_bus_creds* raw = nullptr;
-    int r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_PID, &raw);
-    const CredsPtr first(raw);
-    pid_t pid = 0;
-    if (r < 0 || sd_bus_creds_get_pid(first.get(), &pid) < 0 || pid <= 0) {
-        access_denied(error, "the bus did not tell the caller's process");
-        return std::nullopt;
-    }
-    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-    if (!pidfd) {
-        access_denied(error, "the caller's process is gone");
-        return std::nullopt;
-    }
-    raw = nullptr;
-    r = sd_bus_query_sender_creds(message, kCredsMask, &raw);
-    const CredsPtr creds(raw);
-    pid_t again = 0;
-    uid_t euid = 0;
-    gid_t egid = 0;
-    const gid_t* groups = nullptr;
-    int count = -1;
-    if (r < 0 || sd_bus_creds_get_pid(creds.get(), &again) < 0 || again != pid ||
-        sd_bus_creds_get_euid(creds.get(), &euid) < 0 || sd_bus_creds_get_egid(creds.get(), &egid) < 0 ||
-        (count = sd_bus_creds_get_supplementary_gids(creds.get(), &groups)) < 0) {
-        access_denied(error, "the bus did not tell the caller's user and groups");
-        return std::nullopt;
-    }
-    Identity identity;
-    identity.caller.pid = pid;
-    identity.caller.uid = euid;
-    identity.caller.gid = egid;
-    if (count > 0) identity.caller.groups.assign(groups, groups + count);
-    identity.caller.via = "dbus";
-    const char* member = sd_bus_message_get_member(message);
-    identity.caller.method = member != nullptr ? member : "";
-    // "" counts as an agent: a caller that exited meanwhile is refused.
-    identity.caller.cgroup = netns::process_cgroup(pid, pidfd.get());
-    identity.pidfd = std::move(pidfd);
-    return identity;
+// What a call does: a caller whose process cannot be shown to be the one
+// that opened its bus connection may still read, but not change anything.
+enum class Effect { read, change };
+
+// Where the daemon gets the pidfd of the process that opened a connection.
+enum class Tracking {
+    // The bus hands it over: GetConnectionCredentials' "ProcessFD"
+    // (dbus-daemon 1.15.x and later, dbus-broker), taken at connect.
+    bus_pidfd,
+    // The daemon opens it itself when the connection's unique name appears
+    // (NameOwnerChanged), before the connection can call the daemon.
+    tracked,
+};
+
+const char* to_string(Tracking tracking) {
+    return tracking == Tracking::bus_pidfd ? "bus-pidfd" : "tracked";
 }
+
+constexpr const char* kBusService = "org.freedesktop.DBus";
+constexpr const char* kBusPath = "/org/freedesktop/DBus";
+constexpr const char* kBusInterface = "org.freedesktop.DBus";
+// How long the daemon waits for the bus to answer a look-up of a connection.
+constexpr std::uint64_t kBusLookupTimeoutUsec = std::uint64_t{5} * 1000U * 1000U;
+// Connections remembered at once. dbus-daemon's system bus admits 2048 by
+// default (max_completed_connections); past this bound new connections are
+// not remembered, and their changing calls are judged as untracked ones.
+constexpr std::size_t kMaxPeers = 16384;
+
+// At most kMaxPeers pidfds, and never more than a quarter of the daemon's
+// descriptors: the proxy needs the rest (the unit raises the limit; a
+// daemon started by hand may have 1024).
+std::size_t max_peers() {
+    rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur == RLIM_INFINITY) return kMaxPeers;
+    return std::clamp<std::size_t>(static_cast<std::size_t>(files.rlim_cur / 4), 16, kMaxPeers);
+}
+
+UniqueFd open_pidfd(pid_t pid) {
+    return UniqueFd(pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)) : -1);
+}
+
+// False once the process is gone (reaped: its pid may be another's now).
+bool alive(int pidfd) {
+    return pidfd >= 0 && (::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0 || errno == EPERM);
+}
+
+// The pid a pidfd refers to, from /proc/self/fdinfo ("Pid:"): -1 when the
+// process is gone, 0 when it is in no pid namespace of ours, nullopt when
+// it cannot be read.
+std::optional<pid_t> pidfd_pid(int pidfd) {
+    std::ifstream info("/proc/self/fdinfo/" + std::to_string(pidfd));
+    std::string line;
+    while (std::getline(info, line)) {
+        if (!line.starts_with("Pid:")) continue;
+        try {
+            return static_cast<pid_t>(std::stol(line.substr(4)));
+        } catch (const std::exception&) {
+            return std::nullopt;
+        }
+    }
+    return std::nullopt;
+}
+
+// When the process started, in clock ticks since boot (/proc/PID/stat field 22).
+std::optional<std::uint64_t> start_ticks(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    std::getline(stat, text);
+    // The command (field 2) may hold spaces and parentheses: count from its end.
+    const auto close = text.rfind(')');
+    if (close == std::string::npos) return std::nullopt;
+    std::istringstream fields(text.substr(close + 1));
+    std::string field;
+    for (int number = 3; number <= 22; ++number) {
+        if (!(fields >> field)) return std::nullopt;
+    }
+    try {
+        return std::stoull(field);
+    } catch (const std::exception&) {
+        return std::nullopt;
+    }
+}
+
+// Now, in the clock of start_ticks (CLOCK_BOOTTIME in USER_HZ ticks).
+std::uint64_t boottime_ticks() {
+    timespec now{};
+    ::clock_gettime(CLOCK_BOOTTIME, &now);
+    const auto hz = static_cast<std::uint64_t>(::sysconf(_SC_CLK_TCK));
+    return static_cast<std::uint64_t>(now.tv_sec) * hz + static_cast<std::uint64_t>(now.tv_nsec) * hz / 1000000000U;
+}
+
+// A connection's pid and, where the bus gives one, its pidfd, from
+// org.freedesktop.DBus.GetConnectionCredentials (sd-bus 252 does not read
+// "ProcessFD", so the daemon asks itself).
+struct BusCredentials {
+    pid_t pid = 0;
+    UniqueFd pidfd;
+};
+
+int connection_credentials(sd_bus* bus, const char* name, BusCredentials& out, sd_bus_error* error) {
+    sd_bus_message* raw = nullptr;
+    int r = sd_bus_message_new_method_call(bus, &raw, kBusService, kBusPath, kBusInterface, "GetConnectionCredentials");
+    const MessagePtr call(raw);
+    if (r >= 0) r = sd_bus_message_append(call.get(), "s", name);
+    raw = nullptr;
+    if (r >= 0) r = sd_bus_call(bus, call.get(), kBusLookupTimeoutUsec, error, &raw);
+    const MessagePtr reply(raw);
+    if (r >= 0) r = sd_bus_message_enter_container(reply.get(), 'a', "{sv}");
+    while (r >= 0 && (r = sd_bus_message_enter_container(reply.get(), 'e', "sv")) > 0) {
+        const char* key = nullptr;
+        r = sd_bus_message_read(reply.get(), "s", &key);
+        if (r < 0) break;
+        if (std::strcmp(key, "ProcessID") == 0) {
+            std::uint32_t pid = 0;
+            r = sd_bus_message_read(reply.get(), "v", "u", &pid);
+            out.pid = static_cast<pid_t>(pid);
+        } else if (std::strcmp(key, "ProcessFD") == 0) {
+            int fd = -1;
+            r = sd_bus_message_read(reply.get(), "v", "h", &fd);
+            // The message owns its descriptor; the caller gets a copy.
+            if (r >= 0) out.pidfd = UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+            if (r >= 0 && !out.pidfd) r = -errno;
+        } else {
+            r = sd_bus_message_skip(reply.get(), "v");
+        }
+        if (r >= 0) r = sd_bus_message_exit_container(reply.get());
+    }
+    if (r >= 0) r = sd_bus_message_exit_container(reply.get());
+    return r;
+}
+
+// The pid of a connection, from org.freedesktop.DBus.GetConnectionUnixProcessID.
+int connection_pid(sd_bus* bus, const char* name, pid_t& pid, sd_bus_error* error) {
+    sd_bus_message* raw = nullptr;
+    int r =
+        sd_bus_message_new_method_call(bus, &raw, kBusService, kBusPath, kBusInterface, "GetConnectionUnixProcessID");
+    const MessagePtr call(raw);
+    if (r >= 0) r = sd_bus_message_append(call.get(), "s", name);
+    raw = nullptr;
+    if (r >= 0) r = sd_bus_call(bus, call.get(), kBusLookupTimeoutUsec, error, &raw);
+    const MessagePtr reply(raw);
+    std::uint32_t value = 0;
+    if (r >= 0) r = sd_bus_message_read(reply.get(), "u", &value);
+    if (r >= 0) pid = static_cast<pid_t>(value);
+    return r;
+}
+
+// The process that opened a connection, as the daemon saw it appear.
+struct Peer {
+    pid_t pid = 0;   // 0: the bus could not tell it
+    UniqueFd pidfd;  // none: pidfd_open failed (ESRCH: the process was already gone)
+    int open_error = 0;
+};
+
+// Why a caller's process cannot be shown to be the one that opened its
+// connection; "" when it can. `code` goes to the log, `text` to the caller.
+struct Discontinuity {
+    std::string code;
+    std::string text;
+    [[nodiscard]] bool empty() const { return code.empty(); }
+};
 
 std::optional<std::string> decode(const char* path, const char* prefix) {
     char* raw = nullptr;
@@ -388,6 +502,17 @@ struct BusService::Impl {
     MessagePtr identified_message;
     std::optional<control::Caller> identified;
 
+    // How callers' processes are known (decided per bus connection), and in
+    // Tracking::tracked the process that opened each connection, by unique
+    // name, from the moment the name appeared.
+    Tracking tracking = Tracking::tracked;
+    std::map<std::string, Peer, std::less<>> peers;
+    // When the daemon began to see names appear (start_ticks' clock): a
+    // connection it did not see appear is older, and so is its process.
+    std::uint64_t tracking_since = 0;
+    std::size_t peers_limit = kMaxPeers;
+    bool peers_full_logged = false;
+
     Impl(BusOptions bus_options, control::Control& control_plane, BusSources bus_sources)
         : options(std::move(bus_options)), control(control_plane), sources(bus_sources) {}
 
@@ -398,6 +523,7 @@ struct BusService::Impl {
     void disconnect() {
         identified_message.reset();
         identified.reset();
+        peers.clear();
         slots.clear();
         bus.reset();
         std::lock_guard lock(name_mutex);
@@ -473,11 +599,31 @@ struct BusService::Impl {
     void sync_gateways();
 
     // ---------------------------------------------------------------------
+    // Who calls
+
+    // Decides how callers are identified on this connection and, without a
+    // ProcessFD from the bus, starts remembering connections as they appear.
+    void start_tracking();
+    // A unique name appeared (NameOwnerChanged): remember its process now.
+    void track(const char* name);
+    void forget(std::string_view name) {
+        if (const auto found = peers.find(name); found != peers.end()) peers.erase(found);
+    }
+    // Whether `pid`, the bus's pid of `sender`, is still the process that
+    // opened the connection; sets `pidfd` to that process when it is.
+    Discontinuity continuity(const char* sender, pid_t pid, BusCredentials& given, UniqueFd& pidfd) const;
+    // The caller of `message`; nullopt with `error` set when it cannot be
+    // known, or when a call that changes state comes from a connection whose
+    // process may have been replaced.
+    std::optional<Identity> identify(sd_bus_message* message, sd_bus_error* error, Effect effect);
+
+    // ---------------------------------------------------------------------
     // Calls
 
     // Runs `body` for an authorized caller; errors become D-Bus errors.
-    int guarded(sd_bus_message* message, sd_bus_error* error, const std::function<int(Identity&)>& body) {
-        auto identity = identify(message, error);
+    int guarded(sd_bus_message* message, sd_bus_error* error, Effect effect,
+                const std::function<int(Identity&)>& body) {
+        auto identity = identify(message, error, effect);
         if (!identity) return -EACCES;
         return guarded_body(error, [&] { return body(*identity); });
     }
@@ -502,7 +648,8 @@ struct BusService::Impl {
     std::optional<control::Caller> current_caller(sd_bus* connection, sd_bus_error* error) {
         sd_bus_message* message = sd_bus_get_current_message(connection);
         if (message != nullptr && identified_message.get() == message && identified) return identified;
-        auto identity = identify(message, error);
+        // Properties are all read-only.
+        auto identity = identify(message, error, Effect::read);
         if (!identity) return std::nullopt;
         identified_message.reset(sd_bus_message_ref(message));
         identified = identity->caller;
@@ -563,9 +710,37 @@ int reply_empty(sd_bus_message* message) {
 
 // A method of the main interface: identify, authorize and answer in `body`.
 template <int (*Body)(Impl&, sd_bus_message*, Identity&)>
-int method(sd_bus_message* message, void* userdata, sd_bus_error* error) {
+int method(sd_bus_message* message, void* userdata, sd_bus_error* error, Effect effect) {
     auto& impl = impl_of(userdata);
-    return impl.guarded(message, error, [&](Identity& identity) { return Body(impl, message, identity); });
+    return impl.guarded(message, error, effect, [&](Identity& identity) { return Body(impl, message, identity); });
+}
+// One that only reads.
+template <int (*Body)(Impl&, sd_bus_message*, Identity&)>
+int reads(sd_bus_message* message, void* userdata, sd_bus_error* error) {
+    return method<Body>(message, userdata, error, Effect::read);
+}
+// One that changes state.
+template <int (*Body)(Impl&, sd_bus_message*, Identity&)>
+int changes(sd_bus_message* message, void* userdata, sd_bus_error* error) {
+    return method<Body>(message, userdata, error, Effect::change);
+}
+
+// NameOwnerChanged from the bus: connections appearing and going.
+int name_owner_changed(sd_bus_message* message, void* userdata, sd_bus_error* /*error*/) {
+    auto& impl = impl_of(userdata);
+    // Only the bus driver's word counts: anyone may send a signal that looks like it.
+    const char* sender = sd_bus_message_get_sender(message);
+    if (sender == nullptr || std::strcmp(sender, kBusService) != 0) return 0;
+    const char* name = nullptr;
+    const char* old_owner = nullptr;
+    const char* new_owner = nullptr;
+    if (sd_bus_message_read(message, "sss", &name, &old_owner, &new_owner) < 0 || name[0] != ':') return 0;
+    if (*new_owner == '\0') {
+        impl.forget(name);
+    } else if (*old_owner == '\0') {
+        impl.track(name);
+    }
+    return 0;
 }
 
 int get_status(Impl& impl, sd_bus_message* m, Identity& id) {
@@ -984,12 +1159,14 @@ int approval_property(sd_bus* bus, const char* path, const char* /*interface*/, 
 }
 
 // A method of a sub-object: the label is the object's.
+// Every method of a sub-object changes state.
 template <int (*Body)(Impl&, sd_bus_message*, Identity&, const std::string&)>
 int sub_method(sd_bus_message* message, void* userdata, sd_bus_error* error, const char* prefix) {
     auto& impl = impl_of(userdata);
     const auto label = decode(sd_bus_message_get_path(message), prefix);
     if (!label) return sd_bus_error_set(error, SD_BUS_ERROR_UNKNOWN_OBJECT, "no such object");
-    return impl.guarded(message, error, [&](Identity& identity) { return Body(impl, message, identity, *label); });
+    return impl.guarded(message, error, Effect::change,
+                        [&](Identity& identity) { return Body(impl, message, identity, *label); });
 }
 
 int gateway_set_enforcement(Impl& impl, sd_bus_message* m, Identity& id, const std::string& gateway) {
@@ -1047,42 +1224,42 @@ const sd_bus_vtable kMainVtable[] = {
     SD_BUS_PROPERTY("KillSwitchScope", "as", main_property, 0, kChanges),
     SD_BUS_PROPERTY("PendingApprovals", "u", main_property, 0, kChanges),
     SD_BUS_PROPERTY("Agents", "u", main_property, 0, kChanges),
-    SD_BUS_METHOD_WITH_NAMES("GetStatus", "", "", "s", SD_BUS_PARAM(status_json), method<get_status>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("ListGateways", "", "", "s", SD_BUS_PARAM(gateways_json), method<list_gateways>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("GetGateway", "s", SD_BUS_PARAM(name), "s", SD_BUS_PARAM(gateway_json),
-                             method<get_gateway>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("GetStatus", "", "", "s", SD_BUS_PARAM(status_json), reads<get_status>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("ListGateways", "", "", "s", SD_BUS_PARAM(gateways_json), reads<list_gateways>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("GetGateway", "s", SD_BUS_PARAM(name), "s", SD_BUS_PARAM(gateway_json), reads<get_gateway>,
+                             kCall),
     SD_BUS_METHOD_WITH_NAMES("SetEnforcement", "ss", SD_BUS_PARAM(gateway) SD_BUS_PARAM(level), "", "",
-                             method<set_enforcement>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("Reload", "", "", "", "", method<reload>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("CheckConfig", "", "", "s", SD_BUS_PARAM(result_json), method<check_config>, kCall),
+                             changes<set_enforcement>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("Reload", "", "", "", "", changes<reload>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("CheckConfig", "", "", "s", SD_BUS_PARAM(result_json), reads<check_config>, kCall),
     SD_BUS_METHOD_WITH_NAMES("TestRequest", "s", SD_BUS_PARAM(request_json), "s", SD_BUS_PARAM(decision_json),
-                             method<test_request>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("ListAgents", "", "", "a(ssuus)", SD_BUS_PARAM(agents), method<list_agents>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("StopAgent", "s", SD_BUS_PARAM(id), "", "", method<stop_agent>, kCall),
+                             reads<test_request>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("ListAgents", "", "", "a(ssuus)", SD_BUS_PARAM(agents), reads<list_agents>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("StopAgent", "s", SD_BUS_PARAM(id), "", "", changes<stop_agent>, kCall),
     SD_BUS_METHOD_WITH_NAMES("Launch", "sssasashhhh",
                              SD_BUS_PARAM(gateway) SD_BUS_PARAM(name) SD_BUS_PARAM(isolation) SD_BUS_PARAM(argv)
                                  SD_BUS_PARAM(env) SD_BUS_PARAM(stdin) SD_BUS_PARAM(stdout) SD_BUS_PARAM(stderr)
                                      SD_BUS_PARAM(cwd),
-                             "s", SD_BUS_PARAM(agent_id), method<launch>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("ListApprovals", "", "", "a(sssssst)", SD_BUS_PARAM(approvals), method<list_approvals>,
+                             "s", SD_BUS_PARAM(agent_id), changes<launch>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("ListApprovals", "", "", "a(sssssst)", SD_BUS_PARAM(approvals), reads<list_approvals>,
                              kCall),
-    SD_BUS_METHOD_WITH_NAMES("Approve", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), "", "", method<approve>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("Deny", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), "", "", method<deny>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("Approve", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), "", "", changes<approve>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("Deny", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), "", "", changes<deny>, kCall),
     SD_BUS_METHOD_WITH_NAMES("SetKillSwitch", "bss", SD_BUS_PARAM(active) SD_BUS_PARAM(scope) SD_BUS_PARAM(reason), "",
-                             "", method<set_kill_switch>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("GetKillSwitch", "", "", "s", SD_BUS_PARAM(kill_switch_json), method<get_kill_switch>,
+                             "", changes<set_kill_switch>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("GetKillSwitch", "", "", "s", SD_BUS_PARAM(kill_switch_json), reads<get_kill_switch>,
                              kCall),
     SD_BUS_METHOD_WITH_NAMES("QueryTraffic", "a{ss}", SD_BUS_PARAM(filters), "s", SD_BUS_PARAM(rows_jsonl),
-                             method<query_traffic>, kCall),
+                             reads<query_traffic>, kCall),
     SD_BUS_METHOD_WITH_NAMES("QueryAudit", "a{ss}", SD_BUS_PARAM(filters), "s", SD_BUS_PARAM(records_jsonl),
-                             method<query_audit>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("VerifyAudit", "", "", "s", SD_BUS_PARAM(report_json), method<verify_audit>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("ListSecrets", "", "", "s", SD_BUS_PARAM(secrets_json), method<list_secrets>, kCall),
+                             reads<query_audit>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("VerifyAudit", "", "", "s", SD_BUS_PARAM(report_json), reads<verify_audit>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("ListSecrets", "", "", "s", SD_BUS_PARAM(secrets_json), reads<list_secrets>, kCall),
     SD_BUS_METHOD_WITH_NAMES("SetSecret", "sss", SD_BUS_PARAM(name) SD_BUS_PARAM(connector) SD_BUS_PARAM(value), "", "",
-                             method<set_secret>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("RemoveSecret", "s", SD_BUS_PARAM(name), "", "", method<remove_secret>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("RotateVaultKey", "", "", "u", SD_BUS_PARAM(count), method<rotate_vault_key>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("GetMetrics", "", "", "s", SD_BUS_PARAM(metrics_text), method<get_metrics>, kCall),
+                             changes<set_secret>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("RemoveSecret", "s", SD_BUS_PARAM(name), "", "", changes<remove_secret>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("RotateVaultKey", "", "", "u", SD_BUS_PARAM(count), changes<rotate_vault_key>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("GetMetrics", "", "", "s", SD_BUS_PARAM(metrics_text), reads<get_metrics>, kCall),
     SD_BUS_SIGNAL_WITH_NAMES("ApprovalRequested", "ssssss",
                              SD_BUS_PARAM(id) SD_BUS_PARAM(gateway) SD_BUS_PARAM(agent) SD_BUS_PARAM(action)
                                  SD_BUS_PARAM(risk) SD_BUS_PARAM(parameters_json),
@@ -1137,6 +1314,222 @@ const sd_bus_vtable kApprovalVtable[] = {
 }  // namespace
 
 // ---------------------------------------------------------------------------
+// Who calls: the process behind a connection, without pid races.
+//
+// The bus records a connection's pid when it connects. A process that
+// connects, hands the connection on (fork, SCM_RIGHTS) and exits frees its
+// pid for another process; reading /proc/PID then would judge the caller by
+// the other process's groups and cgroup. So the daemon holds a pidfd of the
+// process that opened the connection: the bus's own (ProcessFD), or one it
+// opens itself as the connection's name appears. A call that changes state
+// is answered only while that process lives; reads keep the pid's current
+// process (docs/dbus.md, "How the daemon knows who calls").
+
+void BusService::Impl::start_tracking() {
+    peers.clear();
+    peers_limit = max_peers();
+    peers_full_logged = false;
+    const char* own = nullptr;
+    BusCredentials mine;
+    BusError lookup;
+    if (sd_bus_get_unique_name(bus.get(), &own) >= 0 &&
+        connection_credentials(bus.get(), own, mine, &lookup.error) >= 0 && mine.pidfd) {
+        tracking = Tracking::bus_pidfd;
+        daemon::log(daemon::LogLevel::info, "D-Bus callers are identified by the pidfd the bus gives (ProcessFD)",
+                    {{"DBUS_CALLER_IDENTITY", to_string(tracking)}});
+        return;
+    }
+    tracking = Tracking::tracked;
+    // AddMatch is answered before sd_bus_match_signal returns: every name
+    // that appears from here on is seen; the others are older than `tracking_since`.
+    sd_bus_slot* slot = nullptr;
+    const int r = sd_bus_match_signal(bus.get(), &slot, kBusService, kBusPath, kBusInterface, "NameOwnerChanged",
+                                      name_owner_changed, this);
+    if (r < 0) {
+        disconnect();
+        throw std::runtime_error("cannot watch connections appear on the bus (AddMatch for NameOwnerChanged): " +
+                                 errno_text(r) + "; the bus policy must let root add matches");
+    }
+    slots.emplace_back(slot);
+    tracking_since = boottime_ticks();
+    daemon::log(daemon::LogLevel::info,
+                "D-Bus callers are identified by pidfds the daemon opens as their connections appear "
+                "(the bus gives no ProcessFD; dbus-daemon 1.15.x or dbus-broker would)",
+                {{"DBUS_CALLER_IDENTITY", to_string(tracking)}});
+}
+
+void BusService::Impl::track(const char* name) {
+    // A unique name appears once in a bus's life: never take a second look.
+    if (peers.find(std::string_view(name)) != peers.end()) return;
+    if (peers.size() >= peers_limit) {
+        if (!std::exchange(peers_full_logged, true)) {
+            daemon::log(daemon::LogLevel::warning,
+                        "more D-Bus connections than tameflared remembers; calls that change state from the newest "
+                        "are refused until some disconnect",
+                        {{"LIMIT", std::to_string(peers_limit)},
+                         {"HINT",
+                          "raise the daemon's descriptor limit (LimitNOFILE=, a quarter is for this), lower "
+                          "the bus's max_completed_connections, or find who opens so many"}});
+        }
+        return;
+    }
+    Peer peer;
+    BusError lookup;
+    pid_t pid = 0;
+    // Gone already (NameHasNoOwner): its NameOwnerChanged that says so follows and forgets it.
+    if (connection_pid(bus.get(), name, pid, &lookup.error) >= 0 && pid > 0) {
+        peer.pid = pid;
+        peer.pidfd = open_pidfd(pid);
+        if (!peer.pidfd) peer.open_error = errno;
+    }
+    peers.emplace(name, std::move(peer));
+    peers_full_logged = false;
+}
+
+Discontinuity BusService::Impl::continuity(const char* sender, pid_t pid, BusCredentials& given,
+                                           UniqueFd& pidfd) const {
+    const std::string number = std::to_string(pid);
+    const std::string replaced = ", so pid " + number + " may belong to another process now";
+    if (tracking == Tracking::bus_pidfd) {
+        if (!given.pidfd) return {"no_bus_pidfd", "the bus gave no pidfd (ProcessFD) of the process that opened it"};
+        const auto of = pidfd_pid(given.pidfd.get());
+        if ((of && *of < 0) || !alive(given.pidfd.get())) {
+            return {"exited", "the process that opened this connection (pid " + number + ") has exited" + replaced};
+        }
+        if (!of || *of != pid) {
+            return {"pid_mismatch", "the bus's pidfd is not of pid " + number + ", the connection's pid"};
+        }
+        pidfd = std::move(given.pidfd);
+        return {};
+    }
+    const auto found = peers.find(std::string_view(sender));
+    if (found != peers.end()) {
+        const Peer& peer = found->second;
+        if (peer.pid == 0) {
+            return {"unknown", "the bus did not tell tameflared which process opened this connection when it appeared"};
+        }
+        if (peer.pid != pid) {
+            return {"pid_mismatch", "the bus now gives pid " + number + ", not pid " + std::to_string(peer.pid) +
+                                        " that it gave when the connection appeared"};
+        }
+        if (!peer.pidfd && peer.open_error != ESRCH) {
+            return {"no_pidfd", "tameflared could not open a pidfd of the process that opened this connection (pid " +
+                                    number + ") when it appeared: " + std::strerror(peer.open_error)};
+        }
+        if (!peer.pidfd) {
+            return {"exited_before_seen", "the process that opened this connection (pid " + number +
+                                              ") had exited before the connection said Hello" + replaced};
+        }
+        if (!alive(peer.pidfd.get())) {
+            return {"exited", "the process that opened this connection (pid " + number + ") has exited" + replaced};
+        }
+        pidfd = UniqueFd(::fcntl(peer.pidfd.get(), F_DUPFD_CLOEXEC, 3));
+        if (!pidfd)
+            return {"no_descriptor", std::string("tameflared cannot copy a descriptor: ") + std::strerror(errno)};
+        return {};
+    }
+    // Not seen appearing: older than the daemon's watch (or past kMaxPeers).
+    // Its process started before the connection appeared, so before
+    // `tracking_since`; a process that started later is not its owner.
+    pidfd = open_pidfd(pid);
+    std::optional<std::uint64_t> started;
+    if (pidfd) started = start_ticks(pid);
+    if (!started || !alive(pidfd.get())) {
+        pidfd.reset();
+        return {"exited", "the process that opened this connection (pid " + number + ") has exited" + replaced};
+    }
+    if (*started >= tracking_since) {
+        pidfd.reset();
+        return {"started_after", "this connection is older than tameflared's watch on the bus, but pid " + number +
+                                     " is a process that started after it, so not the one that opened the connection"};
+    }
+    return {};
+}
+
+std::optional<Identity> BusService::Impl::identify(sd_bus_message* message, sd_bus_error* error, Effect effect) {
+    if (message == nullptr) {
+        access_denied(error, "no message to identify the caller by");
+        return std::nullopt;
+    }
+    const char* sender = sd_bus_message_get_sender(message);
+    const char* member = sd_bus_message_get_member(message);
+    const std::string method = member != nullptr ? member : "";
+    if (sender == nullptr) {
+        access_denied(error, "the message names no sender to identify the caller by");
+        return std::nullopt;
+    }
+    // The pid first, then the pidfd of the process that opened the
+    // connection, then everything read from /proc: a live pidfd afterwards
+    // proves those reads were of this process and not of a later one that
+    // got its number.
+    pid_t pid = 0;
+    BusCredentials given;
+    if (tracking == Tracking::bus_pidfd) {
+        BusError lookup;
+        if (connection_credentials(bus.get(), sender, given, &lookup.error) < 0) given.pid = 0;
+        pid = given.pid;
+    } else {
+        sd_bus_creds* raw = nullptr;
+        const int r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_PID, &raw);
+        const CredsPtr first(raw);
+        if (r < 0 || sd_bus_creds_get_pid(first.get(), &pid) < 0) pid = 0;
+    }
+    if (pid <= 0) {
+        access_denied(error, "the bus did not tell the caller's process");
+        return std::nullopt;
+    }
+    UniqueFd pidfd;
+    const auto broken = continuity(sender, pid, given, pidfd);
+    if (!broken.empty()) {
+        if (effect == Effect::change) {
+            daemon::log(daemon::LogLevel::warning,
+                        "D-Bus call refused: the caller's process may not be the one that opened its connection",
+                        {{"DBUS_SENDER", sender},
+                         {"DBUS_METHOD", method},
+                         {"CALLER_PID", std::to_string(pid)},
+                         {"REASON", broken.code},
+                         {"DBUS_CALLER_IDENTITY", to_string(tracking)}});
+            access_denied(error, "tameflared refuses " + method + " from " + sender + ": " + broken.text +
+                                     ". A call that changes state needs the process that opened the connection "
+                                     "(hint: reconnect: make the call on a new bus connection, opened by the "
+                                     "process that calls; read-only calls are still answered)");
+            return std::nullopt;
+        }
+        // Reads keep the call-time look-up: the process that has the pid now.
+        pidfd = open_pidfd(pid);
+    }
+    if (!pidfd) {
+        access_denied(error, "the caller's process is gone");
+        return std::nullopt;
+    }
+    sd_bus_creds* raw = nullptr;
+    const int r = sd_bus_query_sender_creds(message, kCredsMask, &raw);
+    const CredsPtr creds(raw);
+    pid_t again = 0;
+    uid_t euid = 0;
+    gid_t egid = 0;
+    const gid_t* groups = nullptr;
+    int count = -1;
+    if (r < 0 || sd_bus_creds_get_pid(creds.get(), &again) < 0 || again != pid ||
+        sd_bus_creds_get_euid(creds.get(), &euid) < 0 || sd_bus_creds_get_egid(creds.get(), &egid) < 0 ||
+        (count = sd_bus_creds_get_supplementary_gids(creds.get(), &groups)) < 0) {
+        access_denied(error, "the bus did not tell the caller's user and groups");
+        return std::nullopt;
+    }
+    Identity identity;
+    identity.caller.pid = pid;
+    identity.caller.uid = euid;
+    identity.caller.gid = egid;
+    if (count > 0) identity.caller.groups.assign(groups, groups + count);
+    identity.caller.via = "dbus";
+    identity.caller.method = method;
+    // "" counts as an agent: a caller that exited meanwhile is refused.
+    identity.caller.cgroup = netns::process_cgroup(pid, pidfd.get());
+    identity.pidfd = std::move(pidfd);
+    return identity;
+}
+
+// ---------------------------------------------------------------------------
 // Connection and loop
 
 void BusService::Impl::connect() {
@@ -1162,6 +1555,8 @@ void BusService::Impl::connect() {
         throw std::runtime_error("cannot connect to " + where + ": " + errno_text(r));
     }
     (void)sd_bus_set_description(bus.get(), "tameflared");
+    // Before anything can be called: the fewer connections predate the watch, the better.
+    start_tracking();
     const auto add = [&](int result, sd_bus_slot* slot, const char* what) {
         if (result < 0) {
             disconnect();
