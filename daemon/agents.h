@@ -46,6 +46,8 @@ struct AgentsOptions {
     // Agents launched by root under run_as "dynamic" get a uid (and gid) of their own from this range.
     std::uint32_t dynamic_uid_first = 2147287040;
     std::uint32_t dynamic_uid_last = 2147352575;
+    // false: the kernel's unix socket filter is not used even where it exists (the fallback applies).
+    bool unix_socket_filter = true;
 };
 
 struct AgentInfo {

@@ -162,13 +162,15 @@ void read_store(const policy::JsonNode& node, const fs::path& base, StoreConfig&
 // "agents": kernel enforcement.
 void read_agents(const policy::JsonNode& node, const fs::path& base, AgentsConfig& agents) {
     if (!node.expect_object()) return;
-    node.allow_fields({"enabled", "cgroup_root", "bpf_pin_dir", "launch_socket", "isolation", "dynamic_uids"});
+    node.allow_fields(
+        {"enabled", "cgroup_root", "bpf_pin_dir", "launch_socket", "isolation", "dynamic_uids", "unix_socket_filter"});
     if (const auto enabled = node.boolean("enabled")) agents.enabled = *enabled;
     if (const auto dir = node.string("cgroup_root", false)) agents.cgroup_root = resolve(base, *dir);
     if (const auto dir = node.string("bpf_pin_dir", false)) agents.bpf_pin_dir = resolve(base, *dir);
     if (const auto file = node.string("launch_socket", false)) agents.launch_socket = resolve(base, *file);
     static constexpr std::array<std::string_view, 2> kIsolation{"netns", "cgroup"};
     if (const auto isolation = node.choice("isolation", kIsolation, false)) agents.isolation = *isolation;
+    if (const auto filter = node.boolean("unix_socket_filter")) agents.unix_socket_filter = *filter;
     if (const auto range = node.string("dynamic_uids", false)) {
         // "FIRST-LAST": above the ordinary and system ranges, and never 65534 (nobody) or 4294967295 (-1).
         unsigned long first = 0;

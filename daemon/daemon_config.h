@@ -39,6 +39,9 @@ struct AgentsConfig {
     // run_as is "dynamic": one per running agent, never a uid of /etc/passwd.
     std::uint32_t dynamic_uid_first = 2147287040;  // 0x7FFD0000
     std::uint32_t dynamic_uid_last = 2147352575;   // 0x7FFDFFFF
+    // "unix_socket_filter": false leaves the kernel's unix socket filter out even where it exists: agents get the
+    // documented fallback, and gateways that require the layer are refused.
+    bool unix_socket_filter = true;
 };
 
 // "api": the REST control socket and who may use it.

@@ -250,6 +250,7 @@ int run(const Options& options) {
             }
             agent_options.dynamic_uid_first = config->agents.dynamic_uid_first;
             agent_options.dynamic_uid_last = config->agents.dynamic_uid_last;
+            agent_options.unix_socket_filter = config->agents.unix_socket_filter;
             agents = std::make_unique<daemon::Agents>(std::move(agent_options), store, database.get());
             agents->on_event([&events](const std::string& type, const daemon::AgentInfo& agent, int status) {
                 nlohmann::json data{

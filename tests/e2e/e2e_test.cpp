@@ -50,8 +50,18 @@ const std::string kAddMember =
 // What the booted root needs besides the package's Depends: the service
 // manager and the bus, and the tools the checks use.
 const std::vector<std::string> kBasePackages{
-    "systemd",        "dbus", "curl", "python3", "iproute2", "procps", "ca-certificates", "passwd",
-    "libpam-systemd",  // a lingering user's manager (user@.service) gets its XDG_RUNTIME_DIR from pam_systemd
+    "systemd",
+    "dbus",
+    "curl",
+    "python3",
+    "iproute2",
+    "procps",
+    "ca-certificates",
+    "passwd",
+    // A lingering user's manager: user@.service gets its XDG_RUNTIME_DIR from pam_systemd, and systemd-run --user
+    // reaches it over the user's bus.
+    "libpam-systemd",
+    "dbus-user-session",
 };
 
 // The daemon's configuration inside the container: the shipped one plus a

@@ -681,6 +681,54 @@ TEST_P(AgentsTest, AnAgentLaunchedByRootIsNotRootCannotPlantCodeOrSignalTheDaemo
     EXPECT_NE(first.out(), second.out);
 }
 
+// A kernel without cgroup/connect_unix (before 6.7), as the daemon's option makes it here: the known service
+// sockets are hidden in the agent's mount namespace (the documented fallback), the agent is told the layer is a
+// fallback, and a gateway that requires the filter is refused with the reason.
+TEST_P(AgentsTest, WithoutTheUnixSocketFilterTheKnownServiceSocketsAreHiddenOrTheLaunchRefused) {
+    daemon_->process().signal(SIGTERM);
+    ASSERT_EQ(daemon_->process().wait(), 0) << daemon_->log();
+    std::string config = slurp(dir_.path() / "tameflared.json");
+    config.replace(config.find(R"("isolation": ")"), 0, R"("unix_socket_filter": false, )");
+    std::ofstream(dir_.path() / "tameflared.json") << config;
+    std::ofstream(dir_.path() / "gateways.d" / "strict.json") << R"({"name": "strict",
+               "require_layers": ["unix_socket_filter"],
+               "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"}}})";
+    daemon_.emplace(TAMEFLARED_BINARY, dir_.path() / "tameflared.json", dir_.path() / "daemon2.log");
+    ASSERT_TRUE(daemon_->wait_for_log("tameflared started")) << daemon_->log();
+
+    // A tmux server's directory of some user, as tmux makes it in /tmp.
+    const fs::path tmux = "/tmp/tmux-" + std::to_string(4000000 + ::getpid());
+    fs::create_directories(tmux);
+    struct RemovedAtEnd {
+        fs::path path;
+        ~RemovedAtEnd() {
+            std::error_code ignored;
+            fs::remove_all(path, ignored);
+        }
+    } removed_at_end{tmux};
+    fs::permissions(tmux, fs::perms::all);
+    const UniqueFd server = listen_unix(tmux / "default");
+    const std::string connect =
+        "import socket, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    try:\n        s.connect(path); print('connected')\n"
+        "    except OSError as e: print(e.strerror)\n";
+    const Result result = run(as_user(
+        "65534", tf_run({"/bin/sh", "-c", "echo \"$TAMEFLARE_SANDBOX\"; exec /usr/bin/python3 -c \"$0\" \"$@\"",
+                         connect, (tmux / "default").string(), (dir_.path() / "run" / "launch.sock").string()})));
+    ASSERT_EQ(result.status, 0) << result.err << daemon_->log();
+    EXPECT_NE(result.out.find("unix_socket_filter=fallback"), std::string::npos) << result.out;
+    // The tmux directory is an empty tmpfs inside; tameflared's socket is /dev/null there.
+    EXPECT_NE(result.out.find("No such file or directory\nConnection refused\n"), std::string::npos) << result.out;
+    EXPECT_EQ(::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC), -1);
+
+    const Result refused = run(tf_run({"/bin/true"}, "", "strict"));
+    EXPECT_EQ(refused.status, 125);
+    EXPECT_NE(refused.err.find("requires the sandbox layer unix_socket_filter"), std::string::npos) << refused.err;
+    EXPECT_NE(refused.err.find("tf doctor"), std::string::npos) << refused.err;
+}
+
 INSTANTIATE_TEST_SUITE_P(Isolation, AgentsTest, ::testing::Values("netns", "cgroup"));
 
 }  // namespace
