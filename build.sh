@@ -159,6 +159,7 @@ run_tests() {
   ./build/bench/policy_bench --benchmark_min_time=0.05
   ./build/bench/proxy_bench  # about 10 s: each benchmark sets its own MinTime
   ./build/bench/store_bench  # about 15 s: the writer's sustained rate and commit latency
+  ./build/bench/launch_bench # about 3 s: tf run -- /bin/true in both isolations (root; skips otherwise)
   fuzz_smoke
   log "AddressSanitizer + UndefinedBehaviorSanitizer build"
   configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DTF_SANITIZE=ON -DTF_BENCH=OFF
