@@ -211,6 +211,14 @@ TEST_P(AgentsTest, TheAgentRunsAsTheCallerWithTheInterceptionCaTrusted) {
                                                        "&& echo bundle; echo \"$TAMEFLARE_GATEWAY\"; exit 3"})));
     EXPECT_EQ(result.status, 3) << result.err;
     EXPECT_EQ(result.out, "65534\n65534\n0::/\nbundle\none\n");
+    // The caller's supplementary groups are dropped (gateway one keeps none).
+    std::vector<std::string> with_groups{"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--groups=4242,4343",
+                                         "--"};
+    const auto id = tf_run({"/usr/bin/id", "-G"});
+    with_groups.insert(with_groups.end(), id.begin(), id.end());
+    const Result groups = run(with_groups);
+    EXPECT_EQ(groups.status, 0) << groups.err;
+    EXPECT_EQ(groups.out, "65534\n");
     // A user the gateway does not list is refused, and nothing is left behind.
     const Result refused = run(as_user("4242", tf_run({"/bin/true"})));
     EXPECT_EQ(refused.status, 125);
