@@ -349,6 +349,42 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     EXPECT_TRUE(daemon_->wait_for_log("agent survivor exited with status -1")) << daemon_->log();
 }
 
+// A daemon whose maps lost an agent's registration (a new map layout after an upgrade replaces the maps) still
+// adopts the agent: it gets new ports and a registration, and its traffic resumes.
+TEST_P(AgentsTest, AnAgentWhoseRegistrationWasLostIsRegisteredAgainWhenAdopted) {
+    const fs::path answers = dir_.path() / "answers.txt";
+    std::ofstream(dir_.path() / "poller.py") << kPoller;
+    std::ofstream{answers};
+    fs::permissions(answers, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                                 fs::perms::group_write | fs::perms::others_read | fs::perms::others_write);
+    LoopbackListener canary;
+    Subprocess agent(tf_run(
+        {"/bin/sh", "-c", "exec /usr/bin/python3 \"$@\" </dev/null >/dev/null 2>&1", "sh",
+         (dir_.path() / "poller.py").string(), answers.string(), std::to_string(upstream_.port()), canary.port_text()},
+        "relocated"));
+    const auto wait_for_answer = [&](std::size_t from) {
+        for (int i = 0; i < 200; ++i) {
+            if (slurp(answers).find("ok HTTP/1.1 200", from) != std::string::npos) return true;
+            std::this_thread::sleep_for(50ms);
+        }
+        return false;
+    };
+    ASSERT_TRUE(wait_for_answer(0)) << slurp(answers) << daemon_->log();
+    daemon_->process().signal(SIGKILL);
+    daemon_->process().wait();
+    const auto id = netns::cgroup_id(cgroup_root_ / "one" / "relocated");
+    bpf::Enforcer(bpf::EnforcerOptions{pins_}).remove_agent(id);
+    EXPECT_EQ(agent.wait(), 125);
+
+    daemon_.emplace(TAMEFLARED_BINARY, dir_.path() / "tameflared.json", dir_.path() / "daemon2.log");
+    ASSERT_TRUE(daemon_->wait_for_log("agent relocated adopted after a restart")) << daemon_->log();
+    EXPECT_TRUE(wait_for_answer(slurp(answers).size())) << slurp(answers) << daemon_->log();
+    EXPECT_EQ(bpf::Enforcer(bpf::EnforcerOptions{pins_}).agents().count(id), 1U);
+    EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection";
+    netns::Cgroup::open(cgroup_root_ / "one" / "relocated").kill();
+    EXPECT_TRUE(daemon_->wait_for_log("agent relocated exited with status -1")) << daemon_->log();
+}
+
 // A daemon whose own view is narrowed (systemd's ProtectHome=, PrivateTmp=:
 // a mount namespace of its own with directories covered) starts its agents in
 // a copy of their caller's mount namespace: they see the machine as the user
