@@ -1170,6 +1170,7 @@ int agents_command(std::span<char*> args) {
             field("isolation", text(agent, "isolation"));
             field("pid", text(agent, "pid"));
             field("uid", text(agent, "uid"));
+            if (agent.contains("run_uid")) field("runs as uid", text(agent, "run_uid"));
             field("cgroup id", text(agent, "cgroup_id"));
             field("kind", flag(agent, "enforced_unit") ? "an existing cgroup under enforcement (tf enforce)"
                                                        : "launched by tameflared (tf run)");

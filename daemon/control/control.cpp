@@ -130,6 +130,7 @@ json to_json(const daemon::AgentInfo& agent) {
             {"isolation", agent.isolation},
             {"pid", agent.pid},
             {"uid", agent.uid},
+            {"run_uid", agent.run_uid},
             {"cgroup_id", agent.cgroup_id},
             {"command", agent.command},
             {"enforced_unit", agent.enforced_unit}};

@@ -19,6 +19,7 @@
 #include <sys/un.h>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -718,11 +719,18 @@ TEST_P(AgentsTest, AnAgentLaunchedByRootIsNotRootCannotPlantCodeOrSignalTheDaemo
     const Result named = run(tf_run({"/bin/sh", "-c", "id -u; id -G; echo \"$HOME $USER\""}, "", "two"));
     EXPECT_EQ(named.status, 0) << named.err << daemon_->log();
     EXPECT_EQ(named.out, "65534\n65534\n/nonexistent nobody\n");
-    // Two agents at once get two uids.
-    Subprocess first(tf_run({"/bin/sh", "-c", "id -u; sleep 2"}));
+    // Two agents at once get two uids; the control plane tells who launched an agent and who it runs as.
+    Subprocess first(tf_run({"/bin/sh", "-c", "id -u; sleep 2"}, "dynamic-first"));
+    ASSERT_TRUE(daemon_->wait_for_log("agent dynamic-first started")) << daemon_->log();
     const Result second = run(tf_run({"/usr/bin/id", "-u"}));
+    const Result shown = run({TF_BINARY, "agents", "show", "dynamic-first", "--json", "--socket",
+                              (dir_.path() / "run" / "api.sock").string()});
     first.wait();
     EXPECT_NE(first.out(), second.out);
+    const auto agent = nlohmann::json::parse(shown.out, nullptr, false);
+    ASSERT_TRUE(agent.is_object()) << shown.out << shown.err;
+    EXPECT_EQ(agent.value("uid", -1), 0);
+    EXPECT_EQ(std::to_string(agent.value("run_uid", 0U)) + "\n", first.out());
 }
 
 // A kernel without cgroup/connect_unix (before 6.7), as the daemon's option makes it here: the known service
