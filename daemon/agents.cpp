@@ -363,7 +363,10 @@ struct Agents::Impl {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> subordinate_uids;  // /etc/subuid, /etc/subgid
 
     Impl(AgentsOptions o, const policy::ConfigStore& c, store::Store* s)
-        : options(std::move(o)), config(c), store(s), enforcer(bpf::EnforcerOptions{options.pin_dir, options.unix_socket_filter}) {
+        : options(std::move(o)),
+          config(c),
+          store(s),
+          enforcer(bpf::EnforcerOptions{options.pin_dir, options.unix_socket_filter}) {
         root_cgroup = relative_cgroup(options.cgroup_root);
         const auto hooks = enforcer.hooks();
         support.landlock_abi = netns::landlock_abi();
