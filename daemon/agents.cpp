@@ -476,8 +476,15 @@ struct Agents::Impl {
         std::vector<std::string> directories{"/run/user/" + std::to_string(caller),
                                              "/run/user/" + std::to_string(agent), "/run/screen", "/tmp/.X11-unix",
                                              "/tmp/.ICE-unix"};
+        // The caller's own runtime directory where it is elsewhere, but only in the places such directories live:
+        // the variable is the caller's to set, and these mounts are made as root.
         for (const auto& variable : env) {
-            if (variable.rfind("XDG_RUNTIME_DIR=", 0) == 0) directories.push_back(variable.substr(16));
+            if (variable.rfind("XDG_RUNTIME_DIR=", 0) != 0) continue;
+            const std::string directory = variable.substr(16);
+            if ((directory.rfind("/run/user/", 0) == 0 || directory.rfind("/tmp/", 0) == 0) &&
+                (directory + "/").find("/../") == std::string::npos) {
+                directories.push_back(directory);
+            }
         }
         // tmux's sockets as the caller sees /tmp (the daemon's own /tmp may be private to it).
         const std::string root = "/proc/" + std::to_string(peer.pid) + "/root";
