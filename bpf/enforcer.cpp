@@ -21,7 +21,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <stdexcept>
 #include <string_view>
 #include <system_error>
@@ -125,37 +124,15 @@ std::string probe_unix_hooks() {
            "); it arrived in Linux 6.7";
 }
 
-// The cgroup2 mount point, from /proc/self/mountinfo (it is not always /sys/fs/cgroup).
-std::optional<fs::path> cgroup2_mount() {
-    std::ifstream mounts("/proc/self/mountinfo");
-    std::string line;
-    while (std::getline(mounts, line)) {
-        const auto separator = line.find(" - ");
-        if (separator == std::string::npos || line.compare(separator + 3, 8, "cgroup2 ") != 0) continue;
-        std::istringstream fields(line.substr(0, separator));
-        std::string field;
-        for (int i = 0; i < 5; ++i) fields >> field;  // the fifth is the mount point
-        std::string path;                             // with space, tab, newline and backslash escaped as \ooo
-        for (std::size_t i = 0; i < field.size(); ++i) {
-            if (field[i] == '\\' && i + 3 < field.size()) {
-                path += static_cast<char>(std::stoi(field.substr(i + 1, 3), nullptr, 8));
-                i += 3;
-            } else {
-                path += field[i];
-            }
-        }
-        return fs::path(path);
-    }
-    return std::nullopt;
-}
-
 // A cgroup directory opened by its id (the name of its links' pin
 // directory), through the cgroup2 file system's file handles.
-UniqueFd open_cgroup(std::uint64_t id) {
-    const auto mount = cgroup2_mount();
-    if (!mount) fail("cannot open cgroup " + std::to_string(id), ENOENT, "no cgroup2 file system is mounted");
-    const UniqueFd mount_fd(::open(mount->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!mount_fd) fail("cannot open the cgroup2 mount " + mount->string(), errno, "");
+UniqueFd open_cgroup(const fs::path& mount, std::uint64_t id) {
+    if (mount.empty()) {
+        fail("cannot open cgroup " + std::to_string(id) + " to add the links it lacks", EINVAL,
+             "give EnforcerOptions::cgroup2_mount (netns::cgroup2_mount())");
+    }
+    const UniqueFd mount_fd(::open(mount.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!mount_fd) fail("cannot open the cgroup2 mount " + mount.string(), errno, "");
     constexpr int fileid_kernfs = 0xfe;  // a cgroup's handle is its 64-bit id
     std::vector<unsigned char> storage(sizeof(file_handle) + sizeof id);
     auto* handle = reinterpret_cast<file_handle*>(storage.data());
@@ -436,7 +413,7 @@ struct Enforcer::Impl {
             detach_unloaded(*skeleton, group.path());
             if (live && !missing.empty()) {
                 const std::uint64_t id = std::stoull(group.path().filename().string());
-                const UniqueFd cgroup = open_cgroup(id);
+                const UniqueFd cgroup = open_cgroup(options.cgroup2_mount, id);
                 for (const auto& [name, program] : missing) {
                     attach(program, cgroup.get(), std::to_string(id), name, group.path() / name);
                 }

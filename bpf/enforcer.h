@@ -81,6 +81,10 @@ struct EnforcerOptions {
     // false: leave the unix socket hooks unloaded even where the kernel has
     // them, as on a kernel without (tests of that fallback).
     bool unix_socket_hooks = true;
+    // Where cgroup2 is mounted (netns::cgroup2_mount()): a cgroup whose
+    // pinned links lack some of this build's programs is opened by its id
+    // there to add them (an upgrade).
+    std::filesystem::path cgroup2_mount;
 };
 
 class Enforcer {

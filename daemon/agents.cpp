@@ -366,7 +366,7 @@ struct Agents::Impl {
         : options(std::move(o)),
           config(c),
           store(s),
-          enforcer(bpf::EnforcerOptions{options.pin_dir, options.unix_socket_filter}) {
+          enforcer(bpf::EnforcerOptions{options.pin_dir, options.unix_socket_filter, netns::cgroup2_mount()}) {
         root_cgroup = relative_cgroup(options.cgroup_root);
         const auto hooks = enforcer.hooks();
         support.landlock_abi = netns::landlock_abi();

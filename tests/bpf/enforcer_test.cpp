@@ -635,7 +635,7 @@ protected:
         root_ = netns::cgroup2_mount() / ("tf-bpf-test-" + tag);
         netns::ensure_cgroup(root_ / "agents");
         pins_ = fs::path("/sys/fs/bpf") / ("tf-bpf-test-" + tag);
-        enforcer_.emplace(bpf::EnforcerOptions{pins_});
+        enforcer_.emplace(bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()});
         enforcer_->enforce(root_ / "agents");
         agent_.emplace(netns::Cgroup::create(root_ / "agents", "agent-1"));
         dns_udp_ = netns::bind_udp(*proxy::Endpoint::parse("127.0.0.1:0"));
@@ -889,7 +889,8 @@ TEST_F(EnforcerTest, PinnedLinksKeepEnforcingWithoutTheDaemonAndAreReadopted) {
     UniqueFd first(proxy_.accept(2s));
     EXPECT_TRUE(first);
 
-    enforcer_.emplace(bpf::EnforcerOptions{pins_});  // restart: re-adopt maps, update links
+    enforcer_.emplace(
+        bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()});  // restart: re-adopt maps, update links
     EXPECT_EQ(enforcer_->agents().at(agent_->id()), route_);
     EXPECT_EQ(enforcer_->enforced().size(), 1U);
     std::optional<bpf::Origin> origin;
@@ -925,14 +926,15 @@ TEST_F(EnforcerTest, LinksOfACgroupThatIsGoneAreForgottenAndItsSuccessorEnforced
     // The kernel severs the links once the cgroup is released, a moment after rmdir.
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (fs::exists(old_links) && std::chrono::steady_clock::now() < deadline) {
-        enforcer_.emplace(bpf::EnforcerOptions{pins_});  // a restart: never refuses over a severed link
+        enforcer_.emplace(
+            bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()});  // a restart: never refuses over a severed link
         enforcer_.reset();
         std::this_thread::sleep_for(50ms);
     }
     EXPECT_FALSE(fs::exists(old_links)) << "the severed links are still pinned";
 
     netns::ensure_cgroup(root_ / "agents");
-    enforcer_.emplace(bpf::EnforcerOptions{pins_});
+    enforcer_.emplace(bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()});
     enforcer_->enforce(root_ / "agents");
     agent_.emplace(netns::Cgroup::create(root_ / "agents", "agent-1"));
     enforcer_->add_agent(agent_->id(), route_);
@@ -1055,7 +1057,7 @@ TEST_F(EnforcerTest, LinksPinnedBeforeTheNewHooksExistedGainThemOnRestart) {
     } while (before.rfind("0.0.0.0:", 0) != 0 && std::chrono::steady_clock::now() < deadline);
     EXPECT_EQ(before.rfind("0.0.0.0:", 0), 0U) << "the bind hook is still attached: " << before;
 
-    enforcer_.emplace(bpf::EnforcerOptions{pins_});
+    enforcer_.emplace(bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()});
     EXPECT_TRUE(fs::exists(links / "bind4"));
     EXPECT_TRUE(fs::exists(links / "bind6"));
     EXPECT_TRUE(fs::exists(links / "ingress"));
@@ -1108,7 +1110,7 @@ TEST_F(EnforcerTest, TheUnixSocketHooksAreThereWhereverTheKernelHasThem) {
 // is what is attached.
 TEST_F(EnforcerTest, WithoutTheUnixSocketHooksEverythingElseIsEnforced) {
     enforcer_.reset();
-    bpf::EnforcerOptions options{pins_};
+    bpf::EnforcerOptions options{pins_, true, netns::cgroup2_mount()};
     options.unix_socket_hooks = false;
     enforcer_.emplace(options);
     EXPECT_FALSE(enforcer_->hooks().unix_sockets);
