@@ -69,7 +69,7 @@ public:
         std::error_code ignored;
         if (fs::exists(cgroup_root_, ignored)) {
             auto root = netns::Cgroup::open(cgroup_root_);
-            bpf::Enforcer(bpf::EnforcerOptions{pins_}).release(cgroup_root_);
+            bpf::Enforcer(bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()}).release(cgroup_root_);
             root.remove(std::chrono::seconds(5));
         }
         fs::remove_all(pins_, ignored);

@@ -1047,7 +1047,7 @@ protected:
         if (fs::exists(cgroup_root_, ignored)) {
             auto root = netns::Cgroup::open(cgroup_root_);
             {
-                bpf::Enforcer enforcer(bpf::EnforcerOptions{pins_});
+                bpf::Enforcer enforcer(bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()});
                 enforcer.release(cgroup_root_);
             }
             root.remove(5s);

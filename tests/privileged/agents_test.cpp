@@ -119,7 +119,7 @@ protected:
         if (fs::exists(cgroup_root_, ignored)) {
             auto root = netns::Cgroup::open(cgroup_root_);
             {
-                bpf::Enforcer enforcer(bpf::EnforcerOptions{pins_});
+                bpf::Enforcer enforcer(bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()});
                 enforcer.release(cgroup_root_);
             }
             root.remove(5s);
@@ -374,13 +374,13 @@ TEST_P(AgentsTest, AnAgentWhoseRegistrationWasLostIsRegisteredAgainWhenAdopted) 
     daemon_->process().signal(SIGKILL);
     daemon_->process().wait();
     const auto id = netns::cgroup_id(cgroup_root_ / "one" / "relocated");
-    bpf::Enforcer(bpf::EnforcerOptions{pins_}).remove_agent(id);
+    bpf::Enforcer(bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()}).remove_agent(id);
     EXPECT_EQ(agent.wait(), 125);
 
     daemon_.emplace(TAMEFLARED_BINARY, dir_.path() / "tameflared.json", dir_.path() / "daemon2.log");
     ASSERT_TRUE(daemon_->wait_for_log("agent relocated adopted after a restart")) << daemon_->log();
     EXPECT_TRUE(wait_for_answer(slurp(answers).size())) << slurp(answers) << daemon_->log();
-    EXPECT_EQ(bpf::Enforcer(bpf::EnforcerOptions{pins_}).agents().count(id), 1U);
+    EXPECT_EQ(bpf::Enforcer(bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()}).agents().count(id), 1U);
     EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection";
     netns::Cgroup::open(cgroup_root_ / "one" / "relocated").kill();
     EXPECT_TRUE(daemon_->wait_for_log("agent relocated exited with status -1")) << daemon_->log();
