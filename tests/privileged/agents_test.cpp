@@ -668,9 +668,12 @@ TEST_P(AgentsTest, TheUsersTmuxServerOutsideRunsNothingForTheAgent) {
     fs::create_directories(sockets);
     fs::permissions(sockets, fs::perms::all);
     const std::string server = (sockets / "default").string();
-    ASSERT_EQ(
-        run(as_user("65534", {"/usr/bin/tmux", "-S", server, "new-session", "-d", "-s", "user", "sleep 600"})).status,
-        0);
+    // The user's server runs an interactive shell in its pane, as a real one does. SHELL is set: nobody's login
+    // shell is nologin, and CI may start with no SHELL at all.
+    ASSERT_EQ(run(as_user("65534", {"/usr/bin/env", "SHELL=/bin/sh", "/usr/bin/tmux", "-S", server, "new-session", "-d",
+                                    "-s", "user"}))
+                  .status,
+              0);
     struct KilledAtEnd {
         std::vector<std::string> kill;
         ~KilledAtEnd() { run(kill); }
@@ -688,6 +691,11 @@ TEST_P(AgentsTest, TheUsersTmuxServerOutsideRunsNothingForTheAgent) {
     EXPECT_EQ(canary.accept(1s), -1) << "tmux ran the agent's command outside";
     // The server is alive and still the user's: it was the agent that was refused.
     EXPECT_EQ(run(as_user("65534", {"/usr/bin/tmux", "-S", server, "has-session", "-t", "user"})).status, 0);
+    // The same keys sent from outside the agent do run: what the agent was refused is a real way out.
+    EXPECT_EQ(run(as_user("65534", {"/usr/bin/tmux", "-S", server, "send-keys", "-t", "user", escape, "Enter"})).status,
+              0);
+    const UniqueFd reached{canary.accept(10s)};
+    EXPECT_TRUE(reached) << "the control: keys sent from outside should reach the canary";
 }
 
 // Root's agents never run as uid 0: without capabilities uid 0 still owns
