@@ -63,6 +63,32 @@ std::optional<TcpRule> read_tcp_rule(const JsonNode& node) {
     return rule;
 }
 
+// "filesystem": {"write": [...], "protect": [...], "hide": [...], "private_tmp": true}. Each list adds to the
+// defaults; "!entry" takes a default out.
+void read_filesystem(const JsonNode& root, Gateway& gateway) {
+    const auto section = root.field("filesystem");
+    if (!section || !section->expect_object()) return;
+    section->allow_fields({"write", "protect", "hide", "private_tmp"});
+    const FilesystemRules& defaults = default_filesystem();
+    const auto read_list = [&](std::string_view key, const std::vector<std::string>& from,
+                               std::vector<std::string>& to) {
+        const auto given = section->string_array(key, false);
+        if (!given) return;
+        std::size_t index = 0;
+        if (const std::string problem = merge_filesystem_list(from, *given, to, index); !problem.empty()) {
+            section->field(key)->element(index).error(
+                "invalid " + std::string(key) + " entry \"" + (*given)[index] + "\": " + problem,
+                "give an absolute path, \"~/path\" under the launching user's home, or a path relative to the "
+                "working directory (\".\" is the directory itself); '*' and '?' match within one component; "
+                "\"!entry\" takes out a default");
+        }
+    };
+    read_list("write", defaults.write, gateway.filesystem.write);
+    read_list("protect", defaults.protect, gateway.filesystem.protect);
+    read_list("hide", defaults.hide, gateway.filesystem.hide);
+    if (const auto private_tmp = section->boolean("private_tmp")) gateway.filesystem.private_tmp = *private_tmp;
+}
+
 // run_as, keep_groups, unix_sockets, require_layers and proc: how the
 // gateway's agents are sandboxed (docs/enforcement.md).
 void read_sandbox(const JsonNode& root, Gateway& gateway) {
@@ -110,6 +136,7 @@ void read_sandbox(const JsonNode& root, Gateway& gateway) {
     }
     static constexpr std::array<std::string_view, 2> kProc{"pids", "full"};
     if (const auto proc = root.choice("proc", kProc, false)) gateway.proc_pids_only = *proc == "pids";
+    read_filesystem(root, gateway);
 }
 
 bool valid_gateway_name(std::string_view name) {
@@ -512,7 +539,7 @@ std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
     if (!root.expect_object()) return nullptr;
     root.allow_fields({"name", "description", "enforcement", "rate_limit", "approval_timeout_seconds", "connectors",
                        "policies", "tcp", "proxy_token_sha256", "launch", "strip_environment", "run_as", "keep_groups",
-                       "unix_sockets", "require_layers", "proc"});
+                       "unix_sockets", "require_layers", "proc", "filesystem"});
     const std::size_t errors_before = root.reader().error_count();
     auto gateway = std::make_shared<Gateway>();
     gateway->origin = root.reader().origin();

@@ -6,6 +6,7 @@
 #include "policy/action.h"
 #include "policy/condition.h"
 #include "policy/connector.h"
+#include "policy/filesystem.h"
 #include "policy/glob_index.h"
 
 #include <array>
@@ -143,6 +144,9 @@ public:
     // /proc inside the agent: only its processes' directories ("pids", where
     // the kernel has subset=pid) or also the global files ("full").
     bool proc_pids_only = true;
+    // Where the agents may write, what stays read-only and what is hidden
+    // (policy/filesystem.h): the defaults, with the gateway's entries added.
+    FilesystemRules filesystem = default_filesystem();
 
     // nullptr when no connector of this gateway serves `host` (any case, no port).
     [[nodiscard]] const ConnectorInstance* connector_for_host(std::string_view host) const;

@@ -802,6 +802,42 @@ TEST(ConfigErrors, AUnixSocketEntryThatCouldBeFooledIsRefused) {
                            "/unix_sockets/0", "longer than a unix socket address");
 }
 
+TEST(ConfigErrors, AFilesystemSectionAddsToTheDefaults) {
+    const auto defaults = load_gateway(with_github("{}"));
+    ASSERT_TRUE(defaults.ok()) << format_errors(defaults.errors);
+    const FilesystemRules& plain = defaults.config->gateway("bot")->filesystem;
+    EXPECT_EQ(plain.write, default_filesystem().write);
+    EXPECT_EQ(plain.hide, default_filesystem().hide);
+    EXPECT_TRUE(plain.private_tmp);
+
+    const auto given = load_gateway(with_github("{}", R"(, "filesystem": {"write": ["/srv/cache", "!~/.npm"],
+        "hide": ["~/.config/*-token"], "protect": ["Makefile"], "private_tmp": false})"));
+    ASSERT_TRUE(given.ok()) << format_errors(given.errors);
+    const FilesystemRules& set = given.config->gateway("bot")->filesystem;
+    EXPECT_EQ(set.write.back(), "/srv/cache");
+    EXPECT_EQ(std::count(set.write.begin(), set.write.end(), "~/.npm"), 0);
+    EXPECT_EQ(set.hide.back(), "~/.config/*-token");
+    EXPECT_EQ(set.hide.size(), default_filesystem().hide.size() + 1);
+    EXPECT_EQ(set.protect.back(), "Makefile");
+    EXPECT_FALSE(set.private_tmp);
+}
+
+TEST(ConfigErrors, ABadFilesystemEntryIsRefusedWithItsPointer) {
+    expect_refused_gateway(with_github("{}", R"(, "filesystem": {"hide": ["~/.ssh", "~/../etc"]})"),
+                           "/filesystem/hide/1", "invalid hide entry \"~/../etc\": a '..' component", "absolute path");
+    expect_refused_gateway(with_github("{}", R"(, "filesystem": {"write": ["!/srv"]})"), "/filesystem/write/0",
+                           "not a default entry");
+    expect_refused_gateway(with_github("{}", R"(, "filesystem": {"protect": ["~bob/.bashrc"]})"),
+                           "/filesystem/protect/0", "'~user' is not supported");
+    expect_refused_gateway(with_github("{}", R"(, "filesystem": {"write": ["/"]})"), "/filesystem/write/0",
+                           "the whole file system");
+    expect_refused_gateway(with_github("{}", R"(, "filesystem": {"writable": ["/srv"]})"), "/filesystem/writable",
+                           "unknown field");
+    expect_refused_gateway(with_github("{}", R"(, "filesystem": {"private_tmp": "yes"})"), "/filesystem/private_tmp",
+                           "expected true or false");
+    expect_refused_gateway(with_github("{}", R"(, "filesystem": ["/srv"])"), "/filesystem", "object");
+}
+
 TEST(ConfigErrors, AnUnknownLayerOrRunAsOrProcIsRefusedWithTheChoices) {
     expect_refused_gateway(with_github("{}", R"(, "require_layers": ["landlok"])"), "/require_layers/0",
                            "unknown sandbox layer \"landlok\"", "landlock");
