@@ -146,6 +146,11 @@ int run_command(std::span<char*> args) {
             const std::string type = reply.is_object() ? reply.value("type", "") : "";
             if (type == "started") {
                 agent = reply.value("agent", "");
+                if (const auto notes = reply.find("notes"); notes != reply.end() && notes->is_array()) {
+                    for (const auto& note : *notes) {
+                        if (note.is_string()) std::fprintf(stderr, "tf run: %s\n", note.get<std::string>().c_str());
+                    }
+                }
             } else if (type == "exited") {
                 return reply.value("status", kExitLaunchFailed);
             } else if (type == "error") {

@@ -10,6 +10,7 @@
 #include "daemon/store/store.h"
 #include "netns/cgroup.h"
 #include "netns/dns_stub.h"
+#include "netns/filesystem.h"
 #include "netns/landlock.h"
 #include "netns/launch_protocol.h"
 #include "netns/namespaces.h"
@@ -184,6 +185,41 @@ Identity named_user(const std::string& name, const std::vector<std::string>& kee
     return identity;
 }
 
+// A user's home directory in the user database; "" when it has none.
+std::string passwd_home(uid_t uid) {
+    std::array<char, 16384> buffer{};
+    passwd entry{};
+    passwd* found = nullptr;
+    if (getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) return {};
+    return entry.pw_dir != nullptr ? std::string(entry.pw_dir) : std::string();
+}
+
+// Where the launching user's root directory is, as a path the daemon can look up (globs of the filesystem
+// section are expanded in their view): "" when their mount namespace is the daemon's. `root` keeps it open.
+std::string caller_root(const netns::PeerCredentials& peer, int caller_mounts, UniqueFd& root) {
+    if (caller_mounts < 0) return {};
+    root = UniqueFd(::open(("/proc/" + std::to_string(peer.pid) + "/root").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    const int check = peer.pidfd.get();
+    const bool alive =
+        check >= 0 ? ::syscall(SYS_pidfd_send_signal, check, 0, nullptr, 0) == 0 : ::kill(peer.pid, 0) == 0;
+    if (!root || !alive) throw LaunchError("the process that asked for the launch is gone", "");
+    return "/proc/self/fd/" + std::to_string(root.get());
+}
+
+// The working directory tf run passed, as a path: its name is what the agent will be started in (and checked to be
+// the same directory in the agent's view), and what relative filesystem entries are relative to.
+std::string working_directory(int fd) {
+    std::array<char, 4096> buffer{};
+    const ssize_t length = ::readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), buffer.data(), buffer.size());
+    const std::string path(buffer.data(), length > 0 ? static_cast<std::size_t>(length) : 0);
+    struct stat info {};
+    if (length <= 0 || static_cast<std::size_t>(length) >= buffer.size() || !path.starts_with("/") ||
+        ::fstat(fd, &info) != 0 || !S_ISDIR(info.st_mode) || info.st_nlink == 0) {
+        throw LaunchError("the working directory has no path (was it removed?)", "cd into an existing directory");
+    }
+    return path;
+}
+
 // The uid ranges of /etc/subuid and /etc/subgid: a dynamic uid inside one would share its number with a user
 // namespace's processes and files.
 std::vector<std::pair<std::uint64_t, std::uint64_t>> subordinate_ranges() {
@@ -291,8 +327,9 @@ struct Agent {
     std::string gateway;
     std::string isolation;
     std::string command;
-    unsigned uid = 0;      // who launched it
-    unsigned run_uid = 0;  // who it runs as
+    std::vector<std::string> notes;  // what its filesystem section left out, told to tf run
+    unsigned uid = 0;                // who launched it
+    unsigned run_uid = 0;            // who it runs as
     bool dynamic_uid = false;
     std::optional<netns::Cgroup> cgroup;
     std::optional<netns::NetworkNamespace> ns;
@@ -620,9 +657,11 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         agent->command += (agent->command.empty() ? "" : " ") + argv.back();
     }
     std::vector<std::string> env;
+    std::string caller_home;  // $HOME as tf run saw it
     for (const auto& variable : env_json) {
         if (!variable.is_string()) throw LaunchError("env holds a non-string", "use tf run");
         const auto text = variable.get<std::string>();
+        if (text.starts_with("HOME=/")) caller_home = text.substr(5);
         if (text.find('=') == std::string::npos || stripped(text, gateway->strip_environment)) continue;
         // Root's agent runs as another user: that user's home and name, not root's (set below).
         if (peer.uid != 0 ||
@@ -688,16 +727,36 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         spawn.netns_fd = agent->ns ? agent->ns->fd() : -1;
         const UniqueFd caller_mounts = caller_mount_namespace(peer);
         spawn.mount_namespace_fd = caller_mounts.get();
+        // The filesystem section: '~' is the agent's home (the launching user's, or the run_as user's when root
+        // launches); what is hidden is hidden under every home in play.
+        netns::FilesystemInputs inputs;
+        const std::string launcher_home = passwd_home(peer.uid);
+        inputs.paths.home = peer.uid == 0 && !identity.home.empty() ? identity.home
+                            : !caller_home.empty()                  ? caller_home
+                                                                    : launcher_home;
+        inputs.paths.workdir = working_directory(fds[3].get());
+        inputs.other_homes = {launcher_home, caller_home};
+        if (peer.uid == 0 && identity.home != "/") inputs.other_homes.push_back(identity.home);
+        UniqueFd root_fd;
+        inputs.lookup_root = caller_root(peer, caller_mounts.get(), root_fd);
+        const netns::FilesystemView view = netns::resolve_filesystem(gateway->filesystem, inputs);
+        agent->notes = view.notes;
+        spawn.cwd_path = inputs.paths.workdir;
+        spawn.private_tmp = view.private_tmp;
+        spawn.pins = view.pins;
+        spawn.protect = view.protect;
         spawn.binds.push_back(netns::BindFile{options.ca_bundle.string(),
                                               std::vector<std::string>(kBundlePaths.begin(), kBundlePaths.end())});
         spawn.binds.push_back(netns::BindFile{resolv_conf().string(), {"/etc/resolv.conf"}});
         for (const auto& directory : options.hidden) spawn.hide.push_back(directory.string());
+        spawn.hide.insert(spawn.hide.end(), view.hide.begin(), view.hide.end());
         if (!support.unix_socket_filter) {
             hide_service_sockets(spawn, unix_sockets.allow, peer, identity.uid, spawn.env);
         }
         spawn.pid_namespace = true;
         spawn.proc_pids_only = gateway->proc_pids_only;
-        const netns::LandlockPolicy landlock;  // ptrace always; signals and abstract sockets from ABI 6
+        // ptrace always; signals and abstract sockets from ABI 6; writes only where the filesystem section says.
+        const netns::LandlockPolicy landlock = netns::write_ruleset(view);
         spawn.landlock = &landlock;
         spawn.landlock_abi = support.landlock_abi;
         spawn.seccomp = &seccomp;
@@ -723,6 +782,9 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
          {"AGENT_PID", std::to_string(agent->process->pid())},
          {"SANDBOX", netns::describe_layers(layers)},
          {"COMMAND", agent->command}});
+    for (const auto& note : agent->notes) {
+        log(LogLevel::notice, "agent " + id + ": " + note, {{"AGENT", id}, {"GATEWAY", gateway_name}});
+    }
     agents[id] = agent;
     publish();
     if (observer) observer("agent.started", info(*agent), 0);
@@ -1107,7 +1169,10 @@ net::awaitable<void> Agents::Impl::serve(std::shared_ptr<Descriptor> client) {
                     const auto peer = netns::peer_credentials(client->native_handle());
                     agent = launch(peer, request, message->fds);
                     agent->client = client;
-                    reply(*client, json{{"type", "started"}, {"agent", agent->id}, {"pid", agent->process->pid()}});
+                    reply(*client, json{{"type", "started"},
+                                        {"agent", agent->id},
+                                        {"pid", agent->process->pid()},
+                                        {"notes", agent->notes}});
                     agent->exit_watch = std::make_unique<Descriptor>(io, ::dup(agent->process->pidfd()));
                     net::co_spawn(io, watch_exit(agent), net::detached);
                 } catch (const LaunchError& failure) {

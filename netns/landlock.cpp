@@ -99,6 +99,7 @@ int apply_landlock(const LandlockPlan& plan, int& failed_rule) noexcept {
     if (!ruleset) return errno;
     for (std::size_t i = 0; i < plan.rules.size(); ++i) {
         const UniqueFd beneath_fd(::open(plan.rules[i].first, O_PATH | O_CLOEXEC));
+        if (!beneath_fd && (errno == ENOENT || errno == ENOTDIR || errno == EACCES || errno == ELOOP)) continue;
         PathBeneathAttr beneath{plan.rules[i].second, beneath_fd.get()};
         if (!beneath_fd ||
             ::syscall(SYS_landlock_add_rule, ruleset.get(), LANDLOCK_RULE_PATH_BENEATH, &beneath, 0U) != 0) {

@@ -23,11 +23,23 @@ std::string landlock_missing_reason();
 // ABI 6: scoping of signals and of abstract unix sockets.
 constexpr int kLandlockScopeAbi = 6;
 
+// Filesystem rights (LANDLOCK_ACCESS_FS_*; Debian 12's header stops at ABI 2).
+constexpr std::uint64_t kFsWriteFile = 1ULL << 1;
+constexpr std::uint64_t kFsTruncate = 1ULL << 14;  // ABI 3
+constexpr std::uint64_t kFsIoctlDev = 1ULL << 15;  // ABI 5
+// Every right that changes the file system or a file, none that reads or
+// executes: write, remove and make (each kind), refer, truncate, ioctl on
+// devices. A rule grants what the ABI knows of them.
+constexpr std::uint64_t kFsWriteRights =
+    kFsWriteFile | (((1ULL << 13) - 1) & ~((1ULL << 4) - 1)) | (1ULL << 13) | kFsTruncate | kFsIoctlDev;
+
 struct LandlockPolicy {
     // Access rights granted beneath a path (LANDLOCK_ACCESS_FS_* bits). With
     // no rule, file access is left to the kernel's permissions: the domain
     // exists for its ptrace, signal and socket scoping, and for the mount
-    // ban that comes with governing any file access (plan_landlock).
+    // ban that comes with governing any file access (plan_landlock). A path
+    // that does not exist, or that the agent's uid cannot reach, when the
+    // domain is made gives no rule (nothing to grant there).
     struct PathRule {
         std::string path;
         std::uint64_t access = 0;

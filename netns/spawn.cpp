@@ -13,6 +13,8 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,6 +47,11 @@ enum class Step : int {
     cgroupfs_read_only,
     bind_mount,
     remount_read_only,
+    find_working_directory,
+    private_tmp,
+    carry_working_directory,
+    pin,
+    protect,
     hide_directory,
     mask_file,
     mount_proc,
@@ -67,7 +74,7 @@ enum class Step : int {
     execve,
 };
 
-constexpr std::array<std::string_view, 28> kStepNames = {
+constexpr std::array<std::string_view, 33> kStepNames = {
     "setsid",
     "setns into the network namespace",
     "enter the caller's mount namespace (setns, then unshare CLONE_NEWNS)",
@@ -76,7 +83,12 @@ constexpr std::array<std::string_view, 28> kStepNames = {
     "remount the cgroup filesystem read-only",
     "bind-mount",
     "remount read-only",
-    "hide a directory (mount an empty tmpfs over it)",
+    "find the working directory in the agent's mount namespace",
+    "mount a private tmpfs over",
+    "carry the working directory into the private tmp directory",
+    "pin (bind-mount onto itself)",
+    "protect (bind-mount read-only)",
+    "hide (an empty tmpfs over a directory, /dev/null over a file)",
     "hide a socket (bind-mount /dev/null over it)",
     "mount the PID namespace's procfs over /proc",
     "dup2 stdio",
@@ -113,8 +125,18 @@ struct ChildPlan {
     bool new_cgroup_namespace = true;
     std::vector<std::pair<const char*, unsigned long>> cgroup_mounts;  // mount point, its flags
     std::vector<std::pair<const char*, const char*>> binds;            // source, existing target
-    std::vector<const char*> hidden;                                   // existing directories to cover
-    std::vector<const char*> masked;                                   // existing files to cover
+    const char* cwd_path = nullptr;                                    // nullptr: fchdir(cwd_fd)
+    dev_t cwd_dev = 0;                                                 // cwd_fd's
+    ino_t cwd_ino = 0;
+    std::vector<const char*> private_tmp;
+    // When the working directory lies in private_tmp[carry_tmp]: the directories to make in its tmpfs, outer first.
+    int carry_tmp = -1;
+    std::vector<const char*> carry_dirs;
+    bool cwd_is_tmp = false;  // the working directory is a private tmp directory itself: it becomes the tmpfs
+    std::vector<const char*> pins;
+    std::vector<const char*> protect;
+    std::vector<const char*> hidden;  // paths to cover
+    std::vector<const char*> masked;  // existing files to cover
     bool pid_namespace = false;
     bool proc_pids_only = true;
     LandlockPlan landlock;
@@ -200,6 +222,66 @@ struct ChildPlan {
     }
 }
 
+// Bind-mounts `source` onto `target` and makes the bind read-only, keeping the flags the file system was mounted
+// with (nosuid, nodev, noexec) that a plain remount would clear. False with errno set.
+bool bind_read_only(const char* source, const char* target, bool recursive) {
+    if (::mount(source, target, nullptr, MS_BIND | (recursive ? MS_REC : 0), nullptr) != 0) return false;
+    struct statfs info {};
+    if (::syscall(SYS_statfs, target, &info) != 0) return false;
+    unsigned long keep = 0;
+    if ((info.f_flags & ST_NOSUID) != 0) keep |= MS_NOSUID;
+    if ((info.f_flags & ST_NODEV) != 0) keep |= MS_NODEV;
+    if ((info.f_flags & ST_NOEXEC) != 0) keep |= MS_NOEXEC;
+    return ::mount(nullptr, target, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, nullptr) == 0;
+}
+
+// The gateway's filesystem section, in the agent's mount namespace: a private /tmp and /var/tmp (the working
+// directory carried in when it lies there), pinned directories, protected paths.
+void filesystem_mounts(const ChildPlan& plan) {
+    UniqueFd cwd_here;
+    if (plan.cwd_path != nullptr) {
+        // The agent's copy of the working directory, before a tmpfs may cover it.
+        cwd_here = UniqueFd(::open(plan.cwd_path, O_PATH | O_DIRECTORY | O_CLOEXEC));
+        struct stat info {};
+        if (!cwd_here || ::fstat(cwd_here.get(), &info) != 0) child_fail(plan, Step::find_working_directory, errno);
+        if (info.st_dev != plan.cwd_dev || info.st_ino != plan.cwd_ino) {
+            child_fail(plan, Step::find_working_directory, EXDEV);
+        }
+    }
+    for (std::size_t i = 0; i < plan.private_tmp.size(); ++i) {
+        struct stat info {};
+        if (::stat(plan.private_tmp[i], &info) != 0 || !S_ISDIR(info.st_mode)) continue;
+        if (::mount("tameflare-tmp", plan.private_tmp[i], "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) {
+            child_fail(plan, Step::private_tmp, errno, static_cast<int>(i));
+        }
+        if (plan.carry_tmp != static_cast<int>(i)) continue;
+        for (const char* directory : plan.carry_dirs) {
+            if (::mkdir(directory, 0755) != 0 && errno != EEXIST) {
+                child_fail(plan, Step::carry_working_directory, errno);
+            }
+        }
+        // "." is the agent's copy found above: a bind's source must be in the same mount namespace.
+        if (::fchdir(cwd_here.get()) != 0 || ::mount(".", plan.cwd_path, nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+            child_fail(plan, Step::carry_working_directory, errno);
+        }
+    }
+    cwd_here.reset();
+    for (std::size_t i = 0; i < plan.pins.size(); ++i) {
+        struct stat info {};
+        if (::lstat(plan.pins[i], &info) != 0 || S_ISLNK(info.st_mode)) continue;
+        const bool pinned = S_ISDIR(info.st_mode)
+                                ? ::mount(plan.pins[i], plan.pins[i], nullptr, MS_BIND | MS_REC, nullptr) == 0
+                                : bind_read_only(plan.pins[i], plan.pins[i], false);
+        if (!pinned) child_fail(plan, Step::pin, errno, static_cast<int>(i));
+    }
+    for (std::size_t i = 0; i < plan.protect.size(); ++i) {
+        struct stat info {};
+        if (::stat(plan.protect[i], &info) != 0) continue;
+        if (!bind_read_only(plan.protect[i], plan.protect[i], true))
+            child_fail(plan, Step::protect, errno, static_cast<int>(i));
+    }
+}
+
 [[noreturn]] void child_main(const ChildPlan& plan) {
     if (::setsid() < 0) child_fail(plan, Step::setsid, errno);
     if (plan.netns_fd >= 0 && ::setns(plan.netns_fd, CLONE_NEWNET) != 0) child_fail(plan, Step::setns, errno);
@@ -231,16 +313,19 @@ struct ChildPlan {
             child_fail(plan, Step::remount_read_only, errno, static_cast<int>(i));
         }
     }
-    // The daemon's state, whatever the agent's uid: a uid-0 agent without capabilities still owns root's 0600 files.
-    // Whether each exists is asked here, in the agent's mount namespace: the daemon's own view may differ
-    // (ProtectHome=, PrivateTmp=).
-    for (const char* directory : plan.hidden) {
+    filesystem_mounts(plan);
+    // The daemon's state, whatever the agent's uid (a uid-0 agent without capabilities still owns root's 0600
+    // files), and the user's keys. Whether each exists is asked here, in the agent's mount namespace: the daemon's
+    // own view may differ (ProtectHome=, PrivateTmp=).
+    for (std::size_t i = 0; i < plan.hidden.size(); ++i) {
+        const char* path = plan.hidden[i];
         struct stat info {};
-        if (::stat(directory, &info) != 0 || !S_ISDIR(info.st_mode)) continue;
-        if (::mount("tameflare-hidden", directory, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                    "size=4k,mode=0555") != 0) {
-            child_fail(plan, Step::hide_directory, errno);
-        }
+        if (::stat(path, &info) != 0) continue;
+        const int failed = S_ISDIR(info.st_mode)
+                               ? (::mount("tameflare-hidden", path, "tmpfs",
+                                          MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555") != 0)
+                               : !bind_read_only("/dev/null", path, false);
+        if (failed) child_fail(plan, Step::hide_directory, errno, static_cast<int>(i));
     }
     for (std::size_t i = 0; i < plan.masked.size(); ++i) {
         struct stat info {};
@@ -264,8 +349,16 @@ struct ChildPlan {
     for (int i = 0; i < 3; ++i) {
         if (::dup2(plan.stdio[static_cast<std::size_t>(i)], i) < 0) child_fail(plan, Step::dup_stdio, errno);
     }
-    // Before close_range: cwd_fd is about to be closed.
-    if (::fchdir(plan.cwd_fd) != 0) child_fail(plan, Step::fchdir, errno);
+    // Before close_range: cwd_fd is about to be closed. By path, so that relative paths see the agent's mounts.
+    if (plan.cwd_path == nullptr) {
+        if (::fchdir(plan.cwd_fd) != 0) child_fail(plan, Step::fchdir, errno);
+    } else {
+        struct stat here {};
+        if (::chdir(plan.cwd_path) != 0 || ::stat(".", &here) != 0) child_fail(plan, Step::fchdir, errno);
+        if (!plan.cwd_is_tmp && (here.st_dev != plan.cwd_dev || here.st_ino != plan.cwd_ino)) {
+            child_fail(plan, Step::fchdir, EXDEV);
+        }
+    }
     // Every fd but 0-2 and the error pipe (CLOEXEC: execve closes it).
     if (plan.error_fd > 3 && ::syscall(SYS_close_range, 3U, static_cast<unsigned>(plan.error_fd - 1), 0U) != 0) {
         child_fail(plan, Step::close_fds, errno);
@@ -348,6 +441,10 @@ std::string_view step_hint(Step step, int err) {
         case Step::cgroupfs_read_only:
         case Step::hide_directory:
         case Step::mask_file:
+        case Step::private_tmp:
+        case Step::carry_working_directory:
+        case Step::pin:
+        case Step::protect:
         case Step::mount_proc:
         case Step::bind_mount: return "tameflared needs root (CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID, CAP_SETPCAP)";
         case Step::execve: return "the program is not executable by the agent's uid";
@@ -447,7 +544,32 @@ Process spawn(const SpawnOptions& options) {
             bind_names.emplace_back(&bind.source, &target);
         }
     }
-    for (const auto& directory : options.hide) plan.hidden.push_back(directory.c_str());
+    std::vector<std::string> carry_dirs;
+    if (!options.cwd_path.empty()) {
+        struct stat info {};
+        if (::fstat(plan.cwd_fd, &info) != 0) fail(errno, "spawn " + program + ": cannot stat the working directory");
+        plan.cwd_path = options.cwd_path.c_str();
+        plan.cwd_dev = info.st_dev;
+        plan.cwd_ino = info.st_ino;
+    }
+    for (std::size_t i = 0; i < options.private_tmp.size(); ++i) {
+        const std::string& tmp = options.private_tmp[i];
+        plan.private_tmp.push_back(tmp.c_str());
+        if (options.cwd_path == tmp) plan.cwd_is_tmp = true;
+        if (options.cwd_path.size() <= tmp.size() || options.cwd_path.compare(0, tmp.size(), tmp) != 0 ||
+            options.cwd_path[tmp.size()] != '/' || plan.carry_tmp >= 0) {
+            continue;
+        }
+        plan.carry_tmp = static_cast<int>(i);
+        for (std::size_t at = options.cwd_path.find('/', tmp.size() + 1);; at = options.cwd_path.find('/', at + 1)) {
+            carry_dirs.push_back(options.cwd_path.substr(0, at));
+            if (at == std::string::npos) break;
+        }
+    }
+    for (const auto& directory : carry_dirs) plan.carry_dirs.push_back(directory.c_str());
+    for (const auto& path : options.pins) plan.pins.push_back(path.c_str());
+    for (const auto& path : options.protect) plan.protect.push_back(path.c_str());
+    for (const auto& path : options.hide) plan.hidden.push_back(path.c_str());
     for (const auto& file : options.mask) plan.masked.push_back(file.c_str());
     plan.pid_namespace = options.pid_namespace;
     plan.proc_pids_only = options.proc_pids_only;
@@ -522,9 +644,23 @@ Process spawn(const SpawnOptions& options) {
         const auto& [source, target] = bind_names[static_cast<std::size_t>(report.detail)];
         what += " " + *source + " over " + *target;
     }
-    if (step == Step::mask_file && report.detail >= 0 &&
-        static_cast<std::size_t>(report.detail) < options.mask.size()) {
-        what += " " + options.mask[static_cast<std::size_t>(report.detail)];
+    const auto detail_of = [&](Step named, const std::vector<std::string>& list) {
+        if (step == named && report.detail >= 0 && static_cast<std::size_t>(report.detail) < list.size()) {
+            what += " " + list[static_cast<std::size_t>(report.detail)];
+        }
+    };
+    detail_of(Step::mask_file, options.mask);
+    detail_of(Step::hide_directory, options.hide);
+    detail_of(Step::pin, options.pins);
+    detail_of(Step::protect, options.protect);
+    detail_of(Step::private_tmp, options.private_tmp);
+    if ((step == Step::find_working_directory || step == Step::fchdir) && report.err == EXDEV) {
+        fail(report.err, "the working directory " + options.cwd_path + " of " + program,
+             "the agent would not see it at that path: it is hidden from agents (filesystem.hide), or it is not the "
+             "same directory in the caller's view; launch the agent from another directory");
+    }
+    if (step == Step::carry_working_directory || (step == Step::find_working_directory && !options.cwd_path.empty())) {
+        what += " " + options.cwd_path;
     }
     if (step == Step::landlock && report.detail >= 0 &&
         static_cast<std::size_t>(report.detail) < plan.landlock.rules.size()) {

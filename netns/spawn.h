@@ -38,8 +38,18 @@ struct SpawnOptions {
     // whose private copy the agent gets; -1: a copy of the daemon's, which a
     // hardened unit (ProtectHome=, PrivateTmp=) narrows for the daemon alone.
     int mount_namespace_fd = -1;
-    // Directories the agent must not see (the daemon's state): each one that exists in the agent's mount namespace
-    // is covered by an empty, read-only tmpfs.
+    // The working directory's path in the agent's mount namespace. When set, the agent starts there (after every
+    // mount below, so relative paths see them too) and spawn checks that it is the directory cwd_fd names; a
+    // working directory inside a private tmp directory is carried into it at the same path. Empty: fchdir(cwd_fd).
+    std::string cwd_path;
+    // Directories that get an empty tmpfs of the agent's own (mode 1777): its private /tmp and /var/tmp.
+    std::vector<std::string> private_tmp;
+    // Directories bind-mounted onto themselves, so that they cannot be renamed or removed (a file among them is
+    // made read-only as well); outer first. Then `protect`: each existing path becomes a read-only bind mount.
+    std::vector<std::string> pins;
+    std::vector<std::string> protect;
+    // Paths the agent must not see (the daemon's state, the user's keys): each one that exists in the agent's mount
+    // namespace is covered, a directory by an empty read-only tmpfs, anything else by /dev/null, read-only.
     std::vector<std::string> hide;
     // Files (sockets of services outside) the agent must not reach: each existing one is covered by a read-only
     // bind mount of /dev/null.

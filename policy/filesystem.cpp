@@ -28,7 +28,6 @@ const FilesystemRules& default_filesystem() {
                 // In the working directory: what git, direnv and editors run.
                 ".git/hooks",
                 ".git/config",
-                ".git/info",
                 ".gitmodules",
                 ".envrc",
                 ".vscode",

@@ -81,7 +81,9 @@ protected:
         fs::copy_file(TF_SOURCE_DIR "/tests/privileged/probe.py", dir_.path() / "probe.py");
         fs::copy_file(TF_SOURCE_DIR "/tests/privileged/probe_attempt.py", dir_.path() / "probe_attempt.py");
         fs::copy_file(TF_SOURCE_DIR "/tests/privileged/control_probe.py", dir_.path() / "control_probe.py");
+        fs::copy_file(TF_SOURCE_DIR "/tests/privileged/sandbox_probe.py", dir_.path() / "sandbox_probe.py");
         fs::create_directories(dir_.path() / "gateways.d");
+        fs::create_directories(dir_.path() / "shared");  // gateway one's agents may write here
         std::ofstream(dir_.path() / "tameflared.json")
             << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d",
                   "state_dir": "state", "runtime_dir": "run",
@@ -100,6 +102,12 @@ protected:
                    "unix_sockets": ["/run/systemd/journal/socket", ")"
             << (dir_.path() / "run" / "api.sock").string() << R"(", ")" << (dir_.path() / "bus.sock").string()
             << R"(", ")" << (dir_.path() / "run").string() << R"(/"],
+                   "filesystem": {"write": [")"
+            << (dir_.path() / "shared").string() << R"("]},
+                   "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"}}})";
+        // Gateway open takes some of the filesystem defaults out: the control of the filesystem test.
+        std::ofstream(dir_.path() / "gateways.d" / "open.json") << R"({"name": "open", "launch": {"users": ["nobody"]},
+                   "filesystem": {"hide": ["!~/.ssh"], "protect": ["!.git/hooks"], "private_tmp": false},
                    "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"}}})";
         // Gateway two runs root's agents as nobody, with root's groups dropped but one.
         std::ofstream(dir_.path() / "gateways.d" / "two.json") << R"({"name": "two", "run_as": "nobody",
@@ -143,7 +151,7 @@ protected:
         return out;
     }
 
-    TempDir dir_{"tf-agents"};
+    TempDir dir_{"tf-agents", kAgentVisibleBase};
     fs::path cgroup_root_;
     fs::path pins_;
     std::optional<DaemonProcess> daemon_;
@@ -309,7 +317,7 @@ while True:
 
 TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     LoopbackListener canary;
-    const fs::path answers = dir_.path() / "answers.txt";
+    const fs::path answers = dir_.path() / "shared" / "answers.txt";
     std::ofstream(dir_.path() / "poller.py") << kPoller;
     std::ofstream{answers};  // the agent (root's, so a uid of its own) appends to it
     fs::permissions(answers,
@@ -353,7 +361,7 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
 // A daemon whose maps lost an agent's registration (a new map layout after an upgrade replaces the maps) still
 // adopts the agent: it gets new ports and a registration, and its traffic resumes.
 TEST_P(AgentsTest, AnAgentWhoseRegistrationWasLostIsRegisteredAgainWhenAdopted) {
-    const fs::path answers = dir_.path() / "answers.txt";
+    const fs::path answers = dir_.path() / "shared" / "answers.txt";
     std::ofstream(dir_.path() / "poller.py") << kPoller;
     std::ofstream{answers};
     fs::permissions(answers, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
@@ -616,10 +624,9 @@ TEST_P(AgentsTest, AnAgentCannotReachAnyProcessOrUnixSocketOutsideIt) {
     const UniqueFd bus = listen_unix(dir_.path() / "bus.sock");
 
     const Result probe = run(as_user(
-        "65534",
-        tf_run({"/usr/bin/python3", TF_SOURCE_DIR "/tests/privileged/sandbox_probe.py", std::to_string(outside.pid()),
-                forwarder_path.string(), abstract, (dir_.path() / "run" / "launch.sock").string(),
-                (dir_.path() / "run" / "api.sock").string(), (dir_.path() / "bus.sock").string()})));
+        "65534", tf_run({"/usr/bin/python3", (dir_.path() / "sandbox_probe.py").string(), std::to_string(outside.pid()),
+                         forwarder_path.string(), abstract, (dir_.path() / "run" / "launch.sock").string(),
+                         (dir_.path() / "run" / "api.sock").string(), (dir_.path() / "bus.sock").string()})));
     ASSERT_EQ(probe.status, 0) << probe.err << daemon_->log();
     const auto results = parse_probe(probe.out);
     EXPECT_EQ(results.at("uid"), "65534");
@@ -696,6 +703,98 @@ TEST_P(AgentsTest, TheUsersTmuxServerOutsideRunsNothingForTheAgent) {
               0);
     const UniqueFd reached{canary.accept(10s)};
     EXPECT_TRUE(reached) << "the control: keys sent from outside should reach the canary";
+}
+
+// The filesystem section's defaults, as a user's coding agent meets them: the user's keys are hidden, nothing
+// that runs later (start-up files, user units, git hooks and configuration) can be written, /tmp is the agent's
+// own, and the working directory and the caches are writable enough for a real build and a commit.
+TEST_P(AgentsTest, AnAgentCanBuildAndCommitButNeitherReadTheUsersKeysNorPlantCodeForLater) {
+    if (!fs::exists("/usr/bin/git") || !fs::exists("/usr/bin/cmake") || !fs::exists("/usr/bin/make")) {
+        GTEST_SKIP() << "git, cmake and make are needed (./build.sh deps installs them)";
+    }
+    const fs::path home = dir_.path() / "home";
+    const fs::path project = home / "src" / "app";
+    const auto write = [](const fs::path& file, const std::string& text) {
+        fs::create_directories(file.parent_path());
+        std::ofstream(file) << text;
+    };
+    write(home / ".ssh" / "id_ed25519", "SECRET-KEY\n");
+    write(home / ".aws" / "credentials", "SECRET-AWS\n");
+    write(home / ".config" / "gh" / "hosts.yml", "SECRET-GH\n");
+    write(home / ".netrc", "SECRET-NETRC\n");
+    write(home / ".bashrc", "# the user's\n");
+    fs::create_directories(home / ".config" / "systemd");
+    fs::create_directories(home / ".cache");
+    write(project / "CMakeLists.txt",
+          "cmake_minimum_required(VERSION 3.13)\nproject(hello C)\nadd_executable(hello hello.c)\n");
+    write(project / "hello.c", "#include <stdio.h>\nint main(void) { puts(\"built and ran\"); return 0; }\n");
+    ASSERT_EQ(run({"/usr/bin/git", "-C", project.string(), "init", "-q"}).status, 0);
+    ASSERT_EQ(run({"/bin/chown", "-R", "65534:65534", home.string()}).status, 0);
+    const std::string tag = std::to_string(::getpid()) + "-" + GetParam();
+    const fs::path host_marker = "/tmp/tf-host-marker-" + tag;
+    std::ofstream(host_marker) << "host\n";
+    const std::string script = R"(
+        try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name=yes"; else echo "$name=no"; fi; }
+        echo "ssh=[$(cat ~/.ssh/id_ed25519 2>/dev/null)]"
+        echo "ssh_relative=[$(cat ../../.ssh/id_ed25519 2>/dev/null)]"
+        echo "aws=[$(cat ~/.aws/credentials 2>/dev/null)]"
+        echo "gh=[$(cat ~/.config/gh/hosts.yml 2>/dev/null)]"
+        echo "netrc=[$(cat ~/.netrc 2>/dev/null)]"
+        try bashrc sh -c 'echo evil >> ~/.bashrc'
+        try unit sh -c 'mkdir -p ~/.config/systemd/user && echo evil > ~/.config/systemd/user/x.service'
+        try hook sh -c 'echo evil > .git/hooks/pre-commit'
+        try hook_relative sh -c 'cd .git && echo evil > hooks/post-checkout'
+        try hooks_path git config core.hooksPath /tmp/hooks
+        try move_git mv .git .git.old
+        try move_hooks mv .git/hooks .git/hooks.old
+        try workdir sh -c 'echo ok > notes.txt'
+        try cache sh -c 'echo ok > ~/.cache/agent-cache'
+        try tmp sh -c 'echo agent > /tmp/tf-agent-file-)" +
+                               tag + R"('
+        try host_tmp test -e )" +
+                               host_marker.string() + R"(
+        try build sh -c 'cmake -S . -B build && cmake --build build && ./build/hello | grep -q "built and ran"'
+        try commit sh -c 'git add -A && git -c user.name=Agent -c user.email=agent@example.test commit -qm built'
+    )";
+    const auto agent = [&](const std::string& gateway) {
+        return run(as_user("65534", {"/usr/bin/env", "-C", project.string(), "HOME=" + home.string(), TF_BINARY, "run",
+                                     "--socket", (dir_.path() / "run" / "launch.sock").string(), "--gateway", gateway,
+                                     "--", "/bin/bash", "-c", script}));
+    };
+    const Result result = agent("one");
+
+    EXPECT_EQ(result.status, 0) << result.err << daemon_->log();
+    const auto said = [&](const std::string& line) { return result.out.find(line + "\n") != std::string::npos; };
+    for (const char* hidden : {"ssh=[]", "ssh_relative=[]", "aws=[]", "gh=[]", "netrc=[]"}) {
+        EXPECT_TRUE(said(hidden)) << hidden << "\n" << result.out;
+    }
+    for (const char* refused : {"bashrc=no", "unit=no", "hook=no", "hook_relative=no", "hooks_path=no", "move_git=no",
+                                "move_hooks=no", "host_tmp=no"}) {
+        EXPECT_TRUE(said(refused)) << refused << "\n" << result.out;
+    }
+    for (const char* allowed : {"workdir=yes", "cache=yes", "tmp=yes", "build=yes", "commit=yes"}) {
+        EXPECT_TRUE(said(allowed)) << allowed << "\n" << result.out << result.err;
+    }
+    // Nothing reached the user's files or the host's /tmp.
+    EXPECT_EQ(slurp(home / ".bashrc"), "# the user's\n");
+    EXPECT_FALSE(fs::exists(home / ".config" / "systemd" / "user"));
+    EXPECT_FALSE(fs::exists(project / ".git" / "hooks" / "pre-commit"));
+    EXPECT_FALSE(fs::exists(project / ".git" / "hooks" / "post-checkout"));
+    EXPECT_EQ(slurp(project / ".git" / "config").find("hooksPath"), std::string::npos);
+    EXPECT_FALSE(fs::exists("/tmp/tf-agent-file-" + tag));
+    EXPECT_EQ(slurp(project / "notes.txt"), "ok\n");
+    EXPECT_TRUE(fs::exists(home / ".cache" / "agent-cache"));
+    EXPECT_EQ(run({"/usr/bin/git", "-C", project.string(), "-c", "safe.directory=*", "log", "--format=%s"}).out,
+              "built\n");
+
+    // The control: a gateway that takes those defaults out lets the same script read the key, write the hook and
+    // see the host's /tmp: what refused them above was the filesystem section.
+    const Result control = agent("open");
+    EXPECT_NE(control.out.find("ssh=[SECRET-KEY]\n"), std::string::npos) << control.out << control.err;
+    EXPECT_NE(control.out.find("hook=yes\n"), std::string::npos) << control.out;
+    EXPECT_NE(control.out.find("host_tmp=yes\n"), std::string::npos) << control.out;
+    fs::remove(project / ".git" / "hooks" / "pre-commit");
+    fs::remove(host_marker);
 }
 
 // Root's agents never run as uid 0: without capabilities uid 0 still owns

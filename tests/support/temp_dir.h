@@ -10,10 +10,17 @@
 
 namespace tameflare::testing {
 
+// Outside /tmp and /var/tmp, which agents see as their own.
+inline const std::filesystem::path kAgentVisibleBase{"/var/lib/tameflare-tests"};
+
 class TempDir {
 public:
-    explicit TempDir(std::string_view prefix = "tf-test") {
-        std::string pattern = (std::filesystem::temp_directory_path() / (std::string(prefix) + "-XXXXXX")).string();
+    explicit TempDir(std::string_view prefix = "tf-test") : TempDir(prefix, std::filesystem::temp_directory_path()) {}
+    // Under `base` (made when missing): agents get a /tmp and /var/tmp of their own, so what a test shares with an
+    // agent lives elsewhere (kAgentVisibleBase).
+    TempDir(std::string_view prefix, const std::filesystem::path& base) {
+        std::filesystem::create_directories(base);
+        std::string pattern = (base / (std::string(prefix) + "-XXXXXX")).string();
         if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
         path_ = pattern;
     }

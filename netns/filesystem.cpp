@@ -1,0 +1,150 @@
+#include "netns/filesystem.h"
+
+#include "policy/glob.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <system_error>
+
+namespace tameflare::netns {
+namespace {
+
+namespace fs = std::filesystem;
+using policy::path_within;
+
+// The paths `pattern` names: itself when it has no glob (whether it exists is
+// asked later, in the agent's mount namespace), else each existing path whose
+// components match, looked up under `lookup_root`. The first `literal`
+// characters are never globs (a home directory's own '*').
+std::vector<std::string> expand(const std::string& pattern, std::size_t literal, const std::string& lookup_root,
+                                std::size_t& budget, bool& truncated) {
+    if (!policy::has_glob_chars(std::string_view(pattern).substr(literal))) return {pattern};
+    std::vector<std::string> current{pattern.substr(0, literal)};
+    std::size_t at = literal;
+    while (at < pattern.size()) {
+        if (pattern[at] == '/') {
+            ++at;
+            continue;
+        }
+        const std::size_t end = std::min(pattern.find('/', at), pattern.size());
+        const std::string component = pattern.substr(at, end - at);
+        at = end;
+        std::vector<std::string> next;
+        for (const auto& base : current) {
+            const std::string joined = base == "/" ? "" : base;
+            if (!policy::has_glob_chars(component)) {
+                next.push_back(joined + "/" + component);
+                continue;
+            }
+            std::error_code error;
+            std::vector<std::string> names;
+            for (fs::directory_iterator it(lookup_root + joined + "/", error), stop; !error && it != stop;
+                 it.increment(error)) {
+                const std::string name = it->path().filename().string();
+                if (policy::glob_match(component, name)) names.push_back(name);
+            }
+            std::sort(names.begin(), names.end());
+            for (const auto& name : names) next.push_back(joined + "/" + name);
+        }
+        current = std::move(next);
+        if (current.empty()) return {};
+    }
+    if (current.size() > budget) {
+        current.resize(budget);
+        truncated = true;
+    }
+    budget -= current.size();
+    return current;
+}
+
+void add_unique(std::vector<std::string>& list, std::string path) {
+    if (std::find(list.begin(), list.end(), path) == list.end()) list.push_back(std::move(path));
+}
+
+// Each entry of `entries` for each of `contexts`, expanded.
+std::vector<std::string> resolve_list(const std::vector<std::string>& entries,
+                                      const std::vector<policy::PathContext>& contexts, const std::string& lookup_root,
+                                      const char* list_name, std::vector<std::string>& notes) {
+    std::vector<std::string> out;
+    std::size_t budget = kMaxGlobMatches;
+    bool truncated = false;
+    for (const auto& entry : entries) {
+        for (const auto& context : contexts) {
+            std::size_t literal = 0;
+            const std::string pattern = policy::absolute_pattern(entry, context, &literal);
+            for (auto& path : expand(pattern, literal, lookup_root, budget, truncated))
+                add_unique(out, std::move(path));
+        }
+    }
+    if (truncated) {
+        notes.push_back(std::string("the ") + list_name + " list's globs matched more than " +
+                        std::to_string(kMaxGlobMatches) + " paths; the rest are left out");
+    }
+    return out;
+}
+
+}  // namespace
+
+FilesystemView resolve_filesystem(const policy::FilesystemRules& rules, const FilesystemInputs& inputs) {
+    FilesystemView view;
+    const policy::PathContext& main = inputs.paths;
+    const std::string& root = inputs.lookup_root;
+    if (rules.private_tmp) view.private_tmp = {"/tmp", "/var/tmp"};
+
+    // The working directory is writable unless it holds the home directory (then every start-up file of the
+    // user's would be too) or is the file system's root.
+    for (auto& path : resolve_list(rules.write, {main}, root, "write", view.notes)) {
+        const bool holds_home = !main.home.empty() && main.home != "/" && path_within(main.home, path);
+        if (path == "/" || holds_home) {
+            view.notes.push_back("the write entry " + path + " holds " +
+                                 (path == "/" ? "everything" : "the home directory") +
+                                 ": it stays read-only to the agent (launch it from a project directory)");
+            continue;
+        }
+        // A private /tmp replaces the host's: the entry means the agent's own, which is writable anyway.
+        if (std::any_of(view.private_tmp.begin(), view.private_tmp.end(),
+                        [&](const std::string& tmp) { return path == tmp; })) {
+            continue;
+        }
+        view.write.push_back(std::move(path));
+    }
+
+    // Only what lies inside a write root needs protecting: the rest is read-only already.
+    for (auto& path : resolve_list(rules.protect, {main}, root, "protect", view.notes)) {
+        bool inside = false;
+        for (const auto& write_root : view.write) {
+            if (!path_within(path, write_root)) continue;
+            inside = true;
+            // Each directory between the write root and the protected path becomes a mount point, which cannot be
+            // renamed or removed: `mv .git .git.old` and a fresh .git would leave hooks/ writable again.
+            for (std::size_t at = path.find('/', write_root.size() + 1); at != std::string::npos;
+                 at = path.find('/', at + 1)) {
+                add_unique(view.pins, path.substr(0, at));
+            }
+        }
+        if (inside) add_unique(view.protect, std::move(path));
+    }
+    std::sort(view.pins.begin(), view.pins.end(),
+              [](const std::string& a, const std::string& b) { return a.size() < b.size(); });
+
+    std::vector<policy::PathContext> homes{main};
+    for (const auto& home : inputs.other_homes) {
+        if (!home.empty() && home != main.home) homes.push_back(policy::PathContext{home, main.workdir});
+    }
+    view.hide = resolve_list(rules.hide, homes, root, "hide", view.notes);
+    return view;
+}
+
+LandlockPolicy write_ruleset(const FilesystemView& view) {
+    LandlockPolicy policy;
+    policy.handled_fs = kFsWriteRights;
+    for (const auto& path : view.write) policy.paths.push_back({path, kFsWriteRights});
+    for (const auto& path : view.private_tmp) policy.paths.push_back({path, kFsWriteRights});
+    // Terminals, /dev/null and friends: open for writing, truncate (`> /dev/null`), ioctl (a tty opened later).
+    policy.paths.push_back({"/dev", kFsWriteFile | kFsTruncate | kFsIoctlDev});
+    policy.paths.push_back({"/dev/shm", kFsWriteRights});           // POSIX shared memory and semaphores
+    policy.paths.push_back({"/proc", kFsWriteFile | kFsTruncate});  // its own /proc/self files; uid checks the rest
+    return policy;
+}
+
+}  // namespace tameflare::netns
