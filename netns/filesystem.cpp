@@ -91,16 +91,27 @@ FilesystemView resolve_filesystem(const policy::FilesystemRules& rules, const Fi
     const std::string& root = inputs.lookup_root;
     if (rules.private_tmp) view.private_tmp = {"/tmp", "/var/tmp"};
 
-    // The working directory is writable unless it holds the home directory (then every start-up file of the
-    // user's would be too) or is the file system's root.
-    for (auto& path : resolve_list(rules.write, {main}, root, "write", view.notes)) {
+    // The working directory (and what is relative to it) is writable unless it holds the home directory (then
+    // every start-up file of the user's would be too, and most cannot be protected before they exist) or is the file
+    // system's root. A gateway that names "~" itself has chosen so.
+    std::vector<std::string> relative;
+    std::vector<std::string> named;
+    for (const auto& entry : rules.write) {
+        (entry.starts_with("/") || entry.starts_with("~") ? named : relative).push_back(entry);
+    }
+    std::vector<std::string> paths;
+    for (auto& path : resolve_list(relative, {main}, root, "write", view.notes)) {
         const bool holds_home = !main.home.empty() && main.home != "/" && path_within(main.home, path);
         if (path == "/" || holds_home) {
-            view.notes.push_back("the write entry " + path + " holds " +
+            view.notes.push_back("the working directory " + path + " holds " +
                                  (path == "/" ? "everything" : "the home directory") +
                                  ": it stays read-only to the agent (launch it from a project directory)");
             continue;
         }
+        paths.push_back(std::move(path));
+    }
+    for (auto& path : resolve_list(named, {main}, root, "write", view.notes)) add_unique(paths, std::move(path));
+    for (auto& path : paths) {
         // A private /tmp replaces the host's: the entry means the agent's own, which is writable anyway.
         if (std::any_of(view.private_tmp.begin(), view.private_tmp.end(),
                         [&](const std::string& tmp) { return path == tmp; })) {

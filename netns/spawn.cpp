@@ -654,7 +654,8 @@ Process spawn(const SpawnOptions& options) {
     detail_of(Step::pin, options.pins);
     detail_of(Step::protect, options.protect);
     detail_of(Step::private_tmp, options.private_tmp);
-    if ((step == Step::find_working_directory || step == Step::fchdir) && report.err == EXDEV) {
+    if ((step == Step::find_working_directory && report.err == EXDEV) ||
+        (step == Step::fchdir && !options.cwd_path.empty())) {
         fail(report.err, "the working directory " + options.cwd_path + " of " + program,
              "the agent would not see it at that path: it is hidden from agents (filesystem.hide), or it is not the "
              "same directory in the caller's view; launch the agent from another directory");

@@ -92,6 +92,11 @@ std::map<std::string, std::string> status_of(pid_t pid) {
     return fields;
 }
 
+std::string slurp_file(const fs::path& file) {
+    std::ifstream in(file);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
 bool contains(const std::vector<pid_t>& pids, pid_t pid) {
     return std::find(pids.begin(), pids.end(), pid) != pids.end();
 }
@@ -509,6 +514,91 @@ TEST_F(SpawnTest, MaskedSocketsAndHiddenDirectoriesAreGoneInsideOnly) {
     EXPECT_EQ(ran.out, "connect " + std::to_string(ECONNREFUSED) + "\n[]\n");
     EXPECT_EQ(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC), -1);
     EXPECT_TRUE(fs::exists(dir.path() / "run" / "bus")) << "outside, nothing changed";
+}
+
+// A private /tmp: the host's files are not there, the agent's stay inside, and a working directory that lies in /tmp
+// is carried in at the same path (relative paths from it still see the agent's mounts).
+TEST_F(SpawnTest, PrivateTmpIsTheAgentsOwnAndCarriesTheWorkingDirectoryIn) {
+    testing::TempDir dir("tf-spawn-tmp", "/tmp");
+    fs::permissions(dir.path(), fs::perms::others_read | fs::perms::others_exec, fs::perm_options::add);
+    std::ofstream(dir.path() / "mine") << "carried\n";
+    const fs::path host_file = dir.path().parent_path() / ("tf-spawn-host-" + std::to_string(::getpid()));
+    std::ofstream(host_file) << "host\n";
+    const UniqueFd cwd(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    auto spawn_options = options({"sh", "-c",
+                                  "pwd; cat mine; ls /tmp | tr '\\n' ' '; echo; test -e \"$0\" && echo host-visible; "
+                                  "echo agent > /tmp/agent-file && echo wrote",
+                                  host_file.string()});
+    spawn_options.cwd_fd = cwd.get();
+    spawn_options.cwd_path = dir.path().string();
+    spawn_options.private_tmp = {"/tmp", "/no/such/tmp"};
+    const auto ran = run(spawn_options);
+    fs::remove(host_file);
+    EXPECT_EQ(ran.status, 0) << ran.out;
+    EXPECT_EQ(ran.out, dir.path().string() + "\ncarried\n" + dir.path().filename().string() + " \nwrote\n");
+    EXPECT_FALSE(fs::exists("/tmp/agent-file"));
+
+    // Launched in /tmp itself, the agent works in its own, empty one.
+    const UniqueFd tmp(::open("/tmp", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    auto in_tmp = options({"sh", "-c", "pwd; ls -A | wc -l"});
+    in_tmp.cwd_fd = tmp.get();
+    in_tmp.cwd_path = "/tmp";
+    in_tmp.private_tmp = {"/tmp"};
+    EXPECT_EQ(run(in_tmp).out, "/tmp\n0\n");
+}
+
+// Protected paths are read-only binds; the directories leading to them are pinned, so that neither they nor the
+// protected paths can be renamed away and replaced. A hidden file reads as empty.
+TEST_F(SpawnTest, ProtectedPathsStayReadOnlyAndCannotBeMovedAway) {
+    testing::TempDir dir("tf-spawn-protect", testing::kAgentVisibleBase);
+    fs::create_directories(dir.path() / ".git" / "hooks");
+    std::ofstream(dir.path() / ".git" / "config") << "[core]\n";
+    std::ofstream(dir.path() / "secret") << "SECRET\n";
+    ::chown(dir.path().c_str(), 65534, 65534);
+    for (const auto& entry : fs::recursive_directory_iterator(dir.path())) ::chown(entry.path().c_str(), 65534, 65534);
+    const UniqueFd cwd(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    auto spawn_options = options({"sh", "-c",
+                                  "{ echo x > .git/hooks/pre-commit; } 2>/dev/null || echo hook-refused; "
+                                  "{ echo x >> .git/config; } 2>/dev/null || echo config-refused; "
+                                  "mv .git/config .git/config.old 2>/dev/null || echo config-stays; "
+                                  "mv .git .git.old 2>/dev/null || echo git-stays; "
+                                  "echo x > .git/index && echo index-written; "
+                                  "echo \"secret=[$(cat secret)]\"; "
+                                  "echo x > free && echo free-written"});
+    spawn_options.uid = 65534;
+    spawn_options.gid = 65534;
+    spawn_options.cwd_fd = cwd.get();
+    spawn_options.cwd_path = dir.path().string();
+    spawn_options.pins = {(dir.path() / ".git").string()};
+    spawn_options.protect = {(dir.path() / ".git" / "hooks").string(), (dir.path() / ".git" / "config").string(),
+                             (dir.path() / ".envrc").string()};
+    spawn_options.hide = {(dir.path() / "secret").string()};
+    const auto ran = run(spawn_options);
+    EXPECT_EQ(ran.status, 0) << ran.out;
+    EXPECT_EQ(ran.out,
+              "hook-refused\nconfig-refused\nconfig-stays\ngit-stays\nindex-written\nsecret=[]\nfree-written\n");
+    EXPECT_EQ(slurp_file(dir.path() / ".git" / "config"), "[core]\n");
+    EXPECT_EQ(slurp_file(dir.path() / "secret"), "SECRET\n") << "outside, nothing changed";
+}
+
+// A working directory the agent would not see (hidden, or another directory at that path) refuses the launch.
+TEST_F(SpawnTest, AWorkingDirectoryHiddenFromTheAgentIsRefusedWithTheReason) {
+    testing::TempDir dir("tf-spawn-hidden", testing::kAgentVisibleBase);
+    fs::create_directories(dir.path() / "keys" / "inner");
+    const UniqueFd cwd(::open((dir.path() / "keys" / "inner").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    auto spawn_options = options({"true"});
+    spawn_options.cwd_fd = cwd.get();
+    spawn_options.cwd_path = (dir.path() / "keys" / "inner").string();
+    spawn_options.hide = {(dir.path() / "keys").string()};
+    try {
+        spawn(spawn_options);
+        ADD_FAILURE() << "spawned in a hidden working directory";
+    } catch (const std::exception& error) {
+        EXPECT_NE(std::string(error.what()).find("hidden from agents"), std::string::npos) << error.what();
+    }
+    spawn_options.hide.clear();
+    spawn_options.cwd_path = dir.path().string();  // not the directory cwd_fd names
+    EXPECT_THROW(spawn(spawn_options), std::exception);
 }
 
 // The seccomp filter: no new user namespace, by unshare, clone or clone3 (ENOSYS: libc falls back to clone, so

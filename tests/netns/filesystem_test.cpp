@@ -1,0 +1,100 @@
+// A gateway's filesystem rules made concrete for one launch: on real
+// directories, with globs expanded by listing them.
+#include "netns/filesystem.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "tests/support/temp_dir.h"
+
+namespace tameflare::netns {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool has(const std::vector<std::string>& list, const std::string& entry) {
+    return std::find(list.begin(), list.end(), entry) != list.end();
+}
+
+TEST(FilesystemView, TheDefaultsForAProjectUnderTheHome) {
+    const FilesystemInputs inputs{{"/home/ann", "/home/ann/src/app"}, {"/home/ann-db"}, ""};
+    const FilesystemView view = resolve_filesystem(policy::default_filesystem(), inputs);
+    EXPECT_TRUE(has(view.write, "/home/ann/src/app"));
+    EXPECT_TRUE(has(view.write, "/home/ann/.cache"));
+    EXPECT_EQ(view.private_tmp, (std::vector<std::string>{"/tmp", "/var/tmp"}));
+    // Only what lies in a write root is protected; the directories leading there are pinned.
+    EXPECT_TRUE(has(view.protect, "/home/ann/src/app/.git/hooks"));
+    EXPECT_TRUE(has(view.protect, "/home/ann/src/app/.envrc"));
+    EXPECT_FALSE(has(view.protect, "/home/ann/.bashrc")) << "the home is read-only already";
+    EXPECT_EQ(view.pins, std::vector<std::string>{"/home/ann/src/app/.git"});
+    // Keys are hidden under every home in play.
+    EXPECT_TRUE(has(view.hide, "/home/ann/.ssh"));
+    EXPECT_TRUE(has(view.hide, "/home/ann-db/.ssh"));
+    EXPECT_TRUE(view.notes.empty());
+}
+
+TEST(FilesystemView, AWorkingDirectoryThatHoldsTheHomeStaysReadOnly) {
+    for (const char* workdir : {"/home/ann", "/home", "/"}) {
+        const FilesystemView view =
+            resolve_filesystem(policy::default_filesystem(), FilesystemInputs{{"/home/ann", workdir}, {}, ""});
+        EXPECT_FALSE(has(view.write, workdir)) << workdir;
+        ASSERT_EQ(view.notes.size(), 1u) << workdir;
+        EXPECT_NE(view.notes[0].find("stays read-only"), std::string::npos) << view.notes[0];
+        EXPECT_FALSE(has(view.protect, "/home/ann/.bashrc"));
+    }
+    // Given the home explicitly, its start-up files are protected.
+    policy::FilesystemRules rules = policy::default_filesystem();
+    rules.write.push_back("~");
+    rules.write.erase(rules.write.begin());  // "."
+    const FilesystemView view = resolve_filesystem(rules, FilesystemInputs{{"/home/ann", "/home/ann"}, {}, ""});
+    EXPECT_TRUE(has(view.write, "/home/ann"));
+    EXPECT_TRUE(has(view.protect, "/home/ann/.bashrc"));
+    EXPECT_TRUE(has(view.protect, "/home/ann/.config/systemd"));
+    EXPECT_TRUE(has(view.pins, "/home/ann/.config"));
+}
+
+TEST(FilesystemView, GlobsAreExpandedInTheGivenRootAndCapped) {
+    testing::TempDir root;
+    const fs::path home = root.path() / "home" / "ann";
+    fs::create_directories(home / ".config" / "acme-token");
+    fs::create_directories(home / ".config" / "other");
+    std::ofstream(home / ".config" / "zeta-token");
+    for (int i = 0; i < 300; ++i) std::ofstream(home / ("f" + std::to_string(i)));
+    policy::FilesystemRules rules;
+    rules.private_tmp = false;
+    rules.hide = {"~/.config/*-token", "~/.none/*"};
+    const FilesystemInputs inputs{{"/home/ann", "/home/ann"}, {}, root.path().string()};
+    FilesystemView view = resolve_filesystem(rules, inputs);
+    EXPECT_EQ(view.hide, (std::vector<std::string>{"/home/ann/.config/acme-token", "/home/ann/.config/zeta-token"}));
+
+    rules.hide = {"~/f*"};
+    view = resolve_filesystem(rules, inputs);
+    EXPECT_EQ(view.hide.size(), kMaxGlobMatches);
+    ASSERT_EQ(view.notes.size(), 1u);
+    EXPECT_NE(view.notes[0].find("matched more than"), std::string::npos);
+}
+
+TEST(FilesystemView, TheWriteRulesetGovernsEveryWriteRightAndGrantsTheRoots) {
+    FilesystemView view;
+    view.write = {"/home/ann/src/app"};
+    view.private_tmp = {"/tmp"};
+    const LandlockPolicy policy = write_ruleset(view);
+    EXPECT_EQ(policy.handled_fs, kFsWriteRights);
+    EXPECT_EQ(policy.handled_fs & (1ULL << 2), 0u) << "reading is not governed";
+    const auto granted = [&](const std::string& path) {
+        for (const auto& rule : policy.paths) {
+            if (rule.path == path) return rule.access;
+        }
+        return std::uint64_t{0};
+    };
+    EXPECT_EQ(granted("/home/ann/src/app"), kFsWriteRights);
+    EXPECT_EQ(granted("/tmp"), kFsWriteRights);
+    EXPECT_EQ(granted("/dev"), kFsWriteFile | kFsTruncate | kFsIoctlDev);
+    const LandlockPlan abi1 = plan_landlock(policy, 1);
+    EXPECT_EQ(abi1.handled_fs & ~((1ULL << 13) - 1), 0u) << "ABI 1 knows no REFER, TRUNCATE or IOCTL_DEV";
+}
+
+}  // namespace
+}  // namespace tameflare::netns
