@@ -1,7 +1,10 @@
 // The tf command's sub-commands. Each returns the process exit status.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,6 +26,8 @@ int vault_command(std::span<char*> args);
 int audit_command(std::span<char*> args);
 int traffic_command(std::span<char*> args);
 int run_command(std::span<char*> args);
+// tf run, telling `on_started` the daemon's "started" reply (the agent's id and its filesystem view).
+int run_command(std::span<char*> args, const std::function<void(const nlohmann::json&)>& on_started);
 int enforce_command(std::span<char*> args);
 int doctor_command(std::span<char*> args);
 

@@ -19,6 +19,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -337,7 +339,8 @@ struct Canary {
     UniqueFd abstract_listener;
 
     Canary() {
-        char pattern[] = "/tmp/tf-doctor-XXXXXX";
+        // Not in /tmp: the agent has its own, and the canary would be out of reach for the wrong reason.
+        char pattern[] = "/dev/shm/tf-doctor-XXXXXX";
         if (::mkdtemp(pattern) == nullptr) return;
         directory = pattern;
         ::chmod(pattern, 0755);
@@ -375,6 +378,40 @@ struct Canary {
         return static_cast<bool>(accepted);
     }
 };
+
+// The gateway's filesystem section as the daemon applied it to the probe: for an agent of yours, launched here.
+void print_filesystem(const std::string& gateway, const nlohmann::json& view) {
+    if (!view.is_object()) return;
+    std::error_code error;
+    std::printf("\nFilesystem of gateway %s, for an agent you launch from %s:\n", gateway.c_str(),
+                std::filesystem::current_path(error).c_str());
+    const auto list = [&](const char* title, const char* key, const char* empty) {
+        std::printf("  %s:\n", title);
+        const auto found = view.find(key);
+        if (found == view.end() || !found->is_array() || found->empty()) {
+            std::printf("    (%s)\n", empty);
+            return;
+        }
+        // What exists here: the lists name many paths a given machine does not have.
+        std::size_t absent = 0;
+        for (const auto& path : *found) {
+            if (!path.is_string()) continue;
+            const std::string text = path.get<std::string>();
+            if (std::filesystem::exists(text, error)) {
+                std::printf("    %s\n", text.c_str());
+            } else {
+                ++absent;
+            }
+        }
+        if (absent != 0) std::printf("    (and %zu more that do not exist here)\n", absent);
+    };
+    list("writable (everything else is read-only)", "write", "nothing but the private tmp directories");
+    list("private, the agent's own", "private_tmp", "none: the host's /tmp and /var/tmp are shared");
+    list("protected (read-only inside the writable places)", "protect", "nothing inside the writable places");
+    list("pinned (cannot be renamed or removed)", "pins", "none");
+    list("hidden (empty to the agent)", "hide", "none");
+    std::fflush(stdout);
+}
 
 }  // namespace
 
@@ -450,13 +487,17 @@ int doctor_command(std::span<char*> args) {
     std::vector<char*> pointers(argv.size());
     std::transform(argv.begin(), argv.end(), pointers.begin(), [](std::string& arg) { return arg.data(); });
     std::fflush(stdout);
-    const int status = run_command(std::span<char*>(pointers.data(), pointers.size()));
+    nlohmann::json filesystem;
+    const int status =
+        run_command(std::span<char*>(pointers.data(), pointers.size()),
+                    [&](const nlohmann::json& started) { filesystem = started.value("filesystem", nlohmann::json()); });
     if (status == 125) report({"a probe agent can be launched", false, "see the message above"});
     const bool reached = Canary::reached(canary.path_listener) || Canary::reached(canary.abstract_listener);
     if (status != 125) {
         report({"nothing outside was reached", !reached,
                 reached ? "a unix socket canary of tf doctor got a connection" : "the canaries saw no connection"});
     }
+    print_filesystem(gateway, filesystem);
     return all && status == kExitOk ? kExitOk : kExitFailed;
 }
 

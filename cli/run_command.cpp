@@ -62,6 +62,10 @@ int fail(const std::string& message, const std::string& hint = "") {
 }  // namespace
 
 int run_command(std::span<char*> args) {
+    return run_command(args, {});
+}
+
+int run_command(std::span<char*> args, const std::function<void(const nlohmann::json&)>& on_started) {
     std::string gateway;
     std::string name;
     std::string isolation;
@@ -151,6 +155,7 @@ int run_command(std::span<char*> args) {
                         if (note.is_string()) std::fprintf(stderr, "tf run: %s\n", note.get<std::string>().c_str());
                     }
                 }
+                if (on_started) on_started(reply);
             } else if (type == "exited") {
                 return reply.value("status", kExitLaunchFailed);
             } else if (type == "error") {

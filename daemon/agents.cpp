@@ -328,6 +328,7 @@ struct Agent {
     std::string isolation;
     std::string command;
     std::vector<std::string> notes;  // what its filesystem section left out, told to tf run
+    json filesystem;                 // its filesystem view (write, private_tmp, pins, protect, hide), told to tf run
     unsigned uid = 0;                // who launched it
     unsigned run_uid = 0;            // who it runs as
     bool dynamic_uid = false;
@@ -741,6 +742,11 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         inputs.lookup_root = caller_root(peer, caller_mounts.get(), root_fd);
         const netns::FilesystemView view = netns::resolve_filesystem(gateway->filesystem, inputs);
         agent->notes = view.notes;
+        agent->filesystem = json{{"write", view.write},
+                                 {"private_tmp", view.private_tmp},
+                                 {"pins", view.pins},
+                                 {"protect", view.protect},
+                                 {"hide", view.hide}};
         spawn.cwd_path = inputs.paths.workdir;
         spawn.private_tmp = view.private_tmp;
         spawn.pins = view.pins;
@@ -1172,7 +1178,8 @@ net::awaitable<void> Agents::Impl::serve(std::shared_ptr<Descriptor> client) {
                     reply(*client, json{{"type", "started"},
                                         {"agent", agent->id},
                                         {"pid", agent->process->pid()},
-                                        {"notes", agent->notes}});
+                                        {"notes", agent->notes},
+                                        {"filesystem", agent->filesystem}});
                     agent->exit_watch = std::make_unique<Descriptor>(io, ::dup(agent->process->pidfd()));
                     net::co_spawn(io, watch_exit(agent), net::detached);
                 } catch (const LaunchError& failure) {

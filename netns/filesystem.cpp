@@ -96,7 +96,10 @@ FilesystemView resolve_filesystem(const policy::FilesystemRules& rules, const Fi
     // system's root. A gateway that names "~" itself has chosen so.
     std::vector<std::string> relative;
     std::vector<std::string> named;
+    // An agent with no home of its own (a dynamic uid's is "/") has no '~' entries.
+    const bool homeless = main.home.empty() || main.home == "/";
     for (const auto& entry : rules.write) {
+        if (homeless && entry.starts_with("~")) continue;
         (entry.starts_with("/") || entry.starts_with("~") ? named : relative).push_back(entry);
     }
     std::vector<std::string> paths;
@@ -121,7 +124,11 @@ FilesystemView resolve_filesystem(const policy::FilesystemRules& rules, const Fi
     }
 
     // Only what lies inside a write root needs protecting: the rest is read-only already.
-    for (auto& path : resolve_list(rules.protect, {main}, root, "protect", view.notes)) {
+    std::vector<std::string> protect;
+    for (const auto& entry : rules.protect) {
+        if (!(homeless && entry.starts_with("~"))) protect.push_back(entry);
+    }
+    for (auto& path : resolve_list(protect, {main}, root, "protect", view.notes)) {
         bool inside = false;
         for (const auto& write_root : view.write) {
             if (!path_within(path, write_root)) continue;
@@ -138,9 +145,12 @@ FilesystemView resolve_filesystem(const policy::FilesystemRules& rules, const Fi
     std::sort(view.pins.begin(), view.pins.end(),
               [](const std::string& a, const std::string& b) { return a.size() < b.size(); });
 
-    std::vector<policy::PathContext> homes{main};
+    std::vector<policy::PathContext> homes;
+    if (!homeless) homes.push_back(main);
     for (const auto& home : inputs.other_homes) {
-        if (!home.empty() && home != main.home) homes.push_back(policy::PathContext{home, main.workdir});
+        const bool known = std::any_of(homes.begin(), homes.end(),
+                                       [&](const policy::PathContext& context) { return context.home == home; });
+        if (!home.empty() && home != "/" && !known) homes.push_back(policy::PathContext{home, main.workdir});
     }
     view.hide = resolve_list(rules.hide, homes, root, "hide", view.notes);
     return view;

@@ -510,6 +510,10 @@ TEST_P(AgentsTest, DoctorReportsEveryEnforcementPropertyAsPassed) {
                                      "nothing outside was reached"}) {
             EXPECT_NE(result.out.find(std::string("PASS  ") + property), std::string::npos) << result.out;
         }
+        // The filesystem section as applied to the probe: gateway one's own write entry, the private /tmp.
+        EXPECT_NE(result.out.find("Filesystem of gateway one"), std::string::npos) << result.out;
+        EXPECT_NE(result.out.find("    " + (dir_.path() / "shared").string() + "\n"), std::string::npos) << result.out;
+        EXPECT_NE(result.out.find("    /tmp\n"), std::string::npos) << result.out;
     }
     // Without a daemon it says so and fails.
     daemon_->process().signal(SIGTERM);
