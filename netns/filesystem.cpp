@@ -3,7 +3,9 @@
 #include "policy/glob.h"
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
+#include <string_view>
 #include <system_error>
 
 namespace tameflare::netns {
@@ -57,6 +59,20 @@ std::vector<std::string> expand(const std::string& pattern, std::size_t literal,
     return current;
 }
 
+// Where code that runs later lives: a working directory here is never writable (a uid-0 agent could write it).
+constexpr std::array<std::string_view, 12> kSystemDirectories{"/etc",
+                                                              "/usr",
+                                                              "/boot",
+                                                              "/bin",
+                                                              "/sbin",
+                                                              "/lib",
+                                                              "/lib32",
+                                                              "/lib64",
+                                                              "/libx32",
+                                                              "/var/spool",
+                                                              "/var/lib/systemd",
+                                                              "/var/lib/dpkg"};
+
 void add_unique(std::vector<std::string>& list, std::string path) {
     if (std::find(list.begin(), list.end(), path) == list.end()) list.push_back(std::move(path));
 }
@@ -105,9 +121,13 @@ FilesystemView resolve_filesystem(const policy::FilesystemRules& rules, const Fi
     std::vector<std::string> paths;
     for (auto& path : resolve_list(relative, {main}, root, "write", view.notes)) {
         const bool holds_home = !main.home.empty() && main.home != "/" && path_within(main.home, path);
-        if (path == "/" || holds_home) {
-            view.notes.push_back("the working directory " + path + " holds " +
-                                 (path == "/" ? "everything" : "the home directory") +
+        const auto system = std::find_if(kSystemDirectories.begin(), kSystemDirectories.end(),
+                                         [&](std::string_view directory) { return path_within(path, directory); });
+        if (path == "/" || holds_home || system != kSystemDirectories.end()) {
+            const std::string what = path == "/"  ? "holds everything"
+                                     : holds_home ? "holds the home directory"
+                                                  : "is in " + std::string(*system);
+            view.notes.push_back("the working directory " + path + " " + what +
                                  ": it stays read-only to the agent (launch it from a project directory)");
             continue;
         }
@@ -163,8 +183,7 @@ LandlockPolicy write_ruleset(const FilesystemView& view) {
     for (const auto& path : view.private_tmp) policy.paths.push_back({path, kFsWriteRights});
     // Terminals, /dev/null and friends: open for writing, truncate (`> /dev/null`), ioctl (a tty opened later).
     policy.paths.push_back({"/dev", kFsWriteFile | kFsTruncate | kFsIoctlDev});
-    policy.paths.push_back({"/dev/shm", kFsWriteRights});           // POSIX shared memory and semaphores
-    policy.paths.push_back({"/proc", kFsWriteFile | kFsTruncate});  // its own /proc/self files; uid checks the rest
+    policy.paths.push_back({"/dev/shm", kFsWriteRights});  // POSIX shared memory and semaphores
     return policy;
 }
 

@@ -39,9 +39,9 @@ constexpr std::size_t kMaxGlobMatches = 256;
 FilesystemView resolve_filesystem(const policy::FilesystemRules& rules, const FilesystemInputs& inputs);
 
 // The Landlock write ruleset for `view`: every write right is governed; the
-// write roots and private tmp directories get them all, /dev and /proc what
-// terminals, /dev/null and /proc/self need, /dev/shm all. Reading and
-// executing stay with the kernel's permissions.
+// write roots and private tmp directories get them all, /dev what terminals
+// and /dev/null need, /dev/shm all. Reading and executing stay with the
+// kernel's permissions.
 LandlockPolicy write_ruleset(const FilesystemView& view);
 
 }  // namespace tameflare::netns

@@ -35,8 +35,8 @@ TEST(FilesystemView, TheDefaultsForAProjectUnderTheHome) {
     EXPECT_TRUE(view.notes.empty());
 }
 
-TEST(FilesystemView, AWorkingDirectoryThatHoldsTheHomeStaysReadOnly) {
-    for (const char* workdir : {"/home/ann", "/home", "/"}) {
+TEST(FilesystemView, AWorkingDirectoryThatHoldsTheHomeOrIsASystemDirectoryStaysReadOnly) {
+    for (const char* workdir : {"/home/ann", "/home", "/", "/etc", "/usr/local/bin", "/var/spool/cron"}) {
         const FilesystemView view =
             resolve_filesystem(policy::default_filesystem(), FilesystemInputs{{"/home/ann", workdir}, {}, ""});
         EXPECT_FALSE(has(view.write, workdir)) << workdir;
