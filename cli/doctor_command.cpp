@@ -6,6 +6,9 @@
 #include "daemon/unique_fd.h"
 #include "netns/cgroup.h"
 
+// Before ldns: its common.h defines `bool` as a macro when the compiler is clang.
+#include <nlohmann/json.hpp>
+
 #include <arpa/inet.h>
 #include <getopt.h>
 #include <ldns/ldns.h>
@@ -18,8 +21,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <array>

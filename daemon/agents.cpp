@@ -211,7 +211,7 @@ std::string caller_root(const netns::PeerCredentials& peer, int caller_mounts, U
 std::string working_directory(int fd) {
     std::array<char, 4096> buffer{};
     const ssize_t length = ::readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), buffer.data(), buffer.size());
-    const std::string path(buffer.data(), length > 0 ? static_cast<std::size_t>(length) : 0);
+    std::string path(buffer.data(), length > 0 ? static_cast<std::size_t>(length) : 0);
     struct stat info {};
     if (length <= 0 || static_cast<std::size_t>(length) >= buffer.size() || !path.starts_with("/") ||
         ::fstat(fd, &info) != 0 || !S_ISDIR(info.st_mode) || info.st_nlink == 0) {
