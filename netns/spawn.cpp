@@ -277,8 +277,9 @@ void filesystem_mounts(const ChildPlan& plan) {
     for (std::size_t i = 0; i < plan.protect.size(); ++i) {
         struct stat info {};
         if (::stat(plan.protect[i], &info) != 0) continue;
-        if (!bind_read_only(plan.protect[i], plan.protect[i], true))
+        if (!bind_read_only(plan.protect[i], plan.protect[i], true)) {
             child_fail(plan, Step::protect, errno, static_cast<int>(i));
+        }
     }
 }
 
