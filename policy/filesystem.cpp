@@ -28,6 +28,13 @@ const FilesystemRules& default_filesystem() {
                 // In the working directory: what git, direnv and editors run.
                 ".git/hooks",
                 ".git/config",
+                // Where git finds other configuration and hooks for this repository, its submodules and its
+                // linked worktrees.
+                ".git/commondir",
+                ".git/modules/*/config",
+                ".git/modules/*/hooks",
+                ".git/worktrees/*/commondir",
+                ".git/worktrees/*/config.worktree",
                 ".gitmodules",
                 ".envrc",
                 ".vscode",

@@ -733,6 +733,7 @@ TEST_P(AgentsTest, AnAgentCanBuildAndCommitButNeitherReadTheUsersKeysNorPlantCod
           "cmake_minimum_required(VERSION 3.13)\nproject(hello C)\nadd_executable(hello hello.c)\n");
     write(project / "hello.c", "#include <stdio.h>\nint main(void) { puts(\"built and ran\"); return 0; }\n");
     ASSERT_EQ(run({"/usr/bin/git", "-C", project.string(), "init", "-q"}).status, 0);
+    write(project / ".git" / "modules" / "lib" / "config", "[core]\n");  // a submodule's own repository
     ASSERT_EQ(run({"/bin/chown", "-R", "65534:65534", home.string()}).status, 0);
     const std::string tag = std::to_string(::getpid()) + "-" + GetParam();
     const fs::path host_marker = "/tmp/tf-host-marker-" + tag;
@@ -749,6 +750,7 @@ TEST_P(AgentsTest, AnAgentCanBuildAndCommitButNeitherReadTheUsersKeysNorPlantCod
         try hook sh -c 'echo evil > .git/hooks/pre-commit'
         try hook_relative sh -c 'cd .git && echo evil > hooks/post-checkout'
         try hooks_path git config core.hooksPath /tmp/hooks
+        try submodule_config sh -c 'echo "[core] fsmonitor = evil" >> .git/modules/lib/config'
         try move_git mv .git .git.old
         try move_hooks mv .git/hooks .git/hooks.old
         try workdir sh -c 'echo ok > notes.txt'
@@ -772,8 +774,8 @@ TEST_P(AgentsTest, AnAgentCanBuildAndCommitButNeitherReadTheUsersKeysNorPlantCod
     for (const char* hidden : {"ssh=[]", "ssh_relative=[]", "aws=[]", "gh=[]", "netrc=[]"}) {
         EXPECT_TRUE(said(hidden)) << hidden << "\n" << result.out;
     }
-    for (const char* refused : {"bashrc=no", "unit=no", "hook=no", "hook_relative=no", "hooks_path=no", "move_git=no",
-                                "move_hooks=no", "host_tmp=no"}) {
+    for (const char* refused : {"bashrc=no", "unit=no", "hook=no", "hook_relative=no", "hooks_path=no",
+                                "submodule_config=no", "move_git=no", "move_hooks=no", "host_tmp=no"}) {
         EXPECT_TRUE(said(refused)) << refused << "\n" << result.out;
     }
     for (const char* allowed : {"workdir=yes", "cache=yes", "tmp=yes", "build=yes", "commit=yes"}) {
@@ -785,6 +787,7 @@ TEST_P(AgentsTest, AnAgentCanBuildAndCommitButNeitherReadTheUsersKeysNorPlantCod
     EXPECT_FALSE(fs::exists(project / ".git" / "hooks" / "pre-commit"));
     EXPECT_FALSE(fs::exists(project / ".git" / "hooks" / "post-checkout"));
     EXPECT_EQ(slurp(project / ".git" / "config").find("hooksPath"), std::string::npos);
+    EXPECT_EQ(slurp(project / ".git" / "modules" / "lib" / "config"), "[core]\n");
     EXPECT_FALSE(fs::exists("/tmp/tf-agent-file-" + tag));
     EXPECT_EQ(slurp(project / "notes.txt"), "ok\n");
     EXPECT_TRUE(fs::exists(home / ".cache" / "agent-cache"));
