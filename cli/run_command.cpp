@@ -156,6 +156,8 @@ int run_command(std::span<char*> args, const std::function<void(const nlohmann::
                     }
                 }
                 if (on_started) on_started(reply);
+            } else if (type == "note") {
+                std::fprintf(stderr, "tf run: %s\n", reply.value("message", "").c_str());
             } else if (type == "exited") {
                 return reply.value("status", kExitLaunchFailed);
             } else if (type == "error") {

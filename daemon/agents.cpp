@@ -338,6 +338,9 @@ struct Agent {
     std::unique_ptr<netns::DnsStub> dns;
     std::optional<netns::Process> process;
     std::unique_ptr<Descriptor> exit_watch;
+    // Protected names that did not exist at launch: moved aside when the agent makes them.
+    std::unique_ptr<netns::ProtectedNameGuard> names;
+    std::unique_ptr<Descriptor> names_watch;
     std::shared_ptr<Descriptor> client;  // tf run's connection
     bool registered = false;
     bool listening = false;
@@ -591,6 +594,8 @@ struct Agents::Impl {
     [[nodiscard]] bool inside_agents(const std::string& cgroup) const;
     void adopt(const fs::path& directory, const std::map<std::uint64_t, bpf::AgentRoute>& routes);
     net::awaitable<void> watch_cgroup(std::shared_ptr<Agent> agent);
+    net::awaitable<void> watch_names(std::shared_ptr<Agent> agent);
+    void sweep_names(Agent& agent);
 };
 
 namespace {
@@ -747,6 +752,7 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
                                  {"pins", view.pins},
                                  {"protect", view.protect},
                                  {"hide", view.hide}};
+        agent->names = std::make_unique<netns::ProtectedNameGuard>(view.absent, inputs.lookup_root, id);
         spawn.cwd_path = inputs.paths.workdir;
         spawn.private_tmp = view.private_tmp;
         spawn.pins = view.pins;
@@ -790,6 +796,10 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
          {"COMMAND", agent->command}});
     for (const auto& note : agent->notes) {
         log(LogLevel::notice, "agent " + id + ": " + note, {{"AGENT", id}, {"GATEWAY", gateway_name}});
+    }
+    if (agent->names && agent->names->fd() >= 0) {
+        agent->names_watch = std::make_unique<Descriptor>(io, ::fcntl(agent->names->fd(), F_DUPFD_CLOEXEC, 3));
+        net::co_spawn(io, watch_names(agent), net::detached);
     }
     agents[id] = agent;
     publish();
@@ -1118,9 +1128,33 @@ void Agents::Impl::undo(Agent& agent) {
     agent.dynamic_uid = false;
 }
 
+// Moves aside the protected names the agent made, and says so to the journal and to tf run.
+void Agents::Impl::sweep_names(Agent& agent) {
+    if (!agent.names) return;
+    for (const auto& moved : agent.names->sweep()) {
+        const std::string text = "agent " + agent.id + " created a protected path; moved aside: " + moved;
+        log(LogLevel::warning, text, {{"AGENT", agent.id}, {"GATEWAY", agent.gateway}, {"MOVED", moved}});
+        if (agent.client) reply(*agent.client, json{{"type", "note"}, {"message", text}});
+    }
+}
+
+// Until the agent ends: each time something is created in a directory that holds a protected name.
+net::awaitable<void> Agents::Impl::watch_names(std::shared_ptr<Agent> agent) {
+    for (;;) {
+        error_code error;
+        co_await agent->names_watch->async_wait(Descriptor::wait_read, net::redirect_error(net::use_awaitable, error));
+        if (error || agents.count(agent->id) == 0) co_return;
+        sweep_names(*agent);
+    }
+}
+
 void Agents::Impl::finish(Agent& agent, int status) {
+    // The agent's processes are gone: the last sweep leaves nothing of its making under a protected name.
+    sweep_names(agent);
+    if (agent.names_watch) agent.names_watch->close();
     if (agent.client) reply(*agent.client, json{{"type", "exited"}, {"status", status}});
     undo(agent);
+    sweep_names(agent);  // again once the cgroup is empty: a create that was in flight at the kill has landed
     if (store != nullptr) store->agent_exited(agent.id, status);
     log(LogLevel::notice, "agent " + agent.id + " exited with status " + std::to_string(status),
         {{"MESSAGE_ID", message_id::agent_exited},

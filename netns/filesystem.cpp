@@ -2,6 +2,11 @@
 
 #include "policy/glob.h"
 
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <filesystem>
@@ -160,7 +165,16 @@ FilesystemView resolve_filesystem(const policy::FilesystemRules& rules, const Fi
                 add_unique(view.pins, path.substr(0, at));
             }
         }
-        if (inside) add_unique(view.protect, std::move(path));
+        if (!inside) continue;
+        // A protected path that does not exist (yet) in an existing directory: watched instead.
+        struct stat info {};
+        const std::size_t slash = path.rfind('/');
+        const std::string directory = slash == 0 ? "/" : path.substr(0, slash);
+        if (::lstat((root + path).c_str(), &info) != 0 && errno == ENOENT &&
+            ::stat((root + directory).c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+            view.absent.push_back({directory, path.substr(slash + 1)});
+        }
+        add_unique(view.protect, std::move(path));
     }
     std::sort(view.pins.begin(), view.pins.end(),
               [](const std::string& a, const std::string& b) { return a.size() < b.size(); });
@@ -185,6 +199,46 @@ LandlockPolicy write_ruleset(const FilesystemView& view) {
     policy.paths.push_back({"/dev", kFsWriteFile | kFsTruncate | kFsIoctlDev});
     policy.paths.push_back({"/dev/shm", kFsWriteRights});  // POSIX shared memory and semaphores
     return policy;
+}
+
+ProtectedNameGuard::ProtectedNameGuard(const std::vector<FilesystemView::Absent>& absent,
+                                       const std::string& lookup_root, std::string tag)
+    : tag_(std::move(tag)) {
+    if (absent.empty()) return;
+    inotify_ = UniqueFd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+    if (!inotify_) return;
+    for (const auto& entry : absent) {
+        const std::string path = lookup_root + entry.directory;
+        UniqueFd directory(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!directory) continue;
+        // By the directory's descriptor: the path may change under us, the inode does not.
+        const std::string by_fd = "/proc/self/fd/" + std::to_string(directory.get());
+        if (::inotify_add_watch(inotify_.get(), by_fd.c_str(), IN_CREATE | IN_MOVED_TO | IN_ONLYDIR) < 0) continue;
+        names_.push_back({entry.directory, std::move(directory), entry.name});
+    }
+    if (names_.empty()) inotify_.reset();
+}
+
+std::vector<std::string> ProtectedNameGuard::sweep() {
+    std::array<char, 4096> events{};
+    while (inotify_ && ::read(inotify_.get(), events.data(), events.size()) > 0) {
+    }
+    std::vector<std::string> moved;
+    for (const auto& watched : names_) {
+        struct stat info {};
+        if (::fstatat(watched.fd.get(), watched.name.c_str(), &info, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        for (int attempt = 1; attempt <= 100; ++attempt) {
+            const std::string aside =
+                watched.name + ".tameflare-" + tag_ + (attempt > 1 ? "-" + std::to_string(attempt) : "");
+            if (::renameat2(watched.fd.get(), watched.name.c_str(), watched.fd.get(), aside.c_str(),
+                            RENAME_NOREPLACE) == 0) {
+                moved.push_back(watched.directory + "/" + watched.name + " -> " + aside);
+                break;
+            }
+            if (errno != EEXIST) break;
+        }
+    }
+    return moved;
 }
 
 }  // namespace tameflare::netns

@@ -2,6 +2,8 @@
 // directories, with globs expanded by listing them.
 #include "netns/filesystem.h"
 
+#include <poll.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -74,6 +76,50 @@ TEST(FilesystemView, GlobsAreExpandedInTheGivenRootAndCapped) {
     EXPECT_EQ(view.hide.size(), kMaxGlobMatches);
     ASSERT_EQ(view.notes.size(), 1u);
     EXPECT_NE(view.notes[0].find("matched more than"), std::string::npos);
+}
+
+TEST(FilesystemView, AProtectedPathThatDoesNotExistInAnExistingDirectoryIsWatched) {
+    testing::TempDir root;
+    const fs::path project = root.path() / "app";
+    fs::create_directories(project / ".git" / "hooks");
+    policy::FilesystemRules rules;
+    rules.private_tmp = false;
+    rules.write = {"."};
+    rules.protect = {".git/hooks", ".git/commondir", ".envrc", ".vscode/tasks.json"};
+    const FilesystemView view = resolve_filesystem(rules, FilesystemInputs{{"/home/ann", project.string()}, {}, ""});
+    std::vector<std::string> absent;
+    for (const auto& entry : view.absent) absent.push_back(entry.directory + " " + entry.name);
+    EXPECT_EQ(absent,
+              (std::vector<std::string>{(project / ".git").string() + " commondir", project.string() + " .envrc"}))
+        << "hooks exists (a mount holds it); .vscode does not, so nothing inside it can be watched";
+}
+
+// What appears under a watched name is moved aside in its directory, never over anything, and never followed.
+TEST(ProtectedNameGuard, MovesAsideWhatAppearsUnderAProtectedName) {
+    testing::TempDir dir;
+    fs::create_directories(dir.path() / ".git");
+    ProtectedNameGuard guard({{(dir.path() / ".git").string(), "commondir"}, {"/no/such/dir", ".envrc"}}, "", "a1");
+    ASSERT_GE(guard.fd(), 0);
+    EXPECT_TRUE(guard.sweep().empty());
+    std::ofstream(dir.path() / ".git" / "commondir") << "/elsewhere\n";
+    pollfd ready{guard.fd(), POLLIN, 0};
+    EXPECT_EQ(::poll(&ready, 1, 5000), 1) << "inotify says something was made";
+    auto moved = guard.sweep();
+    ASSERT_EQ(moved.size(), 1u);
+    EXPECT_EQ(moved[0], (dir.path() / ".git").string() + "/commondir -> commondir.tameflare-a1");
+    EXPECT_FALSE(fs::exists(dir.path() / ".git" / "commondir"));
+    // Again, as a symbolic link: the link itself is moved, next to the first.
+    fs::create_symlink("/etc/passwd", dir.path() / ".git" / "commondir");
+    moved = guard.sweep();
+    ASSERT_EQ(moved.size(), 1u);
+    EXPECT_TRUE(fs::is_symlink(dir.path() / ".git" / "commondir.tameflare-a1-2"));
+    EXPECT_TRUE(fs::exists("/etc/passwd"));
+    EXPECT_TRUE(fs::is_regular_file(dir.path() / ".git" / "commondir.tameflare-a1")) << "the first stays as it was";
+
+    // Nothing to watch: no descriptor.
+    ProtectedNameGuard idle({}, "", "a2");
+    EXPECT_EQ(idle.fd(), -1);
+    EXPECT_TRUE(idle.sweep().empty());
 }
 
 TEST(FilesystemView, TheWriteRulesetGovernsEveryWriteRightAndGrantsTheRoots) {

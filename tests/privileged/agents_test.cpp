@@ -107,7 +107,7 @@ protected:
                    "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"}}})";
         // Gateway open takes some of the filesystem defaults out: the control of the filesystem test.
         std::ofstream(dir_.path() / "gateways.d" / "open.json") << R"({"name": "open", "launch": {"users": ["nobody"]},
-                   "filesystem": {"hide": ["!~/.ssh"], "protect": ["!.git/hooks"], "private_tmp": false},
+                   "filesystem": {"hide": ["!~/.ssh"], "protect": ["!.git/hooks", "!.git/commondir"], "private_tmp": false},
                    "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"}}})";
         // Gateway two runs root's agents as nobody, with root's groups dropped but one.
         std::ofstream(dir_.path() / "gateways.d" / "two.json") << R"({"name": "two", "run_as": "nobody",
@@ -751,6 +751,10 @@ TEST_P(AgentsTest, AnAgentCanBuildAndCommitButNeitherReadTheUsersKeysNorPlantCod
         try hook_relative sh -c 'cd .git && echo evil > hooks/post-checkout'
         try hooks_path git config core.hooksPath /tmp/hooks
         try submodule_config sh -c 'echo "[core] fsmonitor = evil" >> .git/modules/lib/config'
+        mkdir -p evil && cp -r .git/objects .git/refs .git/HEAD evil/ &&
+            printf '[core]\n\trepositoryformatversion = 0\n\tfsmonitor = "echo PLANTED >&2; false"\n' > evil/config
+        echo "$PWD/evil" > .git/commondir; echo evil > .envrc; sleep 1
+        try commondir_stays test -e .git/commondir
         try move_git mv .git .git.old
         try move_hooks mv .git/hooks .git/hooks.old
         try workdir sh -c 'echo ok > notes.txt'
@@ -774,8 +778,9 @@ TEST_P(AgentsTest, AnAgentCanBuildAndCommitButNeitherReadTheUsersKeysNorPlantCod
     for (const char* hidden : {"ssh=[]", "ssh_relative=[]", "aws=[]", "gh=[]", "netrc=[]"}) {
         EXPECT_TRUE(said(hidden)) << hidden << "\n" << result.out;
     }
-    for (const char* refused : {"bashrc=no", "unit=no", "hook=no", "hook_relative=no", "hooks_path=no",
-                                "submodule_config=no", "move_git=no", "move_hooks=no", "host_tmp=no"}) {
+    for (const char* refused :
+         {"bashrc=no", "unit=no", "hook=no", "hook_relative=no", "hooks_path=no", "submodule_config=no",
+          "commondir_stays=no", "move_git=no", "move_hooks=no", "host_tmp=no"}) {
         EXPECT_TRUE(said(refused)) << refused << "\n" << result.out;
     }
     for (const char* allowed : {"workdir=yes", "cache=yes", "tmp=yes", "build=yes", "commit=yes"}) {
@@ -788,6 +793,15 @@ TEST_P(AgentsTest, AnAgentCanBuildAndCommitButNeitherReadTheUsersKeysNorPlantCod
     EXPECT_FALSE(fs::exists(project / ".git" / "hooks" / "post-checkout"));
     EXPECT_EQ(slurp(project / ".git" / "config").find("hooksPath"), std::string::npos);
     EXPECT_EQ(slurp(project / ".git" / "modules" / "lib" / "config"), "[core]\n");
+    // What it made under protected names that did not exist was moved aside (during the run, and at its end), and
+    // said so: the user's next git command reads the repository's own configuration.
+    EXPECT_FALSE(fs::exists(project / ".git" / "commondir"));
+    EXPECT_FALSE(fs::exists(project / ".envrc"));
+    EXPECT_NE(result.err.find("created a protected path; moved aside: " + (project / ".git").string() + "/commondir"),
+              std::string::npos)
+        << result.err;
+    const Result status = run({"/usr/bin/git", "-C", project.string(), "-c", "safe.directory=*", "status"});
+    EXPECT_EQ(status.err.find("PLANTED"), std::string::npos) << status.err;
     EXPECT_FALSE(fs::exists("/tmp/tf-agent-file-" + tag));
     EXPECT_EQ(slurp(project / "notes.txt"), "ok\n");
     EXPECT_TRUE(fs::exists(home / ".cache" / "agent-cache"));
@@ -800,6 +814,10 @@ TEST_P(AgentsTest, AnAgentCanBuildAndCommitButNeitherReadTheUsersKeysNorPlantCod
     EXPECT_NE(control.out.find("ssh=[SECRET-KEY]\n"), std::string::npos) << control.out << control.err;
     EXPECT_NE(control.out.find("hook=yes\n"), std::string::npos) << control.out;
     EXPECT_NE(control.out.find("host_tmp=yes\n"), std::string::npos) << control.out;
+    EXPECT_NE(control.out.find("commondir_stays=yes\n"), std::string::npos) << control.out;
+    const Result planted = run({"/usr/bin/git", "-C", project.string(), "-c", "safe.directory=*", "status"});
+    EXPECT_NE(planted.err.find("PLANTED"), std::string::npos) << "the commondir attack is real: " << planted.err;
+    fs::remove(project / ".git" / "commondir");
     fs::remove(project / ".git" / "hooks" / "pre-commit");
     fs::remove(host_marker);
 }
