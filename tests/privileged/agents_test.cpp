@@ -144,6 +144,16 @@ protected:
         argv.insert(argv.end(), command.begin(), command.end());
         return argv;
     }
+    // tf at a path agents see: the build's may lie in /tmp (a checkout there), which agents have of their own.
+    std::string agent_visible_tf() const {
+        const fs::path copy = dir_.path() / "bin" / "tf";
+        if (fs::exists(copy)) return copy.string();
+        fs::create_directories(copy.parent_path());
+        std::error_code cross_device;
+        fs::create_hard_link(TF_BINARY, copy, cross_device);
+        if (cross_device) fs::copy_file(TF_BINARY, copy);
+        return copy.string();
+    }
     // `tf run` as another user (setpriv), from the temporary directory.
     std::vector<std::string> as_user(const std::string& uid, std::vector<std::string> argv) const {
         std::vector<std::string> out{"/usr/bin/setpriv", "--reuid=" + uid, "--regid=" + uid, "--clear-groups", "--"};
@@ -235,7 +245,8 @@ TEST_P(AgentsTest, TheAgentRunsAsTheCallerWithTheInterceptionCaTrusted) {
 }
 
 TEST_P(AgentsTest, AnAgentCannotLaunchAnotherAgent) {
-    const auto inner = tf_run({"/bin/true"});
+    auto inner = tf_run({"/bin/true"});
+    inner[0] = agent_visible_tf();
     std::vector<std::string> command{"/bin/sh", "-c", "\"$@\"; echo \"inner=$?\"", "sh"};
     command.insert(command.end(), inner.begin(), inner.end());
     const Result result = run(tf_run(command));
@@ -478,8 +489,8 @@ TEST_P(AgentsTest, MalformedLaunchRequestsAreRefusedCleanly) {
 
 TEST_P(AgentsTest, DoctorReportsEveryEnforcementPropertyAsPassed) {
     const std::vector<std::string> doctor{
-        TF_BINARY,   "doctor", "--socket",    (dir_.path() / "run" / "launch.sock").string(),
-        "--gateway", "one",    "--isolation", GetParam()};
+        agent_visible_tf(), "doctor", "--socket",    (dir_.path() / "run" / "launch.sock").string(),
+        "--gateway",        "one",    "--isolation", GetParam()};
     for (const std::string uid : {"0", "65534"}) {  // any user the gateway lets launch
         const Result result = run(as_user(uid, doctor));
         EXPECT_EQ(result.status, 0) << result.out << result.err;
