@@ -40,6 +40,8 @@ struct Action {
     // a condition on a parameter that is missing then cannot be decided.
     bool parameters_complete = true;
     std::string route;  // the matched template ("PUT /repos/{owner}/...") or why none
+    // The matched route's own credential format ("" for the connector's).
+    std::string credential_format;
     std::string method;
     std::string host;
     std::string path;

@@ -370,6 +370,7 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
     action.risk = route.risk;
     action.access = route.access.value_or(default_access(method));
     action.route = (route.methods.empty() ? std::string("*") : method) + " " + route.path;
+    action.credential_format = route.credential_format;
     apply_variants(route, action);
     return one(std::move(action));
 }

@@ -191,7 +191,7 @@ std::optional<Variant> read_variant(const JsonNode& node, const std::string& con
 
 std::optional<Route> read_route(const JsonNode& node, const std::string& connector) {
     if (!node.expect_object()) return std::nullopt;
-    node.allow_fields({"method", "path", "action", "risk", "access", "variants"});
+    node.allow_fields({"method", "path", "action", "risk", "access", "variants", "credential_format"});
     const std::size_t errors_before = node.reader().error_count();
     Route route;
     auto methods = read_methods(node);
@@ -209,6 +209,12 @@ std::optional<Route> read_route(const JsonNode& node, const std::string& connect
     route.action = std::move(*action);
     if (const auto risk = node.choice("risk", kRisks, false)) route.risk = *parse_risk(*risk);
     if (const auto access = node.choice("access", kAccess, false)) route.access = parse_access(*access);
+    if (auto format = node.string("credential_format", false)) {
+        if (const std::string problem = credential_format_error(*format); !problem.empty()) {
+            node.field("credential_format")->error(problem, "e.g. \"Basic {basic:x-access-token}\"");
+        }
+        route.credential_format = std::move(*format);
+    }
     if (const auto variants = node.field("variants"); variants && variants->expect_array()) {
         for (const auto& item : variants->elements()) {
             if (auto variant = read_variant(item, connector, placeholders))
@@ -307,9 +313,10 @@ std::shared_ptr<const ConnectorDef> ConnectorDef::load(const JsonNode& root) {
             credential->allow_fields({"header", "format"});
             def->credential.header = credential->string("header", true).value_or("");
             def->credential.format = credential->string("format", true).value_or("");
-            if (const auto format = credential->field("format");
-                format && def->credential.format.find("{secret}") == std::string::npos) {
-                format->error("credential format has no {secret}", "e.g. \"Bearer {secret}\"");
+            if (const auto format = credential->field("format"); format) {
+                if (const std::string problem = credential_format_error(def->credential.format); !problem.empty()) {
+                    format->error(problem, "e.g. \"Bearer {secret}\"");
+                }
             }
         }
     }
@@ -356,6 +363,19 @@ std::shared_ptr<const ConnectorDef> ConnectorDef::load(const JsonNode& root) {
     }
     if (root.reader().error_count() != errors_before) return nullptr;
     return def;
+}
+
+std::string credential_format_error(std::string_view format) {
+    if (format.find("{secret}") != std::string_view::npos) return {};
+    const auto at = format.find("{basic:");
+    if (at == std::string_view::npos) return "credential format has no {secret} (nor {basic:USER})";
+    const auto end = format.find('}', at);
+    const std::string_view user =
+        end == std::string_view::npos ? std::string_view() : format.substr(at + 7, end - at - 7);
+    if (user.empty() || user.find(':') != std::string_view::npos) {
+        return "credential format's {basic:USER} needs a user name without ':'";
+    }
+    return {};
 }
 
 }  // namespace tameflare::policy

@@ -15,8 +15,12 @@ namespace tameflare::policy {
 
 struct CredentialFormat {
     std::string header;  // e.g. "Authorization"
-    std::string format;  // e.g. "Bearer {secret}"
+    std::string format;  // e.g. "Bearer {secret}"; "Basic {basic:USER}" is HTTP Basic of USER and the secret
 };
+
+// "" when `format` spells a credential: it holds {secret}, or {basic:USER}
+// (USER not empty, without ':' or '}'); else what is wrong with it.
+std::string credential_format_error(std::string_view format);
 
 enum class BodyMode { automatic, json, form, none };
 
@@ -39,6 +43,10 @@ struct Route {
     Risk risk = Risk::low;
     std::optional<Access> access;  // default: by method
     std::vector<Variant> variants;
+    // How the credential is spelled on this route, when not as the
+    // connector's (github's git endpoints take HTTP Basic); "" for the
+    // connector's (or the gateway's) format.
+    std::string credential_format;
 };
 
 struct RpcMethod {

@@ -215,8 +215,8 @@ std::optional<ConnectorInstance> read_instance(
     instance.credential_format = connector.credential;
     if (auto header = node.string("credential_header", false)) instance.credential_format.header = *header;
     if (auto format = node.string("credential_format", false)) {
-        if (format->find("{secret}") == std::string::npos) {
-            node.field("credential_format")->error("credential format has no {secret}", "e.g. \"Bearer {secret}\"");
+        if (const std::string problem = credential_format_error(*format); !problem.empty()) {
+            node.field("credential_format")->error(problem, "e.g. \"Bearer {secret}\"");
         }
         instance.credential_format.format = *format;
     }

@@ -2,6 +2,7 @@
 
 #include "daemon/log.h"
 #include "daemon/proxy/asio.h"
+#include "daemon/proxy/credential.h"
 #include "daemon/proxy/liveness.h"
 #include "daemon/proxy/request_head.h"
 #include "daemon/proxy/resolver.h"
@@ -534,6 +535,7 @@ private:
     std::string label_ = "denied";
     std::string connector_name_;
     std::string action_;
+    std::string credential_format_;  // the deciding action's route's own credential format ("" for the connector's)
     std::string reason_;
 };
 
@@ -594,6 +596,7 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
     label_ = "denied";
     connector_name_.clear();
     action_.clear();
+    credential_format_.clear();
     reason_.clear();
     body_.clear();
     sent_continue_ = false;
@@ -785,6 +788,7 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
     reason_ = decision.reason;
     if (decision.deciding_action < evaluation.actions.size()) {
         action_ = evaluation.actions[decision.deciding_action].type;
+        credential_format_ = evaluation.actions[decision.deciding_action].credential_format;
     }
     const bool drained = parser_->is_done();
 
@@ -1129,8 +1133,9 @@ net::awaitable<bool> Exchange<Stream>::forward(const policy::Gateway& gateway,
         }
         request.erase(http::field::authorization);
         request.erase(connector->credential_format.header);
-        std::string value = connector->credential_format.format;
-        if (const auto at = value.find("{secret}"); at != std::string::npos) value.replace(at, 8, *secret);
+        // The route's own spelling first (github's git endpoints take HTTP Basic), else the connector's.
+        std::string value = render_credential(
+            credential_format_.empty() ? connector->credential_format.format : credential_format_, *secret);
         request.set(connector->credential_format.header, value);
         OPENSSL_cleanse(secret->data(), secret->size());
         OPENSSL_cleanse(value.data(), value.size());

@@ -256,6 +256,20 @@ TEST(ConfigErrors, AnUnknownConnectorFileFieldSuggestsTheCloseName) {
                              "\"domains\"");
 }
 
+// A route may spell the credential its own way (github's git endpoints take HTTP Basic); a spelling without the
+// secret is refused where it is written.
+TEST(ConfigErrors, ARouteCredentialFormatMustHoldTheSecret) {
+    expect_refused_connector(
+        acme(R"([{"method": "GET", "path": "/a", "action": "acme.a", "credential_format": "Basic {basic:}"}])"),
+        "/routes/0/credential_format", "{basic:USER} needs a user name");
+    expect_refused_connector(
+        acme(R"([{"method": "GET", "path": "/a", "action": "acme.a", "credential_format": "Bearer secret"}])"),
+        "/routes/0/credential_format", "has no {secret}");
+    const auto loaded = load_connector(
+        acme(R"([{"method": "GET", "path": "/a", "action": "acme.a", "credential_format": "Basic {basic:api}"}])"));
+    EXPECT_TRUE(loaded.ok()) << format_errors(loaded.errors);
+}
+
 TEST(ConfigErrors, AnUnknownRouteFieldSuggestsTheCloseName) {
     expect_refused_connector(acme(R"([{"method": "GET", "path": "/a", "action": "acme.a", "rsik": "high"}])"),
                              "/routes/0/rsik", "unknown field", "\"risk\"");

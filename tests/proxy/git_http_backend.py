@@ -2,9 +2,12 @@
 (the CGI program git ships), for the proxy tests: git clones and pushes
 through the proxy reach a real smart-HTTP server.
 
-usage: git_http_backend.py ADDRESS CERT KEY PROJECT_ROOT
+usage: git_http_backend.py ADDRESS CERT KEY PROJECT_ROOT [AUTHORIZATION]
 Prints "listening on PORT" to stderr, then serves until killed. Each request's
-Authorization header is printed to stderr as "authorization: <value>".
+Authorization header is printed to stderr as "authorization: <value>". With
+AUTHORIZATION, a request whose header is not exactly that is answered 401
+with a Basic challenge, as GitHub's git endpoints answer one without a valid
+token (they take HTTP Basic, "x-access-token" and the token).
 """
 import http.server
 import os
@@ -24,6 +27,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def run_backend(self):
         print("authorization: %s" % self.headers.get("Authorization", ""), file=sys.stderr, flush=True)
+        if len(sys.argv) > 5 and self.headers.get("Authorization", "") != sys.argv[5]:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         path, _, query = self.path.partition("?")
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""

@@ -1077,8 +1077,10 @@ TEST_F(ProxyTest, GitClonesThroughTheProxyAndItsPushIsDecidedAsAPush) {
     ASSERT_EQ(git({"-C", work.string(), "push", "-q", (repos / "octo/hello.git").string(), "HEAD:main"}).status, 0);
 
     const auto leaf = test_ca_.issue({"github.com"}, {}, dir_.path(), "git");
+    // GitHub's git endpoints take HTTP Basic with "x-access-token" and the token; the backend refuses anything else.
+    const std::string basic = "Basic eC1hY2Nlc3MtdG9rZW46dmF1bHQtZ2l0aHViLXNlY3JldA==";  // x-access-token:<vault's>
     Subprocess backend({"/usr/bin/env", "python3", TF_SOURCE_DIR "/tests/proxy/git_http_backend.py", "127.0.0.12",
-                        leaf.cert_file.string(), leaf.key_file.string(), repos.string()});
+                        leaf.cert_file.string(), leaf.key_file.string(), repos.string(), basic});
     ASSERT_TRUE(backend.wait_for_stderr("listening on ")) << backend.err();
     const std::string port = backend.err().substr(backend.err().find("listening on ") + 13,
                                                   backend.err().find('\n') - backend.err().find("listening on ") - 13);
@@ -1094,7 +1096,13 @@ TEST_F(ProxyTest, GitClonesThroughTheProxyAndItsPushIsDecidedAsAPush) {
         git({"-c", proxy, "clone", "-q", "https://github.com:" + port + "/octo/hello.git", clone.string()}, ca);
     ASSERT_EQ(cloned.status, 0) << cloned.err << backend.err();
     EXPECT_TRUE(std::filesystem::exists(clone / "README"));
-    EXPECT_TRUE(backend.wait_for_stderr("authorization: token vault-github-secret")) << backend.err();
+    EXPECT_TRUE(backend.wait_for_stderr("authorization: " + basic)) << backend.err();
+    // The REST API's spelling would not do on the git endpoints: the backend checks.
+    const Result rest_spelling =
+        testing::run({"/usr/bin/curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                      "Authorization: token vault-github-secret",
+                      "https://127.0.0.12:" + port + "/octo/hello.git/info/refs?service=git-upload-pack"});
+    EXPECT_EQ(rest_spelling.out, "401");
 
     std::ofstream(clone / "README") << "changed by the agent\n";
     ASSERT_EQ(git({"-C", clone.string(), "commit", "-q", "-am", "second"}).status, 0);
