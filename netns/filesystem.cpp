@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <filesystem>
+#include <random>
 #include <string_view>
 #include <system_error>
 
@@ -77,6 +78,15 @@ constexpr std::array<std::string_view, 12> kSystemDirectories{"/etc",
                                                               "/var/spool",
                                                               "/var/lib/systemd",
                                                               "/var/lib/dpkg"};
+
+// 16 hex digits from the kernel's random source.
+std::string unguessable() {
+    std::random_device source;
+    static constexpr char kDigits[] = "0123456789abcdef";
+    std::string out;
+    for (int i = 0; i < 16; ++i) out += kDigits[source() % 16];
+    return out;
+}
 
 void add_unique(std::vector<std::string>& list, std::string path) {
     if (std::find(list.begin(), list.end(), path) == list.end()) list.push_back(std::move(path));
@@ -227,9 +237,10 @@ std::vector<std::string> ProtectedNameGuard::sweep() {
     for (const auto& watched : names_) {
         struct stat info {};
         if (::fstatat(watched.fd.get(), watched.name.c_str(), &info, AT_SYMLINK_NOFOLLOW) != 0) continue;
-        for (int attempt = 1; attempt <= 100; ++attempt) {
-            const std::string aside =
-                watched.name + ".tameflare-" + tag_ + (attempt > 1 ? "-" + std::to_string(attempt) : "");
+        // A name the agent cannot guess: with a predictable one it could take every candidate first and keep its
+        // file where it is.
+        for (int attempt = 1; attempt <= 8; ++attempt) {
+            const std::string aside = watched.name + ".tameflare-" + tag_ + "-" + unguessable();
             if (::renameat2(watched.fd.get(), watched.name.c_str(), watched.fd.get(), aside.c_str(),
                             RENAME_NOREPLACE) == 0) {
                 moved.push_back(watched.directory + "/" + watched.name + " -> " + aside);

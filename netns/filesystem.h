@@ -55,8 +55,8 @@ LandlockPolicy write_ruleset(const FilesystemView& view);
 
 // Watches the directories of a view's absent protected names (inotify) and
 // moves aside, in the same directory, whatever appears under those names:
-// ".git/commondir" becomes ".git/commondir.tameflare-<tag>" (or "-<tag>-2"
-// ...), never replacing anything. Not a kernel guarantee: between the
+// ".git/commondir" becomes ".git/commondir.tameflare-<tag>-<16 random hex
+// digits>", never replacing anything. Not a kernel guarantee: between the
 // agent's create and the move there is a moment. The last sweep, once the
 // agent's processes are gone, leaves nothing behind.
 class ProtectedNameGuard {

@@ -3,6 +3,7 @@
 #include "netns/error.h"
 
 #include "netns/cgroup.h"
+#include "policy/filesystem.h"
 
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -557,10 +558,7 @@ Process spawn(const SpawnOptions& options) {
         const std::string& tmp = options.private_tmp[i];
         plan.private_tmp.push_back(tmp.c_str());
         if (options.cwd_path == tmp) plan.cwd_is_tmp = true;
-        if (options.cwd_path.size() <= tmp.size() || options.cwd_path.compare(0, tmp.size(), tmp) != 0 ||
-            options.cwd_path[tmp.size()] != '/' || plan.carry_tmp >= 0) {
-            continue;
-        }
+        if (options.cwd_path == tmp || !policy::path_within(options.cwd_path, tmp) || plan.carry_tmp >= 0) continue;
         plan.carry_tmp = static_cast<int>(i);
         for (std::size_t at = options.cwd_path.find('/', tmp.size() + 1);; at = options.cwd_path.find('/', at + 1)) {
             carry_dirs.push_back(options.cwd_path.substr(0, at));

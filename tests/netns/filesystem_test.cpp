@@ -106,15 +106,27 @@ TEST(ProtectedNameGuard, MovesAsideWhatAppearsUnderAProtectedName) {
     EXPECT_EQ(::poll(&ready, 1, 5000), 1) << "inotify says something was made";
     auto moved = guard.sweep();
     ASSERT_EQ(moved.size(), 1u);
-    EXPECT_EQ(moved[0], (dir.path() / ".git").string() + "/commondir -> commondir.tameflare-a1");
+    const std::string prefix = (dir.path() / ".git").string() + "/commondir -> commondir.tameflare-a1-";
+    ASSERT_EQ(moved[0].rfind(prefix, 0), 0u) << moved[0];
+    const std::string first = moved[0].substr(moved[0].find("-> ") + 3);
+    EXPECT_EQ(first.size(), std::string("commondir.tameflare-a1-").size() + 16) << "16 random hex digits";
     EXPECT_FALSE(fs::exists(dir.path() / ".git" / "commondir"));
     // Again, as a symbolic link: the link itself is moved, next to the first.
     fs::create_symlink("/etc/passwd", dir.path() / ".git" / "commondir");
     moved = guard.sweep();
     ASSERT_EQ(moved.size(), 1u);
-    EXPECT_TRUE(fs::is_symlink(dir.path() / ".git" / "commondir.tameflare-a1-2"));
+    const std::string second = moved[0].substr(moved[0].find("-> ") + 3);
+    EXPECT_NE(second, first);
+    EXPECT_TRUE(fs::is_symlink(dir.path() / ".git" / second));
     EXPECT_TRUE(fs::exists("/etc/passwd"));
-    EXPECT_TRUE(fs::is_regular_file(dir.path() / ".git" / "commondir.tameflare-a1")) << "the first stays as it was";
+    EXPECT_TRUE(fs::is_regular_file(dir.path() / ".git" / first)) << "the first stays as it was";
+    // Names the agent made in advance, for every predictable candidate, do not keep its file in place.
+    for (int i = 1; i <= 100; ++i) {
+        std::ofstream(dir.path() / ".git" / ("commondir.tameflare-a1" + (i > 1 ? "-" + std::to_string(i) : "")));
+    }
+    std::ofstream(dir.path() / ".git" / "commondir") << "/elsewhere\n";
+    EXPECT_EQ(guard.sweep().size(), 1u);
+    EXPECT_FALSE(fs::exists(dir.path() / ".git" / "commondir"));
 
     // Nothing to watch: no descriptor.
     ProtectedNameGuard idle({}, "", "a2");
