@@ -194,15 +194,27 @@ std::string passwd_home(uid_t uid) {
     return entry.pw_dir != nullptr ? std::string(entry.pw_dir) : std::string();
 }
 
+// /proc/PID/<entry> of the process that asked for the launch, opened and then checked to belong to it still (its
+// pidfd): a recycled pid cannot lend another process's namespace or root.
+UniqueFd open_of_caller(const netns::PeerCredentials& peer, const char* entry, int flags) {
+    UniqueFd pidfd;
+    int check = peer.pidfd.get();
+    if (check < 0) {
+        pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, peer.pid, 0)));
+        check = pidfd.get();
+    }
+    UniqueFd fd(::open(("/proc/" + std::to_string(peer.pid) + "/" + entry).c_str(), flags));
+    if (!fd || check < 0 || ::syscall(SYS_pidfd_send_signal, check, 0, nullptr, 0) != 0) {
+        throw LaunchError("the process that asked for the launch is gone", "");
+    }
+    return fd;
+}
+
 // Where the launching user's root directory is, as a path the daemon can look up (globs of the filesystem
 // section are expanded in their view): "" when their mount namespace is the daemon's. `root` keeps it open.
 std::string caller_root(const netns::PeerCredentials& peer, int caller_mounts, UniqueFd& root) {
     if (caller_mounts < 0) return {};
-    root = UniqueFd(::open(("/proc/" + std::to_string(peer.pid) + "/root").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    const int check = peer.pidfd.get();
-    const bool alive =
-        check >= 0 ? ::syscall(SYS_pidfd_send_signal, check, 0, nullptr, 0) == 0 : ::kill(peer.pid, 0) == 0;
-    if (!root || !alive) throw LaunchError("the process that asked for the launch is gone", "");
+    root = open_of_caller(peer, "root", O_PATH | O_DIRECTORY | O_CLOEXEC);
     return "/proc/self/fd/" + std::to_string(root.get());
 }
 
@@ -356,20 +368,10 @@ namespace {
 // the same. The namespace is read from /proc/PID and then checked to belong
 // to the caller still (its pidfd), so a recycled pid cannot lend another's.
 UniqueFd caller_mount_namespace(const netns::PeerCredentials& peer) {
-    const std::string path = "/proc/" + std::to_string(peer.pid) + "/ns/mnt";
     struct stat own {};
     struct stat theirs {};
     if (::stat("/proc/self/ns/mnt", &own) != 0) return {};
-    UniqueFd pidfd;
-    int check = peer.pidfd.get();
-    if (check < 0) {
-        pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, peer.pid, 0)));
-        check = pidfd.get();
-    }
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd || check < 0 || ::syscall(SYS_pidfd_send_signal, check, 0, nullptr, 0) != 0) {
-        throw LaunchError("the process that asked for the launch is gone", "");
-    }
+    UniqueFd fd = open_of_caller(peer, "ns/mnt", O_RDONLY | O_CLOEXEC);
     if (::fstat(fd.get(), &theirs) != 0 || (own.st_dev == theirs.st_dev && own.st_ino == theirs.st_ino)) return {};
     return fd;
 }
