@@ -104,7 +104,7 @@ protected:
 TEST_F(Daemon, CheckConfigAcceptsAGoodConfigurationAndExplainsABadOne) {
     const auto good = run({TAMEFLARED_BINARY, "--check-config", "-c", config()});
     EXPECT_EQ(good.status, 0) << good.err;
-    EXPECT_NE(good.out.find("configuration OK: 8 connectors, 1 gateways"), std::string::npos) << good.out;
+    EXPECT_NE(good.out.find("configuration OK: 17 connectors, 1 gateways"), std::string::npos) << good.out;
 
     write_gateway("two", R"({"name": "two", "enforcment": "soft", "connectors": {"githb": {}}})");
     const auto bad = run({TAMEFLARED_BINARY, "--check-config", "-c", config()});
@@ -130,7 +130,7 @@ TEST_F(Daemon, RefusesToStartWithABadConfiguration) {
 
 TEST_F(Daemon, SighupReloadsAGoodConfigurationAndKeepsTheRunningOneOnABadOne) {
     Subprocess daemon({TAMEFLARED_BINARY, "-c", config()});
-    ASSERT_TRUE(daemon.wait_for_stderr("tameflared started: 8 connectors, 1 gateways")) << daemon.err();
+    ASSERT_TRUE(daemon.wait_for_stderr("tameflared started: 17 connectors, 1 gateways")) << daemon.err();
 
     write_gateway(
         "two",
@@ -145,7 +145,7 @@ TEST_F(Daemon, SighupReloadsAGoodConfigurationAndKeepsTheRunningOneOnABadOne) {
         R"({"name": "two", "connectors": {"github": {"rules": [{"action": "github.pr.merge", "decision": "allow"}]}}})");
     mark = daemon.err().size();
     daemon.signal(SIGHUP);
-    ASSERT_TRUE(daemon.wait_for_stderr("configuration reloaded: 8 connectors, 2 gateways", mark)) << daemon.err();
+    ASSERT_TRUE(daemon.wait_for_stderr("configuration reloaded: 17 connectors, 2 gateways", mark)) << daemon.err();
 
     daemon.signal(SIGTERM);
     EXPECT_EQ(daemon.wait(), 0);

@@ -182,7 +182,7 @@ TEST_F(TempDir, TheShippedExampleConfigurationLoads) {
     const auto result = load_policy(*config);
     ASSERT_TRUE(result.ok()) << policy::format_errors(result.errors);
     EXPECT_GE(result.config->gateways.size(), 3U);
-    EXPECT_EQ(result.config->connectors.size(), 8U);
+    EXPECT_EQ(result.config->connectors.size(), 17U);
 }
 
 }  // namespace
