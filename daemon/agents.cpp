@@ -3,6 +3,7 @@
 #include "daemon/agents.h"
 
 #include "bpf/enforcer.h"
+#include "daemon/agent_environment.h"
 #include "daemon/log.h"
 #include "daemon/proxy/asio.h"
 #include "daemon/proxy/liveness.h"
@@ -123,6 +124,29 @@ bool may_launch(const netns::PeerCredentials& peer, const policy::Gateway& gatew
         }
     }
     return false;
+}
+
+// The traffic record of a name an agent's DNS stub saw that its gateway's
+// policy does not list: "would_deny" where it was answered (monitor, soft),
+// "denied" where refused.
+proxy::TrafficRecord dns_record(const std::string& gateway, const std::string& agent, const netns::UnlistedName& name) {
+    proxy::TrafficRecord record;
+    record.time = std::chrono::system_clock::now();
+    record.gateway = gateway;
+    record.agent = agent;
+    record.connector = "dns";
+    record.action = "dns.query";
+    record.method = name.type == 1 ? "A" : name.type == 28 ? "AAAA" : "TYPE" + std::to_string(name.type);
+    record.host = name.name;
+    record.decision = name.answered ? "would_deny" : "denied";
+    record.reason = name.answered ? "no connector or tcp rule of gateway " + gateway +
+                                        " lists this name: answered (not enforced at this level)"
+                                  : "no connector or tcp rule of gateway " + gateway + " lists this name: REFUSED";
+    if (name.suppressed != 0) {
+        record.reason += "; " + std::to_string(name.suppressed) + " more unlisted queries were not recorded (budget)";
+    }
+    record.forwarded = name.answered;
+    return record;
 }
 
 // The names an agent of `gateway` may resolve: its connectors' domains and
@@ -689,6 +713,7 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         }
     }
     for (const auto& name : kBundleVariables) env.push_back(std::string(name) + "=" + options.ca_bundle.string());
+    add_connector_environment(*gateway, env);
     env.push_back("TAMEFLARE_AGENT=" + id);
     env.push_back("TAMEFLARE_GATEWAY=" + gateway_name);
     env.push_back("TAMEFLARE_SANDBOX=" + netns::describe_layers(layers));
@@ -992,6 +1017,10 @@ void Agents::Impl::serve_agent(Agent& agent, UniqueFd proxy_socket, UniqueFd dns
     agent.dns = std::make_unique<netns::DnsStub>(io, std::move(dns_udp), std::move(dns_tcp),
                                                  gateway ? resolvable_names(*gateway) : std::vector<std::string>{},
                                                  proxy->resolver());
+    agent.dns->set_answer_unlisted(gateway != nullptr && gateway->enforcement != policy::Enforcement::full);
+    agent.dns->on_unlisted([server = proxy, gateway = agent.gateway, id = agent.id](const netns::UnlistedName& name) {
+        server->record(dns_record(gateway, id, name));
+    });
     agent.dns->start();
 }
 
@@ -1365,7 +1394,11 @@ void Agents::reload() {
         const auto snapshot = impl_->config.snapshot();
         for (auto& [id, agent] : impl_->agents) {
             const policy::Gateway* gateway = snapshot->gateway(agent->gateway);
-            if (agent->dns) agent->dns->set_allowed(gateway ? resolvable_names(*gateway) : std::vector<std::string>{});
+            if (agent->dns) {
+                agent->dns->set_allowed(gateway ? resolvable_names(*gateway) : std::vector<std::string>{});
+                agent->dns->set_answer_unlisted(gateway != nullptr &&
+                                                gateway->enforcement != policy::Enforcement::full);
+            }
             impl_->apply_unix_policy(*agent);
         }
     });

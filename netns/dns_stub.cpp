@@ -92,6 +92,31 @@ struct DnsStub::State {
         return dns::name_allowed(name, allowed);
     }
 
+    // Strand only: reports an unlisted name, once per name per window and
+    // within the window's budget; the rest are counted for the next report.
+    void report_unlisted(const dns::Query& query, bool answered) {
+        if (!observer) return;
+        const auto now = Clock::now();
+        if (now - window_start >= DnsStub::kUnlistedWindow) {
+            window_start = now;
+            reported_in_window = 0;
+            reported_names.clear();
+        }
+        if (reported_names.contains(query.question.name)) return;  // already in this window's records
+        if (reported_in_window >= DnsStub::kUnlistedBudget) {
+            ++suppressed;
+            return;
+        }
+        ++reported_in_window;
+        reported_names.insert(query.question.name);
+        UnlistedName event{query.question.name, query.question.type, answered, suppressed};
+        suppressed = 0;
+        try {
+            observer(event);
+        } catch (const std::exception&) {  // a report is never worth the answer
+        }
+    }
+
     void remember(const std::string& name, const std::vector<IpAddress>& addresses) {
         const auto expires = Clock::now() + std::chrono::seconds(2 * static_cast<std::uint64_t>(ttl));
         const std::lock_guard lock(mutex);
@@ -127,6 +152,12 @@ struct DnsStub::State {
     std::set<std::shared_ptr<Connection>> clients;
     std::size_t udp_in_flight = 0;
     bool stopped = false;
+    std::function<void(const UnlistedName&)> observer;  // set before start()
+    Clock::time_point window_start = Clock::now();
+    std::size_t reported_in_window = 0;
+    std::set<std::string> reported_names;
+    std::uint64_t suppressed = 0;
+    std::atomic<bool> answer_unlisted{false};
 
     NameResolver& resolver;
     const std::uint32_t ttl;
@@ -183,8 +214,12 @@ private:
 // only place a name can reach the resolver, and only when it is allowed.
 net::awaitable<std::vector<std::uint8_t>> respond(State& state, dns::Query query) {
     if (!state.is_allowed(query.question.name)) {
-        ++state.refused;
-        co_return dns::refused(query);
+        const bool answer = state.answer_unlisted.load();
+        state.report_unlisted(query, answer);
+        if (!answer) {
+            ++state.refused;
+            co_return dns::refused(query);
+        }
     }
     const auto type = query.question.type;
     if (type != dns::kTypeA && type != dns::kTypeAaaa) {
@@ -408,6 +443,14 @@ void DnsStub::stop() {
 void DnsStub::set_allowed(std::vector<std::string> allowed) {
     const std::lock_guard lock(state_->mutex);
     state_->allowed = std::move(allowed);
+}
+
+void DnsStub::set_answer_unlisted(bool answer) {
+    state_->answer_unlisted.store(answer);
+}
+
+void DnsStub::on_unlisted(std::function<void(const UnlistedName&)> observer) {
+    state_->observer = std::move(observer);
 }
 
 DnsStubCounters DnsStub::counters() const {

@@ -2,7 +2,8 @@
 // (the socket lives in the agent's network namespace, or the BPF programs
 // redirect to it). It answers only names the agent's gateway could use, with
 // the daemon's own resolution, and REFUSES every other name without any
-// upstream query, so DNS cannot carry data out. It remembers which name it
+// upstream query, so DNS cannot carry data out (a monitor or soft gateway's
+// stub answers them, and reports each). It remembers which name it
 // gave each address for, so the proxy can check a redirected connection's
 // destination against the name the agent sent.
 #pragma once
@@ -14,6 +15,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,6 +51,16 @@ private:
     proxy::Resolver& resolver_;
 };
 
+// A name the gateway's policy does not list, as the stub saw it: answered
+// (a monitor or soft gateway) or refused. `suppressed` counts the unlisted
+// queries not reported since the previous report (the budget below).
+struct UnlistedName {
+    std::string name;
+    std::uint16_t type = 0;  // the query type (1 A, 28 AAAA, ...)
+    bool answered = false;
+    std::uint64_t suppressed = 0;
+};
+
 struct DnsStubCounters {
     std::uint64_t queries = 0;    // well-formed queries received (UDP and TCP)
     std::uint64_t answered = 0;   // NOERROR / NXDOMAIN responses for allowed names
@@ -64,6 +76,11 @@ public:
     static constexpr std::size_t kMaxTcpMessage = 4096;
     static constexpr std::size_t kMaxRemembered = 4096;
     static constexpr std::size_t kMaxUdpInFlight = 256;  // queries being resolved at once; more are dropped
+    // Unlisted names are reported once per name per window, and at most
+    // kUnlistedBudget names per window: a flood of made-up names (DNS used
+    // to carry data out) cannot flood the traffic log.
+    static constexpr std::chrono::seconds kUnlistedWindow{60};
+    static constexpr std::size_t kUnlistedBudget = 60;
 
     // `udp` and `tcp` are sockets already bound (and `tcp` listening) by the
     // caller, possibly inside another network namespace; either may be empty
@@ -89,6 +106,13 @@ public:
     void stop();
     // Config reload (thread-safe): applies to queries received from now on.
     void set_allowed(std::vector<std::string> allowed);
+    // Whether names outside `allowed` are answered too (a monitor or soft
+    // gateway: the admin must see the traffic a policy would deny), or
+    // REFUSED without any lookup (full, the default). Thread-safe.
+    void set_answer_unlisted(bool answer);
+    // Called (on the stub's strand; it must not block) with each unlisted
+    // name, within the budget above. Set before start().
+    void on_unlisted(std::function<void(const UnlistedName&)> observer);
     DnsStubCounters counters() const;  // thread-safe
     // The name this stub last answered with `address`, if any. Entries
     // expire after ttl*2, and beyond kMaxRemembered the oldest go first.

@@ -250,6 +250,37 @@ bool valid_domain(std::string_view domain) {
                        [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'; });
 }
 
+// credential.environment: variable names, none reserved for the daemon.
+std::vector<std::string> read_environment(const JsonNode& credential) {
+    auto names = credential.string_array("environment", false).value_or(std::vector<std::string>{});
+    const auto node = credential.field("environment");
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        const std::string& name = names[i];
+        if (!valid_environment_name(name)) {
+            node->element(i).error("invalid environment variable name \"" + name + "\"",
+                                   "use letters, digits and '_', not starting with a digit (OPENAI_API_KEY)");
+        } else if (name.starts_with("TAMEFLARE_") || name.ends_with("_PROXY") || name.ends_with("_proxy")) {
+            node->element(i).error("environment variable \"" + name + "\" is set by the daemon",
+                                   "name the variable the service's SDK reads its key from");
+        }
+    }
+    return names;
+}
+
+// ssh_remotes: each one of the connector's own domains.
+std::vector<std::string> read_ssh_remotes(const JsonNode& root, const std::vector<std::string>& domains) {
+    auto hosts = root.string_array("ssh_remotes", false).value_or(std::vector<std::string>{});
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+        if (std::find(domains.begin(), domains.end(), hosts[i]) == domains.end()) {
+            root.field("ssh_remotes")
+                ->element(i)
+                .error("ssh_remotes host \"" + hosts[i] + "\" is not one of the connector's domains",
+                       "add it to \"domains\" or remove it: git over HTTPS to it must reach this connector");
+        }
+    }
+    return hosts;
+}
+
 }  // namespace
 
 ConnectorDef::ConnectorDef() : trie_(std::make_unique<RouteTrie>()) {}
@@ -280,6 +311,13 @@ std::vector<std::string> ConnectorDef::static_actions() const {
     return {names.begin(), names.end()};
 }
 
+bool valid_environment_name(std::string_view name) noexcept {
+    if (name.empty() || (name.front() >= '0' && name.front() <= '9')) return false;
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+    });
+}
+
 bool check_domains(const JsonNode& node, const std::vector<std::string>& domains) {
     bool ok = true;
     for (std::size_t i = 0; i < domains.size(); ++i) {
@@ -294,7 +332,7 @@ bool check_domains(const JsonNode& node, const std::vector<std::string>& domains
 
 std::shared_ptr<const ConnectorDef> ConnectorDef::load(const JsonNode& root) {
     if (!root.expect_object()) return nullptr;
-    root.allow_fields({"name", "description", "domains", "credential", "body", "jsonrpc", "routes"});
+    root.allow_fields({"name", "description", "domains", "credential", "ssh_remotes", "body", "jsonrpc", "routes"});
     const std::size_t errors_before = root.reader().error_count();
     auto def = std::make_shared<ConnectorDef>();
     if (auto name = root.string("name", true)) {
@@ -310,7 +348,7 @@ std::shared_ptr<const ConnectorDef> ConnectorDef::load(const JsonNode& root) {
     }
     if (const auto credential = root.field("credential")) {
         if (credential->expect_object()) {
-            credential->allow_fields({"header", "format"});
+            credential->allow_fields({"header", "format", "environment"});
             def->credential.header = credential->string("header", true).value_or("");
             def->credential.format = credential->string("format", true).value_or("");
             if (const auto format = credential->field("format"); format) {
@@ -318,8 +356,10 @@ std::shared_ptr<const ConnectorDef> ConnectorDef::load(const JsonNode& root) {
                     format->error(problem, "e.g. \"Bearer {secret}\"");
                 }
             }
+            def->credential_environment = read_environment(*credential);
         }
     }
+    def->ssh_remotes = read_ssh_remotes(root, def->domains);
     if (const auto body = root.choice("body", kBodyModes, false)) {
         def->body = *body == "json"   ? BodyMode::json
                     : *body == "form" ? BodyMode::form

@@ -74,6 +74,12 @@ public:
     std::string description;
     std::vector<std::string> domains;
     CredentialFormat credential;
+    // Environment variables the service's SDKs read the credential from
+    // (OPENAI_API_KEY): agents get a placeholder in each, never the secret.
+    std::vector<std::string> credential_environment;
+    // Hosts among `domains` whose git remotes over SSH (git@HOST:, ssh://git@HOST/)
+    // agents have rewritten to HTTPS, so that git goes through this connector.
+    std::vector<std::string> ssh_remotes;
     BodyMode body = BodyMode::automatic;
     std::vector<Route> routes;
     std::optional<JsonRpcRules> jsonrpc;
@@ -97,6 +103,9 @@ private:
 };
 
 Access default_access(std::string_view method) noexcept;
+
+// True for a POSIX environment variable name: [A-Za-z_][A-Za-z0-9_]*.
+bool valid_environment_name(std::string_view name) noexcept;
 
 // Records an error for each entry of `domains` (the array at `node`) that is
 // not a lower-case host name or "*.suffix"; true when all are valid.

@@ -54,6 +54,7 @@ void Metrics::record(proxy::TrafficRecord record) {
         if (record.decision == "denied" || record.decision == "kill_switch") ++denied_[record.gateway];
         if (record.decision == "rate_limited") ++rate_limited_[record.gateway];
         if (record.decision == "error") ++connector_errors_[record.connector];
+        if (record.action == "tls.certificate_refused") ++certificates_refused_[{record.gateway, record.host}];
         duration_[record.gateway].observe(std::chrono::duration<double>(record.latency).count());
         if (record.forwarded) {
             overhead_[record.gateway].observe(std::chrono::duration<double>(record.overhead).count());
@@ -125,6 +126,12 @@ std::string Metrics::render(const Gauges& gauges) const {
     family(out, "tameflare_rate_limit_hits_total", "counter", "Requests refused by the rate limit.");
     for (const auto& [gateway, count] : rate_limited_) {
         out << "tameflare_rate_limit_hits_total{gateway=\"" << label(gateway) << "\"} " << count << '\n';
+    }
+    family(out, "tameflare_tls_certificate_refused_total", "counter",
+           "TLS handshakes a client aborted because it does not trust the interception CA.");
+    for (const auto& [key, count] : certificates_refused_) {
+        out << "tameflare_tls_certificate_refused_total{gateway=\"" << label(key.first) << "\",host=\""
+            << label(key.second) << "\"} " << count << '\n';
     }
     family(out, "tameflare_agents", "gauge", "Agents running or enforced now.");
     out << "tameflare_agents " << gauges.agents << '\n';

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <utility>
 
 namespace tameflare::control {
 
@@ -64,8 +65,10 @@ private:
     std::map<std::string, std::uint64_t> denied_;            // by gateway
     std::map<std::string, std::uint64_t> rate_limited_;      // by gateway
     std::map<std::string, std::uint64_t> connector_errors_;  // by connector
-    std::map<std::string, Histogram> duration_;              // by gateway
-    std::map<std::string, Histogram> overhead_;              // by gateway, forwarded requests only
+    // Handshakes a client aborted, refusing the interception certificate.
+    std::map<std::pair<std::string, std::string>, std::uint64_t> certificates_refused_;  // by gateway, host
+    std::map<std::string, Histogram> duration_;                                          // by gateway
+    std::map<std::string, Histogram> overhead_;  // by gateway, forwarded requests only
     std::uint64_t approved_ = 0;
     std::uint64_t approvals_denied_ = 0;
 };

@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace tameflare::proxy {
@@ -210,6 +211,15 @@ constexpr bool kIsTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
+// The alert a TLS peer sent that ended the handshake ("unknown CA"), or ""
+// when it ended otherwise (closed, timed out, malformed).
+std::string received_alert(const error_code& error) {
+    if (error.category() != net::error::get_ssl_category()) return {};
+    const int reason = ERR_GET_REASON(static_cast<unsigned long>(error.value()));
+    if (reason <= SSL_AD_REASON_OFFSET || reason >= SSL_AD_REASON_OFFSET + 256) return {};
+    return SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET);
+}
+
 }  // namespace
 
 std::string redact_target(std::string_view target) {
@@ -278,6 +288,15 @@ struct ProxyServer::Impl : std::enable_shared_from_this<ProxyServer::Impl> {
 
     std::mutex sessions_mutex;
     std::list<std::weak_ptr<Session>> sessions;
+
+    // (agent, name) pairs whose refused handshake was logged: once each.
+    std::mutex refusals_mutex;
+    std::set<std::pair<std::string, std::string>> refusals_logged;
+    bool first_refusal(const std::string& agent, const std::string& name) {
+        std::lock_guard lock(refusals_mutex);
+        if (refusals_logged.size() >= 4096) refusals_logged.clear();  // bounded; a few repeats are harmless
+        return refusals_logged.emplace(agent, name).second;
+    }
 
     Impl(ProxyOptions o, ProxyServices s)
         : options(std::move(o)), services(s), resolver(Resolver::Options{options.hosts, options.system_resolver}) {}
@@ -437,7 +456,9 @@ private:
     net::awaitable<void> tunnel_tcp(const std::string& name, TcpMatch match, TcpKind kind);
     bool raw_rule_may_apply();
     net::awaitable<std::optional<Sniffed>> peek(std::chrono::milliseconds timeout, bool& timed_out);
+    [[nodiscard]] TrafficRecord new_record() const;
     void refuse_connection(const std::string& reason, const std::string& host);
+    void record_refused_handshake(const error_code& error, const std::string& name);
 
     std::shared_ptr<ProxyServer::Impl> impl_;
     beast::tcp_stream stream_;
@@ -789,6 +810,8 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
     if (decision.deciding_action < evaluation.actions.size()) {
         action_ = evaluation.actions[decision.deciding_action].type;
         credential_format_ = evaluation.actions[decision.deciding_action].credential_format;
+    } else if (connector == nullptr) {
+        action_ = "http.unknown";  // a host no connector serves (forwarded only where not enforced)
     }
     const bool drained = parser_->is_done();
 
@@ -1251,17 +1274,46 @@ net::awaitable<std::optional<Sniffed>> Session::peek(std::chrono::milliseconds t
     }
 }
 
-void Session::refuse_connection(const std::string& reason, const std::string& host) {
+// A record of this connection's gateway and agent, stamped now.
+TrafficRecord Session::new_record() const {
     TrafficRecord record;
     record.time = std::chrono::system_clock::now();
     record.request_id = impl_->new_request_id();
     record.gateway = context_.gateway;
     record.agent = context_.agent;
+    return record;
+}
+
+void Session::refuse_connection(const std::string& reason, const std::string& host) {
+    TrafficRecord record = new_record();
     record.host = host;
     record.decision = "denied";
     record.reason = reason;
     impl_->record(std::move(record));
     close_all();
+}
+
+// A client that does not trust the interception CA (a runtime with a trust
+// store of its own) aborts the handshake with an alert: recorded, counted in
+// the metrics by its record, and logged once per agent and name, so that the
+// admin sees why a build fails.
+void Session::record_refused_handshake(const error_code& error, const std::string& name) {
+    const std::string alert = received_alert(error);
+    if (alert.empty()) return;
+    TrafficRecord record = new_record();
+    record.connector = "tls";
+    record.action = "tls.certificate_refused";
+    record.host = name;
+    record.path = std::to_string(context_.port);
+    record.decision = "error";
+    record.reason = "the client refused the interception certificate for \"" + name + "\" (TLS alert \"" + alert +
+                    "\"): it does not trust tameflare's CA; a runtime with a trust store of its own needs it "
+                    "(docs/recipes.md)";
+    if (impl_->first_refusal(context_.agent, name)) {
+        daemon::log(daemon::LogLevel::warning, record.reason,
+                    {{"GATEWAY", record.gateway}, {"AGENT", record.agent}, {"HOST", name}, {"TLS_ALERT", alert}});
+    }
+    impl_->record(std::move(record));
 }
 
 bool Session::raw_rule_may_apply() {
@@ -1344,17 +1396,19 @@ net::awaitable<void> Session::tunnel_tcp(const std::string& name, TcpMatch match
     std::erase_if(addresses,
                   [&](const IpAddress& a) { return !upstream_allowed(a, impl_->options.allowed_upstreams); });
     if (match.rule == nullptr || addresses.empty()) {
-        refuse_connection(match.rule == nullptr ? what + where + " is not allowed by gateway \"" + context_.gateway +
-                                                      "\" (add a tcp rule)"
-                                                : what + where + " goes to an address the proxy may not reach",
-                          target);
+        std::string reason = what + where + " is not allowed by gateway \"" + context_.gateway + "\" (add a tcp rule)";
+        if (match.rule == nullptr && context_.port == 22) {
+            reason = "SSH to " + where + " is not allowed by gateway \"" + context_.gateway +
+                     "\": SSH is not proxied, so neither decided nor given a vault credential; use an HTTPS remote "
+                     "(agents' git takes git@HOST: remotes over HTTPS for hosts whose connector lists them in "
+                     "ssh_remotes, github.com among them), or add a tcp rule for port 22";
+        } else if (match.rule != nullptr) {
+            reason = what + where + " goes to an address the proxy may not reach";
+        }
+        refuse_connection(reason, target);
         co_return;
     }
-    TrafficRecord record;
-    record.time = std::chrono::system_clock::now();
-    record.request_id = impl_->new_request_id();
-    record.gateway = context_.gateway;
-    record.agent = context_.agent;
+    TrafficRecord record = new_record();
     record.connector = "tcp";
     record.action = tls ? "tcp.tls_passthrough" : "tcp.connect";
     record.host = target;
@@ -1463,6 +1517,8 @@ net::awaitable<void> Session::intercept(beast::flat_buffer& buffer) {
             if (!error) {
                 Exchange<TlsStream> exchange(*this, tls, buffer);
                 co_await exchange.serve();
+            } else {
+                record_refused_handshake(error, leaf_name);
             }
             close_all();
             client_socket_ = nullptr;
@@ -1799,6 +1855,11 @@ bool ProxyServer::responsive(std::chrono::milliseconds timeout) const {
     std::vector<net::io_context*> loops;
     for (const auto& context : impl_->contexts) loops.push_back(context.get());
     return loops_answer(loops, timeout);
+}
+
+void ProxyServer::record(TrafficRecord record) {
+    if (record.request_id.empty()) record.request_id = impl_->new_request_id();
+    impl_->record(std::move(record));
 }
 
 ProxyCounters ProxyServer::counters() const {

@@ -92,6 +92,9 @@ public:
     [[nodiscard]] policy::KillSwitch kill_switch() const;
 
     [[nodiscard]] ProxyCounters counters() const;
+    // Writes a record the proxy did not make itself (an agent's DNS stub
+    // reporting a name) to the traffic log, with a request id of its own.
+    void record(TrafficRecord record);
     // Closes the listeners (the first step of a drain); open connections
     // are served on until stop().
     void stop_accepting();

@@ -251,6 +251,7 @@ protected:
         {"api.github.com", std::vector<IpAddress>{ip("203.0.113.7"), ip("2001:db8::7")}},
         {"raw.githubusercontent.com", std::vector<IpAddress>{ip("203.0.113.9")}},
         {"broken.github.com", std::nullopt},
+        {"registry.test", std::vector<IpAddress>{ip("203.0.113.20")}},
         {"big.github.com",
          [] {
              std::vector<IpAddress> many;
@@ -350,6 +351,85 @@ TEST_F(DnsStubTest, ExfiltrationByNameIsRefusedWithoutLookups) {
     EXPECT_TRUE(resolver_.remembered().empty());
     EXPECT_EQ(stub_->counters().refused, 200U);
     EXPECT_EQ(stub_->counters().answered, 0U);
+}
+
+// Collects the stub's reports of unlisted names (called on its strand).
+class Reports {
+public:
+    std::function<void(const UnlistedName&)> observer() {
+        return [this](const UnlistedName& name) {
+            const std::lock_guard lock(mutex_);
+            seen_.push_back(name);
+        };
+    }
+    std::vector<UnlistedName> seen() const {
+        const std::lock_guard lock(mutex_);
+        return seen_;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::vector<UnlistedName> seen_;
+};
+
+// A monitor or soft gateway's stub answers names policy does not list, so
+// their traffic reaches the proxy and is seen; each name is reported once.
+TEST_F(DnsStubTest, AStubThatAnswersUnlistedNamesReportsEachOnce) {
+    Reports reports;
+    auto [udp_fd, udp] = bound_socket(SOCK_DGRAM, AF_INET);
+    udp_port_ = udp;
+    stub_ = std::make_unique<DnsStub>(io_, std::move(udp_fd), UniqueFd{}, github_, resolver_, 30);
+    stub_->set_answer_unlisted(true);
+    stub_->on_unlisted(reports.observer());
+    stub_->start();
+    for (const auto type : {LDNS_RR_TYPE_A, LDNS_RR_TYPE_AAAA, LDNS_RR_TYPE_A}) {
+        const auto pkt = parse(udp_exchange(udp_port_, build_query("registry.test", type)));
+        ASSERT_TRUE(pkt);
+        EXPECT_EQ(rcode(pkt), LDNS_RCODE_NOERROR);
+    }
+    const auto pkt = parse(udp_exchange(udp_port_, build_query("api.github.com", LDNS_RR_TYPE_A)));
+    ASSERT_TRUE(pkt);
+    EXPECT_EQ(answers(pkt), std::vector<std::string>{"203.0.113.7"});
+    EXPECT_EQ(stub_->name_for(ip("203.0.113.20")), "registry.test");  // the proxy can check the destination
+    const auto seen = reports.seen();
+    ASSERT_EQ(seen.size(), 1U) << "a listed name is not reported, an unlisted one once";
+    EXPECT_EQ(seen[0].name, "registry.test");
+    EXPECT_EQ(seen[0].type, LDNS_RR_TYPE_A);
+    EXPECT_TRUE(seen[0].answered);
+    EXPECT_EQ(resolver_.lookups, 4);  // registry.test three times (the stub keeps no cache), api.github.com once
+
+    // Back to refusing (the gateway became full): refused without a lookup, and reported as refused.
+    stub_->set_answer_unlisted(false);
+    const auto refused = parse(udp_exchange(udp_port_, build_query("other.test", LDNS_RR_TYPE_A)));
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(rcode(refused), LDNS_RCODE_REFUSED);
+    EXPECT_EQ(resolver_.lookups, 4);
+    ASSERT_EQ(reports.seen().size(), 2U);
+    EXPECT_EQ(reports.seen()[1].name, "other.test");
+    EXPECT_FALSE(reports.seen()[1].answered);
+}
+
+// Refusals are reported too, but a flood of made-up names gets no more than
+// the window's budget of reports.
+TEST_F(DnsStubTest, RefusedNamesAreReportedWithinABudget) {
+    Reports reports;
+    auto [udp_fd, udp] = bound_socket(SOCK_DGRAM, AF_INET);
+    udp_port_ = udp;
+    stub_ = std::make_unique<DnsStub>(io_, std::move(udp_fd), UniqueFd{}, github_, resolver_, 30);
+    stub_->on_unlisted(reports.observer());
+    stub_->start();
+    const auto fd = connected(SOCK_DGRAM, udp_port_);
+    for (int i = 0; i < 150; ++i) {
+        const auto pkt = parse(udp_exchange(fd.get(), build_query("n" + std::to_string(i) + ".exfil.attacker.example",
+                                                                  LDNS_RR_TYPE_A, static_cast<std::uint16_t>(i))));
+        ASSERT_TRUE(pkt);
+        EXPECT_EQ(rcode(pkt), LDNS_RCODE_REFUSED);
+    }
+    EXPECT_EQ(resolver_.lookups, 0);
+    const auto seen = reports.seen();
+    EXPECT_EQ(seen.size(), DnsStub::kUnlistedBudget);
+    for (const auto& name : seen) EXPECT_FALSE(name.answered);
+    EXPECT_EQ(stub_->counters().refused, 150U);
 }
 
 TEST_F(DnsStubTest, OtherTypesOfAllowedNamesAreNodataWithoutLookup) {

@@ -92,7 +92,8 @@ protected:
             << GetParam() << R"("},
                   "proxy": {"transparent_listen": "127.0.0.1:0", "explicit_listen": "127.0.0.1:0",
                             "system_resolver": false, "allowed_upstreams": ["127.0.0.1"],
-                            "hosts": {"plain.test": ["127.0.0.1"]}},
+                            "hosts": {"plain.test": ["127.0.0.1"], "unlisted.test": ["127.0.0.1"],
+                                      "github.com": ["127.0.0.1"]}},
                   "dbus": {"address": "unix:path=)"
             << (dir_.path() / "bus.sock").string() << R"("}})";
         // Gateway one lists tameflared's own sockets and the system bus among its unix sockets: they stay
@@ -109,6 +110,11 @@ protected:
         std::ofstream(dir_.path() / "gateways.d" / "open.json") << R"({"name": "open", "launch": {"users": ["nobody"]},
                    "filesystem": {"hide": ["!~/.ssh"], "protect": ["!.git/hooks", "!.git/commondir"], "private_tmp": false},
                    "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"}}})";
+        // Gateway watch only monitors: what its policy does not list is resolved, forwarded and recorded.
+        std::ofstream(dir_.path() / "gateways.d" / "watch.json") << R"({"name": "watch", "enforcement": "monitor",
+                   "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"},
+                                  "openai": {"credential": "openai-key", "preset": "read_only"},
+                                  "github": {"credential": "github-token", "preset": "read_only"}}})";
         // Gateway two runs root's agents as nobody, with root's groups dropped but one.
         std::ofstream(dir_.path() / "gateways.d" / "two.json") << R"({"name": "two", "run_as": "nobody",
                    "keep_groups": ["nogroup"],
@@ -437,6 +443,75 @@ TEST_P(AgentsTest, AgentsSeeTheHostsFilesNotTheDaemonsNarrowedView) {
                     "cat " + covered.string() + "/marker; echo state:; ls -A " + (dir_.path() / "state").string()}));
     EXPECT_EQ(seen.status, 0) << seen.err << daemon_->log();
     EXPECT_EQ(seen.out, "the host's view\nstate:\n") << seen.err;
+}
+
+// The daemon's journal line of a traffic record with every one of `fields`
+// (KEY=value as logged), waiting for it; "" when none came.
+std::string record_line(const DaemonProcess& daemon, const std::vector<std::string>& fields) {
+    for (int i = 0; i < 100; ++i) {
+        std::istringstream lines(daemon.log());
+        for (std::string line; std::getline(lines, line);) {
+            if (std::all_of(fields.begin(), fields.end(),
+                            [&](const std::string& field) { return line.find(field) != std::string::npos; })) {
+                return line;
+            }
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    return {};
+}
+
+// A monitored agent's whole traffic is seen: a name no connector lists is
+// resolved and recorded, and its request forwarded and recorded as
+// http.unknown. In a full gateway the same name is refused, and that too is
+// recorded.
+TEST_P(AgentsTest, AMonitoredAgentsUnlistedNamesAreResolvedForwardedAndRecorded) {
+    const std::string url = "http://unlisted.test:" + std::to_string(upstream_.port()) + "/simple/tfdemo/";
+    const std::vector<std::string> curl{"/usr/bin/curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url};
+    const Result watched = run(tf_run(curl, "watched", "watch"));
+    EXPECT_EQ(watched.status, 0) << watched.err << daemon_->log();
+    EXPECT_EQ(watched.out, "200");
+    ASSERT_TRUE(upstream_.wait_for_requests(1));
+    EXPECT_EQ(upstream_.requests().back().target, "/simple/tfdemo/");
+    EXPECT_NE(record_line(*daemon_, {"AGENT=watched", "ACTION=dns.query", "OUTCOME=would_deny", "HOST=unlisted.test"}),
+              "")
+        << daemon_->log();
+    EXPECT_NE(record_line(*daemon_, {"AGENT=watched", "ACTION=http.unknown", "OUTCOME=would_deny"}), "")
+        << daemon_->log();
+
+    const Result refused = run(tf_run(curl, "refused"));
+    EXPECT_EQ(refused.status, 6) << refused.err;  // curl: could not resolve the host
+    EXPECT_EQ(upstream_.requests().size(), 1U);
+    EXPECT_NE(record_line(*daemon_, {"AGENT=refused", "ACTION=dns.query", "OUTCOME=denied", "HOST=unlisted.test"}), "")
+        << daemon_->log();
+}
+
+// An SDK finds its key variable set, to a placeholder (the proxy puts the
+// vault's credential on the wire); git takes github.com's SSH remotes over
+// HTTPS; and SSH itself is refused with a reason that says what to use.
+TEST_P(AgentsTest, AgentsGetKeyPlaceholdersHttpsForSshRemotesAndAReasonWhenSshIsRefused) {
+    // The caller's own key (gateway watch strips it anyway) never reaches the agent.
+    std::vector<std::string> with_key{"/usr/bin/env", "OPENAI_API_KEY=sk-the-callers-own"};
+    const auto launch =
+        tf_run({"/bin/sh", "-c",
+                "echo \"$OPENAI_API_KEY $GITHUB_TOKEN\"; git config --get-all url.https://github.com/.insteadof"},
+               "", "watch");
+    with_key.insert(with_key.end(), launch.begin(), launch.end());
+    const Result env = run(with_key);
+    EXPECT_EQ(env.status, 0) << env.err;
+    EXPECT_EQ(env.out,
+              "tameflare-placeholder-openai tameflare-placeholder-github\ngit@github.com:\nssh://git@github.com/\n");
+
+    const Result ssh = run(tf_run({"/usr/bin/python3", "-c",
+                                   "import socket\n"
+                                   "s = socket.create_connection(('github.com', 22), timeout=10)\n"
+                                   "s.sendall(b'SSH-2.0-OpenSSH_9.2p1\\r\\n')\n"
+                                   "print('closed' if s.recv(100) == b'' else 'answered')\n"},
+                                  "ssh", "watch"));
+    EXPECT_EQ(ssh.out, "closed\n") << ssh.err;
+    const std::string line = record_line(*daemon_, {"AGENT=ssh", "OUTCOME=denied"});
+    EXPECT_NE(line.find("SSH is not proxied"), std::string::npos) << daemon_->log();
+    EXPECT_NE(line.find("use an HTTPS remote"), std::string::npos) << line;
 }
 
 // tf run on a terminal: the agent uses it (its size, its name), and Ctrl-C

@@ -744,6 +744,71 @@ TEST_F(ProxyTest, RawTcpIsDeniedWithoutARuleAndTunnelledWithOne) {
     EXPECT_EQ(records[0].response_bytes, garbage.size() + 5);
 }
 
+// An SSH client (a git remote over SSH) is refused with a reason that says
+// why and what to use instead.
+TEST_F(ProxyTest, SshIsRefusedWithAReasonThatNamesHttpsRemotes) {
+    origins_.set(Origin{Endpoint{*IpAddress::parse("127.0.0.11"), 22}, "dev", "agent-1"});
+    RawClient client(transparent_port());
+    client.send("SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
+    EXPECT_TRUE(client.closed_within(3s));
+    const auto records = sink_.wait_for(1);
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].decision, "denied");
+    EXPECT_NE(records[0].reason.find("SSH to 127.0.0.11:22 is not allowed by gateway \"dev\""), std::string::npos)
+        << records[0].reason;
+    EXPECT_NE(records[0].reason.find("use an HTTPS remote"), std::string::npos) << records[0].reason;
+}
+
+// Clients that do not trust the interception CA abort the handshake with an
+// alert: each is recorded with the alert and the server name.
+TEST_F(ProxyTest, AHandshakeTheClientAbortsIsRecordedWithItsAlertAndName) {
+    const std::string port = std::to_string(github_.port());
+    const std::string connect_to = "api.github.com:" + port + ":127.0.0.1:" + std::to_string(transparent_port());
+    ::testing::internal::CaptureStderr();  // the daemon's log (not under systemd: stderr)
+    // curl with only the test upstream's CA: the proxy's leaf is from an unknown CA.
+    const Result curl = testing::run(curl_argv({"--cacert", test_ca_.ca_file().string(), "--connect-to", connect_to,
+                                                "https://api.github.com:" + port + "/repos/octo/hello/pulls"}));
+    EXPECT_EQ(curl.status, 60) << curl.err;  // CURLE_PEER_FAILED_VERIFICATION
+    // Python's ssl module, the same trust.
+    const Result python = testing::run({"/usr/bin/env", "python3", "-c",
+                                        "import socket, ssl, sys\n"
+                                        "context = ssl.create_default_context(cafile=sys.argv[1])\n"
+                                        "with socket.create_connection(('127.0.0.1', int(sys.argv[2]))) as raw:\n"
+                                        "    try:\n"
+                                        "        context.wrap_socket(raw, server_hostname='api.github.com')\n"
+                                        "    except ssl.SSLCertVerificationError as error:\n"
+                                        "        print(error.verify_message)\n",
+                                        test_ca_.ca_file().string(), std::to_string(transparent_port())});
+    EXPECT_EQ(python.out, "unable to get local issuer certificate\n") << python.err;
+    const auto records = sink_.wait_for(2);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    ASSERT_EQ(records.size(), 2u);
+    // Logged once for the agent and the name, however often it happens.
+    const auto first = log.find("the client refused the interception certificate for \"api.github.com\"");
+    EXPECT_NE(first, std::string::npos) << log;
+    EXPECT_EQ(log.find("the client refused", first + 1), std::string::npos) << log;
+    EXPECT_NE(log.find("TLS_ALERT=\"unknown CA\""), std::string::npos) << log;
+    for (const auto& record : records) {
+        EXPECT_EQ(record.action, "tls.certificate_refused");
+        EXPECT_EQ(record.connector, "tls");
+        EXPECT_EQ(record.decision, "error");
+        EXPECT_EQ(record.host, "api.github.com");
+        EXPECT_EQ(record.agent, "agent-1");
+        EXPECT_NE(record.reason.find("TLS alert \"unknown CA\""), std::string::npos) << record.reason;
+        EXPECT_FALSE(record.forwarded);
+    }
+    EXPECT_TRUE(github_.requests().empty());
+    // A client that just hangs up is no refusal of the certificate: nothing is recorded for it.
+    sink_.clear();
+    {
+        RawClient client(transparent_port());
+        const std::string hello_start("\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00", 10);
+        client.send(hello_start);
+    }
+    std::this_thread::sleep_for(300ms);
+    for (const auto& record : sink_.wait_for(0, 0ms)) EXPECT_NE(record.action, "tls.certificate_refused");
+}
+
 // TLS for a name no connector of "dev" serves (tls.test, an HTTPS upstream on
 // 127.0.0.13 with a certificate of the test CA). Clients that trust only the
 // test CA, not the proxy's, can talk to it only if nothing intercepts.
@@ -1020,6 +1085,46 @@ TEST_F(ProxyTest, SoftEnforcementForwardsWhatItWouldDenyAndSaysSo) {
     ASSERT_EQ(records.size(), 1u);
     EXPECT_EQ(records[0].decision, "would_deny");
     EXPECT_TRUE(records[0].forwarded);
+}
+
+// A host no connector serves: monitor forwards it and records it as
+// http.unknown with would_deny (the traffic a policy must be written for);
+// full denies it under the same name.
+TEST_F(ProxyTest, MonitorForwardsAHostNoConnectorServesAndRecordsItAsUnknown) {
+    TestUpstream unlisted({.address = "127.0.0.9"});
+    server_.reset();
+    hosts_["unlisted.test"] = {*IpAddress::parse("127.0.0.9")};
+    start();
+    origins_.set(Origin{Endpoint{*IpAddress::parse("127.0.0.9"), unlisted.port()}, "dev", "agent-1"});
+    const std::string port = std::to_string(unlisted.port());
+    const auto request = [&] {
+        return parse_response(
+            testing::run(
+                curl_argv({"--connect-to", "unlisted.test:" + port + ":127.0.0.1:" + std::to_string(transparent_port()),
+                           "http://unlisted.test:" + port + "/simple/requests/"}))
+                .out);
+    };
+    configure({{"enforcement", "monitor"}});
+    const auto monitored = request();
+    EXPECT_EQ(monitored.status, 200);
+    EXPECT_EQ(monitored.headers.at("x-tameflare-decision"), "would_deny");
+    ASSERT_EQ(unlisted.requests().size(), 1u);
+    auto records = sink_.wait_for(1);
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].action, "http.unknown");
+    EXPECT_EQ(records[0].host, "unlisted.test");
+    EXPECT_EQ(records[0].decision, "would_deny");
+    EXPECT_TRUE(records[0].forwarded);
+
+    sink_.clear();
+    configure({{"enforcement", "full"}});
+    const auto denied = request();
+    EXPECT_EQ(denied.status, 403);
+    EXPECT_EQ(unlisted.requests().size(), 1u);
+    records = sink_.wait_for(1);
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].action, "http.unknown");
+    EXPECT_EQ(records[0].decision, "denied");
 }
 
 TEST_F(ProxyTest, AnAllowedNameThatResolvesToLoopbackIsNotReachedUnlessConfigured) {
