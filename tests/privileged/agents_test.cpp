@@ -10,6 +10,7 @@
 #include "tests/support/loopback.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/test_ca.h"
 #include "tests/support/test_upstream.h"
 
 #include <poll.h>
@@ -91,9 +92,12 @@ protected:
             << cgroup_root_.string() << R"(", "bpf_pin_dir": ")" << pins_.string() << R"(", "isolation": ")"
             << GetParam() << R"("},
                   "proxy": {"transparent_listen": "127.0.0.1:0", "explicit_listen": "127.0.0.1:0",
-                            "system_resolver": false, "allowed_upstreams": ["127.0.0.1"],
+                            "system_resolver": false, "allowed_upstreams": ["127.0.0.1", "127.0.0.14"],
+                            "upstream_ca_file": ")" << test_ca_.ca_file().string() << R"(",
                             "hosts": {"plain.test": ["127.0.0.1"], "unlisted.test": ["127.0.0.1"],
-                                      "github.com": ["127.0.0.1"]}},
+                                      "github.com": ["127.0.0.1"], "pypi.org": ["127.0.0.14"],
+                                      "files.pythonhosted.org": ["127.0.0.14"], "upload.pypi.org": ["127.0.0.14"],
+                                      "registry.npmjs.org": ["127.0.0.14"]}},
                   "dbus": {"address": "unix:path=)"
             << (dir_.path() / "bus.sock").string() << R"("}})";
         // Gateway one lists tameflared's own sockets and the system bus among its unix sockets: they stay
@@ -115,6 +119,10 @@ protected:
                    "connectors": {"plain": {"connector": "http", "domains": ["plain.test"], "preset": "allow_all"},
                                   "openai": {"credential": "openai-key", "preset": "read_only"},
                                   "github": {"credential": "github-token", "preset": "read_only"}}})";
+        // Gateway build installs packages and may publish none.
+        std::ofstream(dir_.path() / "gateways.d" / "build.json") << R"({"name": "build",
+                   "filesystem": {"write": [")" << (dir_.path() / "shared").string() << R"("]},
+                   "connectors": {"pypi": {"preset": "read_only"}, "npm": {"preset": "read_only"}}})";
         // Gateway two runs root's agents as nobody, with root's groups dropped but one.
         std::ofstream(dir_.path() / "gateways.d" / "two.json") << R"({"name": "two", "run_as": "nobody",
                    "keep_groups": ["nogroup"],
@@ -168,6 +176,7 @@ protected:
     }
 
     TempDir dir_{"tf-agents", kAgentVisibleBase};
+    TestCa test_ca_{dir_.path()};  // the fake registries' certificates
     fs::path cgroup_root_;
     fs::path pins_;
     std::optional<DaemonProcess> daemon_;
@@ -512,6 +521,68 @@ TEST_P(AgentsTest, AgentsGetKeyPlaceholdersHttpsForSshRemotesAndAReasonWhenSshIs
     const std::string line = record_line(*daemon_, {"AGENT=ssh", "OUTCOME=denied"});
     EXPECT_NE(line.find("SSH is not proxied"), std::string::npos) << daemon_->log();
     EXPECT_NE(line.find("use an HTTPS remote"), std::string::npos) << line;
+}
+
+// The real pip and npm install a package inside an agent, through the
+// interception (trusting its CA by the sandbox's environment alone), from
+// fake PyPI and npm registries on loopback; publishing is denied by the
+// read_only preset and never reaches the registry.
+TEST_P(AgentsTest, PipAndNpmInstallThroughTheRegistryConnectorsAndCannotPublish) {
+    const auto leaf = test_ca_.issue({"pypi.org", "files.pythonhosted.org", "upload.pypi.org", "registry.npmjs.org"},
+                                     {}, dir_.path(), "registry");
+    Subprocess registry({"/usr/bin/python3", TF_SOURCE_DIR "/tests/proxy/fake_registry.py", "127.0.0.14",
+                         leaf.cert_file.string(), leaf.key_file.string()});
+    ASSERT_TRUE(registry.wait_for_stderr("listening on ")) << registry.err();
+    const std::string err = registry.err();
+    const std::string port = err.substr(err.find("listening on ") + 13, err.find('\n') - err.find("listening on ") - 13);
+    // Agents of gateway build run as a uid of their own: a directory anyone may write, within its write rules.
+    const fs::path installs = dir_.path() / "shared" / "installs";
+    fs::create_directories(installs);
+    fs::permissions(installs, fs::perms::all | fs::perms::sticky_bit);
+    const std::string shared = installs.string();
+
+    const Result pip = run(tf_run({"/usr/bin/env", "PIP_CONFIG_FILE=/dev/null", "PIP_DISABLE_PIP_VERSION_CHECK=1",
+                                   "PIP_NO_CACHE_DIR=1", "/usr/bin/python3", "-m", "pip", "install", "--no-deps",
+                                   "--target", shared + "/python", "--index-url", "https://pypi.org:" + port + "/simple/",
+                                   "tfdemo"},
+                                  "pip", "build"));
+    EXPECT_EQ(pip.status, 0) << pip.out << pip.err << registry.err() << daemon_->log();
+    const Result imported = run(
+        {"/usr/bin/env", "PYTHONPATH=" + shared + "/python", "/usr/bin/python3", "-c", "import tfdemo; print(tfdemo.VALUE)"});
+    EXPECT_EQ(imported.out, "installed through the proxy\n") << imported.err;
+    EXPECT_NE(record_line(*daemon_, {"AGENT=pip", "ACTION=pypi.index.get", "OUTCOME=allowed"}), "") << daemon_->log();
+    EXPECT_NE(record_line(*daemon_, {"AGENT=pip", "ACTION=pypi.file.download", "OUTCOME=allowed"}), "")
+        << daemon_->log();
+
+    const Result npm = run(tf_run({"/usr/bin/env", "npm_config_userconfig=/dev/null", "npm_config_update_notifier=false",
+                                   "npm_config_logs_dir=" + shared + "/npm-logs", "/usr/bin/npm", "install",
+                                   "--registry", "https://registry.npmjs.org:" + port + "/", "--prefix",
+                                   shared + "/node", "--cache", shared + "/npm-cache", "--no-fund", "--audit", "tfdemo"},
+                                  "npm", "build"));
+    EXPECT_EQ(npm.status, 0) << npm.out << npm.err << registry.err() << daemon_->log();
+    const Result required =
+        run({"/usr/bin/node", "-e", "console.log(require('" + shared + "/node/node_modules/tfdemo'))"});
+    EXPECT_EQ(required.out, "installed through the proxy\n") << required.err;
+    EXPECT_NE(record_line(*daemon_, {"AGENT=npm", "ACTION=npm.package.get", "OUTCOME=allowed"}), "") << daemon_->log();
+    EXPECT_NE(record_line(*daemon_, {"AGENT=npm", "ACTION=npm.tarball.download", "OUTCOME=allowed"}), "")
+        << daemon_->log();
+
+    // Publishing: an npm PUT and a PyPI upload, both refused by the proxy.
+    const Result publish =
+        run(tf_run({"/bin/sh", "-c",
+                    "curl -s -o /dev/null -w '%{http_code} ' -X PUT -H 'Content-Type: application/json' -d '{}' "
+                    "https://registry.npmjs.org:" + port + "/tfdemo; "
+                    "curl -s -o /dev/null -w '%{http_code}' -F content=@/etc/hostname https://upload.pypi.org:" + port +
+                        "/legacy/"},
+                   "publish", "build"));
+    EXPECT_EQ(publish.out, "403 403") << publish.err;
+    EXPECT_NE(record_line(*daemon_, {"AGENT=publish", "ACTION=npm.package.publish", "OUTCOME=denied"}), "")
+        << daemon_->log();
+    EXPECT_NE(record_line(*daemon_, {"AGENT=publish", "ACTION=pypi.package.upload", "OUTCOME=denied"}), "")
+        << daemon_->log();
+    const std::string seen = registry.err();
+    EXPECT_EQ(seen.find("PUT /tfdemo"), std::string::npos) << seen;
+    EXPECT_EQ(seen.find("POST /legacy/"), std::string::npos) << seen;
 }
 
 // tf run on a terminal: the agent uses it (its size, its name), and Ctrl-C
