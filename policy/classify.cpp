@@ -275,17 +275,29 @@ const nlohmann::json* find_field(const nlohmann::json& root, std::span<const std
     return node;
 }
 
-std::optional<std::vector<std::string>> decode_path(std::string_view path) {
+// Where the next segment of `path` from `pos` ends: at '/', or at an
+// encoded '/' (%2F, %2f) when those separate too.
+std::pair<std::size_t, std::size_t> segment_end(std::string_view path, std::size_t pos, bool slash_separates) {
+    for (std::size_t i = pos; i < path.size(); ++i) {
+        if (path[i] == '/') return {i, 1};
+        if (slash_separates && path[i] == '%' && i + 2 < path.size() && path[i + 1] == '2' &&
+            (path[i + 2] == 'F' || path[i + 2] == 'f')) {
+            return {i, 3};
+        }
+    }
+    return {path.size(), 1};
+}
+
+std::optional<std::vector<std::string>> decode_path(std::string_view path, bool slash_separates) {
     if (path.empty() || path.front() != '/') return std::nullopt;
     std::vector<std::string> segments;
     segments.reserve(8);
     const bool escaped = path.find('%') != std::string_view::npos;
     std::size_t pos = 1;
     while (pos <= path.size()) {
-        const auto slash = path.find('/', pos);
-        const auto end = slash == std::string_view::npos ? path.size() : slash;
+        const auto [end, separator] = segment_end(path, pos, slash_separates && escaped);
         const std::string_view raw = path.substr(pos, end - pos);
-        pos = end + 1;
+        pos = end + separator;
         if (raw.empty()) continue;
         if (escaped) {
             auto decoded = percent_decode(raw, false);
@@ -312,7 +324,7 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
     if (!request.method_override.empty() && !iequals(request.method_override, method)) {
         return one(make_unknown(def, options, request, "method override header changes the method"));
     }
-    auto segments = decode_path(path);
+    auto segments = decode_path(path, def.encoded_slash_separates);
     if (!segments)
         return one(make_unknown(def, options, request, "ambiguous path (dot segment, encoded '/', or bad escape)"));
     const auto& base = options.base_segments;

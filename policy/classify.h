@@ -29,8 +29,10 @@ std::vector<Action> classify(const ConnectorDef& def, const ClassifyOptions& opt
 
 // Splits an origin-form target into decoded path segments. Empty segments are
 // dropped; nullopt when the path is ambiguous (dot segments, encoded '/', '\' or
-// NUL, a bad escape) and so must not be matched against routes.
-std::optional<std::vector<std::string>> decode_path(std::string_view path);
+// NUL, a bad escape) and so must not be matched against routes. With
+// `slash_separates`, an encoded '/' (%2F) separates segments as '/' does: for
+// a service that reads it so (the npm registry: /@scope%2fname).
+std::optional<std::vector<std::string>> decode_path(std::string_view path, bool slash_separates = false);
 
 // Looks up a dotted path ("metadata.order", "items.0") in a JSON value:
 // object members by name, array elements by decimal index.

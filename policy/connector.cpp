@@ -14,6 +14,7 @@ namespace {
 constexpr std::array<std::string_view, 3> kRisks{"low", "medium", "high"};
 constexpr std::array<std::string_view, 2> kAccess{"read", "write"};
 constexpr std::array<std::string_view, 4> kBodyModes{"auto", "json", "form", "none"};
+constexpr std::array<std::string_view, 2> kEncodedSlash{"reject", "separator"};
 constexpr std::array<std::string_view, 9> kMethods{"GET",    "HEAD",    "POST",  "PUT", "PATCH",
                                                    "DELETE", "OPTIONS", "TRACE", "*"};
 
@@ -332,7 +333,8 @@ bool check_domains(const JsonNode& node, const std::vector<std::string>& domains
 
 std::shared_ptr<const ConnectorDef> ConnectorDef::load(const JsonNode& root) {
     if (!root.expect_object()) return nullptr;
-    root.allow_fields({"name", "description", "domains", "credential", "ssh_remotes", "body", "jsonrpc", "routes"});
+    root.allow_fields(
+        {"name", "description", "domains", "credential", "ssh_remotes", "encoded_slash", "body", "jsonrpc", "routes"});
     const std::size_t errors_before = root.reader().error_count();
     auto def = std::make_shared<ConnectorDef>();
     if (auto name = root.string("name", true)) {
@@ -360,6 +362,9 @@ std::shared_ptr<const ConnectorDef> ConnectorDef::load(const JsonNode& root) {
         }
     }
     def->ssh_remotes = read_ssh_remotes(root, def->domains);
+    if (const auto slash = root.choice("encoded_slash", kEncodedSlash, false)) {
+        def->encoded_slash_separates = *slash == "separator";
+    }
     if (const auto body = root.choice("body", kBodyModes, false)) {
         def->body = *body == "json"   ? BodyMode::json
                     : *body == "form" ? BodyMode::form

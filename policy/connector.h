@@ -80,6 +80,10 @@ public:
     // Hosts among `domains` whose git remotes over SSH (git@HOST:, ssh://git@HOST/)
     // agents have rewritten to HTTPS, so that git goes through this connector.
     std::vector<std::string> ssh_remotes;
+    // Whether an encoded '/' in a path (%2F) separates segments, as the
+    // service reads it ("encoded_slash": "separator"); else such a path is
+    // ambiguous and the request <name>.unknown.
+    bool encoded_slash_separates = false;
     BodyMode body = BodyMode::automatic;
     std::vector<Route> routes;
     std::optional<JsonRpcRules> jsonrpc;
