@@ -36,6 +36,8 @@ PACKAGES=(
   liburing-dev                                   # tests: an agent's io_uring connect must be redirected too
   dnsutils procps util-linux                     # tests: dig against the DNS stub; pgrep; setpriv and unshare
   tmux                                           # tests: an agent must not get the user's tmux server to run anything
+  python3-pip openssl                            # tests: the real pip installs through the pypi connector; test certificates
+  openjdk-17-jdk-headless                        # tests: Java (java, keytool) trusts the interception through the PKCS#12 store
   libsystemd-dev                                 # daemon: sd-bus (dbus/), socket activation (sd_listen_fds)
   libacl1-dev                                    # daemon/api/: the role groups' ACL entries on the REST socket
   libseccomp-dev                                 # netns/: the agent's seccomp filter (no new user namespaces)
@@ -45,6 +47,10 @@ PACKAGES=(
   debootstrap debian-archive-keyring             # tests/e2e: the Debian 12 root the package is installed in (signed)
   systemd-container                              # tests/e2e: systemd-nspawn boots that root
 )
+# npm, for the test that installs through the npm connector: Debian's nodejs
+# and npm where the machine has no Node.js of its own (a Node.js from
+# elsewhere ships its own npm, and Debian's npm would conflict with it).
+NODE_PACKAGES=(nodejs npm)
 # Only for `bench-peers`: the peers tameflared is measured against, the
 # upstream they all reach, and the chart.
 PEER_PACKAGES=(
@@ -148,8 +154,14 @@ fuzz_smoke() {
   done
 }
 
+install_node() {
+  command -v npm >/dev/null && command -v node >/dev/null && return
+  install_deps "${NODE_PACKAGES[@]}"
+}
+
 run_tests() {
   install_deps
+  install_node
   log "building"
   configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
   log "unit and command-line tests"
@@ -170,7 +182,7 @@ run_tests() {
 case "${1:-}" in
   run) run_demo ;;
   test) run_tests ;;
-  deps) install_deps ;;
+  deps) install_deps && install_node ;;
   bench-peers) shift && bench_peers "$@" ;;
   *)
     sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'

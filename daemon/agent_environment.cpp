@@ -1,5 +1,7 @@
 #include "daemon/agent_environment.h"
 
+#include "daemon/proxy/trust_store.h"
+
 #include <algorithm>
 #include <charconv>
 
@@ -28,6 +30,14 @@ std::size_t git_config_count(const std::vector<std::string>& env) {
 }
 
 }  // namespace
+
+void add_java_trust(std::vector<std::string>& env, const std::string& store) {
+    std::string options;
+    for (const auto& entry : env) {
+        if (name_of(entry) == "JAVA_TOOL_OPTIONS") options = entry.substr(entry.find('=') + 1) + " ";
+    }
+    set(env, "JAVA_TOOL_OPTIONS", options + proxy::java_trust_options(store));
+}
 
 std::string credential_placeholder(std::string_view instance) {
     return "tameflare-placeholder-" + std::string(instance);

@@ -24,4 +24,9 @@ std::string credential_placeholder(std::string_view instance);
 // ssh_remotes.
 void add_connector_environment(const policy::Gateway& gateway, std::vector<std::string>& env);
 
+// Points JVMs at the Java trust store `store` (the CA bundle as PKCS#12):
+// JAVA_TOOL_OPTIONS gets the trust store properties after whatever the
+// caller had in it (a later -D wins, so ours do).
+void add_java_trust(std::vector<std::string>& env, const std::string& store);
+
 }  // namespace tameflare::daemon

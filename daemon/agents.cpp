@@ -8,6 +8,7 @@
 #include "daemon/proxy/asio.h"
 #include "daemon/proxy/liveness.h"
 #include "daemon/proxy/server.h"
+#include "daemon/proxy/trust_store.h"
 #include "daemon/store/store.h"
 #include "netns/cgroup.h"
 #include "netns/dns_stub.h"
@@ -61,9 +62,14 @@ using nlohmann::json;
 constexpr std::array<std::string_view, 5> kBundlePaths{
     "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem",
     "/etc/ssl/ca-bundle.pem", "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"};
+// Where distributions keep the JVM's default trust store (PKCS#12, password
+// "changeit" since Java 9): the agent sees the Java trust store there.
+constexpr std::array<std::string_view, 2> kJavaStorePaths{"/etc/ssl/certs/java/cacerts",
+                                                          "/etc/pki/ca-trust/extracted/java/cacerts"};
 // Programs read the bundle from these, whatever the distribution.
-constexpr std::array<std::string_view, 6> kBundleVariables{
-    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT"};
+constexpr std::array<std::string_view, 8> kBundleVariables{
+    "SSL_CERT_FILE",  "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO", "PIP_CERT",           "DENO_CERT",           "AWS_CA_BUNDLE"};
 // Signals tf run may forward to its agent.
 constexpr std::array<int, 9> kForwardable{SIGINT,  SIGTERM,  SIGHUP,  SIGQUIT, SIGUSR1,
                                           SIGUSR2, SIGWINCH, SIGCONT, SIGTSTP};
@@ -321,6 +327,11 @@ std::string random_suffix() {
     return out;
 }
 
+// The Java trust store beside the bundle (proxy/trust_store.h).
+fs::path java_trust_store_for(const fs::path& bundle) {
+    return bundle.parent_path() / "ca-trust.p12";
+}
+
 void write_bundle(const fs::path& file, const std::string& ca_pem) {
     std::string bundle;
     for (const auto& path : kBundlePaths) {
@@ -333,14 +344,19 @@ void write_bundle(const fs::path& file, const std::string& ca_pem) {
     bundle += ca_pem;
     std::error_code error;
     fs::create_directories(file.parent_path(), error);
-    const fs::path temporary = file.string() + ".tmp";
-    {
-        std::ofstream out(temporary, std::ios::trunc);
-        out << bundle;
-        if (!out) throw std::runtime_error("cannot write the agents' CA bundle " + temporary.string());
-    }
-    ::chmod(temporary.c_str(), 0644);
-    fs::rename(temporary, file);
+    // Each file whole or not at all (readers of the old one keep it), world-readable.
+    const auto write_whole = [](const fs::path& target, const std::string& bytes) {
+        const fs::path temporary = target.string() + ".tmp";
+        {
+            std::ofstream out(temporary, std::ios::trunc | std::ios::binary);
+            out << bytes;
+            if (!out) throw std::runtime_error("cannot write the agents' CA trust file " + temporary.string());
+        }
+        ::chmod(temporary.c_str(), 0644);
+        fs::rename(temporary, target);
+    };
+    write_whole(file, bundle);
+    write_whole(java_trust_store_for(file), proxy::java_trust_store(bundle));
 }
 
 // The agents' /etc/resolv.conf: a loopback resolver, so no query is even
@@ -713,6 +729,7 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         }
     }
     for (const auto& name : kBundleVariables) env.push_back(std::string(name) + "=" + options.ca_bundle.string());
+    add_java_trust(env, java_trust_store_for(options.ca_bundle).string());
     add_connector_environment(*gateway, env);
     env.push_back("TAMEFLARE_AGENT=" + id);
     env.push_back("TAMEFLARE_GATEWAY=" + gateway_name);
@@ -787,6 +804,10 @@ std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, 
         spawn.binds.push_back(netns::BindFile{options.ca_bundle.string(),
                                               std::vector<std::string>(kBundlePaths.begin(), kBundlePaths.end())});
         spawn.binds.push_back(netns::BindFile{resolv_conf().string(), {"/etc/resolv.conf"}});
+        // The JVM's default trust store too (same type and password), for a JVM started without JAVA_TOOL_OPTIONS.
+        spawn.binds.push_back(
+            netns::BindFile{java_trust_store_for(options.ca_bundle).string(),
+                            std::vector<std::string>(kJavaStorePaths.begin(), kJavaStorePaths.end())});
         for (const auto& directory : options.hidden) spawn.hide.push_back(directory.string());
         spawn.hide.insert(spawn.hide.end(), view.hide.begin(), view.hide.end());
         if (!support.unix_socket_filter) {

@@ -458,7 +458,7 @@ private:
     net::awaitable<std::optional<Sniffed>> peek(std::chrono::milliseconds timeout, bool& timed_out);
     [[nodiscard]] TrafficRecord new_record() const;
     void refuse_connection(const std::string& reason, const std::string& host);
-    void record_refused_handshake(const error_code& error, const std::string& name);
+    void record_refused_handshake(const error_code& error, bool answered, const std::string& name);
 
     std::shared_ptr<ProxyServer::Impl> impl_;
     beast::tcp_stream stream_;
@@ -1294,24 +1294,33 @@ void Session::refuse_connection(const std::string& reason, const std::string& ho
 }
 
 // A client that does not trust the interception CA (a runtime with a trust
-// store of its own) aborts the handshake with an alert: recorded, counted in
-// the metrics by its record, and logged once per agent and name, so that the
-// admin sees why a build fails.
-void Session::record_refused_handshake(const error_code& error, const std::string& name) {
+// store of its own) aborts the handshake with an alert, or (Java's
+// HttpClient) hangs up once it has our certificate, without one: recorded,
+// counted in the metrics by its record, and logged once per agent and name,
+// so that the admin sees why a build fails. `answered`: the proxy had sent
+// its part of the handshake (the certificate among it).
+void Session::record_refused_handshake(const error_code& error, bool answered, const std::string& name) {
     const std::string alert = received_alert(error);
-    if (alert.empty()) return;
+    std::string how = "TLS alert \"" + alert + "\"";
+    if (alert.empty()) {
+        if (!answered || error != net::ssl::error::stream_truncated) return;
+        how = "it hung up on receiving it, without an alert";
+    }
     TrafficRecord record = new_record();
     record.connector = "tls";
     record.action = "tls.certificate_refused";
     record.host = name;
     record.path = std::to_string(context_.port);
     record.decision = "error";
-    record.reason = "the client refused the interception certificate for \"" + name + "\" (TLS alert \"" + alert +
-                    "\"): it does not trust tameflare's CA; a runtime with a trust store of its own needs it "
+    record.reason = "the client refused the interception certificate for \"" + name + "\" (" + how +
+                    "): it does not trust tameflare's CA; a runtime with a trust store of its own needs it "
                     "(docs/recipes.md)";
     if (impl_->first_refusal(context_.agent, name)) {
         daemon::log(daemon::LogLevel::warning, record.reason,
-                    {{"GATEWAY", record.gateway}, {"AGENT", record.agent}, {"HOST", name}, {"TLS_ALERT", alert}});
+                    {{"GATEWAY", record.gateway},
+                     {"AGENT", record.agent},
+                     {"HOST", name},
+                     {"TLS_ALERT", alert.empty() ? "none" : alert}});
     }
     impl_->record(std::move(record));
 }
@@ -1518,7 +1527,8 @@ net::awaitable<void> Session::intercept(beast::flat_buffer& buffer) {
                 Exchange<TlsStream> exchange(*this, tls, buffer);
                 co_await exchange.serve();
             } else {
-                record_refused_handshake(error, leaf_name);
+                const bool answered = BIO_number_written(SSL_get_wbio(tls.native_handle())) > 0;
+                record_refused_handshake(error, answered, leaf_name);
             }
             close_all();
             client_socket_ = nullptr;

@@ -93,7 +93,8 @@ protected:
             << GetParam() << R"("},
                   "proxy": {"transparent_listen": "127.0.0.1:0", "explicit_listen": "127.0.0.1:0",
                             "system_resolver": false, "allowed_upstreams": ["127.0.0.1", "127.0.0.14"],
-                            "upstream_ca_file": ")" << test_ca_.ca_file().string() << R"(",
+                            "upstream_ca_file": ")"
+            << test_ca_.ca_file().string() << R"(",
                             "hosts": {"plain.test": ["127.0.0.1"], "unlisted.test": ["127.0.0.1"],
                                       "github.com": ["127.0.0.1"], "pypi.org": ["127.0.0.14"],
                                       "files.pythonhosted.org": ["127.0.0.14"], "upload.pypi.org": ["127.0.0.14"],
@@ -121,7 +122,8 @@ protected:
                                   "github": {"credential": "github-token", "preset": "read_only"}}})";
         // Gateway build installs packages and may publish none.
         std::ofstream(dir_.path() / "gateways.d" / "build.json") << R"({"name": "build",
-                   "filesystem": {"write": [")" << (dir_.path() / "shared").string() << R"("]},
+                   "filesystem": {"write": [")" << (dir_.path() / "shared").string()
+                                                                 << R"("]},
                    "connectors": {"pypi": {"preset": "read_only"}, "npm": {"preset": "read_only"}}})";
         // Gateway two runs root's agents as nobody, with root's groups dropped but one.
         std::ofstream(dir_.path() / "gateways.d" / "two.json") << R"({"name": "two", "run_as": "nobody",
@@ -523,6 +525,16 @@ TEST_P(AgentsTest, AgentsGetKeyPlaceholdersHttpsForSshRemotesAndAReasonWhenSshIs
     EXPECT_NE(line.find("use an HTTPS remote"), std::string::npos) << line;
 }
 
+// Everything the fake registry logged up to now: a last request of the
+// test's own (straight to it, no proxy) marks the end of its log.
+std::string registry_log(Subprocess& registry, const std::string& port) {
+    const Result marker =
+        run({"/usr/bin/curl", "-sk", "-o", "/dev/null", "https://127.0.0.14:" + port + "/end-of-test"});
+    EXPECT_EQ(marker.status, 0) << marker.err;
+    EXPECT_TRUE(registry.wait_for_stderr("GET /end-of-test ")) << registry.err();
+    return registry.err();
+}
+
 // The real pip and npm install a package inside an agent, through the
 // interception (trusting its CA by the sandbox's environment alone), from
 // fake PyPI and npm registries on loopback; publishing is denied by the
@@ -534,31 +546,33 @@ TEST_P(AgentsTest, PipAndNpmInstallThroughTheRegistryConnectorsAndCannotPublish)
                          leaf.cert_file.string(), leaf.key_file.string()});
     ASSERT_TRUE(registry.wait_for_stderr("listening on ")) << registry.err();
     const std::string err = registry.err();
-    const std::string port = err.substr(err.find("listening on ") + 13, err.find('\n') - err.find("listening on ") - 13);
+    const std::string port =
+        err.substr(err.find("listening on ") + 13, err.find('\n') - err.find("listening on ") - 13);
     // Agents of gateway build run as a uid of their own: a directory anyone may write, within its write rules.
     const fs::path installs = dir_.path() / "shared" / "installs";
     fs::create_directories(installs);
     fs::permissions(installs, fs::perms::all | fs::perms::sticky_bit);
     const std::string shared = installs.string();
 
-    const Result pip = run(tf_run({"/usr/bin/env", "PIP_CONFIG_FILE=/dev/null", "PIP_DISABLE_PIP_VERSION_CHECK=1",
-                                   "PIP_NO_CACHE_DIR=1", "/usr/bin/python3", "-m", "pip", "install", "--no-deps",
-                                   "--target", shared + "/python", "--index-url", "https://pypi.org:" + port + "/simple/",
-                                   "tfdemo"},
-                                  "pip", "build"));
+    const Result pip =
+        run(tf_run({"/usr/bin/env", "PIP_CONFIG_FILE=/dev/null", "PIP_DISABLE_PIP_VERSION_CHECK=1",
+                    "PIP_NO_CACHE_DIR=1", "/usr/bin/python3", "-m", "pip", "install", "--no-deps", "--target",
+                    shared + "/python", "--index-url", "https://pypi.org:" + port + "/simple/", "tfdemo"},
+                   "pip", "build"));
     EXPECT_EQ(pip.status, 0) << pip.out << pip.err << registry.err() << daemon_->log();
-    const Result imported = run(
-        {"/usr/bin/env", "PYTHONPATH=" + shared + "/python", "/usr/bin/python3", "-c", "import tfdemo; print(tfdemo.VALUE)"});
+    const Result imported = run({"/usr/bin/env", "PYTHONPATH=" + shared + "/python", "/usr/bin/python3", "-c",
+                                 "import tfdemo; print(tfdemo.VALUE)"});
     EXPECT_EQ(imported.out, "installed through the proxy\n") << imported.err;
     EXPECT_NE(record_line(*daemon_, {"AGENT=pip", "ACTION=pypi.index.get", "OUTCOME=allowed"}), "") << daemon_->log();
     EXPECT_NE(record_line(*daemon_, {"AGENT=pip", "ACTION=pypi.file.download", "OUTCOME=allowed"}), "")
         << daemon_->log();
 
-    const Result npm = run(tf_run({"/usr/bin/env", "npm_config_userconfig=/dev/null", "npm_config_update_notifier=false",
-                                   "npm_config_logs_dir=" + shared + "/npm-logs", "/usr/bin/npm", "install",
-                                   "--registry", "https://registry.npmjs.org:" + port + "/", "--prefix",
-                                   shared + "/node", "--cache", shared + "/npm-cache", "--no-fund", "--audit", "tfdemo"},
-                                  "npm", "build"));
+    const Result npm =
+        run(tf_run({"/usr/bin/env", "npm_config_userconfig=/dev/null", "npm_config_update_notifier=false",
+                    "npm_config_logs_dir=" + shared + "/npm-logs", "/usr/bin/npm", "install", "--registry",
+                    "https://registry.npmjs.org:" + port + "/", "--prefix", shared + "/node", "--cache",
+                    shared + "/npm-cache", "--no-fund", "--audit", "tfdemo"},
+                   "npm", "build"));
     EXPECT_EQ(npm.status, 0) << npm.out << npm.err << registry.err() << daemon_->log();
     const Result required =
         run({"/usr/bin/node", "-e", "console.log(require('" + shared + "/node/node_modules/tfdemo'))"});
@@ -571,18 +585,76 @@ TEST_P(AgentsTest, PipAndNpmInstallThroughTheRegistryConnectorsAndCannotPublish)
     const Result publish =
         run(tf_run({"/bin/sh", "-c",
                     "curl -s -o /dev/null -w '%{http_code} ' -X PUT -H 'Content-Type: application/json' -d '{}' "
-                    "https://registry.npmjs.org:" + port + "/tfdemo; "
-                    "curl -s -o /dev/null -w '%{http_code}' -F content=@/etc/hostname https://upload.pypi.org:" + port +
-                        "/legacy/"},
+                    "https://registry.npmjs.org:" +
+                        port +
+                        "/tfdemo; "
+                        "curl -s -o /dev/null -w '%{http_code}' -F content=@/etc/hostname https://upload.pypi.org:" +
+                        port + "/legacy/"},
                    "publish", "build"));
     EXPECT_EQ(publish.out, "403 403") << publish.err;
     EXPECT_NE(record_line(*daemon_, {"AGENT=publish", "ACTION=npm.package.publish", "OUTCOME=denied"}), "")
         << daemon_->log();
     EXPECT_NE(record_line(*daemon_, {"AGENT=publish", "ACTION=pypi.package.upload", "OUTCOME=denied"}), "")
         << daemon_->log();
-    const std::string seen = registry.err();
+    const std::string seen = registry_log(registry, port);
+    EXPECT_NE(seen.find("GET /tfdemo/-/tfdemo-1.0.0.tgz "), std::string::npos) << seen;
     EXPECT_EQ(seen.find("PUT /tfdemo"), std::string::npos) << seen;
     EXPECT_EQ(seen.find("POST /legacy/"), std::string::npos) << seen;
+}
+
+// Java reads no PEM bundle: agents get the CA bundle as a PKCS#12 trust
+// store, through JAVA_TOOL_OPTIONS and over the JVM's default cacerts. A JVM
+// that pins a trust store of its own aborts the handshake: that is recorded
+// with the alert and the name, logged, and counted.
+TEST_P(AgentsTest, JavaTrustsTheInterceptionAndARuntimeThatDoesNotIsRecorded) {
+    const auto leaf = test_ca_.issue({"registry.npmjs.org"}, {}, dir_.path(), "registry");
+    Subprocess registry({"/usr/bin/python3", TF_SOURCE_DIR "/tests/proxy/fake_registry.py", "127.0.0.14",
+                         leaf.cert_file.string(), leaf.key_file.string()});
+    ASSERT_TRUE(registry.wait_for_stderr("listening on ")) << registry.err();
+    const std::string err = registry.err();
+    const std::string port =
+        err.substr(err.find("listening on ") + 13, err.find('\n') - err.find("listening on ") - 13);
+    const std::string url = "https://registry.npmjs.org:" + port + "/tfdemo";
+    fs::copy_file(TF_SOURCE_DIR "/tests/privileged/Fetch.java", dir_.path() / "Fetch.java");
+    const std::string fetch = (dir_.path() / "Fetch.java").string();
+
+    const Result java = run(tf_run({"/usr/bin/java", fetch, url}, "java", "build"));
+    EXPECT_EQ(java.status, 0) << java.out << java.err << daemon_->log();
+    EXPECT_EQ(java.out.rfind("200 ", 0), 0U) << java.out << java.err;
+    // Without JAVA_TOOL_OPTIONS the JVM's default store is the agent's too.
+    const Result plain =
+        run(tf_run({"/usr/bin/env", "-u", "JAVA_TOOL_OPTIONS", "/usr/bin/java", fetch, url}, "", "build"));
+    EXPECT_EQ(plain.out.rfind("200 ", 0), 0U) << plain.out << plain.err;
+
+    // A runtime with a store of its own (here one that trusts only the registry's real CA).
+    const fs::path own = dir_.path() / "own.p12";
+    const Result imported =
+        run({"/usr/bin/keytool", "-importcert", "-noprompt", "-alias", "registry", "-file", test_ca_.ca_file().string(),
+             "-keystore", own.string(), "-storetype", "PKCS12", "-storepass", "secret"});
+    ASSERT_EQ(imported.status, 0) << imported.out << imported.err;
+    fs::permissions(own, fs::perms::owner_read | fs::perms::owner_write | fs::perms::others_read);
+    for (int i = 0; i < 2; ++i) {
+        const Result pinned = run(tf_run({"/usr/bin/java", "-Djavax.net.ssl.trustStore=" + own.string(),
+                                          "-Djavax.net.ssl.trustStorePassword=secret", fetch, url},
+                                         "pinned", "build"));
+        EXPECT_EQ(pinned.out, "failed: SSLHandshakeException\n") << pinned.err;
+    }
+    const std::string line =
+        record_line(*daemon_, {"AGENT=pinned", "ACTION=tls.certificate_refused", "HOST=registry.npmjs.org"});
+    // Java's HttpClient hangs up without an alert; what it refused is named all the same.
+    EXPECT_NE(line.find("the client refused the interception certificate"), std::string::npos) << daemon_->log();
+    EXPECT_EQ(daemon_->log().find("warning: the client refused"), daemon_->log().rfind("warning: the client refused"))
+        << "logged once for the agent and the name";
+    const Result metrics = run({TF_BINARY, "metrics", "--socket", (dir_.path() / "run" / "api.sock").string()});
+    EXPECT_NE(
+        metrics.out.find("tameflare_tls_certificate_refused_total{gateway=\"build\",host=\"registry.npmjs.org\"} 2"),
+        std::string::npos)
+        << metrics.out << metrics.err;
+    // Only the two trusting JVMs reached the registry.
+    const std::string seen = registry_log(registry, port);
+    std::size_t gets = 0;
+    for (auto at = seen.find("GET /tfdemo "); at != std::string::npos; at = seen.find("GET /tfdemo ", at + 1)) ++gets;
+    EXPECT_EQ(gets, 2U) << seen;
 }
 
 // tf run on a terminal: the agent uses it (its size, its name), and Ctrl-C

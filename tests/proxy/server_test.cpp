@@ -798,6 +798,30 @@ TEST_F(ProxyTest, AHandshakeTheClientAbortsIsRecordedWithItsAlertAndName) {
         EXPECT_FALSE(record.forwarded);
     }
     EXPECT_TRUE(github_.requests().empty());
+
+    // A client that hangs up once it has the certificate, without an alert (Java's HttpClient does).
+    sink_.clear();
+    const Result hung_up =
+        testing::run({"/usr/bin/env", "python3", "-c",
+                      "import socket, ssl, sys\n"
+                      "context = ssl.create_default_context(cafile=sys.argv[1])\n"
+                      "incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()\n"
+                      "tls = context.wrap_bio(incoming, outgoing, server_hostname='api.github.com')\n"
+                      "raw = socket.create_connection(('127.0.0.1', int(sys.argv[2])))\n"
+                      "try:\n"
+                      "    tls.do_handshake()\n"
+                      "except ssl.SSLWantReadError:\n"
+                      "    raw.sendall(outgoing.read())\n"
+                      "print(len(raw.recv(65536)) > 0)\n"
+                      "raw.close()\n",
+                      test_ca_.ca_file().string(), std::to_string(transparent_port())});
+    EXPECT_EQ(hung_up.out, "True\n") << hung_up.err;
+    const auto silent = sink_.wait_for(1);
+    ASSERT_EQ(silent.size(), 1u);
+    EXPECT_EQ(silent[0].action, "tls.certificate_refused");
+    EXPECT_NE(silent[0].reason.find("it hung up on receiving it, without an alert"), std::string::npos)
+        << silent[0].reason;
+
     // A client that just hangs up is no refusal of the certificate: nothing is recorded for it.
     sink_.clear();
     {
