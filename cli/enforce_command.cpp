@@ -12,10 +12,28 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 namespace tameflare::cli {
 namespace {
+
+// Whether a process of `cgroup` has SSL_CERT_FILE in its environment: the
+// sign of the drop-in's CA lines. Run as the unit's ExecStartPre=, tf itself
+// is such a process and has the unit's environment.
+bool trusts_interception(const std::filesystem::path& cgroup) {
+    std::ifstream procs(cgroup / "cgroup.procs");
+    for (long pid = 0; procs >> pid;) {
+        std::ifstream environ("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+        const std::string variables{std::istreambuf_iterator<char>(environ), {}};
+        if (variables.starts_with("SSL_CERT_FILE=") ||
+            variables.find(std::string("\0SSL_CERT_FILE=", 15)) != std::string::npos) {
+            return true;
+        }
+    }
+    return false;
+}
 
 constexpr const char* kEnforceUsage = R"(Usage: tf enforce --gateway G (--cgroup PATH | --unit NAME) [--name N]
        tf enforce --release (--cgroup PATH | --unit NAME)
@@ -98,6 +116,13 @@ int enforce_command(std::span<char*> args) {
         if (type == "enforced") {
             std::printf("%s is under gateway %s as %s\n", cgroup.c_str(), gateway.c_str(),
                         reply.value("agent", "").c_str());
+            if (!trusts_interception(cgroup)) {
+                std::fputs(
+                    "tf enforce: note: no process of the service has SSL_CERT_FILE: its HTTPS requests will not "
+                    "trust the interception CA; give the unit the CA lines of the drop-in "
+                    "(/usr/share/doc/tameflare/examples/tameflare-enforce.conf, docs/recipes.md)\n",
+                    stderr);
+            }
             return kExitOk;
         }
         if (type == "released") {

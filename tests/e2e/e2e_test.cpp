@@ -41,6 +41,7 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kSuite = "bookworm";
 constexpr const char* kUpstreamAddress = "127.0.0.7";
 constexpr const char* kUpstreamPort = "8080";
+constexpr const char* kUpstreamTlsPort = "8443";  // the same upstream over HTTPS, with a certificate of a test CA
 constexpr const char* kSecret = "e2e-secret-7f3a";
 constexpr const char* kMember = "e2e-member";
 // A user in tameflare-member only (created once, by whichever check needs it first).
@@ -71,10 +72,25 @@ const std::string kDaemonConfig = R"({
   "store": { "retention": { "max_age_days": 90, "max_megabytes": 2048 } },
   "proxy": {
     "hosts": { "upstream.test": ["127.0.0.7"] },
-    "allowed_upstreams": ["127.0.0.7"]
+    "allowed_upstreams": ["127.0.0.7"],
+    "upstream_ca_file": "/etc/tameflare/e2e-upstream-ca.pem"
   }
 }
 )";
+
+// The test CA of the HTTPS upstream and its certificate for upstream.test,
+// made inside the container (the daemon verifies the upstream against it).
+const std::string kMakeUpstreamCertificates = R"SH(set -e
+cd /root/e2e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+  -out /etc/tameflare/e2e-upstream-ca.pem -days 2 -subj /CN=e2e-upstream-ca \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr \
+  -subj /CN=upstream.test 2>/dev/null
+printf 'subjectAltName=DNS:upstream.test\nextendedKeyUsage=serverAuth\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA /etc/tameflare/e2e-upstream-ca.pem -CAkey ca.key -CAcreateserial \
+  -out leaf.pem -days 2 -extfile leaf.ext 2>/dev/null
+)SH";
 
 const std::string kGateway = R"({
   "name": "e2e",
@@ -98,8 +114,9 @@ const std::string kGateway = R"({
 
 // A service the daemon did not launch, put under the gateway by the drop-in
 // the package ships as an example (/usr/share/doc/tameflare/examples/
-// tameflare-enforce.conf), that keeps trying an allowed request and a bypass
-// while the daemon restarts.
+// tameflare-enforce.conf), that keeps trying an allowed request, the same
+// over HTTPS (intercepted: it trusts the interception CA only through the
+// drop-in) and a bypass while the daemon restarts.
 const std::string kTrafficUnit = R"([Unit]
 Description=e2e: traffic of an existing service under enforcement
 
@@ -117,7 +134,8 @@ while [ "$(date +%s)" -lt "$end" ]; do
     i=$((i + 1))
     a=$(curl -s -m 2 -o /dev/null -w '%{http_code}' -H "X-E2E-Probe: restart-allowed-$i" http://upstream.test:8080/restart-allowed/$i)
     b=$(curl -s -m 2 --noproxy '*' -o /dev/null -w '%{http_code}' -H "X-E2E-Probe: restart-bypass-$i" http://127.0.0.7:8080/restart-bypass/$i)
-    echo "$i $(date +%s.%N) allowed=$a bypass=$b" >> /root/e2e/traffic.log
+    c=$(curl -s -m 2 -o /dev/null -w '%{http_code}' -H "X-E2E-Probe: restart-https-$i" https://upstream.test:8443/restart-https/$i)
+    echo "$i $(date +%s.%N) allowed=$a bypass=$b https=$c" >> /root/e2e/traffic.log
     sleep 0.1
 done
 )SH";
@@ -346,14 +364,23 @@ protected:
                "sed 's/^Environment=TAMEFLARE_GATEWAY=.*/Environment=TAMEFLARE_GATEWAY=e2e/' "
                "/usr/share/doc/tameflare/examples/tameflare-enforce.conf "
                "> /etc/systemd/system/e2e-traffic.service.d/tameflare.conf && systemctl daemon-reload");
+            const Result certificates = in(kMakeUpstreamCertificates);
+            if (certificates.status != 0) {
+                why = "cannot make the upstream's test certificates: " + certificates.out + certificates.err;
+                return false;
+            }
             const Result upstream = in(std::string("systemd-run --unit=e2e-upstream --service-type=exec "
                                                    "/usr/bin/python3 /root/e2e/upstream.py ") +
                                        kUpstreamAddress + " " + kUpstreamPort + " /root/e2e/upstream.jsonl");
+            const Result upstream_tls = in(std::string("systemd-run --unit=e2e-upstream-tls --service-type=exec "
+                                                       "/usr/bin/python3 /root/e2e/upstream.py ") +
+                                           kUpstreamAddress + " " + kUpstreamTlsPort +
+                                           " /root/e2e/upstream.jsonl /root/e2e/leaf.pem /root/e2e/leaf.key");
             const Result ready =
                 in(std::string("for i in $(seq 50); do curl -sf -o /dev/null -H 'X-E2E-Probe: ready' "
                                "http://") +
                    kUpstreamAddress + ":" + kUpstreamPort + "/ready && exit 0; sleep 0.1; done; exit 1");
-            if (upstream.status != 0 || ready.status != 0) {
+            if (upstream.status != 0 || upstream_tls.status != 0 || ready.status != 0) {
                 why = "the fake upstream did not start: " + quiet("journalctl -u e2e-upstream --no-pager | tail -20");
                 return false;
             }
@@ -725,8 +752,10 @@ TEST_F(SystemdE2E, RestartUnderTrafficLetsNoConnectionEscape) {
     std::istringstream lines(log);
     std::string line;
     int failed_allowed = 0;
+    int https_ok = 0;
     while (std::getline(lines, line)) {
         if (line.find("allowed=200") == std::string::npos) ++failed_allowed;
+        if (line.find("https=200") != std::string::npos) ++https_ok;
         EXPECT_EQ(line.find("bypass=200"), std::string::npos) << "a bypass got an answer from the upstream: " << line;
     }
     std::cout << "[e2e] allowed requests that failed (daemon down, connection refused): " << failed_allowed << "\n";
@@ -737,6 +766,21 @@ TEST_F(SystemdE2E, RestartUnderTrafficLetsNoConnectionEscape) {
         EXPECT_EQ(record.value("auth", nlohmann::json()), bearer())
             << "reached the upstream without passing the proxy: " << record.dump();
     }
+    // HTTPS from the enforced unit: intercepted, and trusted through the drop-in's CA lines (curl reads the
+    // distribution bundle, which the drop-in covers with tameflared's).
+    std::cout << "[e2e] HTTPS requests of the enforced service that succeeded: " << https_ok << "\n";
+    EXPECT_GE(https_ok, 3) << log << quiet("journalctl -u tameflared --no-pager -n 30");
+    const auto https = upstream_requests("restart-https");
+    EXPECT_FALSE(https.empty());
+    for (const auto& record : https) {
+        EXPECT_EQ(record.value("auth", nlohmann::json()), bearer())
+            << "reached the upstream without passing the proxy: " << record.dump();
+    }
+    // The unit got the CA environment too.
+    const std::string environment = quiet("systemctl show -p Environment --value e2e-traffic.service");
+    EXPECT_NE(environment.find("SSL_CERT_FILE=/run/tameflare/ca-bundle.pem"), std::string::npos) << environment;
+    EXPECT_NE(environment.find("-Djavax.net.ssl.trustStore=/run/tameflare/ca-trust.p12"), std::string::npos)
+        << environment;
 }
 
 TEST_F(SystemdE2E, JournalHasStructuredDecisionRecords) {

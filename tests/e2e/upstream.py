@@ -7,14 +7,18 @@ reads the log to tell requests the proxy forwarded (they carry the credential
 the daemon injected) from ones that escaped (they do not, or they are marked
 as bypass attempts and must never arrive at all).
 
-usage: upstream.py ADDRESS PORT LOG
+usage: upstream.py ADDRESS PORT LOG [CERT KEY]
+With CERT and KEY (PEM files) it serves HTTPS: the proxy verifies it against
+the test CA the daemon's upstream_ca_file names.
 """
 import http.server
 import json
+import ssl
 import sys
 import threading
 
 ADDRESS, PORT, LOG = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+CERT, KEY = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
 LOCK = threading.Lock()
 
 
@@ -52,4 +56,9 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 
-Server((ADDRESS, PORT), Handler).serve_forever()
+server = Server((ADDRESS, PORT), Handler)
+if CERT:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(CERT, KEY)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
