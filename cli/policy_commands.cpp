@@ -12,6 +12,7 @@
 #include "policy/engine.h"
 #include "policy/explain.h"
 #include "policy/params.h"
+#include "policy/suggest.h"
 
 #include <getopt.h>
 
@@ -418,13 +419,198 @@ int check_command(std::span<char*> args) {
     return kExitOk;
 }
 
+// ---------------------------------------------------------------------------
+// tf policy suggest: a gateway drafted from its traffic (policy/suggest.h).
+
+constexpr const char* kSuggestUsage = R"(Usage: tf policy suggest --gateway G [--since AGE|TIME] [--agent A]
+                         [--output FILE [--force]] [-c FILE] [--connectors-dir DIR]
+                         [--gateways-dir DIR] [--socket PATH]
+
+Drafts a gateway file from the traffic log of gateway G (best recorded with
+G at enforcement monitor, which lets everything through and records it):
+each connector instance with the actions seen as rules (allow, or
+require_approval where a human was asked), an instance of the shipped
+connector (or of http) for hosts no connector of G served, tcp rules for
+raw destinations, and a comment with counts on each. Everything else of G's
+file is kept; enforcement becomes full. Applied, it allows what was seen and
+nothing more. The traffic comes from tameflared (role viewer); the
+connectors and G's file from the configuration files.
+
+  --gateway G       the gateway (required)
+  --since AGE|TIME  the traffic since then (default 24h; an age such as 90m,
+                    or RFC 3339)
+  --agent A         only agent A's traffic
+  --output FILE     write the draft to FILE (atomically, mode 0644); an
+                    existing FILE is kept unless --force. Default: stdout
+  -c FILE, --connectors-dir DIR, --gateways-dir DIR
+                    the configuration to read (default /etc/tameflare/tameflared.json)
+  --socket PATH     tameflared's API socket
+
+Exit status: 0 drafted, 1 nothing recorded for G, the daemon refused, or the
+files are invalid, 2 usage error, 3 tameflared cannot be reached.
+)";
+
+struct SuggestArgs {
+    std::string gateway;
+    std::string since = "24h";
+    std::string agent;
+    std::string output;
+    bool force = false;
+    std::string socket;
+};
+
+int parse_suggest(std::span<char*> args, CommonOptions& common, SuggestArgs& options) {
+    enum { kSince = 300, kOutput, kForce };
+    const option options_table[] = {
+        {"config", required_argument, nullptr, kConfig},
+        {"connectors-dir", required_argument, nullptr, kConnectorsDir},
+        {"gateways-dir", required_argument, nullptr, kGatewaysDir},
+        {"socket", required_argument, nullptr, kSocket},
+        {"gateway", required_argument, nullptr, kGateway},
+        {"agent", required_argument, nullptr, kAgent},
+        {"since", required_argument, nullptr, kSince},
+        {"output", required_argument, nullptr, kOutput},
+        {"force", no_argument, nullptr, kForce},
+        {"help", no_argument, nullptr, kHelp},
+        {nullptr, 0, nullptr, 0},
+    };
+    optind = 1;
+    int c = 0;
+    while ((c = getopt_long(static_cast<int>(args.size()), args.data(), "c:", options_table, nullptr)) != -1) {
+        switch (c) {
+            case kConfig:
+                common.file = optarg;
+                common.explicit_file = true;
+                break;
+            case kConnectorsDir: common.connector_dirs.emplace_back(optarg); break;
+            case kGatewaysDir: common.gateways_dir = optarg; break;
+            case kSocket: options.socket = optarg; break;
+            case kGateway: options.gateway = optarg; break;
+            case kAgent: options.agent = optarg; break;
+            case kSince: options.since = optarg; break;
+            case kOutput: options.output = optarg; break;
+            case kForce: options.force = true; break;
+            case kHelp: std::fputs(kSuggestUsage, stdout); return -2;
+            default: std::fputs(kSuggestUsage, stderr); return -1;
+        }
+    }
+    const char* problem = nullptr;
+    if (optind != static_cast<int>(args.size())) problem = "unexpected argument";
+    if (options.gateway.empty()) problem = "--gateway G is required";
+    if (options.force && options.output.empty()) problem = "--force goes with --output FILE";
+    if (problem != nullptr) {
+        std::fprintf(stderr, "tf policy suggest: %s\n\n%s", problem, kSuggestUsage);
+        return -1;
+    }
+    return optind;
+}
+
+// The gateway's own file as JSON; null when it has none or it is not one.
+nlohmann::json gateway_file(const policy::Gateway& gateway) {
+    std::ifstream in(gateway.origin);
+    if (!in) return nullptr;
+    return nlohmann::json::parse(in, nullptr, false, true);
+}
+
+// The draft, atomically: FILE.tmp then renamed over FILE (kept unless `force`).
+int write_draft(const std::string& path, const std::string& text, bool force) {
+    const std::filesystem::path target(path);
+    std::error_code error;
+    if (!force && std::filesystem::exists(target, error)) {
+        std::fprintf(stderr, "tf policy suggest: %s exists; give --force to replace it, or another --output FILE\n",
+                     printable(path).c_str());
+        return kExitFailed;
+    }
+    const std::filesystem::path temporary = path + ".tmp";
+    {
+        std::ofstream out(temporary, std::ios::trunc);
+        out << text;
+        out.flush();
+        if (!out) {
+            std::fprintf(stderr, "tf policy suggest: cannot write %s\n", printable(temporary.string()).c_str());
+            return kExitFailed;
+        }
+    }
+    std::filesystem::permissions(temporary, std::filesystem::perms(0644), error);
+    std::filesystem::rename(temporary, target, error);
+    if (error) {
+        std::fprintf(stderr, "tf policy suggest: cannot rename %s to %s: %s\n", printable(temporary.string()).c_str(),
+                     printable(path).c_str(), error.message().c_str());
+        return kExitFailed;
+    }
+    return kExitOk;
+}
+
+int suggest_command(std::span<char*> args) {
+    CommonOptions common;
+    SuggestArgs options;
+    const int first = parse_suggest(args, common, options);
+    if (first == -2) return kExitOk;
+    if (first < 0) return kExitUsage;
+    const auto now = store::Clock::now();
+    store::LogFilter filter;
+    filter.since = store::parse_time(options.since, now);
+    if (!filter.since) {
+        std::fprintf(stderr, "tf policy suggest: --since %s is neither an age (24h, 90m) nor an RFC 3339 time\n",
+                     printable(options.since).c_str());
+        return kExitUsage;
+    }
+    filter.gateway = options.gateway;
+    filter.agent = options.agent;
+    const auto config = load(common);
+    if (!config) return kExitFailed;
+    const policy::Gateway* gateway = config->gateway(options.gateway);
+    if (gateway == nullptr) {
+        std::fprintf(stderr, "tf policy suggest: the configuration has no gateway %s\n",
+                     printable(options.gateway).c_str());
+        return kExitFailed;
+    }
+    return run_with_daemon(
+        DaemonCall{"tf policy suggest", options.socket, common.explicit_file ? common.file.string() : "", false,
+                   "tf policy suggest reads the traffic from tameflared: start it (systemctl start tameflared)"},
+        [&](const ApiClient& client) {
+            const auto rows = member(json_of(client.get(log_target(LogKind::traffic, filter, "json"))), "rows");
+            std::vector<policy::Observation> seen;
+            for (const auto& row : rows) {
+                seen.push_back({text(row, "connector"), text(row, "action"), text(row, "method"), text(row, "host"),
+                                text(row, "path"), text(row, "decision")});
+            }
+            if (seen.empty()) {
+                std::fprintf(stderr,
+                             "tf policy suggest: gateway %s recorded no traffic since %s%s; run its agents with "
+                             "enforcement monitor first (tf gateways set-enforcement %s monitor)\n",
+                             printable(options.gateway).c_str(), printable(options.since).c_str(),
+                             options.agent.empty() ? "" : (" for agent " + printable(options.agent)).c_str(),
+                             printable(options.gateway).c_str());
+                return kExitFailed;
+            }
+            const std::string source = std::to_string(seen.size()) + " traffic records of gateway " + options.gateway +
+                                       (options.agent.empty() ? "" : ", agent " + options.agent) + ", since " +
+                                       store::format_time(*filter.since);
+            const auto draft = policy::suggest_gateway(*config, gateway_file(*gateway), seen,
+                                                       policy::SuggestOptions{options.gateway, source});
+            const std::string text = draft.dump(2) + "\n";
+            if (options.output.empty()) {
+                std::fputs(text.c_str(), stdout);
+                return kExitOk;
+            }
+            const int status = write_draft(options.output, text, options.force);
+            if (status == kExitOk) {
+                std::fprintf(stderr, "tf policy suggest: wrote %s from %zu records; check it with tf policy check\n",
+                             printable(options.output).c_str(), seen.size());
+            }
+            return status;
+        });
+}
+
 }  // namespace
 
 int policy_command(std::span<char*> args) {
     const std::string sub = args.size() > 1 ? args[1] : "";
     if (sub == "check") return check_command(args.subspan(1));
     if (sub == "test") return test_command(args.subspan(1));
-    std::fputs("Usage: tf policy check|test [OPTIONS]\n", stderr);
+    if (sub == "suggest") return suggest_command(args.subspan(1));
+    std::fputs("Usage: tf policy check|test|suggest [OPTIONS]\n", stderr);
     return kExitUsage;
 }
 

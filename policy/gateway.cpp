@@ -44,7 +44,8 @@ bool valid_cidr(const std::string& text) {
 
 std::optional<TcpRule> read_tcp_rule(const JsonNode& node) {
     if (!node.expect_object()) return std::nullopt;
-    node.allow_fields({"host", "cidr", "port"});
+    node.allow_fields({"host", "cidr", "port", "comment"});
+    static_cast<void>(node.string("comment", false));  // free text for people (tf policy suggest writes counts)
     TcpRule rule;
     const std::size_t errors_before = node.reader().error_count();
     rule.host = node.string("host", false).value_or("");
@@ -190,7 +191,8 @@ std::optional<ConnectorInstance> read_instance(
     const std::map<std::string, std::shared_ptr<const ConnectorDef>>& connectors) {
     if (!node.expect_object()) return std::nullopt;
     node.allow_fields({"connector", "credential", "credential_header", "credential_format", "domains", "base_url",
-                       "preset", "rules"});
+                       "preset", "rules", "comment"});
+    static_cast<void>(node.string("comment", false));
     const std::size_t errors_before = node.reader().error_count();
     ConnectorInstance instance;
     instance.name = key;
@@ -264,7 +266,8 @@ std::optional<ConnectorInstance> read_instance(
         for (std::size_t i = 0; i < rules->json().size(); ++i) {
             const JsonNode item = rules->element(i);
             if (!item.expect_object()) continue;
-            item.allow_fields({"action", "decision"});
+            item.allow_fields({"action", "decision", "comment"});
+            static_cast<void>(item.string("comment", false));
             auto pattern = item.string("action", true);
             const auto effect = item.choice("decision", kEffects, true);
             if (!pattern || !effect) continue;
@@ -539,7 +542,8 @@ std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
     if (!root.expect_object()) return nullptr;
     root.allow_fields({"name", "description", "enforcement", "rate_limit", "approval_timeout_seconds", "connectors",
                        "policies", "tcp", "proxy_token_sha256", "launch", "strip_environment", "run_as", "keep_groups",
-                       "unix_sockets", "require_layers", "proc", "filesystem"});
+                       "unix_sockets", "require_layers", "proc", "filesystem", "comment"});
+    static_cast<void>(root.string("comment", false));
     const std::size_t errors_before = root.reader().error_count();
     auto gateway = std::make_shared<Gateway>();
     gateway->origin = root.reader().origin();

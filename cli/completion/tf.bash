@@ -23,7 +23,7 @@ _tf_options() {
         run) echo '--gateway --name --isolation --socket -c --config -h --help' ;;
         enforce) echo '--gateway --cgroup --unit --name --release --socket -c --config -h --help' ;;
         doctor) echo '--gateway --socket -c --config -h --help' ;;
-        policy) echo '--gateway --agent --body --content-type --requests --json --exit-code --socket -c --config --connectors-dir --gateways-dir -h --help' ;;
+        policy) echo '--gateway --agent --body --content-type --requests --json --exit-code --since --output --force --socket -c --config --connectors-dir --gateways-dir -h --help' ;;
         connectors) echo '-c --config --connectors-dir --gateways-dir -h --help' ;;
         vault) echo '--connector --json --socket --state-dir -c --config -h --help' ;;
         traffic) echo "--limit --format --output --force --socket --state-dir -c --config -h --help $filters" ;;
@@ -38,7 +38,7 @@ _tf_verbs() {
         agents) echo 'list show stop' ;;
         approvals) echo 'list show approve deny watch' ;;
         kill-switch) echo 'show on off' ;;
-        policy) echo 'check test' ;;
+        policy) echo 'check test suggest' ;;
         connectors) echo 'list show' ;;
         vault) echo 'set list remove rotate' ;;
         traffic) echo 'query export' ;;

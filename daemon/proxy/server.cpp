@@ -458,6 +458,7 @@ private:
     net::awaitable<std::optional<Sniffed>> peek(std::chrono::milliseconds timeout, bool& timed_out);
     [[nodiscard]] TrafficRecord new_record() const;
     void refuse_connection(const std::string& reason, const std::string& host);
+    void refuse_connection(TrafficRecord record);
     void record_refused_handshake(const error_code& error, bool answered, const std::string& name);
 
     std::shared_ptr<ProxyServer::Impl> impl_;
@@ -1287,8 +1288,13 @@ TrafficRecord Session::new_record() const {
 void Session::refuse_connection(const std::string& reason, const std::string& host) {
     TrafficRecord record = new_record();
     record.host = host;
-    record.decision = "denied";
     record.reason = reason;
+    refuse_connection(std::move(record));
+}
+
+// `record` says what was refused and why; it is recorded as denied, and the connection closed.
+void Session::refuse_connection(TrafficRecord record) {
+    record.decision = "denied";
     impl_->record(std::move(record));
     close_all();
 }
@@ -1414,7 +1420,13 @@ net::awaitable<void> Session::tunnel_tcp(const std::string& name, TcpMatch match
         } else if (match.rule != nullptr) {
             reason = what + where + " goes to an address the proxy may not reach";
         }
-        refuse_connection(reason, target);
+        TrafficRecord refused = new_record();
+        refused.connector = "tcp";  // so that tf policy suggest can draft the tcp rule it lacked
+        refused.action = tls ? "tcp.tls_passthrough" : "tcp.connect";
+        refused.host = target;
+        refused.path = std::to_string(context_.port);
+        refused.reason = reason;
+        refuse_connection(std::move(refused));
         co_return;
     }
     TrafficRecord record = new_record();

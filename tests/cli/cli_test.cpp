@@ -69,6 +69,26 @@ TEST(Tf, UsageErrorsExitTwoAndSayWhatIsMissing) {
     EXPECT_EQ(run({TF_BINARY, "frobnicate"}).status, 2);
 }
 
+TEST(Tf, PolicySuggestRefusesBadArgumentsAndSaysWhy) {
+    const auto no_gateway = run({TF_BINARY, "policy", "suggest", "-c", kExampleConfig});
+    EXPECT_EQ(no_gateway.status, 2);
+    EXPECT_NE(no_gateway.err.find("--gateway G is required"), std::string::npos) << no_gateway.err;
+    const auto force = run({TF_BINARY, "policy", "suggest", "-c", kExampleConfig, "--gateway", "ci", "--force"});
+    EXPECT_EQ(force.status, 2);
+    EXPECT_NE(force.err.find("--force goes with --output FILE"), std::string::npos) << force.err;
+    const auto since =
+        run({TF_BINARY, "policy", "suggest", "-c", kExampleConfig, "--gateway", "ci", "--since", "yesterday"});
+    EXPECT_EQ(since.status, 2);
+    EXPECT_NE(since.err.find("--since yesterday is neither an age"), std::string::npos) << since.err;
+    const auto unknown = run({TF_BINARY, "policy", "suggest", "-c", kExampleConfig, "--gateway", "nope"});
+    EXPECT_EQ(unknown.status, 1);
+    EXPECT_NE(unknown.err.find("the configuration has no gateway nope"), std::string::npos) << unknown.err;
+    // The traffic comes from tameflared: none at this socket.
+    const auto unreachable = run({TF_BINARY, "policy", "suggest", "-c", kExampleConfig, "--gateway", "ci",
+                                  "--socket", "/nonexistent/api.sock"});
+    EXPECT_EQ(unreachable.status, 3) << unreachable.err;
+}
+
 TEST(Tf, ConnectorsListAndShow) {
     const auto list = run({TF_BINARY, "connectors", "list", "-c", kExampleConfig});
     ASSERT_EQ(list.status, 0) << list.err;

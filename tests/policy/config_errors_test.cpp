@@ -860,5 +860,46 @@ TEST(ConfigErrors, AnUnknownLayerOrRunAsOrProcIsRefusedWithTheChoices) {
     expect_refused_gateway(with_github("{}", R"(, "keep_groups": "docker")"), "/keep_groups", "array");
 }
 
+// Issue 22's fields: SDK variables, SSH remotes, encoded slashes, comments.
+TEST(ConfigErrors, ConnectorEnvironmentSshRemotesAndEncodedSlashAreChecked) {
+    const std::string routes = R"([{"method": "GET", "path": "/x", "action": "acme.x.get"}])";
+    expect_refused_connector(
+        acme(routes,
+             R"( "credential": {"header": "Authorization", "format": "Bearer {secret}", "environment": ["1KEY"]},)"),
+        "/credential/environment/0", "invalid environment variable name \"1KEY\"", "OPENAI_API_KEY");
+    expect_refused_connector(
+        acme(
+            routes,
+            R"( "credential": {"header": "Authorization", "format": "Bearer {secret}", "environment": ["TAMEFLARE_X"]},)"),
+        "/credential/environment/0", "is set by the daemon");
+    expect_refused_connector(
+        acme(
+            routes,
+            R"( "credential": {"header": "Authorization", "format": "Bearer {secret}", "environment": ["HTTPS_PROXY"]},)"),
+        "/credential/environment/0", "is set by the daemon");
+    expect_refused_connector(acme(routes, R"( "ssh_remotes": ["git.acme.test"],)"), "/ssh_remotes/0",
+                             "is not one of the connector's domains", "domains");
+    expect_refused_connector(acme(routes, R"( "encoded_slash": "split",)"), "/encoded_slash", "split");
+    // And the good spellings load.
+    const auto good =
+        load_connector(acme(routes, R"( "credential": {"header": "Authorization", "format": "Bearer {secret}",
+        "environment": ["ACME_API_KEY"]}, "ssh_remotes": ["api.acme.test"], "encoded_slash": "separator",)"));
+    EXPECT_TRUE(good.ok()) << format_errors(good.errors);
+}
+
+TEST(ConfigErrors, ACommentMustBeText) {
+    expect_refused_gateway(R"({"name": "bot", "comment": 7, "connectors": {}})", "/comment", "string");
+    expect_refused_gateway(
+        with_github(R"({"rules": [{"action": "github.pr.list", "decision": "allow", "comment": []}]})"),
+        "/connectors/github/rules/0/comment", "string");
+    expect_refused_gateway(with_github(R"({"comment": {}})"), "/connectors/github/comment", "string");
+    expect_refused_gateway(with_github("{}", R"(, "tcp": [{"host": "db.test", "port": 5432, "comment": false}])"),
+                           "/tcp/0/comment", "string");
+    const auto good = load_gateway(with_github(
+        R"({"comment": "c", "rules": [{"action": "github.pr.list", "decision": "allow", "comment": "seen 2 times"}]})",
+        R"(, "comment": "drafted", "tcp": [{"host": "db.test", "port": 5432, "comment": "seen once"}])"));
+    EXPECT_TRUE(good.ok()) << format_errors(good.errors);
+}
+
 }  // namespace
 }  // namespace tameflare::policy

@@ -497,6 +497,48 @@ TEST_P(AgentsTest, AMonitoredAgentsUnlistedNamesAreResolvedForwardedAndRecorded)
         << daemon_->log();
 }
 
+// The loop an admin runs: record a monitored session, draft a policy from it
+// with one command, apply it at full, replay: what was seen passes, anything
+// new is denied.
+TEST_P(AgentsTest, APolicyDraftedFromAMonitoredSessionAllowsItAndNothingMore) {
+    const std::string port = std::to_string(upstream_.port());
+    const auto requests = [&](const std::string& name, const std::vector<std::string>& lines) {
+        std::string script;
+        for (const auto& line : lines) script += "curl -s -o /dev/null -w '%{http_code} ' " + line + "; ";
+        return run(tf_run({"/bin/sh", "-c", script}, name, "watch"));
+    };
+    const std::vector<std::string> session{"http://plain.test:" + port + "/status/200",
+                                           "http://unlisted.test:" + port + "/simple/tfdemo/",
+                                           "-X PUT http://unlisted.test:" + port + "/upload"};
+    const Result watched = requests("recorded", session);
+    EXPECT_EQ(watched.out, "200 200 200 ") << watched.err << daemon_->log();
+    ASSERT_NE(record_line(*daemon_, {"AGENT=recorded", "ACTION=http.unknown", "METHOD=PUT", "OUTCOME=would_deny"}), "")
+        << daemon_->log();
+
+    const fs::path draft = dir_.path() / "gateways.d" / "watch.json";
+    const Result suggested = run({TF_BINARY, "policy", "suggest", "--gateway", "watch", "--since", "1h", "-c",
+                                  (dir_.path() / "tameflared.json").string(), "--socket",
+                                  (dir_.path() / "run" / "api.sock").string(), "--output", draft.string(), "--force"});
+    ASSERT_EQ(suggested.status, 0) << suggested.err;
+    const auto text = run({"/bin/cat", draft.string()}).out;
+    const Result checked = run({TF_BINARY, "policy", "check", "-c", (dir_.path() / "tameflared.json").string()});
+    EXPECT_EQ(checked.status, 0) << checked.out << checked.err << text;
+    const auto drafted = nlohmann::json::parse(text);
+    EXPECT_EQ(drafted["enforcement"], "full") << text;
+    EXPECT_TRUE(drafted["connectors"].contains("http-unlisted-test")) << text;
+
+    const std::size_t mark = daemon_->log().size();
+    daemon_->process().signal(SIGHUP);
+    ASSERT_TRUE(daemon_->wait_for_log("configuration reloaded")) << daemon_->log().substr(mark);
+    const Result replayed = requests("replayed", session);
+    EXPECT_EQ(replayed.out, "200 200 200 ") << replayed.err << daemon_->log().substr(mark);
+    // Anything new: another method on a seen host, a host never seen (which the DNS stub now refuses: 000).
+    const Result fresh = requests(
+        "fresh", {"-X DELETE http://plain.test:" + port + "/status/200",
+                  "-X POST http://unlisted.test:" + port + "/simple/tfdemo/", "http://other.test:" + port + "/"});
+    EXPECT_EQ(fresh.out, "403 403 000 ") << fresh.err << text;
+}
+
 // An SDK finds its key variable set, to a placeholder (the proxy puts the
 // vault's credential on the wire); git takes github.com's SSH remotes over
 // HTTPS; and SSH itself is refused with a reason that says what to use.
@@ -787,6 +829,8 @@ TEST_P(AgentsTest, AnExistingCgroupCanBePutUnderAGatewayAndReleased) {
     result = run(enforce({"--gateway", "one", "--name", "runner"}));
     ASSERT_EQ(result.status, 0) << result.err << daemon_->log();
     EXPECT_NE(result.out.find("under gateway one as runner"), std::string::npos);
+    // No process of it has the drop-in's CA lines: tf enforce says what its HTTPS requests will lack.
+    EXPECT_NE(result.err.find("will not trust the interception CA"), std::string::npos) << result.err;
     EXPECT_EQ(in_service().out, "200 403 ");  // the canary's address is not a host the gateway serves
     EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection from an enforced service";
     // A process of an enforced service cannot reach the REST socket; one whose socket was made before it joined the
