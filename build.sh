@@ -162,6 +162,8 @@ install_node() {
 run_tests() {
   install_deps
   install_node
+  log "installing the SDKs the agent tests run (tests/sdk, from its lockfile)"
+  npm ci --prefix tests/sdk --no-audit --no-fund --loglevel=error
   log "building"
   configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
   log "unit and command-line tests"

@@ -92,13 +92,13 @@ protected:
             << cgroup_root_.string() << R"(", "bpf_pin_dir": ")" << pins_.string() << R"(", "isolation": ")"
             << GetParam() << R"("},
                   "proxy": {"transparent_listen": "127.0.0.1:0", "explicit_listen": "127.0.0.1:0",
-                            "system_resolver": false, "allowed_upstreams": ["127.0.0.1", "127.0.0.14"],
+                            "system_resolver": false, "allowed_upstreams": ["127.0.0.1", "127.0.0.14", "127.0.0.15"],
                             "upstream_ca_file": ")"
             << test_ca_.ca_file().string() << R"(",
                             "hosts": {"plain.test": ["127.0.0.1"], "unlisted.test": ["127.0.0.1"],
                                       "github.com": ["127.0.0.1"], "pypi.org": ["127.0.0.14"],
                                       "files.pythonhosted.org": ["127.0.0.14"], "upload.pypi.org": ["127.0.0.14"],
-                                      "registry.npmjs.org": ["127.0.0.14"]}},
+                                      "registry.npmjs.org": ["127.0.0.14"], "api.openai.com": ["127.0.0.15"]}},
                   "dbus": {"address": "unix:path=)"
             << (dir_.path() / "bus.sock").string() << R"("}})";
         // Gateway one lists tameflared's own sockets and the system bus among its unix sockets: they stay
@@ -124,7 +124,8 @@ protected:
         std::ofstream(dir_.path() / "gateways.d" / "build.json") << R"({"name": "build",
                    "filesystem": {"write": [")" << (dir_.path() / "shared").string()
                                                                  << R"("]},
-                   "connectors": {"pypi": {"preset": "read_only"}, "npm": {"preset": "read_only"}}})";
+                   "connectors": {"pypi": {"preset": "read_only"}, "npm": {"preset": "read_only"},
+                                  "openai": {"credential": "openai-key", "preset": "read_only"}}})";
         // Gateway two runs root's agents as nobody, with root's groups dropped but one.
         std::ofstream(dir_.path() / "gateways.d" / "two.json") << R"({"name": "two", "run_as": "nobody",
                    "keep_groups": ["nogroup"],
@@ -642,6 +643,46 @@ TEST_P(AgentsTest, PipAndNpmInstallThroughTheRegistryConnectorsAndCannotPublish)
     EXPECT_NE(seen.find("GET /tfdemo/-/tfdemo-1.0.0.tgz "), std::string::npos) << seen;
     EXPECT_EQ(seen.find("PUT /tfdemo"), std::string::npos) << seen;
     EXPECT_EQ(seen.find("POST /legacy/"), std::string::npos) << seen;
+}
+
+// The OpenAI SDK (from npm, as an agent would bundle it) starts with the
+// placeholder in OPENAI_API_KEY, and its request reaches the service with the
+// vault's key, which the agent never held.
+TEST_P(AgentsTest, AnSdkRunsOnAPlaceholderAndItsRequestCarriesTheVaultsKey) {
+    const fs::path sdk = fs::path(TF_SOURCE_DIR) / "tests" / "sdk";
+    ASSERT_TRUE(fs::exists(sdk / "node_modules" / "openai" / "package.json"))
+        << "the SDK is not installed: build.sh test does it (npm ci --prefix tests/sdk)";
+    // Where agents can read it (a checkout in /tmp is not: agents have a /tmp of their own).
+    const fs::path copy = dir_.path() / "sdk";
+    fs::create_directories(copy / "node_modules");
+    fs::copy(sdk / "node_modules", copy / "node_modules", fs::copy_options::recursive);
+    fs::copy_file(sdk / "openai_models.js", copy / "openai_models.js");
+    TestUpstream openai(
+        {.address = "127.0.0.15", .tls = test_ca_.issue({"api.openai.com"}, {}, dir_.path(), "openai")});
+    const Result vault =
+        run({"/bin/sh", "-c",
+             "printf sk-vault-openai-7f3a | \"$0\" vault set openai-key --connector openai --socket \"$1\"", TF_BINARY,
+             (dir_.path() / "run" / "api.sock").string()});
+    ASSERT_EQ(vault.status, 0) << vault.out << vault.err;
+
+    const Result agent =
+        run(tf_run({"/usr/bin/env", "OPENAI_BASE_URL=https://api.openai.com:" + std::to_string(openai.port()) + "/v1",
+                    "/usr/bin/node", (copy / "openai_models.js").string(), (copy / "node_modules" / "openai").string()},
+                   "sdk", "build"));
+    EXPECT_EQ(agent.status, 0) << agent.out << agent.err << daemon_->log();
+    EXPECT_NE(agent.out.find("\"ok\":true"), std::string::npos) << agent.out;
+    const auto requests = openai.requests();
+    ASSERT_EQ(requests.size(), 1U);
+    const auto& seen = requests[0];
+    EXPECT_EQ(seen.target, "/v1/models");
+    std::string authorization;
+    for (const auto& [name, value] : seen.headers) {
+        if (name == "authorization" || name == "Authorization") authorization = value;
+    }
+    EXPECT_EQ(authorization, "Bearer sk-vault-openai-7f3a")
+        << "the proxy put the vault's key in place of the placeholder";
+    EXPECT_NE(record_line(*daemon_, {"AGENT=sdk", "ACTION=openai.model.list", "OUTCOME=allowed"}), "")
+        << daemon_->log();
 }
 
 // Java reads no PEM bundle: agents get the CA bundle as a PKCS#12 trust
