@@ -11,27 +11,41 @@
 # the staging check below refuses a package with anything under /usr/local.
 
 # --- /etc/tameflare -----------------------------------------------------------
-# The example gateways, without the explicit-proxy token hash: the example
-# token is published in the README, so a shipped hash would let any local user
-# select the gateway on the explicit proxy.
+# One minimal, commented gateway (packaging/gateways.d); the example gateways
+# go to the documentation (below), not live. Both without the explicit-proxy
+# token hash: the example token is published in the README, so a shipped hash
+# would let any local user select the gateway on the explicit proxy.
 set(TF_PACKAGE_ETC_STAGE "${PROJECT_BINARY_DIR}/packaging/etc")
-file(REMOVE_RECURSE "${TF_PACKAGE_ETC_STAGE}")
-file(MAKE_DIRECTORY "${TF_PACKAGE_ETC_STAGE}/gateways.d" "${TF_PACKAGE_ETC_STAGE}/connectors.d")
+set(TF_PACKAGE_EXAMPLES_STAGE "${PROJECT_BINARY_DIR}/packaging/examples/gateways")
+file(REMOVE_RECURSE "${TF_PACKAGE_ETC_STAGE}" "${TF_PACKAGE_EXAMPLES_STAGE}")
+file(MAKE_DIRECTORY "${TF_PACKAGE_ETC_STAGE}/gateways.d" "${TF_PACKAGE_ETC_STAGE}/connectors.d"
+     "${TF_PACKAGE_EXAMPLES_STAGE}")
 configure_file("${PROJECT_SOURCE_DIR}/packaging/tameflared.json" "${TF_PACKAGE_ETC_STAGE}/tameflared.json" COPYONLY)
 set(TF_PACKAGE_CONFFILES "/etc/tameflare/tameflared.json")
-file(GLOB TF_PACKAGE_GATEWAYS CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/examples/gateways.d/*.json")
+function(tf_stage_gateway source destination)
+  set_property(DIRECTORY "${PROJECT_SOURCE_DIR}" APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${source}")
+  file(READ "${source}" text)
+  string(REGEX REPLACE "\n[ \t]*\"proxy_token_sha256\"[ \t]*:[ \t]*\"[0-9a-f]*\"[ \t]*," "" text "${text}")
+  if(text MATCHES "proxy_token_sha256")
+    message(FATAL_ERROR "packaging: cannot strip proxy_token_sha256 from ${source}; keep it on its own line")
+  endif()
+  file(WRITE "${destination}" "${text}")
+endfunction()
+file(GLOB TF_PACKAGE_GATEWAYS CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/packaging/gateways.d/*.json")
 list(SORT TF_PACKAGE_GATEWAYS)
 foreach(gateway IN LISTS TF_PACKAGE_GATEWAYS)
   get_filename_component(name "${gateway}" NAME)
-  set_property(DIRECTORY "${PROJECT_SOURCE_DIR}" APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${gateway}")
-  file(READ "${gateway}" text)
-  string(REGEX REPLACE "\n[ \t]*\"proxy_token_sha256\"[ \t]*:[ \t]*\"[0-9a-f]*\"[ \t]*," "" text "${text}")
-  if(text MATCHES "proxy_token_sha256")
-    message(FATAL_ERROR "packaging: cannot strip proxy_token_sha256 from ${gateway}; keep it on its own line")
-  endif()
-  file(WRITE "${TF_PACKAGE_ETC_STAGE}/gateways.d/${name}" "${text}")
+  tf_stage_gateway("${gateway}" "${TF_PACKAGE_ETC_STAGE}/gateways.d/${name}")
   list(APPEND TF_PACKAGE_CONFFILES "/etc/tameflare/gateways.d/${name}")
 endforeach()
+file(GLOB TF_PACKAGE_EXAMPLE_GATEWAYS CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/examples/gateways.d/*.json")
+list(SORT TF_PACKAGE_EXAMPLE_GATEWAYS)
+foreach(gateway IN LISTS TF_PACKAGE_EXAMPLE_GATEWAYS)
+  get_filename_component(name "${gateway}" NAME)
+  tf_stage_gateway("${gateway}" "${TF_PACKAGE_EXAMPLES_STAGE}/${name}")
+endforeach()
+install(DIRECTORY "${TF_PACKAGE_EXAMPLES_STAGE}/" DESTINATION "${CMAKE_INSTALL_DOCDIR}/examples/gateways"
+        FILES_MATCHING PATTERN "*.json")
 
 # /etc for prefix /usr (and /), <prefix>/etc otherwise, decided at install
 # time (as GNUInstallDirs decides CMAKE_INSTALL_FULL_SYSCONFDIR), so that

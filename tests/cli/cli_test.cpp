@@ -64,7 +64,7 @@ TEST(Tf, UsageErrorsExitTwoAndSayWhatIsMissing) {
     const auto unknown_gateway =
         run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "--gateway", "nope", "GET https://api.github.com/"});
     EXPECT_EQ(unknown_gateway.status, 2);
-    EXPECT_NE(unknown_gateway.err.find("configured: ci, dev-bot, payments-bot"), std::string::npos)
+    EXPECT_NE(unknown_gateway.err.find("configured: aider, ci, claude-code, codex, dev-bot, github-runner, gitlab-runner, payments-bot"), std::string::npos)
         << unknown_gateway.err;
     EXPECT_EQ(run({TF_BINARY, "frobnicate"}).status, 2);
 }

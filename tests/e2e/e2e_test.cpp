@@ -467,7 +467,9 @@ TEST_F(SystemdE2E, PackageHasTheFhsLayoutDependsAndMaintainerScripts) {
          {"./usr/sbin/tameflared", "./usr/bin/tf", "./usr/share/tameflare/connectors/github.json",
           "./usr/share/bash-completion/completions/tf", "./usr/share/doc/tameflare/README.md",
           "./usr/share/doc/tameflare/docs/api.md", "./etc/tameflare/tameflared.json",
-          "./etc/tameflare/gateways.d/dev-bot.json", "./etc/tameflare/connectors.d/",
+          "./etc/tameflare/gateways.d/agents.json", "./etc/tameflare/connectors.d/",
+          "./usr/share/doc/tameflare/examples/gateways/dev-bot.json",
+          "./usr/share/doc/tameflare/examples/gateways/github-runner.json",
           "./usr/share/dbus-1/system.d/com.tameflare.Daemon1.conf",
           // systemd/ (the service-integration work):
           "./usr/lib/systemd/system/tameflared.service", "./usr/lib/systemd/system/tameflared-api.socket",
@@ -476,8 +478,11 @@ TEST_F(SystemdE2E, PackageHasTheFhsLayoutDependsAndMaintainerScripts) {
         EXPECT_NE(contents.out.find(std::string(path) + "\n"), std::string::npos) << "the package lacks " << path;
     }
     EXPECT_EQ(contents.out.find("./usr/local/"), std::string::npos) << contents.out;
-    // The shipped gateways carry no explicit-proxy token hash (the example token is public).
-    EXPECT_EQ(read_file(root_ / "etc" / "tameflare" / "gateways.d" / "dev-bot.json").find("proxy_token_sha256"),
+    // The example gateways are documentation, not live; none carries the explicit-proxy token hash (the example
+    // token is public).
+    EXPECT_FALSE(fs::exists(root_ / "etc" / "tameflare" / "gateways.d" / "dev-bot.json"));
+    EXPECT_EQ(read_file(root_ / "usr" / "share" / "doc" / "tameflare" / "examples" / "gateways" / "dev-bot.json")
+                  .find("proxy_token_sha256"),
               std::string::npos);
     const Result control = run({"dpkg-deb", "--ctrl-tarfile", deb_.string()});
     for (const char* member : {"./conffiles", "./postinst", "./prerm", "./postrm"}) {
@@ -489,7 +494,8 @@ TEST_F(SystemdE2E, PackageHasTheFhsLayoutDependsAndMaintainerScripts) {
     const std::string conffiles =
         run({"sh", "-c", "dpkg-deb --ctrl-tarfile " + shell_quote(deb_.string()) + " | tar -xO ./conffiles"}).out;
     EXPECT_NE(conffiles.find("/etc/tameflare/tameflared.json\n"), std::string::npos) << conffiles;
-    EXPECT_NE(conffiles.find("/etc/tameflare/gateways.d/ci.json\n"), std::string::npos) << conffiles;
+    EXPECT_NE(conffiles.find("/etc/tameflare/gateways.d/agents.json\n"), std::string::npos) << conffiles;
+    EXPECT_EQ(conffiles.find("/etc/tameflare/gateways.d/ci.json\n"), std::string::npos) << conffiles;
 }
 
 TEST_F(SystemdE2E, InstallsWithoutSystemdAsPid1) {
@@ -519,7 +525,11 @@ TEST_F(SystemdE2E, BootsAndReinstallsOnTheRunningSystem) {
 TEST_F(SystemdE2E, ShippedConfigurationIsValid) {
     const Result check = in("tameflared --check-config");
     EXPECT_EQ(check.status, 0) << check.out << check.err;
-    EXPECT_NE((check.out + check.err).find("dev-bot"), std::string::npos) << check.out << check.err;
+    EXPECT_NE((check.out + check.err).find("gateway agents"), std::string::npos) << check.out << check.err;
+    // The examples in the documentation load against the installed connectors, as an admin copies them.
+    const Result examples =
+        in("tameflared --check-config --gateways-dir /usr/share/doc/tameflare/examples/gateways");
+    EXPECT_EQ(examples.status, 0) << examples.out << examples.err;
     const Result verify =
         in("systemd-analyze verify /usr/lib/systemd/system/tameflared.service "
            "/usr/lib/systemd/system/tameflared-api.socket 2>&1");
