@@ -64,7 +64,9 @@ TEST(Tf, UsageErrorsExitTwoAndSayWhatIsMissing) {
     const auto unknown_gateway =
         run({TF_BINARY, "policy", "test", "-c", kExampleConfig, "--gateway", "nope", "GET https://api.github.com/"});
     EXPECT_EQ(unknown_gateway.status, 2);
-    EXPECT_NE(unknown_gateway.err.find("configured: aider, ci, claude-code, codex, dev-bot, github-runner, gitlab-runner, payments-bot"), std::string::npos)
+    EXPECT_NE(unknown_gateway.err.find(
+                  "configured: aider, ci, claude-code, codex, dev-bot, github-runner, gitlab-runner, payments-bot"),
+              std::string::npos)
         << unknown_gateway.err;
     EXPECT_EQ(run({TF_BINARY, "frobnicate"}).status, 2);
 }
@@ -84,8 +86,8 @@ TEST(Tf, PolicySuggestRefusesBadArgumentsAndSaysWhy) {
     EXPECT_EQ(unknown.status, 1);
     EXPECT_NE(unknown.err.find("the configuration has no gateway nope"), std::string::npos) << unknown.err;
     // The traffic comes from tameflared: none at this socket.
-    const auto unreachable = run({TF_BINARY, "policy", "suggest", "-c", kExampleConfig, "--gateway", "ci",
-                                  "--socket", "/nonexistent/api.sock"});
+    const auto unreachable = run(
+        {TF_BINARY, "policy", "suggest", "-c", kExampleConfig, "--gateway", "ci", "--socket", "/nonexistent/api.sock"});
     EXPECT_EQ(unreachable.status, 3) << unreachable.err;
 }
 

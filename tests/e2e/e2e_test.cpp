@@ -527,8 +527,7 @@ TEST_F(SystemdE2E, ShippedConfigurationIsValid) {
     EXPECT_EQ(check.status, 0) << check.out << check.err;
     EXPECT_NE((check.out + check.err).find("gateway agents"), std::string::npos) << check.out << check.err;
     // The examples in the documentation load against the installed connectors, as an admin copies them.
-    const Result examples =
-        in("tameflared --check-config --gateways-dir /usr/share/doc/tameflare/examples/gateways");
+    const Result examples = in("tameflared --check-config --gateways-dir /usr/share/doc/tameflare/examples/gateways");
     EXPECT_EQ(examples.status, 0) << examples.out << examples.err;
     const Result verify =
         in("systemd-analyze verify /usr/lib/systemd/system/tameflared.service "
