@@ -211,7 +211,8 @@ private:
 };
 
 // The response to a well-formed query (empty once the stub stopped). The
-// only place a name can reach the resolver, and only when it is allowed.
+// only place a name can reach the resolver, and only when it is allowed or
+// the stub answers unlisted names (a monitor or soft gateway's).
 net::awaitable<std::vector<std::uint8_t>> respond(State& state, dns::Query query) {
     if (!state.is_allowed(query.question.name)) {
         const bool answer = state.answer_unlisted.load();
