@@ -129,7 +129,7 @@ lint() {
   log "clang-format"
   git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run -Werror
   log "clang-tidy"
-  git ls-files 'policy/*.cpp' 'daemon/*.cpp' 'cli/*.cpp' 'bpf/*.cpp' 'netns/*.cpp' 'dbus/*.cpp' |
+  git ls-files 'common/*.cpp' 'policy/*.cpp' 'daemon/*.cpp' 'cli/*.cpp' 'bpf/*.cpp' 'netns/*.cpp' 'dbus/*.cpp' |
     xargs -P "$JOBS" -n 1 clang-tidy -p build --quiet 2>/dev/null
 }
 

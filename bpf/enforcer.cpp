@@ -1,7 +1,7 @@
 #include "bpf/enforcer.h"
 
 #include "bpf/tameflare.h"
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 #include "tameflare.skel.h"
 
 #include <arpa/inet.h>

@@ -17,7 +17,7 @@
 // kernel has).
 #pragma once
 
-#include "daemon/proxy/address_policy.h"
+#include "common/address.h"
 
 #include <cstdint>
 #include <filesystem>

@@ -7,8 +7,8 @@
 #include "cli/commands.h"
 #include "cli/daemon_call.h"
 #include "cli/output.h"
+#include "common/unique_fd.h"
 #include "daemon/store/query.h"
-#include "daemon/unique_fd.h"
 
 #include <getopt.h>
 #include <poll.h>

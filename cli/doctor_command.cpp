@@ -3,7 +3,7 @@
 // ways out and reports each enforcement property as PASS or FAIL.
 #include "cli/commands.h"
 #include "cli/launch_client.h"
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 #include "netns/cgroup.h"
 
 // Before ldns: its common.h defines `bool` as a macro when the compiler is clang.

@@ -1,7 +1,7 @@
 // The client side of tameflared's launch socket, shared by tf run and tf enforce.
 #pragma once
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 
 #include <optional>
 #include <string>

@@ -4,7 +4,7 @@
 // agent's.
 #include "cli/commands.h"
 #include "cli/launch_client.h"
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 #include "netns/launch_protocol.h"
 
 #include <fcntl.h>

@@ -9,10 +9,10 @@
 #include "cli/daemon_call.h"
 #include "cli/output.h"
 
+#include "common/unique_fd.h"
 #include "daemon/store/audit.h"
 #include "daemon/store/database.h"
 #include "daemon/store/query.h"
-#include "daemon/unique_fd.h"
 #include "daemon/vault/vault_crypto.h"
 
 #include <fcntl.h>

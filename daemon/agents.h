@@ -5,8 +5,8 @@
 // redirected connection.
 #pragma once
 
+#include "common/unique_fd.h"
 #include "daemon/proxy/interfaces.h"
-#include "daemon/unique_fd.h"
 #include "policy/config.h"
 
 #include <sys/types.h>

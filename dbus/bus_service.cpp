@@ -1,12 +1,12 @@
 #include "dbus/bus_service.h"
 
+#include "common/unique_fd.h"
 #include "daemon/agents.h"
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
 #include "daemon/log.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/store/query.h"
-#include "daemon/unique_fd.h"
 #include "netns/cgroup.h"
 #include "policy/config.h"
 

@@ -2,7 +2,7 @@
 // opening cgroups, listing, killing and removing what lives in them.
 #pragma once
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 
 #include <sys/types.h>
 

@@ -4,7 +4,7 @@
 // purpose: anything unusual is dropped (parse_query) or refused.
 #pragma once
 
-#include "daemon/proxy/address_policy.h"
+#include "common/address.h"
 
 #include <cstdint>
 #include <optional>

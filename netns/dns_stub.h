@@ -8,9 +8,9 @@
 // destination against the name the agent sent.
 #pragma once
 
+#include "common/unique_fd.h"
 #include "daemon/proxy/asio.h"
 #include "daemon/proxy/resolver.h"
-#include "daemon/unique_fd.h"
 #include "netns/dns_message.h"
 
 #include <chrono>

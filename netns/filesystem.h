@@ -4,7 +4,7 @@
 // goes with them. spawn() turns the result into mounts (SpawnOptions).
 #pragma once
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 #include "netns/landlock.h"
 #include "policy/filesystem.h"
 

@@ -1,6 +1,6 @@
 #include "netns/landlock.h"
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 
 #include <fcntl.h>
 #include <linux/landlock.h>

@@ -11,7 +11,7 @@
 // message's. tf run going away ends the agent.
 #pragma once
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 
 #include <sys/types.h>
 
@@ -22,7 +22,7 @@
 
 namespace tameflare::netns {
 
-inline constexpr std::size_t kMaxLaunchMessage = 256 * 1024;  // argv and environment together
+inline constexpr std::size_t kMaxLaunchMessage = std::size_t{256} * 1024;  // argv and environment together
 inline constexpr std::size_t kMaxLaunchFds = 4;
 
 struct Message {

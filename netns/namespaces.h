@@ -2,8 +2,8 @@
 // daemon makes inside them or in its own namespace.
 #pragma once
 
-#include "daemon/proxy/address_policy.h"
-#include "daemon/unique_fd.h"
+#include "common/address.h"
+#include "common/unique_fd.h"
 
 #include <cstdint>
 #include <exception>

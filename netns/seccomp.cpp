@@ -1,6 +1,6 @@
 #include "netns/seccomp.h"
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 
 #include <linux/seccomp.h>
 #include <sched.h>

@@ -4,7 +4,7 @@
 // capabilities, with no_new_privs, and in a Landlock domain.
 #pragma once
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 #include "netns/landlock.h"
 #include "netns/seccomp.h"
 

@@ -5,7 +5,7 @@
 // the cgroup of SO_PEERPIDFD). docs/api.md is the reference.
 #pragma once
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 
 #include <sys/types.h>
 

@@ -6,23 +6,12 @@
 // IPv4 address they carry.
 #pragma once
 
-#include <array>
-#include <cstdint>
-#include <optional>
-#include <string>
+#include "common/address.h"
+
 #include <string_view>
 #include <vector>
 
 namespace tameflare::proxy {
-
-struct IpAddress {
-    std::array<std::uint8_t, 16> bytes{};  // IPv4 in the first 4 bytes
-    bool v4 = false;
-
-    static std::optional<IpAddress> parse(std::string_view text);
-    [[nodiscard]] std::string to_string() const;
-    [[nodiscard]] bool operator==(const IpAddress&) const = default;
-};
 
 enum class AddressClass {
     global,       // ordinary public unicast
@@ -37,28 +26,9 @@ enum class AddressClass {
 
 std::string_view to_string(AddressClass value) noexcept;
 
-// An address and a port.
-struct Endpoint {
-    IpAddress address;
-    std::uint16_t port = 0;
-    // "127.0.0.1:15080" or "[::1]:15080".
-    static std::optional<Endpoint> parse(std::string_view text);
-    [[nodiscard]] std::string to_string() const;
-    [[nodiscard]] bool operator==(const Endpoint&) const = default;
-};
-
 // The class of an address; IPv6 forms that carry an IPv4 address are judged
 // by that address.
 AddressClass classify(const IpAddress& address);
-
-struct Cidr {
-    IpAddress network;
-    unsigned prefix = 0;
-
-    // "10.1.0.0/16", "fd00::/8", or a single address ("127.0.0.7").
-    static std::optional<Cidr> parse(std::string_view text);
-    [[nodiscard]] bool contains(const IpAddress& address) const;
-};
 
 // Global addresses are always allowed; any other needs a configured CIDR
 // that contains it (an IPv4 CIDR also covers the IPv6 forms that carry it).

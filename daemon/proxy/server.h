@@ -12,10 +12,10 @@
 // costs memory, not a thread.
 #pragma once
 
+#include "common/unique_fd.h"
 #include "daemon/proxy/address_policy.h"
 #include "daemon/proxy/certificate_authority.h"
 #include "daemon/proxy/interfaces.h"
-#include "daemon/unique_fd.h"
 #include "policy/config.h"
 #include "policy/engine.h"
 

@@ -1,7 +1,7 @@
 #include "daemon/store/database.h"
 
+#include "common/unique_fd.h"
 #include "daemon/store/schema.h"
-#include "daemon/unique_fd.h"
 
 #include <fcntl.h>
 #include <sqlite3.h>

@@ -4,7 +4,7 @@
 // kernel drops the lock when the holder exits, even after kill -9.
 #pragma once
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 
 #include <filesystem>
 #include <optional>

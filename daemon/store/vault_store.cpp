@@ -1,6 +1,6 @@
 #include "daemon/store/vault_store.h"
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 
 #include "daemon/log.h"
 

@@ -1,6 +1,6 @@
 #include "daemon/vault/vault_crypto.h"
 
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>

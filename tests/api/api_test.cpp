@@ -5,8 +5,8 @@
 // server answers.
 #include <utility>  // before Asio: Boost 1.74's Asio needs it with C++20
 
+#include "common/unique_fd.h"
 #include "daemon/api/api_server.h"
-#include "daemon/unique_fd.h"
 #include "tests/support/daemon_process.h"
 #include "tests/support/run_as.h"
 #include "tests/support/subprocess.h"

@@ -8,7 +8,7 @@
 #include <utility>  // before Asio: Boost 1.74's Asio needs it with C++20
 
 #include "bpf/enforcer.h"
-#include "daemon/unique_fd.h"
+#include "common/unique_fd.h"
 #include "netns/cgroup.h"
 #include "tests/support/daemon_process.h"
 #include "tests/support/run_as.h"
