@@ -146,6 +146,20 @@ bool files_given(const CommonOptions& common) {
     return common.explicit_file || !common.connector_dirs.empty() || !common.gateways_dir.empty();
 }
 
+// -c FILE, --connectors-dir DIR, --gateways-dir DIR into `common`; false
+// for any other option.
+bool take_file_option(int c, CommonOptions& common) {
+    switch (c) {
+        case kConfig:
+            common.file = optarg;
+            common.explicit_file = true;
+            return true;
+        case kConnectorsDir: common.connector_dirs.emplace_back(optarg); return true;
+        case kGatewaysDir: common.gateways_dir = optarg; return true;
+        default: return false;
+    }
+}
+
 // Parses options shared by every sub-command plus the test ones; returns the
 // index of the first positional argument, -2 after --help, or -1 after
 // printing an error.
@@ -154,13 +168,8 @@ int parse(std::span<char*> args, CommonOptions& common, TestOptions& test, const
     int c = 0;
     const int argc = static_cast<int>(args.size());
     while ((c = getopt_long(argc, args.data(), "c:", kOptions, nullptr)) != -1) {
+        if (take_file_option(c, common)) continue;
         switch (c) {
-            case kConfig:
-                common.file = optarg;
-                common.explicit_file = true;
-                break;
-            case kConnectorsDir: common.connector_dirs.emplace_back(optarg); break;
-            case kGatewaysDir: common.gateways_dir = optarg; break;
             case kSocket: test.socket = optarg; break;
             case kGateway: test.gateway = optarg; break;
             case kAgent:
@@ -477,13 +486,8 @@ int parse_suggest(std::span<char*> args, CommonOptions& common, SuggestArgs& opt
     optind = 1;
     int c = 0;
     while ((c = getopt_long(static_cast<int>(args.size()), args.data(), "c:", options_table, nullptr)) != -1) {
+        if (take_file_option(c, common)) continue;
         switch (c) {
-            case kConfig:
-                common.file = optarg;
-                common.explicit_file = true;
-                break;
-            case kConnectorsDir: common.connector_dirs.emplace_back(optarg); break;
-            case kGatewaysDir: common.gateways_dir = optarg; break;
             case kSocket: options.socket = optarg; break;
             case kGateway: options.gateway = optarg; break;
             case kAgent: options.agent = optarg; break;

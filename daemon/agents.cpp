@@ -142,7 +142,9 @@ proxy::TrafficRecord dns_record(const std::string& gateway, const std::string& a
     record.agent = agent;
     record.connector = "dns";
     record.action = "dns.query";
-    record.method = name.type == 1 ? "A" : name.type == 28 ? "AAAA" : "TYPE" + std::to_string(name.type);
+    record.method = name.type == netns::dns::kTypeA      ? "A"
+                    : name.type == netns::dns::kTypeAaaa ? "AAAA"
+                                                         : "TYPE" + std::to_string(name.type);
     record.host = name.name;
     record.decision = name.answered ? "would_deny" : "denied";
     record.reason = name.answered ? "no connector or tcp rule of gateway " + gateway +

@@ -1,5 +1,6 @@
 #include "policy/suggest.h"
 
+#include "common/address.h"
 #include "policy/classify.h"
 #include "policy/internal/text.h"
 
@@ -56,11 +57,6 @@ std::string http_instance_name(const std::string& host) {
     std::string name = "http-";
     for (const char c : ascii_lower(host)) name += ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) ? c : '-';
     return name;
-}
-
-bool looks_like_address(const std::string& host) {
-    return !host.empty() &&
-           (host.find(':') != std::string::npos || host.find_first_not_of("0123456789.") == std::string::npos);
 }
 
 // What the draft collects about one connector instance.
@@ -175,7 +171,7 @@ Json tcp_rules(const Draft& draft) {
     for (const auto& [destination, counts] : draft.tcp) {
         const auto& [host, port_text] = destination;
         Json rule = Json::object();
-        rule[looks_like_address(host) ? "cidr" : "host"] = host;
+        rule[IpAddress::parse(host) ? "cidr" : "host"] = host;
         try {
             rule["port"] = std::stoi(port_text);
         } catch (const std::exception&) {

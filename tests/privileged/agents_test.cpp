@@ -568,6 +568,15 @@ TEST_P(AgentsTest, AgentsGetKeyPlaceholdersHttpsForSshRemotesAndAReasonWhenSshIs
     EXPECT_NE(line.find("use an HTTPS remote"), std::string::npos) << line;
 }
 
+// The port a test server prints as "listening on PORT" on stderr; "" when
+// it did not start.
+std::string listening_port(Subprocess& server) {
+    if (!server.wait_for_stderr("listening on ")) return {};
+    const std::string err = server.err();
+    const auto at = err.find("listening on ") + 13;
+    return err.substr(at, err.find('\n', at) - at);
+}
+
 // Everything the fake registry logged up to now: a last request of the
 // test's own (straight to it, no proxy) marks the end of its log.
 std::string registry_log(Subprocess& registry, const std::string& port) {
@@ -587,10 +596,8 @@ TEST_P(AgentsTest, PipAndNpmInstallThroughTheRegistryConnectorsAndCannotPublish)
                                      {}, dir_.path(), "registry");
     Subprocess registry({"/usr/bin/python3", TF_SOURCE_DIR "/tests/proxy/fake_registry.py", "127.0.0.14",
                          leaf.cert_file.string(), leaf.key_file.string()});
-    ASSERT_TRUE(registry.wait_for_stderr("listening on ")) << registry.err();
-    const std::string err = registry.err();
-    const std::string port =
-        err.substr(err.find("listening on ") + 13, err.find('\n') - err.find("listening on ") - 13);
+    const std::string port = listening_port(registry);
+    ASSERT_FALSE(port.empty()) << registry.err();
     // Agents of gateway build run as a uid of their own: a directory anyone may write, within its write rules.
     const fs::path installs = dir_.path() / "shared" / "installs";
     fs::create_directories(installs);
@@ -693,10 +700,8 @@ TEST_P(AgentsTest, JavaTrustsTheInterceptionAndARuntimeThatDoesNotIsRecorded) {
     const auto leaf = test_ca_.issue({"registry.npmjs.org"}, {}, dir_.path(), "registry");
     Subprocess registry({"/usr/bin/python3", TF_SOURCE_DIR "/tests/proxy/fake_registry.py", "127.0.0.14",
                          leaf.cert_file.string(), leaf.key_file.string()});
-    ASSERT_TRUE(registry.wait_for_stderr("listening on ")) << registry.err();
-    const std::string err = registry.err();
-    const std::string port =
-        err.substr(err.find("listening on ") + 13, err.find('\n') - err.find("listening on ") - 13);
+    const std::string port = listening_port(registry);
+    ASSERT_FALSE(port.empty()) << registry.err();
     const std::string url = "https://registry.npmjs.org:" + port + "/tfdemo";
     fs::copy_file(TF_SOURCE_DIR "/tests/privileged/Fetch.java", dir_.path() / "Fetch.java");
     const std::string fetch = (dir_.path() / "Fetch.java").string();
