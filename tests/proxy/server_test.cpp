@@ -30,6 +30,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -111,6 +112,18 @@ public:
         std::unique_lock lock(mutex_);
         changed_.wait_for(lock, timeout, [&] { return records_.size() >= n; });
         return records_;
+    }
+    // Waits until some record satisfies `match`, and returns it (nullopt on timeout).
+    template <typename Match>
+    std::optional<TrafficRecord> wait_until(Match match, std::chrono::milliseconds timeout = 10s) {
+        std::unique_lock lock(mutex_);
+        std::optional<TrafficRecord> found;
+        changed_.wait_for(lock, timeout, [&] {
+            for (const auto& record : records_)
+                if (match(record)) found = record;
+            return found.has_value();
+        });
+        return found;
     }
     void clear() {
         std::lock_guard lock(mutex_);
@@ -936,10 +949,14 @@ TEST_F(TlsPassthroughTest, WithoutATcpRuleAnUnservedNameIsInterceptedAndDenied) 
     EXPECT_EQ(response.status, 403) << result.out;
     EXPECT_NE(response.body.find("no connector"), std::string::npos) << response.body;
     EXPECT_EQ(unserved_.connections_accepted(), 0u);
-    const auto records = sink_.wait_for(1);
-    ASSERT_FALSE(records.empty());
-    EXPECT_EQ(records.back().decision, "denied");
-    EXPECT_FALSE(records.back().forwarded);
+    // The untrusting client's refusal is recorded too (tls.certificate_refused), in either order.
+    const auto refused = sink_.wait_until([](const TrafficRecord& r) { return r.action == "tls.certificate_refused"; });
+    EXPECT_TRUE(refused.has_value());
+    const auto denied = sink_.wait_until([](const TrafficRecord& r) { return r.decision == "denied"; });
+    ASSERT_TRUE(denied.has_value());
+    EXPECT_EQ(denied->host, "tls.test");
+    EXPECT_FALSE(denied->forwarded);
+    EXPECT_EQ(sink_.wait_for(2).size(), 2u);
 }
 
 TEST_F(TlsPassthroughTest, TransparentTlsToAnUnservedNameIsPassedThroughByAHostOrCidrRule) {
