@@ -4,7 +4,7 @@
 
 #include "bpf/enforcer.h"
 #include "daemon/agent_environment.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/proxy/asio.h"
 #include "daemon/proxy/liveness.h"
 #include "daemon/proxy/server.h"

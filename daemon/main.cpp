@@ -5,7 +5,7 @@
 #include "daemon/control/events.h"
 #include "daemon/control/metrics.h"
 #include "daemon/daemon_config.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/certificate_authority.h"
 #include "daemon/proxy/server.h"
@@ -62,8 +62,8 @@ struct Options {
 
 void log_errors(const policy::ConfigErrors& errors) {
     for (const auto& error : errors) {
-        daemon::log(daemon::LogLevel::error, "configuration error: " + error.message,
-                    {{"MESSAGE_ID", daemon::message_id::config_error},
+        log(LogLevel::error, "configuration error: " + error.message,
+                    {{"MESSAGE_ID", message_id::config_error},
                      {"CONFIG_FILE", error.file},
                      {"JSON_POINTER", error.pointer},
                      {"HINT", error.hint}});
@@ -129,8 +129,8 @@ void drain(proxy::ProxyServer& server, proxy::ApprovalQueue& queue) {
     const auto denied = queue.deny_if([](const proxy::ApprovalRequest&) { return true; },
                                       "tameflared is stopping; ask again when it is back");
     if (denied != 0) {
-        daemon::log(daemon::LogLevel::notice, std::to_string(denied) + " held requests denied: tameflared is stopping",
-                    {{"MESSAGE_ID", daemon::message_id::approval}, {"DECISION", "deny"}});
+        log(LogLevel::notice, std::to_string(denied) + " held requests denied: tameflared is stopping",
+                    {{"MESSAGE_ID", message_id::approval}, {"DECISION", "deny"}});
     }
     // Their answers are written on the proxy's threads; a few seconds at most.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
@@ -157,7 +157,7 @@ int run(const Options& options) {
     auto result = daemon::load_policy(*config);
     if (!result.ok()) {
         log_errors(result.errors);
-        daemon::log(daemon::LogLevel::error, "refusing to start with an invalid configuration",
+        log(LogLevel::error, "refusing to start with an invalid configuration",
                     {{"CONFIG_FILE", config->config_file.string()}});
         return EXIT_FAILURE;
     }
@@ -169,7 +169,7 @@ int run(const Options& options) {
     try {
         ca = proxy::CertificateAuthority::load_or_create(config->state_dir / "ca");
     } catch (const proxy::CaError& error) {
-        daemon::log(daemon::LogLevel::error, std::string("cannot load the interception CA: ") + error.what(),
+        log(LogLevel::error, std::string("cannot load the interception CA: ") + error.what(),
                     {{"STATE_DIR", config->state_dir.string()}});
         return EXIT_FAILURE;
     }
@@ -184,7 +184,7 @@ int run(const Options& options) {
     try {
         lock = store::StateLock::try_acquire(config->state_dir);
         if (!lock) {
-            daemon::log(daemon::LogLevel::error, "another tameflared (or tf vault rotate) is using the state directory",
+            log(LogLevel::error, "another tameflared (or tf vault rotate) is using the state directory",
                         {{"STATE_DIR", config->state_dir.string()},
                          {"HINT", "stop it first, or give this one its own state_dir"}});
             return EXIT_FAILURE;
@@ -201,11 +201,11 @@ int run(const Options& options) {
         vault.emplace(*database, store::Vault::load_key(config->vault_key_path(), *database));
         if (const auto expired =
                 database->expire_pending_approvals("tameflared restarted; the held connection is gone")) {
-            daemon::log(daemon::LogLevel::notice,
+            log(LogLevel::notice,
                         std::to_string(expired) + " approvals pending before the restart expired");
         }
     } catch (const std::exception& error) {
-        daemon::log(daemon::LogLevel::error, std::string("cannot open the state: ") + error.what(),
+        log(LogLevel::error, std::string("cannot open the state: ") + error.what(),
                     {{"STATE_DIR", config->state_dir.string()}, {"DATABASE", config->database_path().string()}});
         return EXIT_FAILURE;
     }
@@ -260,7 +260,7 @@ int run(const Options& options) {
                 events.publish(control::Event{0, type, std::move(data), 1, agent.uid});
             });
         } catch (const std::exception& error) {
-            daemon::log(daemon::LogLevel::error,
+            log(LogLevel::error,
                         std::string("kernel enforcement is unavailable; no agent can be launched: ") + error.what(),
                         {{"HINT",
                           "run tameflared as root on a kernel with BTF and cgroup2 (tf doctor tells what "
@@ -272,13 +272,13 @@ int run(const Options& options) {
         server.emplace(config->proxy,
                        proxy::ProxyServices{&store, ca.get(), agents.get(), &credentials, &approvals, &traffic});
     } catch (const std::system_error& error) {
-        daemon::log(daemon::LogLevel::error, std::string("cannot open the proxy listeners: ") + error.what(),
+        log(LogLevel::error, std::string("cannot open the proxy listeners: ") + error.what(),
                     {{"HINT",
                       "another process may hold the port; change proxy.transparent_listen or "
                       "proxy.explicit_listen in the configuration"}});
         return EXIT_FAILURE;
     } catch (const std::exception& error) {
-        daemon::log(daemon::LogLevel::error, std::string("cannot start the proxy: ") + error.what(),
+        log(LogLevel::error, std::string("cannot start the proxy: ") + error.what(),
                     {{"HINT", "check proxy.upstream_ca_file"}});
         return EXIT_FAILURE;
     }
@@ -327,7 +327,7 @@ int run(const Options& options) {
         try {
             api_server = std::make_unique<api::ApiServer>(std::move(api_options), control);
         } catch (const std::exception& error) {
-            daemon::log(daemon::LogLevel::error, std::string("cannot open the API socket: ") + error.what(),
+            log(LogLevel::error, std::string("cannot open the API socket: ") + error.what(),
                         {{"API_SOCKET", config->api_socket_path().string()},
                          {"HINT", "check runtime_dir and api.socket; another tameflared may be running"}});
             return EXIT_FAILURE;
@@ -341,7 +341,7 @@ int run(const Options& options) {
             bus_service = std::make_unique<dbus::BusService>(dbus::BusOptions{config->dbus.bus, config->dbus.address},
                                                              control, dbus::BusSources{&store, &queue, agents.get()});
         } catch (const std::exception& error) {
-            daemon::log(daemon::LogLevel::warning, std::string("D-Bus is unavailable: ") + error.what(),
+            log(LogLevel::warning, std::string("D-Bus is unavailable: ") + error.what(),
                         {{"HINT",
                           "install com.tameflare.Daemon1.conf in /usr/share/dbus-1/system.d and run as root, "
                           "or set dbus.enabled to false; the REST socket serves either way"}});
@@ -352,7 +352,7 @@ int run(const Options& options) {
         try {
             agents->start(*server);
         } catch (const std::exception& error) {
-            daemon::log(daemon::LogLevel::error, std::string("cannot open the launch socket: ") + error.what(),
+            log(LogLevel::error, std::string("cannot open the launch socket: ") + error.what(),
                         {{"HINT", "check runtime_dir and agents.launch_socket"}});
             server->stop();
             return EXIT_FAILURE;
@@ -362,8 +362,8 @@ int run(const Options& options) {
     if (bus_service) bus_service->start();
     const auto transparent = server->transparent_endpoint();
     const auto explicit_proxy = server->explicit_endpoint();
-    daemon::log(daemon::LogLevel::notice, "tameflared started: " + summary(*store.snapshot()),
-                {{"MESSAGE_ID", daemon::message_id::started},
+    log(LogLevel::notice, "tameflared started: " + summary(*store.snapshot()),
+                {{"MESSAGE_ID", message_id::started},
                  {"VERSION", TF_VERSION},
                  {"TRANSPARENT_LISTEN", transparent ? transparent->to_string() : "off"},
                  {"EXPLICIT_LISTEN", explicit_proxy ? explicit_proxy->to_string() : "off"},
@@ -398,7 +398,7 @@ int run(const Options& options) {
                                 : api_server && !api_server->responsive(timeout) ? "api"
                                                                                  : nullptr;
             if (stuck != nullptr) {
-                daemon::log(daemon::LogLevel::error,
+                log(LogLevel::error,
                             std::string("the ") + stuck + " event loop did not answer; not feeding the watchdog",
                             {{"LOOP", stuck}});
             } else if (heartbeat.watchdog) {
@@ -414,7 +414,7 @@ int run(const Options& options) {
             continue;
         }
         sd_notify(0, "STOPPING=1\nSTATUS=stopping: denying held approvals, closing connections");
-        daemon::log(daemon::LogLevel::notice, "tameflared stopping", {{"MESSAGE_ID", daemon::message_id::stopping}});
+        log(LogLevel::notice, "tameflared stopping", {{"MESSAGE_ID", message_id::stopping}});
         drain(*server, queue);
         if (api_server) api_server->stop();
         if (bus_service) bus_service->stop();
@@ -422,7 +422,7 @@ int run(const Options& options) {
         // their pinned programs refusing connections until tameflared is back.
         if (agents) agents->stop();
         server->stop();
-        daemon::flush_log();
+        flush_log();
         return EXIT_SUCCESS;
     }
 }

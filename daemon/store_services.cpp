@@ -1,6 +1,6 @@
 #include "daemon/store_services.h"
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/traffic_journal.h"
 
 #include <nlohmann/json.hpp>

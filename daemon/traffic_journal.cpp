@@ -1,6 +1,6 @@
 #include "daemon/traffic_journal.h"
 
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <string>
 

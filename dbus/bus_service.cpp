@@ -4,7 +4,7 @@
 #include "daemon/agents.h"
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/store/query.h"
 #include "netns/cgroup.h"
@@ -567,14 +567,14 @@ struct BusService::Impl {
             lost = std::exchange(dropped, 0);
         }
         if (lost != 0) {
-            daemon::log(daemon::LogLevel::warning,
+            log(LogLevel::warning,
                         std::to_string(lost) + " control events were not sent as D-Bus signals (the bus was stuck)");
         }
         for (const auto& event : batch) {
             try {
                 handle(event);
             } catch (const std::exception& error) {
-                daemon::log(daemon::LogLevel::warning, std::string("D-Bus signal not sent: ") + error.what(),
+                log(LogLevel::warning, std::string("D-Bus signal not sent: ") + error.what(),
                             {{"EVENT", event.type}});
             }
         }
@@ -582,7 +582,7 @@ struct BusService::Impl {
 
     void emitted(int r, std::string_view what) const {
         if (r < 0) {
-            daemon::log(daemon::LogLevel::warning, "D-Bus signal not sent: " + errno_text(r), {{"SIGNAL", what}});
+            log(LogLevel::warning, "D-Bus signal not sent: " + errno_text(r), {{"SIGNAL", what}});
         }
     }
 
@@ -638,7 +638,7 @@ struct BusService::Impl {
         } catch (const std::bad_alloc&) {
             return -ENOMEM;
         } catch (const std::exception& failure) {
-            daemon::log(daemon::LogLevel::error, std::string("D-Bus call failed: ") + failure.what());
+            log(LogLevel::error, std::string("D-Bus call failed: ") + failure.what());
             return set_error(error, error_name("internal"), std::string("internal error: ") + failure.what(), "");
         }
     }
@@ -1335,7 +1335,7 @@ void BusService::Impl::start_tracking() {
     if (sd_bus_get_unique_name(bus.get(), &own) >= 0 &&
         connection_credentials(bus.get(), own, mine, &lookup.error) >= 0 && mine.pidfd) {
         tracking = Tracking::bus_pidfd;
-        daemon::log(daemon::LogLevel::info, "D-Bus callers are identified by the pidfd the bus gives (ProcessFD)",
+        log(LogLevel::info, "D-Bus callers are identified by the pidfd the bus gives (ProcessFD)",
                     {{"DBUS_CALLER_IDENTITY", to_string(tracking)}});
         return;
     }
@@ -1352,7 +1352,7 @@ void BusService::Impl::start_tracking() {
     }
     slots.emplace_back(slot);
     tracking_since = boottime_ticks();
-    daemon::log(daemon::LogLevel::info,
+    log(LogLevel::info,
                 "D-Bus callers are identified by pidfds the daemon opens as their connections appear "
                 "(the bus gives no ProcessFD; dbus-daemon 1.15.x or dbus-broker would)",
                 {{"DBUS_CALLER_IDENTITY", to_string(tracking)}});
@@ -1363,7 +1363,7 @@ void BusService::Impl::track(const char* name) {
     if (peers.find(std::string_view(name)) != peers.end()) return;
     if (peers.size() >= peers_limit) {
         if (!std::exchange(peers_full_logged, true)) {
-            daemon::log(daemon::LogLevel::warning,
+            log(LogLevel::warning,
                         "more D-Bus connections than tameflared remembers; calls that change state from the newest "
                         "are refused until some disconnect",
                         {{"LIMIT", std::to_string(peers_limit)},
@@ -1482,7 +1482,7 @@ std::optional<Identity> BusService::Impl::identify(sd_bus_message* message, sd_b
     const auto broken = continuity(sender, pid, given, pidfd);
     if (!broken.empty()) {
         if (effect == Effect::change) {
-            daemon::log(daemon::LogLevel::warning,
+            log(LogLevel::warning,
                         "D-Bus call refused: the caller's process may not be the one that opened its connection",
                         {{"DBUS_SENDER", sender},
                          {"DBUS_METHOD", method},
@@ -1612,11 +1612,11 @@ void BusService::Impl::run() {
             if (stopping.load()) break;
             try {
                 connect();
-                daemon::log(daemon::LogLevel::notice, "D-Bus connection restored", {{"BUS_NAME", options.name}});
+                log(LogLevel::notice, "D-Bus connection restored", {{"BUS_NAME", options.name}});
                 delay = std::chrono::seconds(1);
                 sync_gateways();
             } catch (const std::exception& error) {
-                daemon::log(daemon::LogLevel::debug, error.what());
+                log(LogLevel::debug, error.what());
                 delay = std::min(delay * 2, kMaxReconnectDelay);
             }
             continue;
@@ -1629,7 +1629,7 @@ void BusService::Impl::run() {
         identified_message.reset();
         identified.reset();
         if (r < 0) {
-            daemon::log(daemon::LogLevel::error, "lost the D-Bus connection: " + errno_text(r),
+            log(LogLevel::error, "lost the D-Bus connection: " + errno_text(r),
                         {{"HINT", "tameflared reconnects when the bus is back; REST is unaffected"}});
             disconnect();
             continue;

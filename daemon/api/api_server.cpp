@@ -2,7 +2,7 @@
 
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/proxy/liveness.h"
 #include "daemon/store/query.h"
 #include "netns/cgroup.h"
@@ -560,7 +560,7 @@ void ApiServer::Impl::bind() {
     if (!options.group.empty()) {
         const auto gid = group_id(options.group);
         if (!gid) {
-            daemon::log(daemon::LogLevel::warning,
+            log(LogLevel::warning,
                         "the REST socket's group does not exist; only root (and root's group) may connect",
                         {{"API_SOCKET", path.string()},
                          {"GROUP", options.group},
@@ -603,7 +603,7 @@ void ApiServer::Impl::grant_groups() const {
     }
     ok = ok && ::acl_calc_mask(&raw) == 0 && ::acl_set_file(path.c_str(), ACL_TYPE_ACCESS, raw) == 0;
     if (!ok) {
-        daemon::log(daemon::LogLevel::warning,
+        log(LogLevel::warning,
                     std::string("cannot give the role groups access to the REST socket: ") + std::strerror(errno),
                     {{"API_SOCKET", path.string()},
                      {"HINT", "its file system needs POSIX ACLs; meanwhile add role members to the socket's group"}});
@@ -622,7 +622,7 @@ void ApiServer::Impl::refuse(local::socket& socket) const {
     (void)::send(socket.native_handle(), response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     error_code ignored;
     socket.close(ignored);
-    daemon::log(daemon::LogLevel::debug, "REST connection refused: too many connections");
+    log(LogLevel::debug, "REST connection refused: too many connections");
 }
 
 net::awaitable<void> ApiServer::Impl::accept_loop() {
@@ -633,7 +633,7 @@ net::awaitable<void> ApiServer::Impl::accept_loop() {
         co_await std::move(accept);
         if (error == net::error::operation_aborted || !acceptor.is_open() || stopping) co_return;
         if (error) {  // EMFILE and the like: back off instead of spinning
-            daemon::log(daemon::LogLevel::warning, "REST accept failed: " + error.message());
+            log(LogLevel::warning, "REST accept failed: " + error.message());
             net::steady_timer pause(io, std::chrono::milliseconds(100));
             auto wait = pause.async_wait(net::redirect_error(kToken, error));
             co_await std::move(wait);
@@ -657,7 +657,7 @@ net::awaitable<void> ApiServer::Impl::serve(std::shared_ptr<Connection> connecti
     } catch (const std::exception& error) {
         failure = error.what();
     }
-    if (!failure.empty()) daemon::log(daemon::LogLevel::debug, "REST connection ended: " + failure);
+    if (!failure.empty()) log(LogLevel::debug, "REST connection ended: " + failure);
     error_code ignored;
     connection->stream.socket().shutdown(local::socket::shutdown_both, ignored);
     connection->stream.close();
@@ -720,7 +720,7 @@ net::awaitable<void> ApiServer::Impl::session(Connection& connection) {
                                 "speak HTTP/1.1, e.g. curl --unix-socket");
             }
             if (reply) {
-                daemon::log(daemon::LogLevel::debug, "REST request refused: " + error.message());
+                log(LogLevel::debug, "REST request refused: " + error.message());
                 auto send = write(connection, std::move(*reply), 11, false);
                 const bool sent = co_await std::move(send);
                 if (sent && error == http::error::body_limit) {
@@ -812,13 +812,13 @@ net::awaitable<void> ApiServer::Impl::session(Connection& connection) {
             } catch (const ControlError& refusal) {
                 role.reset();
                 if (refusal.kind() == ControlError::Kind::forbidden) {
-                    daemon::log(daemon::LogLevel::debug, "REST call refused: " + std::string(refusal.what()),
+                    log(LogLevel::debug, "REST call refused: " + std::string(refusal.what()),
                                 {{"CALLER", call.describe()}});
                 }
                 reply = error_reply(status_of(refusal.kind()), refusal.code(), refusal.what(), refusal.hint());
             } catch (const std::exception& failure) {
                 role.reset();
-                daemon::log(daemon::LogLevel::error, std::string("REST call failed: ") + failure.what(),
+                log(LogLevel::error, std::string("REST call failed: ") + failure.what(),
                             {{"CALLER", call.describe()}});
                 reply = error_reply(http::status::internal_server_error, "internal", failure.what(),
                                     "the daemon's log has the details");
@@ -939,7 +939,7 @@ Reply ApiServer::Impl::dispatch(Op op, const std::vector<std::string>& params, c
         return error_reply(refusal.status, refusal.code, refusal.message, refusal.hint);
     } catch (const ControlError& refusal) {
         if (refusal.kind() == ControlError::Kind::forbidden) {
-            daemon::log(daemon::LogLevel::debug, "REST call refused: " + std::string(refusal.what()),
+            log(LogLevel::debug, "REST call refused: " + std::string(refusal.what()),
                         {{"CALLER", caller.describe()}});
         }
         return error_reply(status_of(refusal.kind()), refusal.code(), refusal.what(), refusal.hint());
@@ -949,7 +949,7 @@ Reply ApiServer::Impl::dispatch(Op op, const std::vector<std::string>& params, c
                            std::string("a field has the wrong type: ") + failure.what(),
                            "see GET /v1/openapi.json for the request's schema");
     } catch (const std::exception& failure) {
-        daemon::log(daemon::LogLevel::error, std::string("REST call failed: ") + failure.what(),
+        log(LogLevel::error, std::string("REST call failed: ") + failure.what(),
                     {{"CALLER", caller.describe()}});
         return error_reply(http::status::internal_server_error, "internal", failure.what(),
                            "the daemon's log has the details");
@@ -1092,7 +1092,7 @@ net::awaitable<void> ApiServer::Impl::stream_events(Connection& connection, cons
     }
     std::lock_guard lock(queue->mutex);
     if (queue->overflow) {
-        daemon::log(daemon::LogLevel::notice, "event stream dropped: the client fell too far behind",
+        log(LogLevel::notice, "event stream dropped: the client fell too far behind",
                     {{"CALLER", caller.describe()}, {"QUEUED_EVENTS", std::to_string(kMaxQueuedEvents)}});
     }
 }

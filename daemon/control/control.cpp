@@ -2,7 +2,7 @@
 
 #include "daemon/agents.h"
 #include "daemon/control/metrics.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/server.h"
 #include "daemon/store/store.h"
@@ -204,8 +204,8 @@ struct Control::Impl {
         services.store->audit(store::AuditEvent{std::chrono::system_clock::now(), "config.reloaded", "", "", actor, why,
                                                 json{{"summary", text}}.dump()});
         services.events->publish(Event{0, "config.reloaded", {{"summary", text}, {"actor", actor}}});
-        log(daemon::LogLevel::notice, "configuration reloaded: " + text,
-            {{"MESSAGE_ID", daemon::message_id::reloaded}, {"ACTOR", actor}});
+        log(LogLevel::notice, "configuration reloaded: " + text,
+            {{"MESSAGE_ID", message_id::reloaded}, {"ACTOR", actor}});
         return {};
     }
 
@@ -247,7 +247,7 @@ void Control::restore() {
     if (impl_->overrides.empty()) return;
     const auto errors = impl_->apply(impl_->overrides, "tameflared", "enforcement levels set before the restart");
     if (!errors.empty()) {
-        log(daemon::LogLevel::warning, "cannot re-apply the enforcement levels set before the restart",
+        log(LogLevel::warning, "cannot re-apply the enforcement levels set before the restart",
             {{"HINT", "fix the configuration and reload"}});
     }
 }
@@ -256,13 +256,13 @@ bool Control::reload_by_signal() {
     std::lock_guard lock(impl_->changing);
     const auto errors = impl_->apply(impl_->overrides, "signal:SIGHUP", "SIGHUP");
     for (const auto& error : errors) {
-        log(daemon::LogLevel::error, "configuration error: " + error.message,
-            {{"MESSAGE_ID", daemon::message_id::config_error},
+        log(LogLevel::error, "configuration error: " + error.message,
+            {{"MESSAGE_ID", message_id::config_error},
              {"CONFIG_FILE", error.file},
              {"JSON_POINTER", error.pointer},
              {"HINT", error.hint}});
     }
-    if (!errors.empty()) log(daemon::LogLevel::warning, "reload refused; the running configuration stays in force");
+    if (!errors.empty()) log(LogLevel::warning, "reload refused; the running configuration stays in force");
     return errors.empty();
 }
 
@@ -548,9 +548,9 @@ json Control::answer(const Caller& caller, std::string_view id, bool approve, co
                            "tf approvals lists the pending ones");
     }
     impl_->services.metrics->approval_answered(approve);
-    log(daemon::LogLevel::notice,
+    log(LogLevel::notice,
         "approval " + std::string(id) + (approve ? " approved" : " denied") + " by " + given.actor,
-        {{"MESSAGE_ID", daemon::message_id::approval},
+        {{"MESSAGE_ID", message_id::approval},
          {"APPROVAL_ID", id},
          {"DECISION", approve ? "allow" : "deny"},
          {"ACTOR", given.actor},
@@ -611,9 +611,9 @@ json Control::set_kill_switch(const Caller& caller, bool active, std::string_vie
     out["reason"] = reason;
     out["actor"] = actor;
     impl_->services.events->publish(Event{0, "kill_switch.changed", out});
-    log(active ? daemon::LogLevel::warning : daemon::LogLevel::notice,
+    log(active ? LogLevel::warning : LogLevel::notice,
         std::string("kill switch ") + (active ? "on" : "off") + " for " + std::string(scope) + " by " + actor,
-        {{"MESSAGE_ID", daemon::message_id::kill_switch},
+        {{"MESSAGE_ID", message_id::kill_switch},
          {"KILL_SWITCH", active ? "on" : "off"},
          {"SCOPE", scope},
          {"REASON", reason},

@@ -1,6 +1,6 @@
 #include "daemon/proxy/server.h"
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/proxy/asio.h"
 #include "daemon/proxy/credential.h"
 #include "daemon/proxy/liveness.h"
@@ -1322,7 +1322,7 @@ void Session::record_refused_handshake(const error_code& error, bool answered, c
                     "): it does not trust tameflare's CA; a runtime with a trust store of its own needs it "
                     "(docs/recipes.md)";
     if (impl_->first_refusal(context_.agent, name)) {
-        daemon::log(daemon::LogLevel::warning, record.reason,
+        log(LogLevel::warning, record.reason,
                     {{"GATEWAY", record.gateway},
                      {"AGENT", record.agent},
                      {"HOST", name},
@@ -1630,7 +1630,7 @@ net::awaitable<void> Session::run(std::shared_ptr<Session> self) {
             co_await intercept(buffer);
         }
     } catch (const std::exception& error) {
-        daemon::log(daemon::LogLevel::debug, std::string("proxy connection ended: ") + error.what());
+        log(LogLevel::debug, std::string("proxy connection ended: ") + error.what());
     }
     close_all();
 }
@@ -1645,7 +1645,7 @@ net::awaitable<void> ProxyServer::Impl::accept_loop(tcp::acceptor& acceptor, Mod
         co_await acceptor.async_accept(socket, net::redirect_error(kToken, error));
         if (error == net::error::operation_aborted || !acceptor.is_open()) co_return;
         if (error) {  // EMFILE and the like: back off instead of spinning
-            daemon::log(daemon::LogLevel::warning, "proxy accept failed: " + error.message());
+            log(LogLevel::warning, "proxy accept failed: " + error.message());
             net::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
             co_await pause.async_wait(net::redirect_error(kToken, error));
             continue;

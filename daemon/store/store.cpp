@@ -1,6 +1,6 @@
 #include "daemon/store/store.h"
 
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <sqlite3.h>
 #include <nlohmann/json.hpp>
@@ -90,7 +90,7 @@ struct Store::Impl {
         try {
             own.emplace(Database::open(options.database, Database::Mode::read_write, options.sync));
         } catch (const std::exception& error) {
-            daemon::log(daemon::LogLevel::error, std::string("store: no checkpoint connection: ") + error.what(),
+            log(LogLevel::error, std::string("store: no checkpoint connection: ") + error.what(),
                         {{"DATABASE", options.database.string()}});
             return;
         }
@@ -258,7 +258,7 @@ struct Store::Impl {
             {
                 std::lock_guard lock(mutex);
                 if (health.empty()) {
-                    daemon::log(daemon::LogLevel::error,
+                    log(LogLevel::error,
                                 "store: cannot commit, refusing forwards until it can: " + failure,
                                 {{"DATABASE", options.database.string()}});
                 }
@@ -291,7 +291,7 @@ struct Store::Impl {
             for (auto& done : waiting_failed) done(failure);
             waiting_failed.clear();
             if (lost > 0) {
-                daemon::log(daemon::LogLevel::error,
+                log(LogLevel::error,
                             "store: " + std::to_string(lost) + " records lost: the retry queue is full",
                             {{"DATABASE", options.database.string()}});
             }
@@ -303,7 +303,7 @@ struct Store::Impl {
         {
             std::lock_guard lock(mutex);
             if (!health.empty()) {
-                daemon::log(daemon::LogLevel::notice, "store: writing again",
+                log(LogLevel::notice, "store: writing again",
                             {{"DATABASE", options.database.string()}});
             }
             health.clear();
@@ -397,7 +397,7 @@ struct Store::Impl {
                     try {
                         retention();
                     } catch (const std::exception& error) {
-                        daemon::log(daemon::LogLevel::error, std::string("store: retention failed: ") + error.what(),
+                        log(LogLevel::error, std::string("store: retention failed: ") + error.what(),
                                     {{"DATABASE", options.database.string()}});
                     }
                 }
@@ -494,7 +494,7 @@ struct Store::Impl {
         }
         if (total.traffic_deleted > 0 || total.audit_deleted > 0) {
             db.exec("PRAGMA incremental_vacuum");
-            daemon::log(daemon::LogLevel::notice,
+            log(LogLevel::notice,
                         "store: retention removed " + std::to_string(total.traffic_deleted) + " traffic rows and " +
                             std::to_string(total.audit_deleted) + " audit records",
                         {{"DATABASE", options.database.string()}});

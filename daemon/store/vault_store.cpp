@@ -2,7 +2,7 @@
 
 #include "common/unique_fd.h"
 
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -153,7 +153,7 @@ void recover_rotation(const fs::path& key_file, const fs::path& pending, Store& 
                              key_file.string() + ")");
         }
         sync_directory(parent_of(key_file));
-        daemon::log(daemon::LogLevel::notice, "vault: finished an interrupted key rotation",
+        log(LogLevel::notice, "vault: finished an interrupted key rotation",
                     {{"KEY_FILE", key_file.string()}, {"KEY_ID", hex(next->id())}});
         return;
     }
@@ -164,7 +164,7 @@ void recover_rotation(const fs::path& key_file, const fs::path& pending, Store& 
                          " (left by a key rotation that did not commit): " + ec.message() + "; remove it by hand");
     }
     sync_directory(parent_of(pending));
-    daemon::log(daemon::LogLevel::notice, "vault: removed the key of a rotation that did not commit",
+    log(LogLevel::notice, "vault: removed the key of a rotation that did not commit",
                 {{"KEY_FILE", pending.string()}});
 }
 
@@ -348,7 +348,7 @@ std::optional<std::string> Vault::get(std::string_view name) {
         auto [logged, first] = failure_logged_.try_emplace(std::string(name), now);
         if (first || now - logged->second >= kFailureLogInterval) {
             logged->second = now;
-            daemon::log(daemon::LogLevel::error,
+            log(LogLevel::error,
                         "vault: " + not_opening(std::string(name), sealed, key) +
                             "; it is not used until it is stored again (tf vault set)",
                         {{"CREDENTIAL", name}});

@@ -235,7 +235,7 @@ TEST_P(AgentsTest, AllowedRequestsWorkAndEveryBypassFails) {
     for (const auto& entry : fs::directory_iterator(cgroup_root_ / "one", ignored)) {
         if (entry.is_directory()) ADD_FAILURE() << "left behind: " << entry.path();
     }
-    // Decision records are queued for the log (daemon/log.h): wait for it.
+    // Decision records are queued for the log (common/log.h): wait for it.
     EXPECT_TRUE(daemon_->wait_for_log("DECISION=allow OUTCOME=allowed")) << daemon_->log();
     const std::string log = daemon_->log();
     EXPECT_NE(log.find("no connector of gateway one serves this host"), std::string::npos);

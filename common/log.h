@@ -15,7 +15,7 @@
 #include <string_view>
 #include <utility>
 
-namespace tameflare::daemon {
+namespace tameflare {
 
 enum class LogLevel { error = 3, warning = 4, notice = 5, info = 6, debug = 7 };
 
@@ -52,4 +52,4 @@ std::uint64_t dropped_log_records();
 // Whether records go to the journal (decided once, from $JOURNAL_STREAM).
 bool logging_to_journal();
 
-}  // namespace tameflare::daemon
+}  // namespace tameflare

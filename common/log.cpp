@@ -1,4 +1,4 @@
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-namespace tameflare::daemon {
+namespace tameflare {
 
 namespace {
 
@@ -264,4 +264,4 @@ bool logging_to_journal() {
     return writer().journal();
 }
 
-}  // namespace tameflare::daemon
+}  // namespace tameflare
