@@ -636,6 +636,8 @@ int watch_lines(const ApiClient& client) {
 }
 
 // On a terminal: one pending request at a time, one key per answer.
+// One piece over 100 lines: one loop over the event stream, the keyboard and the signal pipe, whose shared state (the
+// request shown, the answer typed) is its locals. NOLINTNEXTLINE(readability-function-size)
 int watch_terminal(const ApiClient& client, const Options& options) {
     EventPump pump;
     auto stream =
@@ -940,6 +942,96 @@ int status_command(std::span<char*> args) {
     });
 }
 
+namespace {
+
+// tf gateways list: one row per gateway.
+void print_gateways(const json& gateways) {
+    Table table({{"NAME", 0},
+                 {"ENFORCEMENT"},
+                 {"CONNECTORS"},
+                 {"POLICIES", 8},
+                 {"RATE LIMIT", 12},
+                 {"APPROVAL TIMEOUT", 16},
+                 {"DESCRIPTION", 60}});
+    for (const auto& gateway : gateways) {
+        const auto& limit = member(gateway, "rate_limit");
+        const auto requests = number(limit, "requests");
+        const auto level = text(gateway, "enforcement");
+        const auto& policies = member(gateway, "policies");
+        table.add({{text(gateway, "name")},
+                   {level, level_colour(level)},
+                   {joined(member(gateway, "connectors"))},
+                   {policies.is_array() ? std::to_string(policies.size()) : text(gateway, "policies")},
+                   {requests > 0 ? std::to_string(requests) + "/" + duration(number(limit, "window_seconds")) : "none"},
+                   {duration(number(gateway, "approval_timeout_seconds"))},
+                   {text(gateway, "description")}});
+    }
+    table.print();
+}
+
+// tf gateways show: the gateway, its connectors, policies and tcp rules.
+void print_gateway(const json& gateway) {
+    std::printf("%s %s\n", paint("gateway", Colour::bold).c_str(), printable(text(gateway, "name")).c_str());
+    if (const auto description = text(gateway, "description"); !description.empty()) {
+        std::printf("  %s\n", printable(description).c_str());
+    }
+    const auto level = text(gateway, "enforcement");
+    field("enforcement", level, level_colour(level));
+    const auto& limit = member(gateway, "rate_limit");
+    field("rate limit", number(limit, "requests") > 0
+                            ? text(limit, "requests") + " requests per " + duration(number(limit, "window_seconds"))
+                            : "none");
+    field("approval timeout", duration(number(gateway, "approval_timeout_seconds")));
+    field("defined in", text(gateway, "origin"));
+    const auto& launch = member(gateway, "launch");
+    const auto users = joined(member(launch, "users"));
+    const auto groups = joined(member(launch, "groups"));
+    if (!users.empty() || !groups.empty()) {
+        field("may launch", "users: " + (users.empty() ? "-" : users) + "; groups: " + (groups.empty() ? "-" : groups));
+    }
+    std::printf("%s\n", paint("connectors", Colour::bold).c_str());
+    for (const auto& connector : member(gateway, "connectors")) {
+        if (!connector.is_object()) {
+            std::printf("  %s\n",
+                        printable(connector.is_string() ? connector.get<std::string>() : dump(connector)).c_str());
+            continue;
+        }
+        std::printf("  %s (%s)\n", printable(text(connector, "name")).c_str(),
+                    printable(text(connector, "type")).c_str());
+        field("  domains", joined(member(connector, "domains")));
+        field("  credential", text(connector, "credential"));
+        field("  preset", text(connector, "preset"));
+        for (const auto& rule : member(connector, "rules")) {
+            const auto effect = text(rule, "effect");
+            field("  rule", text(rule, "pattern") + " -> " + effect,
+                  effect == "deny"    ? Colour::red
+                  : effect == "allow" ? Colour::green
+                                      : Colour::yellow);
+        }
+    }
+    const auto& policies = member(gateway, "policies");
+    if (policies.is_array() && !policies.empty()) {
+        std::printf("%s\n", paint("policies", Colour::bold).c_str());
+        for (const auto& policy : policies) {
+            std::printf("  %s: %s %s\n", printable(text(policy, "name")).c_str(),
+                        printable(text(policy, "effect")).c_str(),
+                        printable(joined(member(policy, "actions"))).c_str());
+            if (const auto reason = text(policy, "reason"); !reason.empty()) field("  reason", reason);
+        }
+    }
+    const auto& tcp = member(gateway, "tcp");
+    if (tcp.is_array() && !tcp.empty()) {
+        std::printf("%s\n", paint("tcp", Colour::bold).c_str());
+        for (const auto& destination : tcp) {
+            const auto host = text(destination, "host");
+            std::printf("  %s port %s\n", printable(host.empty() ? text(destination, "cidr") : host).c_str(),
+                        printable(text(destination, "port")).c_str());
+        }
+    }
+}
+
+}  // namespace
+
 int gateways_command(std::span<char*> args) {
     const Command command{"tf gateways", kGatewaysUsage, {kJson, kQuiet}};
     Options options;
@@ -960,28 +1052,7 @@ int gateways_command(std::span<char*> args) {
                 for (const auto& gateway : gateways) std::puts(printable(text(gateway, "name")).c_str());
                 return kExitOk;
             }
-            Table table({{"NAME", 0},
-                         {"ENFORCEMENT"},
-                         {"CONNECTORS"},
-                         {"POLICIES", 8},
-                         {"RATE LIMIT", 12},
-                         {"APPROVAL TIMEOUT", 16},
-                         {"DESCRIPTION", 60}});
-            for (const auto& gateway : gateways) {
-                const auto& limit = member(gateway, "rate_limit");
-                const auto requests = number(limit, "requests");
-                const auto level = text(gateway, "enforcement");
-                const auto& policies = member(gateway, "policies");
-                table.add({{text(gateway, "name")},
-                           {level, level_colour(level)},
-                           {joined(member(gateway, "connectors"))},
-                           {policies.is_array() ? std::to_string(policies.size()) : text(gateway, "policies")},
-                           {requests > 0 ? std::to_string(requests) + "/" + duration(number(limit, "window_seconds"))
-                                         : "none"},
-                           {duration(number(gateway, "approval_timeout_seconds"))},
-                           {text(gateway, "description")}});
-            }
-            table.print();
+            print_gateways(gateways);
             return kExitOk;
         });
     }
@@ -994,65 +1065,7 @@ int gateways_command(std::span<char*> args) {
                 print_json(gateway);
                 return kExitOk;
             }
-            std::printf("%s %s\n", paint("gateway", Colour::bold).c_str(), printable(text(gateway, "name")).c_str());
-            if (const auto description = text(gateway, "description"); !description.empty()) {
-                std::printf("  %s\n", printable(description).c_str());
-            }
-            const auto level = text(gateway, "enforcement");
-            field("enforcement", level, level_colour(level));
-            const auto& limit = member(gateway, "rate_limit");
-            field("rate limit", number(limit, "requests") > 0 ? text(limit, "requests") + " requests per " +
-                                                                    duration(number(limit, "window_seconds"))
-                                                              : "none");
-            field("approval timeout", duration(number(gateway, "approval_timeout_seconds")));
-            field("defined in", text(gateway, "origin"));
-            const auto& launch = member(gateway, "launch");
-            const auto users = joined(member(launch, "users"));
-            const auto groups = joined(member(launch, "groups"));
-            if (!users.empty() || !groups.empty()) {
-                field("may launch",
-                      "users: " + (users.empty() ? "-" : users) + "; groups: " + (groups.empty() ? "-" : groups));
-            }
-            std::printf("%s\n", paint("connectors", Colour::bold).c_str());
-            for (const auto& connector : member(gateway, "connectors")) {
-                if (!connector.is_object()) {
-                    std::printf(
-                        "  %s\n",
-                        printable(connector.is_string() ? connector.get<std::string>() : dump(connector)).c_str());
-                    continue;
-                }
-                std::printf("  %s (%s)\n", printable(text(connector, "name")).c_str(),
-                            printable(text(connector, "type")).c_str());
-                field("  domains", joined(member(connector, "domains")));
-                field("  credential", text(connector, "credential"));
-                field("  preset", text(connector, "preset"));
-                for (const auto& rule : member(connector, "rules")) {
-                    const auto effect = text(rule, "effect");
-                    field("  rule", text(rule, "pattern") + " -> " + effect,
-                          effect == "deny"    ? Colour::red
-                          : effect == "allow" ? Colour::green
-                                              : Colour::yellow);
-                }
-            }
-            const auto& policies = member(gateway, "policies");
-            if (policies.is_array() && !policies.empty()) {
-                std::printf("%s\n", paint("policies", Colour::bold).c_str());
-                for (const auto& policy : policies) {
-                    std::printf("  %s: %s %s\n", printable(text(policy, "name")).c_str(),
-                                printable(text(policy, "effect")).c_str(),
-                                printable(joined(member(policy, "actions"))).c_str());
-                    if (const auto reason = text(policy, "reason"); !reason.empty()) field("  reason", reason);
-                }
-            }
-            const auto& tcp = member(gateway, "tcp");
-            if (tcp.is_array() && !tcp.empty()) {
-                std::printf("%s\n", paint("tcp", Colour::bold).c_str());
-                for (const auto& destination : tcp) {
-                    const auto host = text(destination, "host");
-                    std::printf("  %s port %s\n", printable(host.empty() ? text(destination, "cidr") : host).c_str(),
-                                printable(text(destination, "port")).c_str());
-                }
-            }
+            print_gateway(gateway);
             return kExitOk;
         });
     }

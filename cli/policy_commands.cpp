@@ -7,6 +7,7 @@
 #include "cli/api_client.h"
 #include "cli/daemon_call.h"
 #include "cli/output.h"
+#include "common/atomic_file.h"
 #include "daemon/daemon_config.h"
 #include "policy/classify.h"
 #include "policy/engine.h"
@@ -518,28 +519,15 @@ nlohmann::json gateway_file(const policy::Gateway& gateway) {
 
 // The draft, atomically: FILE.tmp then renamed over FILE (kept unless `force`).
 int write_draft(const std::string& path, const std::string& text, bool force) {
-    const std::filesystem::path target(path);
-    std::error_code error;
-    if (!force && std::filesystem::exists(target, error)) {
+    try {
+        write_file_atomically(path, text, {.mode = 0644, .replace = force});
+    } catch (const FileExists&) {
         std::fprintf(stderr, "tf policy suggest: %s exists; give --force to replace it, or another --output FILE\n",
                      printable(path).c_str());
         return kExitFailed;
-    }
-    const std::filesystem::path temporary = path + ".tmp";
-    {
-        std::ofstream out(temporary, std::ios::trunc);
-        out << text;
-        out.flush();
-        if (!out) {
-            std::fprintf(stderr, "tf policy suggest: cannot write %s\n", printable(temporary.string()).c_str());
-            return kExitFailed;
-        }
-    }
-    std::filesystem::permissions(temporary, std::filesystem::perms(0644), error);
-    std::filesystem::rename(temporary, target, error);
-    if (error) {
-        std::fprintf(stderr, "tf policy suggest: cannot rename %s to %s: %s\n", printable(temporary.string()).c_str(),
-                     printable(path).c_str(), error.message().c_str());
+    } catch (const FileError& error) {
+        std::fprintf(stderr, "tf policy suggest: %s%s%s\n", printable(error.what()).c_str(),
+                     error.hint().empty() ? "" : "; ", error.hint().c_str());
         return kExitFailed;
     }
     return kExitOk;

@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <variant>
 #include <vector>
 
 extern char** environ;
@@ -65,12 +66,13 @@ int run_command(std::span<char*> args) {
     return run_command(args, {});
 }
 
-int run_command(std::span<char*> args, const std::function<void(const nlohmann::json&)>& on_started) {
+namespace {
+
+// Reads the options; the launch request, or the exit code when there is nothing to launch.
+std::variant<nlohmann::json, int> parse_run(std::span<char*> args, std::string& socket_path, std::string& config_file) {
     std::string gateway;
     std::string name;
     std::string isolation;
-    std::string socket_path;
-    std::string config_file;
     enum { kGateway = 256, kName, kIsolation, kSocket };
     const option options[] = {
         {"gateway", required_argument, nullptr, kGateway},
@@ -108,12 +110,13 @@ int run_command(std::span<char*> args, const std::function<void(const nlohmann::
     for (int i = optind; i < argc; ++i) argv.push_back(args[static_cast<std::size_t>(i)]);
     auto& env = request["env"] = nlohmann::json::array();
     for (char** variable = environ; *variable != nullptr; ++variable) env.push_back(*variable);
+    return request;
+}
 
-    const auto socket = connect_launch_socket(launch_socket_path(socket_path, config_file), "run");
-    if (!socket) return kExitLaunchFailed;
-    const UniqueFd cwd(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!cwd) return fail(std::string("cannot open the current directory: ") + std::strerror(errno));
-
+// Sends the launch request, then passes signals to the agent and prints the
+// daemon's notes until the agent exits; its exit code.
+int converse(int socket, const nlohmann::json& request, int cwd,
+             const std::function<void(const nlohmann::json&)>& on_started) {
     // Signals are taken through a signalfd from here on and passed to the agent.
     sigset_t forwarded;
     sigemptyset(&forwarded);
@@ -124,46 +127,59 @@ int run_command(std::span<char*> args, const std::function<void(const nlohmann::
     const UniqueFd signals(::signalfd(-1, &forwarded, SFD_CLOEXEC));
 
     std::string agent;
-    try {
-        netns::send_message(socket->get(), request.dump(), {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, cwd.get()});
-        for (;;) {
-            pollfd ready[2] = {{socket->get(), POLLIN, 0}, {signals.get(), POLLIN, 0}};
-            if (::poll(ready, 2, -1) < 0) {
-                if (errno == EINTR) continue;
-                return fail(std::string("poll: ") + std::strerror(errno));
-            }
-            if ((ready[1].revents & POLLIN) != 0) {
-                signalfd_siginfo info{};
-                if (::read(signals.get(), &info, sizeof info) == sizeof info && !agent.empty()) {
-                    netns::send_message(socket->get(),
-                                        nlohmann::json{{"type", "signal"}, {"signal", info.ssi_signo}}.dump());
-                }
-            }
-            if ((ready[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-            const auto message = netns::receive_message(socket->get());
-            if (!message) {
-                return fail(agent.empty() ? "tameflared closed the connection"
-                                          : "tameflared went away; agent " + agent +
-                                                " stays under enforcement (its network is refused) until it restarts");
-            }
-            const auto reply = nlohmann::json::parse(message->text, nullptr, false);
-            const std::string type = reply.is_object() ? reply.value("type", "") : "";
-            if (type == "started") {
-                agent = reply.value("agent", "");
-                if (const auto notes = reply.find("notes"); notes != reply.end() && notes->is_array()) {
-                    for (const auto& note : *notes) {
-                        if (note.is_string()) std::fprintf(stderr, "tf run: %s\n", note.get<std::string>().c_str());
-                    }
-                }
-                if (on_started) on_started(reply);
-            } else if (type == "note") {
-                std::fprintf(stderr, "tf run: %s\n", reply.value("message", "").c_str());
-            } else if (type == "exited") {
-                return reply.value("status", kExitLaunchFailed);
-            } else if (type == "error") {
-                return fail(reply.value("message", "launch refused"), reply.value("hint", ""));
+    netns::send_message(socket, request.dump(), {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, cwd});
+    for (;;) {
+        pollfd ready[2] = {{socket, POLLIN, 0}, {signals.get(), POLLIN, 0}};
+        if (::poll(ready, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return fail(std::string("poll: ") + std::strerror(errno));
+        }
+        if ((ready[1].revents & POLLIN) != 0) {
+            signalfd_siginfo info{};
+            if (::read(signals.get(), &info, sizeof info) == sizeof info && !agent.empty()) {
+                netns::send_message(socket, nlohmann::json{{"type", "signal"}, {"signal", info.ssi_signo}}.dump());
             }
         }
+        if ((ready[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+        const auto message = netns::receive_message(socket);
+        if (!message) {
+            return fail(agent.empty() ? "tameflared closed the connection"
+                                      : "tameflared went away; agent " + agent +
+                                            " stays under enforcement (its network is refused) until it restarts");
+        }
+        const auto reply = nlohmann::json::parse(message->text, nullptr, false);
+        const std::string type = reply.is_object() ? reply.value("type", "") : "";
+        if (type == "started") {
+            agent = reply.value("agent", "");
+            if (const auto notes = reply.find("notes"); notes != reply.end() && notes->is_array()) {
+                for (const auto& note : *notes) {
+                    if (note.is_string()) std::fprintf(stderr, "tf run: %s\n", note.get<std::string>().c_str());
+                }
+            }
+            if (on_started) on_started(reply);
+        } else if (type == "note") {
+            std::fprintf(stderr, "tf run: %s\n", reply.value("message", "").c_str());
+        } else if (type == "exited") {
+            return reply.value("status", kExitLaunchFailed);
+        } else if (type == "error") {
+            return fail(reply.value("message", "launch refused"), reply.value("hint", ""));
+        }
+    }
+}
+
+}  // namespace
+
+int run_command(std::span<char*> args, const std::function<void(const nlohmann::json&)>& on_started) {
+    std::string socket_path;
+    std::string config_file;
+    const auto parsed = parse_run(args, socket_path, config_file);
+    if (const int* code = std::get_if<int>(&parsed)) return *code;
+    const auto socket = connect_launch_socket(launch_socket_path(socket_path, config_file), "run");
+    if (!socket) return kExitLaunchFailed;
+    const UniqueFd cwd(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!cwd) return fail(std::string("cannot open the current directory: ") + std::strerror(errno));
+    try {
+        return converse(socket->get(), std::get<nlohmann::json>(parsed), cwd.get(), on_started);
     } catch (const std::exception& error) {
         return fail(error.what());
     }

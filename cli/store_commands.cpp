@@ -9,13 +9,12 @@
 #include "cli/daemon_call.h"
 #include "cli/output.h"
 
-#include "common/unique_fd.h"
+#include "common/atomic_file.h"
 #include "daemon/store/audit.h"
 #include "daemon/store/database.h"
 #include "daemon/store/query.h"
 #include "daemon/vault/vault_crypto.h"
 
-#include <fcntl.h>
 #include <getopt.h>
 #include <unistd.h>
 
@@ -28,7 +27,6 @@
 #include <functional>
 #include <iostream>
 #include <stdexcept>
-#include <streambuf>
 #include <string>
 #include <utility>
 #include <vector>
@@ -323,127 +321,11 @@ std::optional<store::Database> open_database(const Command& command, const State
 }
 
 // ---------------------------------------------------------------------------
-// Writing an export file: FILE.tmp, synced, then renamed over FILE.
+// Standard output that cannot be written (a file is written by common/atomic_file.h).
 
 class OutputError : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
-};
-
-// An ostream buffer over a file descriptor; remembers the first write error.
-class FdBuffer : public std::streambuf {
-public:
-    explicit FdBuffer(int fd) : fd_(fd) { setp(buffer_.data(), buffer_.data() + buffer_.size()); }
-    [[nodiscard]] int error() const { return error_; }
-
-protected:
-    int_type overflow(int_type c) override {
-        if (!drain()) return traits_type::eof();
-        if (!traits_type::eq_int_type(c, traits_type::eof())) {
-            *pptr() = traits_type::to_char_type(c);
-            pbump(1);
-        }
-        return traits_type::not_eof(c);
-    }
-    int sync() override { return drain() ? 0 : -1; }
-
-private:
-    bool drain() {
-        const char* at = pbase();
-        while (at < pptr() && error_ == 0) {
-            const ssize_t written = ::write(fd_, at, static_cast<std::size_t>(pptr() - at));
-            if (written < 0 && errno == EINTR) continue;
-            if (written <= 0) {
-                error_ = written < 0 ? errno : EIO;
-                break;
-            }
-            at += written;
-        }
-        setp(buffer_.data(), buffer_.data() + buffer_.size());
-        return error_ == 0;
-    }
-
-    int fd_;
-    int error_ = 0;
-    std::array<char, 1 << 16> buffer_{};
-};
-
-class AtomicFile {
-public:
-    AtomicFile(const fs::path& target, bool replace)
-        : target_(unless_exists(target, replace)),
-          temporary_(target_.string() + ".tmp"),
-          replace_(replace),
-          fd_(create(temporary_)),
-          buffer_(fd_.get()),
-          stream_(&buffer_) {}
-    AtomicFile(const AtomicFile&) = delete;
-    AtomicFile& operator=(const AtomicFile&) = delete;
-    ~AtomicFile() {
-        if (!committed_) {
-            std::error_code ignored;
-            fs::remove(temporary_, ignored);
-        }
-    }
-
-    std::ostream& stream() { return stream_; }
-
-    // Everything written reaches the disk, then FILE appears whole.
-    void commit() {
-        stream_.flush();
-        if (buffer_.error() != 0 || !stream_) fail("writing", buffer_.error() != 0 ? buffer_.error() : EIO);
-        if (::fsync(fd_.get()) != 0) fail("syncing", errno);
-        if (::close(fd_.release()) != 0) fail("closing", errno);
-        if (replace_) {
-            if (std::rename(temporary_.c_str(), target_.c_str()) != 0) fail("renaming", errno);
-        } else if (::renameat2(AT_FDCWD, temporary_.c_str(), AT_FDCWD, target_.c_str(), RENAME_NOREPLACE) != 0) {
-            const int why = errno;
-            if (why == EEXIST) {
-                throw OutputError(target_.string() +
-                                  " appeared while exporting and was kept; give --force to replace it");
-            }
-            // A file system without RENAME_NOREPLACE: a plain rename after the check made at the start.
-            if ((why != EINVAL && why != ENOSYS) || std::rename(temporary_.c_str(), target_.c_str()) != 0) {
-                fail("renaming", errno);
-            }
-        }
-        committed_ = true;
-        // The rename itself is durable once the directory is synced.
-        const fs::path directory = target_.has_parent_path() ? target_.parent_path() : fs::path(".");
-        const UniqueFd dir(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (dir.get() >= 0) ::fsync(dir.get());
-    }
-
-private:
-    static fs::path unless_exists(const fs::path& target, bool replace) {
-        std::error_code error;
-        if (!replace && fs::exists(fs::symlink_status(target, error))) {
-            throw OutputError(target.string() + " exists; give --force to replace it, or another --output FILE");
-        }
-        return target;
-    }
-    static int create(const fs::path& temporary) {
-        const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            const int why = errno;
-            throw OutputError(
-                "cannot create " + temporary.string() + ": " + std::strerror(why) +
-                (why == EEXIST ? " (another export is writing it, or one was interrupted: remove it)" : ""));
-        }
-        return fd;
-    }
-    [[noreturn]] void fail(const char* doing, int why) const {
-        throw OutputError(std::string(doing) + " " + temporary_.string() + " failed: " + std::strerror(why) +
-                          (why == ENOSPC ? "; free space on its file system" : ""));
-    }
-
-    fs::path target_;
-    fs::path temporary_;
-    bool replace_;
-    bool committed_ = false;
-    UniqueFd fd_;
-    FdBuffer buffer_;
-    std::ostream stream_;
 };
 
 // ---------------------------------------------------------------------------
@@ -458,7 +340,8 @@ int write_rows(const Command& command, const Options& options, store::Format for
     std::size_t count = 0;
     try {
         std::optional<AtomicFile> file;
-        if (!options.output.empty()) file.emplace(options.output, options.force);
+        if (!options.output.empty())
+            file.emplace(options.output, AtomicFileOptions{.mode = 0600, .replace = options.force});
         std::ostream& out = file ? file->stream() : console;
         count = rows(out);
         if (file) {
@@ -471,6 +354,14 @@ int write_rows(const Command& command, const Options& options, store::Format for
         return kExitUsage;
     } catch (const OutputError& failure) {
         std::fprintf(stderr, "%s: %s\n", command.name.c_str(), failure.what());
+        return kExitUsage;
+    } catch (const FileExists& failure) {
+        std::fprintf(stderr, "%s: %s; give --force to replace it, or another --output FILE\n", command.name.c_str(),
+                     failure.what());
+        return kExitUsage;
+    } catch (const FileError& failure) {
+        std::fprintf(stderr, "%s: %s%s%s\n", command.name.c_str(), failure.what(), failure.hint().empty() ? "" : "; ",
+                     failure.hint().c_str());
         return kExitUsage;
     }
 

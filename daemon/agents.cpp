@@ -3,8 +3,10 @@
 #include "daemon/agents.h"
 
 #include "bpf/enforcer.h"
-#include "daemon/agent_environment.h"
+#include "common/atomic_file.h"
 #include "common/log.h"
+#include "common/users.h"
+#include "daemon/agent_environment.h"
 #include "daemon/proxy/asio.h"
 #include "daemon/proxy/liveness.h"
 #include "daemon/proxy/server.h"
@@ -82,40 +84,15 @@ bool valid_name(const std::string& name) {
 
 // The caller's cgroup; "" (taken as an agent's) when it cannot be known to
 // be the caller's: it exited, or its pid now names another process.
-std::string caller_cgroup(const netns::PeerCredentials& peer) {
-    return netns::process_cgroup(peer.pid, peer.pidfd ? peer.pidfd.get() : -1);
+std::string caller_cgroup(const Caller& peer) {
+    return netns::process_cgroup(peer.pid, peer.pidfd());
 }
 
 bool is_within(const std::string& path, const std::string& root) {
     return path == root || (path.size() > root.size() && path.rfind(root, 0) == 0 && path[root.size()] == '/');
 }
 
-std::string user_name(uid_t uid) {
-    std::array<char, 4096> buffer{};
-    passwd entry{};
-    passwd* found = nullptr;
-    if (getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) return {};
-    return entry.pw_name;
-}
-
-bool group_name_exists(gid_t gid) {
-    std::array<char, 16384> buffer{};
-    group entry{};
-    group* found = nullptr;
-    return getgrgid_r(gid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr;
-}
-
-std::optional<gid_t> group_id(const std::string& name) {
-    std::array<char, 4096> buffer{};
-    group entry{};
-    group* found = nullptr;
-    if (getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
-        return std::nullopt;
-    }
-    return entry.gr_gid;
-}
-
-bool may_launch(const netns::PeerCredentials& peer, const policy::Gateway& gateway) {
+bool may_launch(const Caller& peer, const policy::Gateway& gateway) {
     if (peer.uid == 0) return true;
     const std::string user = user_name(peer.uid);
     if (!user.empty() &&
@@ -195,42 +172,31 @@ std::vector<gid_t> kept_groups(const std::vector<gid_t>& have, const std::vector
 
 // The run_as user of a gateway: uid, gid, home and groups from the user database.
 Identity named_user(const std::string& name, const std::vector<std::string>& keep, const std::string& gateway) {
-    std::array<char, 16384> buffer{};
-    passwd entry{};
-    passwd* found = nullptr;
-    if (getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+    const auto entry = user_by_name(name);
+    if (!entry) {
         throw LaunchError("gateway " + gateway + " runs root's agents as user \"" + name + "\", which does not exist",
                           "create the user (adduser --system " + name + ") or change run_as in the gateway's file");
     }
     Identity identity;
-    identity.uid = entry.pw_uid;
-    identity.gid = entry.pw_gid;
-    identity.user = entry.pw_name;
-    identity.home = entry.pw_dir;
-    int count = 64;
-    std::vector<gid_t> groups(static_cast<std::size_t>(count));
-    while (getgrouplist(entry.pw_name, entry.pw_gid, groups.data(), &count) < 0) {
-        groups.resize(static_cast<std::size_t>(count));
-    }
-    groups.resize(static_cast<std::size_t>(count));
-    identity.groups = kept_groups(groups, keep);
+    identity.uid = entry->uid;
+    identity.gid = entry->gid;
+    identity.user = entry->name;
+    identity.home = entry->home;
+    identity.groups = kept_groups(user_groups(*entry), keep);
     return identity;
 }
 
 // A user's home directory in the user database; "" when it has none.
 std::string passwd_home(uid_t uid) {
-    std::array<char, 16384> buffer{};
-    passwd entry{};
-    passwd* found = nullptr;
-    if (getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) return {};
-    return entry.pw_dir != nullptr ? std::string(entry.pw_dir) : std::string();
+    const auto entry = user_by_id(uid);
+    return entry ? entry->home : std::string();
 }
 
 // /proc/PID/<entry> of the process that asked for the launch, opened and then checked to belong to it still (its
 // pidfd): a recycled pid cannot lend another process's namespace or root.
-UniqueFd open_of_caller(const netns::PeerCredentials& peer, const char* entry, int flags) {
+UniqueFd open_of_caller(const Caller& peer, const char* entry, int flags) {
     UniqueFd pidfd;
-    int check = peer.pidfd.get();
+    int check = peer.pidfd();
     if (check < 0) {
         pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, peer.pid, 0)));
         check = pidfd.get();
@@ -244,7 +210,7 @@ UniqueFd open_of_caller(const netns::PeerCredentials& peer, const char* entry, i
 
 // Where the launching user's root directory is, as a path the daemon can look up (globs of the filesystem
 // section are expanded in their view): "" when their mount namespace is the daemon's. `root` keeps it open.
-std::string caller_root(const netns::PeerCredentials& peer, int caller_mounts, UniqueFd& root) {
+std::string caller_root(const Caller& peer, int caller_mounts, UniqueFd& root) {
     if (caller_mounts < 0) return {};
     root = open_of_caller(peer, "root", O_PATH | O_DIRECTORY | O_CLOEXEC);
     return "/proc/self/fd/" + std::to_string(root.get());
@@ -347,31 +313,17 @@ void write_bundle(const fs::path& file, const std::string& ca_pem) {
     std::error_code error;
     fs::create_directories(file.parent_path(), error);
     // Each file whole or not at all (readers of the old one keep it), world-readable.
-    const auto write_whole = [](const fs::path& target, const std::string& bytes) {
-        const fs::path temporary = target.string() + ".tmp";
-        {
-            std::ofstream out(temporary, std::ios::trunc | std::ios::binary);
-            out << bytes;
-            if (!out) throw std::runtime_error("cannot write the agents' CA trust file " + temporary.string());
-        }
-        ::chmod(temporary.c_str(), 0644);
-        fs::rename(temporary, target);
-    };
-    write_whole(file, bundle);
-    write_whole(java_trust_store_for(file), proxy::java_trust_store(bundle));
+    const AtomicFileOptions options{.mode = 0644, .take_over_temporary = true};
+    write_file_atomically(file, bundle, options);
+    write_file_atomically(java_trust_store_for(file), proxy::java_trust_store(bundle), options);
 }
 
 // The agents' /etc/resolv.conf: a loopback resolver, so no query is even
 // addressed to the host's; the BPF programs take port 53 to the stub anyway.
 void write_resolv_conf(const fs::path& file) {
-    const fs::path temporary = file.string() + ".tmp";
-    {
-        std::ofstream out(temporary, std::ios::trunc);
-        out << "# tameflared: every query goes to the agent's DNS stub\nnameserver 127.0.0.53\noptions edns0\n";
-        if (!out) throw std::runtime_error("cannot write " + temporary.string());
-    }
-    ::chmod(temporary.c_str(), 0644);
-    fs::rename(temporary, file);
+    write_file_atomically(
+        file, "# tameflared: every query goes to the agent's DNS stub\nnameserver 127.0.0.53\noptions edns0\n",
+        {.mode = 0644, .take_over_temporary = true});
 }
 
 }  // namespace
@@ -409,7 +361,7 @@ namespace {
 // sees the machine as the user who ran tf run does. Invalid when the two are
 // the same. The namespace is read from /proc/PID and then checked to belong
 // to the caller still (its pidfd), so a recycled pid cannot lend another's.
-UniqueFd caller_mount_namespace(const netns::PeerCredentials& peer) {
+UniqueFd caller_mount_namespace(const Caller& peer) {
     struct stat own {};
     struct stat theirs {};
     if (::stat("/proc/self/ns/mnt", &own) != 0) return {};
@@ -473,7 +425,7 @@ struct Agents::Impl {
         const std::uint64_t start = generator() % size;
         for (std::uint64_t i = 0; i < size; ++i) {
             const auto uid = static_cast<uid_t>(options.dynamic_uid_first + (start + i) % size);
-            if (dynamic_uids.count(uid) != 0 || !user_name(uid).empty() || group_name_exists(uid)) continue;
+            if (dynamic_uids.count(uid) != 0 || !user_name(uid).empty() || group_exists(uid)) continue;
             if (std::any_of(subordinate_uids.begin(), subordinate_uids.end(),
                             [&](const auto& range) { return uid >= range.first && uid < range.second; })) {
                 continue;
@@ -486,7 +438,7 @@ struct Agents::Impl {
     }
 
     // Who `peer`'s agent on `gateway` runs as.
-    Identity identity_for(const netns::PeerCredentials& peer, const policy::Gateway& gateway) {
+    Identity identity_for(const Caller& peer, const policy::Gateway& gateway) {
         if (peer.uid != 0) {
             Identity identity;
             identity.uid = peer.uid;
@@ -551,9 +503,8 @@ struct Agents::Impl {
 
     // Without the unix socket filter: the sockets of services outside that agents are known to misuse, hidden in
     // the agent's mount namespace (docs/enforcement.md, "Fallbacks").
-    void hide_service_sockets(netns::SpawnOptions& spawn, const std::vector<std::string>& allow,
-                              const netns::PeerCredentials& peer, uid_t agent,
-                              const std::vector<std::string>& env) const {
+    void hide_service_sockets(netns::SpawnOptions& spawn, const std::vector<std::string>& allow, const Caller& peer,
+                              uid_t agent, const std::vector<std::string>& env) const {
         const uid_t caller = peer.uid;
         const auto allowed = [&](const std::string& path) {
             return std::find(allow.begin(), allow.end(), path) != allow.end();
@@ -623,15 +574,15 @@ struct Agents::Impl {
     net::awaitable<void> accept_loop();
     net::awaitable<void> serve(std::shared_ptr<Descriptor> client);
     net::awaitable<void> watch_exit(std::shared_ptr<Agent> agent);
-    std::shared_ptr<Agent> launch(const netns::PeerCredentials& peer, const json& request, std::vector<UniqueFd>& fds);
+    std::shared_ptr<Agent> launch(const Caller& peer, const json& request, std::vector<UniqueFd>& fds);
     void finish(Agent& agent, int status);
     void undo(Agent& agent);
     void undo_registration(Agent& agent);
     void serve_agent(Agent& agent, UniqueFd proxy_socket, UniqueFd dns_udp, UniqueFd dns_tcp);
     void adopt_running();
-    json enforce(const netns::PeerCredentials& peer, const json& request);
+    json enforce(const Caller& peer, const json& request);
     void forget_vanished_units();
-    json release(const netns::PeerCredentials& peer, const json& request);
+    json release(const Caller& peer, const json& request);
     void start_enforcing(const fs::path& cgroup, const std::string& gateway, const std::string& name);
     void save_enforced();
     void restore_enforced();
@@ -654,8 +605,10 @@ void reply(Descriptor& client, const json& message) {
 
 }  // namespace
 
-std::shared_ptr<Agent> Agents::Impl::launch(const netns::PeerCredentials& peer, const json& request,
-                                            std::vector<UniqueFd>& fds) {
+// One piece over 100 lines: the launch's steps in their order (identity, cgroup, namespaces, listeners, spawn), each
+// undone by the RAII guards it holds; issue 23 item 4 moves it into a launcher of its own.
+// NOLINTNEXTLINE(readability-function-size)
+std::shared_ptr<Agent> Agents::Impl::launch(const Caller& peer, const json& request, std::vector<UniqueFd>& fds) {
     if (fds.size() != 4) throw LaunchError("a launch passes 4 descriptors (stdin, stdout, stderr, cwd)", "use tf run");
     if (inside_agents(caller_cgroup(peer))) {
         throw LaunchError("agents cannot launch agents", "run tf run outside any agent");
@@ -925,7 +878,7 @@ void Agents::Impl::forget_vanished_units() {
     }
 }
 
-json Agents::Impl::enforce(const netns::PeerCredentials& peer, const json& request) {
+json Agents::Impl::enforce(const Caller& peer, const json& request) {
     if (peer.uid != 0) throw LaunchError("only root may put a cgroup under enforcement", "run tf enforce as root");
     if (inside_agents(caller_cgroup(peer))) throw LaunchError("agents cannot change enforcement", "");
     forget_vanished_units();
@@ -964,7 +917,7 @@ json Agents::Impl::enforce(const netns::PeerCredentials& peer, const json& reque
     return json{{"type", "enforced"}, {"agent", name}, {"cgroup_id", id}};
 }
 
-json Agents::Impl::release(const netns::PeerCredentials& peer, const json& request) {
+json Agents::Impl::release(const Caller& peer, const json& request) {
     if (peer.uid != 0) throw LaunchError("only root may release a cgroup from enforcement", "");
     if (inside_agents(caller_cgroup(peer))) throw LaunchError("agents cannot change enforcement", "");
     const fs::path cgroup = fs::weakly_canonical(fs::path(request.value("cgroup", "")));
@@ -1260,7 +1213,7 @@ net::awaitable<void> Agents::Impl::serve(std::shared_ptr<Descriptor> client) {
             const std::string type = request.is_object() ? request.value("type", "") : "";
             if (type == "launch" && !agent) {
                 try {
-                    const auto peer = netns::peer_credentials(client->native_handle());
+                    const auto peer = peer_credentials(client->native_handle());
                     agent = launch(peer, request, message->fds);
                     agent->client = client;
                     reply(*client, json{{"type", "started"},
@@ -1272,20 +1225,20 @@ net::awaitable<void> Agents::Impl::serve(std::shared_ptr<Descriptor> client) {
                     net::co_spawn(io, watch_exit(agent), net::detached);
                 } catch (const LaunchError& failure) {
                     log(LogLevel::warning, std::string("launch refused: ") + failure.what(),
-                        {{"GATEWAY", request.value("gateway", "")}, {"HINT", failure.hint}});
-                    reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", failure.hint}});
+                        {{"GATEWAY", request.value("gateway", "")}, {"HINT", failure.hint()}});
+                    reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", failure.hint()}});
                     done = true;
                 }
             } else if ((type == "enforce" || type == "release") && !agent) {
                 try {
-                    const auto peer = netns::peer_credentials(client->native_handle());
+                    const auto peer = peer_credentials(client->native_handle());
                     reply(*client, type == "enforce" ? enforce(peer, request) : release(peer, request));
                 } catch (const json::exception& failure) {
                     reply(*client, json{{"type", "error"},
                                         {"message", std::string("malformed request: ") + failure.what()},
                                         {"hint", "use tf enforce"}});
                 } catch (const LaunchError& failure) {
-                    reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", failure.hint}});
+                    reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", failure.hint()}});
                 } catch (const std::exception& failure) {
                     reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", ""}});
                 }
@@ -1463,14 +1416,8 @@ Agents::StopResult Agents::stop_agent(const std::string& id) {
     return result.get_future().get();
 }
 
-std::string Agents::launch(const LaunchCaller& caller, const json& request, std::vector<UniqueFd> fds) {
+std::string Agents::launch(const Caller& peer, const json& request, std::vector<UniqueFd> fds) {
     if (!impl_->thread.joinable()) throw LaunchError("tameflared is not launching agents now", "");
-    netns::PeerCredentials peer;
-    peer.pid = caller.pid;
-    peer.uid = caller.uid;
-    peer.gid = caller.gid;
-    peer.groups = caller.groups;
-    if (caller.pidfd) peer.pidfd = UniqueFd(::dup(caller.pidfd.get()));
     std::promise<std::string> result;
     net::post(impl_->io, [this, &peer, &request, &fds, &result] {
         // Whatever the request holds: a field of the wrong type is a refusal, not an escape.

@@ -5,6 +5,8 @@
 // redirected connection.
 #pragma once
 
+#include "common/caller.h"
+#include "common/error.h"
 #include "common/unique_fd.h"
 #include "daemon/proxy/interfaces.h"
 #include "policy/config.h"
@@ -63,19 +65,9 @@ struct AgentInfo {
 };
 
 // A launch or enforcement refused: what is wrong and how to fix it.
-struct LaunchError : std::runtime_error {
-    LaunchError(const std::string& message, std::string hint_text)
-        : std::runtime_error(message), hint(std::move(hint_text)) {}
-    std::string hint;
-};
-
-// Who asks for a launch, as the kernel or the bus reported it.
-struct LaunchCaller {
-    pid_t pid = 0;
-    uid_t uid = 0;
-    gid_t gid = 0;
-    std::vector<gid_t> groups;
-    UniqueFd pidfd;  // the caller itself when known, so its cgroup is known to be its own
+class LaunchError : public Error {
+public:
+    using Error::Error;
 };
 
 // agent.started (status 0) and agent.exited (the exit status), on the agents' thread.
@@ -120,7 +112,7 @@ public:
     // O_PATH descriptor of the working directory. The caller learns of the
     // end through on_event. Returns the agent id; throws
     // LaunchError.
-    std::string launch(const LaunchCaller& caller, const nlohmann::json& request, std::vector<UniqueFd> fds);
+    std::string launch(const Caller& caller, const nlohmann::json& request, std::vector<UniqueFd> fds);
 
     // Set before start().
     void on_event(AgentObserver observer);

@@ -1,11 +1,11 @@
 // tameflared: the TameFlare for Linux daemon.
+#include "common/log.h"
 #include "daemon/agents.h"
 #include "daemon/api/api_server.h"
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
 #include "daemon/control/metrics.h"
 #include "daemon/daemon_config.h"
-#include "common/log.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/certificate_authority.h"
 #include "daemon/proxy/server.h"
@@ -63,10 +63,10 @@ struct Options {
 void log_errors(const policy::ConfigErrors& errors) {
     for (const auto& error : errors) {
         log(LogLevel::error, "configuration error: " + error.message,
-                    {{"MESSAGE_ID", message_id::config_error},
-                     {"CONFIG_FILE", error.file},
-                     {"JSON_POINTER", error.pointer},
-                     {"HINT", error.hint}});
+            {{"MESSAGE_ID", message_id::config_error},
+             {"CONFIG_FILE", error.file},
+             {"JSON_POINTER", error.pointer},
+             {"HINT", error.hint}});
     }
 }
 
@@ -130,7 +130,7 @@ void drain(proxy::ProxyServer& server, proxy::ApprovalQueue& queue) {
                                       "tameflared is stopping; ask again when it is back");
     if (denied != 0) {
         log(LogLevel::notice, std::to_string(denied) + " held requests denied: tameflared is stopping",
-                    {{"MESSAGE_ID", message_id::approval}, {"DECISION", "deny"}});
+            {{"MESSAGE_ID", message_id::approval}, {"DECISION", "deny"}});
     }
     // Their answers are written on the proxy's threads; a few seconds at most.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
@@ -139,6 +139,8 @@ void drain(proxy::ProxyServer& server, proxy::ApprovalQueue& queue) {
     }
 }
 
+// One piece over 100 lines: the composition root, start-up in order; issue 23 item 4 turns it into named supervisor
+// stages. NOLINTNEXTLINE(readability-function-size)
 int run(const Options& options) {
     sigset_t signals;
     sigemptyset(&signals);
@@ -158,7 +160,7 @@ int run(const Options& options) {
     if (!result.ok()) {
         log_errors(result.errors);
         log(LogLevel::error, "refusing to start with an invalid configuration",
-                    {{"CONFIG_FILE", config->config_file.string()}});
+            {{"CONFIG_FILE", config->config_file.string()}});
         return EXIT_FAILURE;
     }
     store.publish(result.config);
@@ -170,7 +172,7 @@ int run(const Options& options) {
         ca = proxy::CertificateAuthority::load_or_create(config->state_dir / "ca");
     } catch (const proxy::CaError& error) {
         log(LogLevel::error, std::string("cannot load the interception CA: ") + error.what(),
-                    {{"STATE_DIR", config->state_dir.string()}});
+            {{"STATE_DIR", config->state_dir.string()}});
         return EXIT_FAILURE;
     }
     // The state directory: one daemon at a time, its files private.
@@ -185,8 +187,8 @@ int run(const Options& options) {
         lock = store::StateLock::try_acquire(config->state_dir);
         if (!lock) {
             log(LogLevel::error, "another tameflared (or tf vault rotate) is using the state directory",
-                        {{"STATE_DIR", config->state_dir.string()},
-                         {"HINT", "stop it first, or give this one its own state_dir"}});
+                {{"STATE_DIR", config->state_dir.string()},
+                 {"HINT", "stop it first, or give this one its own state_dir"}});
             return EXIT_FAILURE;
         }
         store::StoreOptions store_options;
@@ -201,12 +203,11 @@ int run(const Options& options) {
         vault.emplace(*database, store::Vault::load_key(config->vault_key_path(), *database));
         if (const auto expired =
                 database->expire_pending_approvals("tameflared restarted; the held connection is gone")) {
-            log(LogLevel::notice,
-                        std::to_string(expired) + " approvals pending before the restart expired");
+            log(LogLevel::notice, std::to_string(expired) + " approvals pending before the restart expired");
         }
     } catch (const std::exception& error) {
         log(LogLevel::error, std::string("cannot open the state: ") + error.what(),
-                    {{"STATE_DIR", config->state_dir.string()}, {"DATABASE", config->database_path().string()}});
+            {{"STATE_DIR", config->state_dir.string()}, {"DATABASE", config->database_path().string()}});
         return EXIT_FAILURE;
     }
     // The proxy's approvals and records pass through the control plane's
@@ -261,10 +262,10 @@ int run(const Options& options) {
             });
         } catch (const std::exception& error) {
             log(LogLevel::error,
-                        std::string("kernel enforcement is unavailable; no agent can be launched: ") + error.what(),
-                        {{"HINT",
-                          "run tameflared as root on a kernel with BTF and cgroup2 (tf doctor tells what "
-                          "is missing), or set agents.enabled to false to use the explicit proxy only"}});
+                std::string("kernel enforcement is unavailable; no agent can be launched: ") + error.what(),
+                {{"HINT",
+                  "run tameflared as root on a kernel with BTF and cgroup2 (tf doctor tells what "
+                  "is missing), or set agents.enabled to false to use the explicit proxy only"}});
         }
     }
     std::optional<proxy::ProxyServer> server;
@@ -273,13 +274,13 @@ int run(const Options& options) {
                        proxy::ProxyServices{&store, ca.get(), agents.get(), &credentials, &approvals, &traffic});
     } catch (const std::system_error& error) {
         log(LogLevel::error, std::string("cannot open the proxy listeners: ") + error.what(),
-                    {{"HINT",
-                      "another process may hold the port; change proxy.transparent_listen or "
-                      "proxy.explicit_listen in the configuration"}});
+            {{"HINT",
+              "another process may hold the port; change proxy.transparent_listen or "
+              "proxy.explicit_listen in the configuration"}});
         return EXIT_FAILURE;
     } catch (const std::exception& error) {
         log(LogLevel::error, std::string("cannot start the proxy: ") + error.what(),
-                    {{"HINT", "check proxy.upstream_ca_file"}});
+            {{"HINT", "check proxy.upstream_ca_file"}});
         return EXIT_FAILURE;
     }
     daemon::KillSwitchControl kill_switch(*database, *server);
@@ -328,8 +329,8 @@ int run(const Options& options) {
             api_server = std::make_unique<api::ApiServer>(std::move(api_options), control);
         } catch (const std::exception& error) {
             log(LogLevel::error, std::string("cannot open the API socket: ") + error.what(),
-                        {{"API_SOCKET", config->api_socket_path().string()},
-                         {"HINT", "check runtime_dir and api.socket; another tameflared may be running"}});
+                {{"API_SOCKET", config->api_socket_path().string()},
+                 {"HINT", "check runtime_dir and api.socket; another tameflared may be running"}});
             return EXIT_FAILURE;
         }
     }
@@ -342,9 +343,9 @@ int run(const Options& options) {
                                                              control, dbus::BusSources{&store, &queue, agents.get()});
         } catch (const std::exception& error) {
             log(LogLevel::warning, std::string("D-Bus is unavailable: ") + error.what(),
-                        {{"HINT",
-                          "install com.tameflare.Daemon1.conf in /usr/share/dbus-1/system.d and run as root, "
-                          "or set dbus.enabled to false; the REST socket serves either way"}});
+                {{"HINT",
+                  "install com.tameflare.Daemon1.conf in /usr/share/dbus-1/system.d and run as root, "
+                  "or set dbus.enabled to false; the REST socket serves either way"}});
         }
     }
     server->start();
@@ -353,7 +354,7 @@ int run(const Options& options) {
             agents->start(*server);
         } catch (const std::exception& error) {
             log(LogLevel::error, std::string("cannot open the launch socket: ") + error.what(),
-                        {{"HINT", "check runtime_dir and agents.launch_socket"}});
+                {{"HINT", "check runtime_dir and agents.launch_socket"}});
             server->stop();
             return EXIT_FAILURE;
         }
@@ -363,14 +364,14 @@ int run(const Options& options) {
     const auto transparent = server->transparent_endpoint();
     const auto explicit_proxy = server->explicit_endpoint();
     log(LogLevel::notice, "tameflared started: " + summary(*store.snapshot()),
-                {{"MESSAGE_ID", message_id::started},
-                 {"VERSION", TF_VERSION},
-                 {"TRANSPARENT_LISTEN", transparent ? transparent->to_string() : "off"},
-                 {"EXPLICIT_LISTEN", explicit_proxy ? explicit_proxy->to_string() : "off"},
-                 {"CA_CERTIFICATE", (config->state_dir / "ca" / "ca.crt").string()},
-                 {"DATABASE", config->database_path().string()},
-                 {"API_SOCKET", api_server ? api_server->path().string() : "off"},
-                 {"DBUS", bus_service ? bus_service->unique_name() : "off"}});
+        {{"MESSAGE_ID", message_id::started},
+         {"VERSION", TF_VERSION},
+         {"TRANSPARENT_LISTEN", transparent ? transparent->to_string() : "off"},
+         {"EXPLICIT_LISTEN", explicit_proxy ? explicit_proxy->to_string() : "off"},
+         {"CA_CERTIFICATE", (config->state_dir / "ca" / "ca.crt").string()},
+         {"DATABASE", config->database_path().string()},
+         {"API_SOCKET", api_server ? api_server->path().string() : "off"},
+         {"DBUS", bus_service ? bus_service->unique_name() : "off"}});
 
     // systemd (Type=notify): ready only now that the BPF links, listeners,
     // the REST socket and the D-Bus name are up. Outside systemd these are no-ops.
@@ -399,8 +400,8 @@ int run(const Options& options) {
                                                                                  : nullptr;
             if (stuck != nullptr) {
                 log(LogLevel::error,
-                            std::string("the ") + stuck + " event loop did not answer; not feeding the watchdog",
-                            {{"LOOP", stuck}});
+                    std::string("the ") + stuck + " event loop did not answer; not feeding the watchdog",
+                    {{"LOOP", stuck}});
             } else if (heartbeat.watchdog) {
                 sd_notify(0, "WATCHDOG=1");
             }

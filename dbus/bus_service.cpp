@@ -1,10 +1,10 @@
 #include "dbus/bus_service.h"
 
+#include "common/log.h"
 #include "common/unique_fd.h"
 #include "daemon/agents.h"
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
-#include "common/log.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/store/query.h"
 #include "netns/cgroup.h"
@@ -192,7 +192,7 @@ int access_denied(sd_bus_error* error, const std::string& why) {
 
 // The caller of a message, as the bus and the kernel tell it.
 struct Identity {
-    control::Caller caller;
+    Caller caller;
     UniqueFd pidfd;
 };
 
@@ -500,7 +500,7 @@ struct BusService::Impl {
     // One identification per incoming message: a GetAll reads every
     // property with the same caller.
     MessagePtr identified_message;
-    std::optional<control::Caller> identified;
+    std::optional<Caller> identified;
 
     // How callers' processes are known (decided per bus connection), and in
     // Tracking::tracked the process that opened each connection, by unique
@@ -568,14 +568,13 @@ struct BusService::Impl {
         }
         if (lost != 0) {
             log(LogLevel::warning,
-                        std::to_string(lost) + " control events were not sent as D-Bus signals (the bus was stuck)");
+                std::to_string(lost) + " control events were not sent as D-Bus signals (the bus was stuck)");
         }
         for (const auto& event : batch) {
             try {
                 handle(event);
             } catch (const std::exception& error) {
-                log(LogLevel::warning, std::string("D-Bus signal not sent: ") + error.what(),
-                            {{"EVENT", event.type}});
+                log(LogLevel::warning, std::string("D-Bus signal not sent: ") + error.what(), {{"EVENT", event.type}});
             }
         }
     }
@@ -634,7 +633,7 @@ struct BusService::Impl {
         } catch (const ControlError& failure) {
             return set_error(error, error_name(failure.code()), failure.what(), failure.hint());
         } catch (const daemon::LaunchError& failure) {
-            return set_error(error, error_name("launch_refused"), failure.what(), failure.hint);
+            return set_error(error, error_name("launch_refused"), failure.what(), failure.hint());
         } catch (const std::bad_alloc&) {
             return -ENOMEM;
         } catch (const std::exception& failure) {
@@ -645,7 +644,7 @@ struct BusService::Impl {
 
     // The caller of the message being dispatched; nullopt (with `error`
     // set) when it cannot be known.
-    std::optional<control::Caller> current_caller(sd_bus* connection, sd_bus_error* error) {
+    std::optional<Caller> current_caller(sd_bus* connection, sd_bus_error* error) {
         sd_bus_message* message = sd_bus_get_current_message(connection);
         if (message != nullptr && identified_message.get() == message && identified) return identified;
         // Properties are all read-only.
@@ -849,12 +848,8 @@ int launch(Impl& impl, sd_bus_message* m, Identity& id) {
         copies.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
         if (!copies.back()) return -errno;
     }
-    daemon::LaunchCaller caller;
-    caller.pid = id.caller.pid;
-    caller.uid = id.caller.uid;
-    caller.gid = id.caller.gid;
-    caller.groups = id.caller.groups;
-    caller.pidfd = std::move(id.pidfd);
+    Caller caller = id.caller;
+    caller.process = std::make_shared<const UniqueFd>(std::move(id.pidfd));
     const std::string agent = impl.sources.agents->launch(caller, request, std::move(copies));
     if (const char* sender = sd_bus_message_get_sender(m); sender != nullptr) impl.launchers[agent] = sender;
     return reply_string(m, agent);
@@ -1072,7 +1067,7 @@ int enumerate_approvals(sd_bus* bus, const char* /*prefix*/, void* userdata, cha
 // caller, from the caches for the daemon's own emissions), `append` its value.
 int sub_property(sd_bus* bus, const char* path, const char* prefix, void* userdata, sd_bus_error* error,
                  const std::function<json(Impl&, const std::string&)>& own,
-                 const std::function<json(Impl&, const control::Caller&, const std::string&)>& read,
+                 const std::function<json(Impl&, const Caller&, const std::string&)>& read,
                  const std::function<int(const json&)>& append) {
     auto& impl = impl_of(userdata);
     const auto label = decode(path, prefix);
@@ -1096,7 +1091,7 @@ int gateway_property(sd_bus* bus, const char* path, const char* /*interface*/, c
                     {"enforcement", policy::to_string(gateway->enforcement)},
                     {"connectors", connectors}};
     };
-    const auto read = [](Impl& impl, const control::Caller& caller, const std::string& label) {
+    const auto read = [](Impl& impl, const Caller& caller, const std::string& label) {
         return impl.control.gateway(caller, label);
     };
     return sub_property(bus, path, kGatewayPrefix, userdata, error, own, read, [&](const json& gateway) {
@@ -1121,7 +1116,7 @@ int agent_property(sd_bus* bus, const char* path, const char* /*interface*/, con
         const auto found = impl.agents.find(label);
         return found == impl.agents.end() ? json::object() : found->second;
     };
-    const auto read = [](Impl& impl, const control::Caller& caller, const std::string& label) {
+    const auto read = [](Impl& impl, const Caller& caller, const std::string& label) {
         return impl.control.agent(caller, label);
     };
     return sub_property(bus, path, kAgentPrefix, userdata, error, own, read, [&](const json& agent) {
@@ -1139,7 +1134,7 @@ int approval_property(sd_bus* bus, const char* path, const char* /*interface*/, 
         const auto found = impl.approvals.find(label);
         return found == impl.approvals.end() ? json::object() : found->second;
     };
-    const auto read = [](Impl& impl, const control::Caller& caller, const std::string& label) {
+    const auto read = [](Impl& impl, const Caller& caller, const std::string& label) {
         return impl.control.approval(caller, label);
     };
     return sub_property(bus, path, kApprovalPrefix, userdata, error, own, read, [&](const json& approval) {
@@ -1336,7 +1331,7 @@ void BusService::Impl::start_tracking() {
         connection_credentials(bus.get(), own, mine, &lookup.error) >= 0 && mine.pidfd) {
         tracking = Tracking::bus_pidfd;
         log(LogLevel::info, "D-Bus callers are identified by the pidfd the bus gives (ProcessFD)",
-                    {{"DBUS_CALLER_IDENTITY", to_string(tracking)}});
+            {{"DBUS_CALLER_IDENTITY", to_string(tracking)}});
         return;
     }
     tracking = Tracking::tracked;
@@ -1353,9 +1348,9 @@ void BusService::Impl::start_tracking() {
     slots.emplace_back(slot);
     tracking_since = boottime_ticks();
     log(LogLevel::info,
-                "D-Bus callers are identified by pidfds the daemon opens as their connections appear "
-                "(the bus gives no ProcessFD; dbus-daemon 1.15.x or dbus-broker would)",
-                {{"DBUS_CALLER_IDENTITY", to_string(tracking)}});
+        "D-Bus callers are identified by pidfds the daemon opens as their connections appear "
+        "(the bus gives no ProcessFD; dbus-daemon 1.15.x or dbus-broker would)",
+        {{"DBUS_CALLER_IDENTITY", to_string(tracking)}});
 }
 
 void BusService::Impl::track(const char* name) {
@@ -1364,12 +1359,12 @@ void BusService::Impl::track(const char* name) {
     if (peers.size() >= peers_limit) {
         if (!std::exchange(peers_full_logged, true)) {
             log(LogLevel::warning,
-                        "more D-Bus connections than tameflared remembers; calls that change state from the newest "
-                        "are refused until some disconnect",
-                        {{"LIMIT", std::to_string(peers_limit)},
-                         {"HINT",
-                          "raise the daemon's descriptor limit (LimitNOFILE=, a quarter is for this), lower "
-                          "the bus's max_completed_connections, or find who opens so many"}});
+                "more D-Bus connections than tameflared remembers; calls that change state from the newest "
+                "are refused until some disconnect",
+                {{"LIMIT", std::to_string(peers_limit)},
+                 {"HINT",
+                  "raise the daemon's descriptor limit (LimitNOFILE=, a quarter is for this), lower "
+                  "the bus's max_completed_connections, or find who opens so many"}});
         }
         return;
     }
@@ -1483,12 +1478,12 @@ std::optional<Identity> BusService::Impl::identify(sd_bus_message* message, sd_b
     if (!broken.empty()) {
         if (effect == Effect::change) {
             log(LogLevel::warning,
-                        "D-Bus call refused: the caller's process may not be the one that opened its connection",
-                        {{"DBUS_SENDER", sender},
-                         {"DBUS_METHOD", method},
-                         {"CALLER_PID", std::to_string(pid)},
-                         {"REASON", broken.code},
-                         {"DBUS_CALLER_IDENTITY", to_string(tracking)}});
+                "D-Bus call refused: the caller's process may not be the one that opened its connection",
+                {{"DBUS_SENDER", sender},
+                 {"DBUS_METHOD", method},
+                 {"CALLER_PID", std::to_string(pid)},
+                 {"REASON", broken.code},
+                 {"DBUS_CALLER_IDENTITY", to_string(tracking)}});
             access_denied(error, "tameflared refuses " + method + " from " + sender + ": " + broken.text +
                                      ". A call that changes state needs the process that opened the connection "
                                      "(hint: reconnect: make the call on a new bus connection, opened by the "
@@ -1630,7 +1625,7 @@ void BusService::Impl::run() {
         identified.reset();
         if (r < 0) {
             log(LogLevel::error, "lost the D-Bus connection: " + errno_text(r),
-                        {{"HINT", "tameflared reconnects when the bus is back; REST is unaffected"}});
+                {{"HINT", "tameflared reconnects when the bus is back; REST is unaffected"}});
             disconnect();
             continue;
         }

@@ -63,28 +63,4 @@ std::optional<Message> receive_message(int socket) {
     return out;
 }
 
-PeerCredentials peer_credentials(int socket) {
-    ucred credentials{};
-    socklen_t length = sizeof credentials;
-    if (::getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) {
-        throw std::system_error(errno, std::generic_category(), "SO_PEERCRED");
-    }
-    PeerCredentials out{credentials.pid, credentials.uid, credentials.gid, {}};
-    std::vector<gid_t> groups(64);
-    length = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
-    if (::getsockopt(socket, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &length) != 0 && errno == ERANGE) {
-        groups.resize(length / sizeof(gid_t));
-        if (::getsockopt(socket, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &length) != 0) {
-            throw std::system_error(errno, std::generic_category(), "SO_PEERGROUPS");
-        }
-    }
-    groups.resize(length / sizeof(gid_t));
-    out.groups = std::move(groups);
-    constexpr int kSoPeerPidfd = 77;  // SO_PEERPIDFD, not in glibc 2.36's headers
-    int pidfd = -1;
-    length = sizeof pidfd;
-    if (::getsockopt(socket, SOL_SOCKET, kSoPeerPidfd, &pidfd, &length) == 0 && pidfd >= 0) out.pidfd.reset(pidfd);
-    return out;
-}
-
 }  // namespace tameflare::netns

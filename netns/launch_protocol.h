@@ -7,8 +7,8 @@
 //   tf run -> daemon  {"type":"signal","signal":N}          (forwarded SIGINT, SIGTERM, SIGHUP, ...)
 //   daemon -> tf run  {"type":"exited","status":S}          (exit code, or 128 + signal)
 //
-// Who asks is the kernel's word (SO_PEERCRED, SO_PEERGROUPS), never the
-// message's. tf run going away ends the agent.
+// Who asks is the kernel's word (common/caller.h: peer_credentials), never
+// the message's. tf run going away ends the agent.
 #pragma once
 
 #include "common/unique_fd.h"
@@ -36,17 +36,5 @@ void send_message(int socket, const std::string& text, const std::vector<int>& f
 // on errors and std::runtime_error for a truncated message or too many fds.
 // A non-blocking socket with nothing to read throws with EAGAIN.
 std::optional<Message> receive_message(int socket);
-
-struct PeerCredentials {
-    pid_t pid = 0;
-    uid_t uid = 0;
-    gid_t gid = 0;
-    std::vector<gid_t> groups;  // supplementary groups (SO_PEERGROUPS)
-    // The connecting process itself (SO_PEERPIDFD, Linux 6.5), so that what
-    // is read about `pid` can be checked to be about that process and not
-    // a later one that got its number; empty on older kernels.
-    UniqueFd pidfd;
-};
-PeerCredentials peer_credentials(int socket);
 
 }  // namespace tameflare::netns

@@ -1,5 +1,6 @@
 #include "policy/classify.h"
 
+#include "common/text.h"
 #include "policy/internal/text.h"
 #include "policy/params.h"
 

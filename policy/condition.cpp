@@ -135,6 +135,8 @@ std::optional<Condition> Condition::load(const JsonNode& node) {
     return condition;
 }
 
+// One piece over 100 lines: one case per condition operator, each checked field by field with its own error and hint.
+// NOLINTNEXTLINE(readability-function-size)
 std::optional<Condition> Condition::load(const JsonNode& node, int depth, int& nodes) {
     if (!node.expect_object()) return std::nullopt;
     if (depth > kMaxDepth) {

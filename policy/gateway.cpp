@@ -186,6 +186,8 @@ bool parse_base_url(const std::string& url, std::string& host, std::vector<std::
     return !host.empty() && rest.find_first_of("?#{}") == std::string_view::npos;
 }
 
+// One piece over 100 lines: a connector instance's fields read in order, each with its own error and hint.
+// NOLINTNEXTLINE(readability-function-size)
 std::optional<ConnectorInstance> read_instance(
     const std::string& key, const JsonNode& node,
     const std::map<std::string, std::shared_ptr<const ConnectorDef>>& connectors) {
@@ -361,6 +363,41 @@ Resolution strictest(const std::vector<const PermissionRule*>& rules, const Conn
     std::string text = describe(*chosen, connector);
     if (rules.size() > 1) text += " (strictest of " + std::to_string(rules.size()) + " matching rules)";
     return Resolution{chosen->effect, tier, std::move(text)};
+}
+
+// The gateway's connector instances, each domain served by one; the names
+// of the connectors they instantiate (which policies may name).
+std::set<std::string> read_connectors(const JsonNode& root,
+                                      const std::map<std::string, std::shared_ptr<const ConnectorDef>>& connectors,
+                                      std::vector<ConnectorInstance>& out) {
+    std::map<std::string, std::string> domain_owner;
+    std::set<std::string> providers;
+    if (const auto list = root.field("connectors"); list && list->expect_object()) {
+        for (const auto& [key, node] : list->members()) {
+            if (key.empty() || !std::all_of(key.begin(), key.end(), [](char c) {
+                    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+                })) {
+                node.error("invalid connector instance name \"" + key + "\"",
+                           "use lower-case letters, digits, '_' and '-'");
+                continue;
+            }
+            auto instance = read_instance(key, node, connectors);
+            if (!instance) continue;
+            for (const auto& domain : instance->domains) {
+                const auto [it, inserted] = domain_owner.emplace(domain, key);
+                if (!inserted) {
+                    node.error("domain \"" + domain + "\" is served by connector \"" + it->second + "\" already",
+                               "a host belongs to one connector per gateway; remove it from one of them");
+                }
+            }
+            providers.insert(instance->def->name);
+            out.push_back(std::move(*instance));
+        }
+    } else if (!root.field("connectors")) {
+        root.error("missing required field \"connectors\"",
+                   "name the APIs this gateway may reach, e.g. {\"github\": {\"preset\": \"read_only\"}}");
+    }
+    return providers;
 }
 
 }  // namespace
@@ -600,33 +637,7 @@ std::shared_ptr<Gateway> Gateway::load(const JsonNode& root,
             }
         }
     }
-    std::map<std::string, std::string> domain_owner;
-    std::set<std::string> providers;
-    if (const auto list = root.field("connectors"); list && list->expect_object()) {
-        for (const auto& [key, node] : list->members()) {
-            if (key.empty() || !std::all_of(key.begin(), key.end(), [](char c) {
-                    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-                })) {
-                node.error("invalid connector instance name \"" + key + "\"",
-                           "use lower-case letters, digits, '_' and '-'");
-                continue;
-            }
-            auto instance = read_instance(key, node, connectors);
-            if (!instance) continue;
-            for (const auto& domain : instance->domains) {
-                const auto [it, inserted] = domain_owner.emplace(domain, key);
-                if (!inserted) {
-                    node.error("domain \"" + domain + "\" is served by connector \"" + it->second + "\" already",
-                               "a host belongs to one connector per gateway; remove it from one of them");
-                }
-            }
-            providers.insert(instance->def->name);
-            gateway->connectors.push_back(std::move(*instance));
-        }
-    } else if (!root.field("connectors")) {
-        root.error("missing required field \"connectors\"",
-                   "name the APIs this gateway may reach, e.g. {\"github\": {\"preset\": \"read_only\"}}");
-    }
+    const std::set<std::string> providers = read_connectors(root, connectors, gateway->connectors);
     if (const auto list = root.field("policies"); list && list->expect_array()) {
         std::set<std::string> names;
         for (const auto& item : list->elements()) {

@@ -1,17 +1,12 @@
 #include "policy/params.h"
 
+#include "common/text.h"
+
 #include <vector>
 
 namespace tameflare::policy {
 
 namespace {
-
-int hex_value(char c) noexcept {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 // "items[0][price]" -> {"items", "0", "price"}; "d[]" -> {"d", ""}.
 std::optional<std::vector<std::string>> split_form_key(const std::string& key) {
@@ -126,28 +121,6 @@ private:
 };
 
 }  // namespace
-
-std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space) {
-    if (text.find_first_of(plus_is_space ? "%+" : "%") == std::string_view::npos) return std::string(text);
-    std::string out;
-    out.reserve(text.size());
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        const char c = text[i];
-        if (c == '%') {
-            if (i + 2 >= text.size()) return std::nullopt;
-            const int high = hex_value(text[i + 1]);
-            const int low = hex_value(text[i + 2]);
-            if (high < 0 || low < 0) return std::nullopt;
-            out += static_cast<char>(high * 16 + low);
-            i += 2;
-        } else if (c == '+' && plus_is_space) {
-            out += ' ';
-        } else {
-            out += c;
-        }
-    }
-    return out;
-}
 
 bool parse_form(std::string_view text, nlohmann::json& out) {
     if (!out.is_object()) out = nlohmann::json::object();

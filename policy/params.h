@@ -10,10 +10,6 @@
 
 namespace tameflare::policy {
 
-// Decodes %XX escapes (and '+' as space when `plus_is_space`). Returns nullopt
-// on a malformed escape.
-std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space);
-
 // Parses "a=1&b[c]=2&d[]=x&d[]=y" into {"a":"1","b":{"c":"2"},"d":["x","y"]}.
 // A repeated plain key becomes an array. Returns false (keeping what parsed)
 // when a part is malformed or the nesting is too deep.

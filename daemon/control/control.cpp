@@ -1,8 +1,9 @@
 #include "daemon/control/control.h"
 
+#include "common/log.h"
+#include "common/users.h"
 #include "daemon/agents.h"
 #include "daemon/control/metrics.h"
-#include "common/log.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/server.h"
 #include "daemon/store/store.h"
@@ -24,21 +25,6 @@ using nlohmann::json;
 using Kind = ControlError::Kind;
 
 namespace {
-
-// A role group as configured: a group name, or a numeric gid.
-std::optional<gid_t> group_id(const std::string& name) {
-    if (name.empty()) return std::nullopt;
-    gid_t numeric = 0;
-    const auto [end, error] = std::from_chars(name.data(), name.data() + name.size(), numeric);
-    if (error == std::errc{} && end == name.data() + name.size()) return numeric;
-    std::array<char, 4096> buffer{};
-    group entry{};
-    group* found = nullptr;
-    if (getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
-        return std::nullopt;
-    }
-    return found->gr_gid;
-}
 
 bool in_group(const Caller& caller, const std::string& name) {
     const auto gid = group_id(name);
@@ -168,13 +154,6 @@ std::string_view to_string(Role role) noexcept {
         case Role::none: break;
     }
     return "none";
-}
-
-std::string Caller::describe() const {
-    std::string text = "uid:" + std::to_string(uid) + " pid:" + std::to_string(pid);
-    if (!via.empty()) text += " via " + via;
-    if (!method.empty()) text += " (" + method + ")";
-    return text;
 }
 
 Role role_of(const Caller& caller, const RoleGroups& groups) {
@@ -548,8 +527,7 @@ json Control::answer(const Caller& caller, std::string_view id, bool approve, co
                            "tf approvals lists the pending ones");
     }
     impl_->services.metrics->approval_answered(approve);
-    log(LogLevel::notice,
-        "approval " + std::string(id) + (approve ? " approved" : " denied") + " by " + given.actor,
+    log(LogLevel::notice, "approval " + std::string(id) + (approve ? " approved" : " denied") + " by " + given.actor,
         {{"MESSAGE_ID", message_id::approval},
          {"APPROVAL_ID", id},
          {"DECISION", approve ? "allow" : "deny"},

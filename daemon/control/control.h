@@ -8,6 +8,8 @@
 // errors are ControlError with a stable code, a message and a hint.
 #pragma once
 
+#include "common/caller.h"
+#include "common/error.h"
 #include "daemon/control/events.h"
 #include "daemon/store/audit.h"
 #include "daemon/store/query.h"
@@ -58,40 +60,23 @@ struct RoleGroups {
     std::string viewer = "tameflare-viewer";
 };
 
-// Who is calling, as the kernel says: SO_PEERCRED on the REST socket, the
-// sender's credentials on D-Bus.
-struct Caller {
-    pid_t pid = 0;
-    uid_t uid = static_cast<uid_t>(-1);
-    gid_t gid = static_cast<gid_t>(-1);
-    std::vector<gid_t> groups;  // supplementary groups
-    // The caller's cgroup ("/a/b" under the cgroup2 mount), checked to belong
-    // to `pid` (pidfd); "" when it cannot be known, which counts as an agent.
-    std::string cgroup;
-    std::string via;     // "rest", "dbus"
-    std::string method;  // what is called: "POST /v1/reload", "Reload"
-
-    // "uid:1000 pid:42 via rest (POST /v1/reload)", as audit records and
-    // approvals name actors.
-    [[nodiscard]] std::string describe() const;
-};
+// Who is calling: common/caller.h.
+using tameflare::Caller;
 
 // The strongest role the caller's uid, gid and groups grant.
 Role role_of(const Caller& caller, const RoleGroups& groups);
 
-class ControlError : public std::runtime_error {
+class ControlError : public Error {
 public:
     enum class Kind { bad_request, forbidden, not_found, conflict, too_large, unavailable, internal };
     ControlError(Kind kind, std::string code, const std::string& message, std::string hint = {})
-        : std::runtime_error(message), kind_(kind), code_(std::move(code)), hint_(std::move(hint)) {}
+        : Error(message, std::move(hint)), kind_(kind), code_(std::move(code)) {}
     [[nodiscard]] Kind kind() const noexcept { return kind_; }
     [[nodiscard]] const std::string& code() const noexcept { return code_; }
-    [[nodiscard]] const std::string& hint() const noexcept { return hint_; }
 
 private:
     Kind kind_;
     std::string code_;
-    std::string hint_;
 };
 
 struct ControlServices {

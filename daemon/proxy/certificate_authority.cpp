@@ -1,5 +1,7 @@
 #include "daemon/proxy/certificate_authority.h"
 
+#include "common/atomic_file.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <openssl/ec.h>
@@ -88,18 +90,12 @@ std::string read_file(const fs::path& path) {
     return text.str();
 }
 
-// Writes `text` to `path` with `mode`, never through an existing file: a
-// temporary is created exclusively, synced, and renamed into place.
+// Writes `text` to `path` with `mode`, whole or not at all.
 void write_file(const fs::path& path, const std::string& text, mode_t mode) {
-    const fs::path temporary = path.string() + ".new";
-    fs::remove(temporary);
-    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0) throw CaError("cannot create " + temporary.string() + ": " + std::strerror(errno));
-    const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-    ::close(fd);
-    if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
-        fs::remove(temporary);
-        throw CaError("cannot write " + path.string() + ": " + std::strerror(errno));
+    try {
+        write_file_atomically(path, text, {.mode = mode, .take_over_temporary = true});
+    } catch (const FileError& error) {
+        throw CaError(std::string("cannot write ") + path.string() + ": " + error.what());
     }
 }
 

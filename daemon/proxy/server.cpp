@@ -606,6 +606,8 @@ std::optional<std::string> Exchange<Stream>::authenticate(const http::request<ht
 }
 
 template <class Stream>
+// One piece over 100 lines: the request path; issue 23 item 2 splits it into stages.
+// NOLINTNEXTLINE(readability-function-size)
 net::awaitable<bool> Exchange<Stream>::one_request() {
     auto result = co_await read_head(client_, buffer_, impl_.options.client_idle_timeout);
     if (!result) co_return false;
@@ -1104,6 +1106,8 @@ net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool cl
 }
 
 template <class Stream>
+// One piece over 100 lines: the upstream exchange; issue 23 item 2 moves dialing into a dialer shared with tunnels.
+// NOLINTNEXTLINE(readability-function-size)
 net::awaitable<bool> Exchange<Stream>::forward(const policy::Gateway& gateway,
                                                const policy::ConnectorInstance* connector, const std::string& host,
                                                std::uint16_t port) {
@@ -1323,10 +1327,10 @@ void Session::record_refused_handshake(const error_code& error, bool answered, c
                     "(docs/recipes.md)";
     if (impl_->first_refusal(context_.agent, name)) {
         log(LogLevel::warning, record.reason,
-                    {{"GATEWAY", record.gateway},
-                     {"AGENT", record.agent},
-                     {"HOST", name},
-                     {"TLS_ALERT", alert.empty() ? "none" : alert}});
+            {{"GATEWAY", record.gateway},
+             {"AGENT", record.agent},
+             {"HOST", name},
+             {"TLS_ALERT", alert.empty() ? "none" : alert}});
     }
     impl_->record(std::move(record));
 }

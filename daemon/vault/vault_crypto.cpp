@@ -1,5 +1,6 @@
 #include "daemon/vault/vault_crypto.h"
 
+#include "common/text.h"
 #include "common/unique_fd.h"
 
 #include <fcntl.h>
@@ -39,13 +40,6 @@ std::string associated_data(std::string_view name) {
     std::string aad(kAad);
     aad += name;
     return aad;
-}
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
 }
 
 // 32 raw bytes, or 64 hex digits with an optional final newline.

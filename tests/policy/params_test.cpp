@@ -1,4 +1,4 @@
-// Parameters: percent-decoding, query strings and form bodies (bracket
+// Parameters: query strings and form bodies (bracket
 // nesting, repeated keys), JSON bodies with a depth bound, path decoding and
 // dotted field lookup.
 #include "policy/params.h"
@@ -16,59 +16,6 @@ namespace {
 
 using nlohmann::json;
 using Segments = std::vector<std::string>;
-
-// ---------------------------------------------------------------------------
-// percent_decode
-
-TEST(Params, PercentDecodeDecodesEscapes) {
-    EXPECT_EQ(percent_decode("hello%20world", false), "hello world");
-    EXPECT_EQ(percent_decode("%41%42c", false), "ABc");
-    EXPECT_EQ(percent_decode("%2f%2F", false), "//");  // either case of hex digit
-    EXPECT_EQ(percent_decode("caf%C3%A9", false), "caf\xC3\xA9");
-    EXPECT_EQ(percent_decode("plain-text_1.2~", false), "plain-text_1.2~");
-    EXPECT_EQ(percent_decode("", false), "");
-    EXPECT_EQ(percent_decode("%25", false), "%");
-    EXPECT_EQ(percent_decode("%2525", false), "%25");  // decoded once, not twice
-}
-
-TEST(Params, PercentDecodeTurnsPlusIntoASpaceOnlyWhenAsked) {
-    EXPECT_EQ(percent_decode("a+b", true), "a b");
-    EXPECT_EQ(percent_decode("a+b", false), "a+b");
-    EXPECT_EQ(percent_decode("++", true), "  ");
-    // An escaped plus is a plus either way.
-    EXPECT_EQ(percent_decode("a%2Bb", true), "a+b");
-    EXPECT_EQ(percent_decode("a%2Bb", false), "a+b");
-    EXPECT_EQ(percent_decode("a%20b", true), "a b");
-}
-
-TEST(Params, PercentDecodeRefusesATruncatedEscape) {
-    EXPECT_EQ(percent_decode("%4", false), std::nullopt);
-    EXPECT_EQ(percent_decode("%", false), std::nullopt);
-    EXPECT_EQ(percent_decode("abc%", true), std::nullopt);
-    EXPECT_EQ(percent_decode("abc%4", true), std::nullopt);
-}
-
-TEST(Params, PercentDecodeRefusesBadHex) {
-    EXPECT_EQ(percent_decode("%zz", false), std::nullopt);
-    EXPECT_EQ(percent_decode("%4g", false), std::nullopt);
-    EXPECT_EQ(percent_decode("%g4", false), std::nullopt);
-    EXPECT_EQ(percent_decode("ok%%41", false), std::nullopt);
-    EXPECT_EQ(percent_decode("% 41", false), std::nullopt);
-    EXPECT_EQ(percent_decode("%-1", false), std::nullopt);
-}
-
-TEST(Params, PercentDecodeKeepsAnEncodedNul) {
-    const auto decoded = percent_decode("a%00b", false);
-    ASSERT_TRUE(decoded.has_value());
-    EXPECT_EQ(*decoded, std::string("a\0b", 3));
-    EXPECT_EQ(decoded->size(), 3u);
-}
-
-TEST(Params, PercentDecodeDecodesHighBytes) {
-    const auto decoded = percent_decode("%FF%80", false);
-    ASSERT_TRUE(decoded.has_value());
-    EXPECT_EQ(*decoded, std::string("\xFF\x80"));
-}
 
 // ---------------------------------------------------------------------------
 // parse_form
