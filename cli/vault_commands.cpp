@@ -26,7 +26,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <optional>
 #include <span>
 #include <string>
@@ -297,23 +296,14 @@ bool read_value(const std::string& name, Secret& value) {
 // Output
 
 // RFC 3339, UTC, to the second.
-std::string rfc3339(store::Clock::time_point time) {
-    const std::time_t seconds = store::Clock::to_time_t(time);
-    std::tm utc{};
-    ::gmtime_r(&seconds, &utc);
-    char text[32];
-    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
-    return text;
-}
-
 void print_table(const std::vector<store::VaultEntry>& entries) {
     Table table({{"NAME", 0}, {"CONNECTOR"}, {"HINT"}, {"UPDATED"}, {"LAST_USED"}});
     for (const auto& entry : entries) {
         table.add({{entry.name},
                    {entry.connector},
                    {entry.hint},
-                   {rfc3339(entry.updated)},
-                   {entry.last_used ? rfc3339(*entry.last_used) : ""}});
+                   {store::seconds_time(entry.updated)},
+                   {entry.last_used ? store::seconds_time(*entry.last_used) : ""}});
     }
     table.print();
 }
@@ -321,12 +311,13 @@ void print_table(const std::vector<store::VaultEntry>& entries) {
 void print_json(const std::vector<store::VaultEntry>& entries) {
     auto array = nlohmann::json::array();
     for (const auto& entry : entries) {
-        array.push_back({{"name", entry.name},
-                         {"connector", entry.connector},
-                         {"hint", entry.hint},
-                         {"created", rfc3339(entry.created)},
-                         {"updated", rfc3339(entry.updated)},
-                         {"last_used", entry.last_used ? nlohmann::json(rfc3339(*entry.last_used)) : nullptr}});
+        array.push_back(
+            {{"name", entry.name},
+             {"connector", entry.connector},
+             {"hint", entry.hint},
+             {"created", store::seconds_time(entry.created)},
+             {"updated", store::seconds_time(entry.updated)},
+             {"last_used", entry.last_used ? nlohmann::json(store::seconds_time(*entry.last_used)) : nullptr}});
     }
     std::printf("%s\n", array.dump(2).c_str());
 }

@@ -1,5 +1,5 @@
-// Small text helpers shared by every part: hexadecimal digits and
-// percent-encoding (RFC 3986 section 2.1).
+// Small text helpers shared by every part: hexadecimal digits, names made
+// of a set of characters, and percent-encoding (RFC 3986 section 2.1).
 #pragma once
 
 #include <optional>
@@ -14,6 +14,23 @@ constexpr int hex_value(char c) noexcept {
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
+}
+
+enum class Letters { lower, any_case };
+
+// Whether `text` is a name of 1 to `max_size` characters, each an ASCII
+// letter (lower case only, or either case), a digit, or one of `punctuation`.
+// The parts add their own rules on top (what it may start with).
+constexpr bool is_name(std::string_view text, std::size_t max_size, Letters letters,
+                       std::string_view punctuation) noexcept {
+    if (text.empty() || text.size() > max_size) return false;
+    for (const char c : text) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                        (letters == Letters::any_case && c >= 'A' && c <= 'Z') ||
+                        punctuation.find(c) != std::string_view::npos;
+        if (!ok) return false;
+    }
+    return true;
 }
 
 // Decodes %XX escapes, and '+' as a space when `plus_is_space` (form

@@ -5,6 +5,7 @@
 #include "bpf/enforcer.h"
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "common/users.h"
 #include "daemon/agent_environment.h"
 #include "daemon/proxy/asio.h"
@@ -77,9 +78,7 @@ constexpr std::array<int, 9> kForwardable{SIGINT,  SIGTERM,  SIGHUP,  SIGQUIT, S
                                           SIGUSR2, SIGWINCH, SIGCONT, SIGTSTP};
 
 bool valid_name(const std::string& name) {
-    return !name.empty() && name.size() <= 48 && name.front() != '-' &&
-           std::all_of(name.begin(), name.end(),
-                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'; });
+    return is_name(name, 48, Letters::lower, "-_") && name.front() != '-';
 }
 
 // The caller's cgroup; "" (taken as an agent's) when it cannot be known to

@@ -1,5 +1,6 @@
 #include "netns/cgroup.h"
 
+#include "common/text.h"
 #include "netns/error.h"
 
 #include <fcntl.h>
@@ -189,11 +190,7 @@ void require_cgroup2(int fd, const fs::path& dir) {
 }
 
 bool valid_name(const std::string& name) {
-    if (name.empty() || name.size() > 64 || name == "." || name == "..") return false;
-    return std::all_of(name.begin(), name.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-               c == '-';
-    });
+    return is_name(name, 64, Letters::any_case, "._-") && name != "." && name != "..";
 }
 
 // The cgroup directory and every descendant, deepest first (so rmdir can go in order).

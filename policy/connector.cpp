@@ -1,5 +1,6 @@
 #include "policy/connector.h"
 
+#include "common/text.h"
 #include "policy/internal/route_trie.h"
 #include "policy/internal/text.h"
 
@@ -19,9 +20,7 @@ constexpr std::array<std::string_view, 9> kMethods{"GET",    "HEAD",    "POST", 
                                                    "DELETE", "OPTIONS", "TRACE", "*"};
 
 bool valid_name(std::string_view name) {
-    if (name.empty() || name.size() > 63 || !(name[0] >= 'a' && name[0] <= 'z')) return false;
-    return std::all_of(name.begin(), name.end(),
-                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'; });
+    return is_name(name, 63, Letters::lower, "_-") && name[0] >= 'a' && name[0] <= 'z';
 }
 
 bool valid_identifier(std::string_view name) {

@@ -1,9 +1,10 @@
 #include "policy/gateway.h"
 
+#include "common/address.h"
+#include "common/text.h"
+
 #include "policy/glob.h"
 #include "policy/internal/text.h"
-
-#include <arpa/inet.h>
 
 #include <algorithm>
 #include <array>
@@ -28,20 +29,6 @@ bool valid_host(std::string_view host) {
                        [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'; });
 }
 
-// "192.0.2.0/24", "2001:db8::/32" or a single address.
-bool valid_cidr(const std::string& text) {
-    const auto slash = text.find('/');
-    const std::string address = text.substr(0, slash);
-    unsigned char bytes[16];
-    const bool v4 = inet_pton(AF_INET, address.c_str(), bytes) == 1;
-    if (!v4 && inet_pton(AF_INET6, address.c_str(), bytes) != 1) return false;
-    if (slash == std::string::npos) return true;
-    const std::string prefix = text.substr(slash + 1);
-    if (prefix.empty() || prefix.size() > 3 || prefix.find_first_not_of("0123456789") != std::string::npos)
-        return false;
-    return std::stoi(prefix) <= (v4 ? 32 : 128);
-}
-
 std::optional<TcpRule> read_tcp_rule(const JsonNode& node) {
     if (!node.expect_object()) return std::nullopt;
     node.allow_fields({"host", "cidr", "port", "comment"});
@@ -55,7 +42,7 @@ std::optional<TcpRule> read_tcp_rule(const JsonNode& node) {
                    "e.g. {\"host\": \"db.example.com\", \"port\": 5432} or {\"cidr\": \"192.0.2.0/24\", \"port\": 22}");
     } else if (!rule.host.empty() && !valid_host(rule.host)) {
         node.field("host")->error("invalid host name \"" + rule.host + "\"", "use a lower-case DNS name");
-    } else if (!rule.cidr.empty() && !valid_cidr(rule.cidr)) {
+    } else if (!rule.cidr.empty() && !Cidr::parse(rule.cidr)) {
         node.field("cidr")->error("invalid address range \"" + rule.cidr + "\"",
                                   "use an address or address/prefix, e.g. 192.0.2.0/24");
     }
@@ -141,10 +128,7 @@ void read_sandbox(const JsonNode& root, Gateway& gateway) {
 }
 
 bool valid_gateway_name(std::string_view name) {
-    if (name.empty() || name.size() > 63) return false;
-    if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= '0' && name[0] <= '9'))) return false;
-    return std::all_of(name.begin(), name.end(),
-                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'; });
+    return is_name(name, 63, Letters::lower, "_-") && name[0] != '_' && name[0] != '-';
 }
 
 // "*", "github.*" (or "github.**"): every action of the connector.
@@ -374,9 +358,7 @@ std::set<std::string> read_connectors(const JsonNode& root,
     std::set<std::string> providers;
     if (const auto list = root.field("connectors"); list && list->expect_object()) {
         for (const auto& [key, node] : list->members()) {
-            if (key.empty() || !std::all_of(key.begin(), key.end(), [](char c) {
-                    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-                })) {
+            if (!is_name(key, std::string::npos, Letters::lower, "_-")) {
                 node.error("invalid connector instance name \"" + key + "\"",
                            "use lower-case letters, digits, '_' and '-'");
                 continue;

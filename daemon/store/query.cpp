@@ -204,12 +204,6 @@ void table_cell(std::string& line, std::string_view value, std::size_t width) {
     line += "  ";
 }
 
-std::string seconds_time(Clock::time_point time) {
-    std::string text = format_time(time);  // ...T10:00:00.123456Z
-    if (const auto dot = text.rfind('.'); dot != std::string::npos) text.erase(dot, text.size() - dot - 1);
-    return text;
-}
-
 std::string human_latency(std::chrono::microseconds latency) {
     std::array<char, 32> text{};
     const auto us = latency.count();
@@ -370,6 +364,12 @@ std::optional<Clock::time_point> parse_age(std::string_view text, Clock::time_po
 }
 
 }  // namespace
+
+std::string seconds_time(Clock::time_point time) {
+    std::string text = format_time(time);  // ...T10:00:00.123456Z
+    if (const auto dot = text.rfind('.'); dot != std::string::npos) text.erase(dot, text.size() - dot - 1);
+    return text;
+}
 
 // ---------------------------------------------------------------------------
 // Queries

@@ -73,6 +73,7 @@ private:
 // RFC 3339 ("2026-11-26T10:00:00Z", "2026-11-26T11:00:00.5+01:00") or an age
 // before `now` ("90s", "15m", "2h", "7d"). nullopt when it is neither.
 std::optional<Clock::time_point> parse_time(std::string_view text, Clock::time_point now);
-std::string format_time(Clock::time_point time);  // RFC 3339 UTC with microseconds
+std::string format_time(Clock::time_point time);   // RFC 3339 UTC with microseconds
+std::string seconds_time(Clock::time_point time);  // RFC 3339 UTC to the second
 
 }  // namespace tameflare::store

@@ -1,5 +1,6 @@
 #include "daemon/store/vault_store.h"
 
+#include "common/text.h"
 #include "common/unique_fd.h"
 
 #include "common/log.h"
@@ -154,7 +155,7 @@ void recover_rotation(const fs::path& key_file, const fs::path& pending, Store& 
         }
         sync_directory(parent_of(key_file));
         log(LogLevel::notice, "vault: finished an interrupted key rotation",
-                    {{"KEY_FILE", key_file.string()}, {"KEY_ID", hex(next->id())}});
+            {{"KEY_FILE", key_file.string()}, {"KEY_ID", hex(next->id())}});
         return;
     }
     std::error_code ec;
@@ -164,8 +165,7 @@ void recover_rotation(const fs::path& key_file, const fs::path& pending, Store& 
                          " (left by a key rotation that did not commit): " + ec.message() + "; remove it by hand");
     }
     sync_directory(parent_of(pending));
-    log(LogLevel::notice, "vault: removed the key of a rotation that did not commit",
-                {{"KEY_FILE", pending.string()}});
+    log(LogLevel::notice, "vault: removed the key of a rotation that did not commit", {{"KEY_FILE", pending.string()}});
 }
 
 std::string not_opening(const std::string& name, const std::string& sealed, const VaultKey& key) {
@@ -219,13 +219,7 @@ bool remove_from_vault(Store& store, const std::string& name, const std::string&
 // The key
 
 bool Vault::valid_name(std::string_view name) {
-    if (name.empty() || name.size() > kMaxName) return false;
-    for (const char c : name) {
-        const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
-                        c == '.' || c == '-';
-        if (!ok) return false;
-    }
-    return true;
+    return is_name(name, kMaxName, Letters::any_case, "_.-");
 }
 
 VaultKey Vault::load_key(const fs::path& key_file, Store& store, KeyAccess access) {
@@ -349,9 +343,9 @@ std::optional<std::string> Vault::get(std::string_view name) {
         if (first || now - logged->second >= kFailureLogInterval) {
             logged->second = now;
             log(LogLevel::error,
-                        "vault: " + not_opening(std::string(name), sealed, key) +
-                            "; it is not used until it is stored again (tf vault set)",
-                        {{"CREDENTIAL", name}});
+                "vault: " + not_opening(std::string(name), sealed, key) +
+                    "; it is not used until it is stored again (tf vault set)",
+                {{"CREDENTIAL", name}});
         }
         return std::nullopt;
     }

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <optional>
 #include <string>
 
@@ -15,6 +16,23 @@ TEST(HexValue, ReadsEitherCaseAndRefusesTheRest) {
     EXPECT_EQ(hex_value('a'), 10);
     EXPECT_EQ(hex_value('F'), 15);
     for (const char c : {'g', 'G', ' ', '/', ':', '@', '`', '\0'}) EXPECT_EQ(hex_value(c), -1) << int(c);
+}
+
+TEST(IsName, TakesItsCharactersAndLengthAndNothingElse) {
+    EXPECT_TRUE(is_name("ci-runner_2", 63, Letters::lower, "_-"));
+    EXPECT_FALSE(is_name("CI", 63, Letters::lower, "_-"));
+    EXPECT_TRUE(is_name("CI", 63, Letters::any_case, "_-"));
+    EXPECT_FALSE(is_name("a.b", 63, Letters::lower, "_-"));
+    EXPECT_TRUE(is_name("a.b", 63, Letters::lower, "._-"));
+    EXPECT_FALSE(is_name("", 63, Letters::any_case, "._-"));
+    EXPECT_TRUE(is_name(std::string(63, 'a'), 63, Letters::lower, ""));
+    EXPECT_FALSE(is_name(std::string(64, 'a'), 63, Letters::lower, ""));
+    for (const char* bad : {"a/b", "a b", "a\nb", "caf\xC3\xA9", "a\0b"}) {
+        EXPECT_FALSE(
+            is_name(std::string_view(bad, bad[1] == '\0' ? 3 : std::strlen(bad)), 63, Letters::any_case, "._-"))
+            << bad;
+    }
+    static_assert(is_name("ok", 2, Letters::lower, ""));
 }
 
 TEST(PercentDecode, DecodesEscapes) {
