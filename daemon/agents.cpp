@@ -8,13 +8,13 @@
 #include "common/text.h"
 #include "common/users.h"
 #include "daemon/agent_environment.h"
+#include "daemon/dns/dns_stub.h"
 #include "daemon/proxy/asio.h"
 #include "daemon/proxy/liveness.h"
 #include "daemon/proxy/server.h"
 #include "daemon/proxy/trust_store.h"
 #include "daemon/store/store.h"
 #include "netns/cgroup.h"
-#include "netns/dns_stub.h"
 #include "netns/filesystem.h"
 #include "netns/landlock.h"
 #include "netns/launch_protocol.h"
@@ -111,16 +111,16 @@ bool may_launch(const Caller& peer, const policy::Gateway& gateway) {
 // The traffic record of a name an agent's DNS stub saw that its gateway's
 // policy does not list: "would_deny" where it was answered (monitor, soft),
 // "denied" where refused.
-proxy::TrafficRecord dns_record(const std::string& gateway, const std::string& agent, const netns::UnlistedName& name) {
+proxy::TrafficRecord dns_record(const std::string& gateway, const std::string& agent, const dns::UnlistedName& name) {
     proxy::TrafficRecord record;
     record.time = std::chrono::system_clock::now();
     record.gateway = gateway;
     record.agent = agent;
     record.connector = "dns";
     record.action = "dns.query";
-    record.method = name.type == netns::dns::kTypeA      ? "A"
-                    : name.type == netns::dns::kTypeAaaa ? "AAAA"
-                                                         : "TYPE" + std::to_string(name.type);
+    record.method = name.type == dns::kTypeA      ? "A"
+                    : name.type == dns::kTypeAaaa ? "AAAA"
+                                                  : "TYPE" + std::to_string(name.type);
     record.host = name.name;
     record.decision = name.answered ? "would_deny" : "denied";
     record.reason = name.answered ? "no connector or tcp rule of gateway " + gateway +
@@ -340,7 +340,7 @@ struct Agent {
     std::optional<netns::Cgroup> cgroup;
     std::optional<netns::NetworkNamespace> ns;
     std::uint64_t key = 0;  // the cgroup id: the BPF registration and the proxy listener's tag
-    std::unique_ptr<netns::DnsStub> dns;
+    std::unique_ptr<dns::DnsStub> dns;
     std::optional<netns::Process> process;
     std::unique_ptr<Descriptor> exit_watch;
     // Protected names that did not exist at launch: moved aside when the agent makes them.
@@ -989,11 +989,11 @@ void Agents::Impl::serve_agent(Agent& agent, UniqueFd proxy_socket, UniqueFd dns
     agent.listening = true;
     const auto snapshot = config.snapshot();
     const policy::Gateway* gateway = snapshot->gateway(agent.gateway);
-    agent.dns = std::make_unique<netns::DnsStub>(io, std::move(dns_udp), std::move(dns_tcp),
-                                                 gateway ? resolvable_names(*gateway) : std::vector<std::string>{},
-                                                 proxy->resolver());
+    agent.dns = std::make_unique<dns::DnsStub>(io, std::move(dns_udp), std::move(dns_tcp),
+                                               gateway ? resolvable_names(*gateway) : std::vector<std::string>{},
+                                               proxy->resolver());
     agent.dns->set_answer_unlisted(gateway != nullptr && gateway->enforcement != policy::Enforcement::full);
-    agent.dns->on_unlisted([server = proxy, gateway = agent.gateway, id = agent.id](const netns::UnlistedName& name) {
+    agent.dns->on_unlisted([server = proxy, gateway = agent.gateway, id = agent.id](const dns::UnlistedName& name) {
         server->record(dns_record(gateway, id, name));
     });
     agent.dns->start();

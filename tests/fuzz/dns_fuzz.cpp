@@ -1,7 +1,7 @@
 // Arbitrary datagrams into the DNS stub's packet code: parse_query must never
 // crash, and what the stub would send back must be a well-formed response to
 // exactly the question asked (checked by parsing it again with QR cleared).
-#include "netns/dns_message.h"
+#include "daemon/dns/dns_message.h"
 
 #include <cstdint>
 #include <cstdlib>
@@ -9,7 +9,7 @@
 
 namespace {
 
-using namespace tameflare::netns::dns;
+using namespace tameflare::dns;
 
 // The response as a query again: same id and question, or a crash.
 void check_echo(const Query& query, std::vector<std::uint8_t> response) {

@@ -1,4 +1,4 @@
-#include "netns/dns_stub.h"
+#include "daemon/dns/dns_stub.h"
 
 #include <sys/socket.h>
 
@@ -13,7 +13,7 @@
 #include <span>
 #include <system_error>
 
-namespace tameflare::netns {
+namespace tameflare::dns {
 namespace {
 
 using proxy::IpAddress;
@@ -466,4 +466,4 @@ std::optional<std::string> DnsStub::name_for(const proxy::IpAddress& address) co
     return it->second.name;
 }
 
-}  // namespace tameflare::netns
+}  // namespace tameflare::dns

@@ -1,6 +1,6 @@
 // The DNS stub over real UDP and TCP sockets on loopback, with dig and a
 // small ldns client on the other end.
-#include "netns/dns_stub.h"
+#include "daemon/dns/dns_stub.h"
 
 #include "tests/support/subprocess.h"
 
@@ -18,7 +18,7 @@
 #include <random>
 #include <thread>
 
-namespace tameflare::netns {
+namespace tameflare::dns {
 namespace {
 
 using proxy::IpAddress;
@@ -675,4 +675,4 @@ TEST(DnsStubWithProxyResolver, AnswersFromOverridesAndFailsClosed) {
 }
 
 }  // namespace
-}  // namespace tameflare::netns
+}  // namespace tameflare::dns

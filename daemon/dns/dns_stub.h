@@ -9,9 +9,9 @@
 #pragma once
 
 #include "common/unique_fd.h"
+#include "daemon/dns/dns_message.h"
 #include "daemon/proxy/asio.h"
 #include "daemon/proxy/resolver.h"
-#include "netns/dns_message.h"
 
 #include <chrono>
 #include <cstdint>
@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-namespace tameflare::netns {
+namespace tameflare::dns {
 
 namespace net = boost::asio;
 
@@ -125,4 +125,4 @@ private:
     std::shared_ptr<State> state_;
 };
 
-}  // namespace tameflare::netns
+}  // namespace tameflare::dns

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-namespace tameflare::netns::dns {
+namespace tameflare::dns {
 
 inline constexpr std::uint16_t kTypeA = 1;
 inline constexpr std::uint16_t kTypeAaaa = 28;
@@ -83,4 +83,4 @@ std::vector<std::uint8_t> for_udp(const Query& query, std::vector<std::uint8_t> 
 // trailing dot on either side is ignored.
 bool name_allowed(std::string_view name, const std::vector<std::string>& patterns);
 
-}  // namespace tameflare::netns::dns
+}  // namespace tameflare::dns

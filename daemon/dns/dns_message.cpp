@@ -1,4 +1,4 @@
-#include "netns/dns_message.h"
+#include "daemon/dns/dns_message.h"
 
 #include <ldns/ldns.h>
 
@@ -7,7 +7,7 @@
 #include <memory>
 #include <new>
 
-namespace tameflare::netns::dns {
+namespace tameflare::dns {
 namespace {
 
 struct PktDeleter {
@@ -209,4 +209,4 @@ bool name_allowed(std::string_view name, const std::vector<std::string>& pattern
     return false;
 }
 
-}  // namespace tameflare::netns::dns
+}  // namespace tameflare::dns

@@ -1,6 +1,6 @@
 // DNS packet logic: queries built with ldns and by hand, responses parsed
 // back with ldns.
-#include "netns/dns_message.h"
+#include "daemon/dns/dns_message.h"
 
 #include <gtest/gtest.h>
 #include <ldns/ldns.h>
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace tameflare::netns::dns {
+namespace tameflare::dns {
 namespace {
 
 using proxy::IpAddress;
@@ -375,4 +375,4 @@ TEST(DnsMessage, NameAllowed) {
 }
 
 }  // namespace
-}  // namespace tameflare::netns::dns
+}  // namespace tameflare::dns
