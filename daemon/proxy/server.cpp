@@ -7,6 +7,7 @@
 #include "daemon/proxy/request_head.h"
 #include "daemon/proxy/resolver.h"
 #include "daemon/proxy/sniffer.h"
+#include "daemon/proxy/stage/request_gate.h"
 #include "daemon/proxy/tunnel.h"
 
 #include <netinet/in.h>
@@ -96,102 +97,8 @@ tcp::endpoint to_asio(const Endpoint& endpoint) {
     return {net::ip::make_address(endpoint.address.to_string()), endpoint.port};
 }
 
-// "host", "host:port", "[v6]", "[v6]:port" -> lower-case host and port.
-struct HostPort {
-    std::string host;
-    std::optional<std::uint16_t> port;
-};
-
-std::optional<HostPort> split_host_port(std::string_view text) {
-    HostPort out;
-    std::string_view port;
-    if (text.starts_with('[')) {
-        const auto close = text.find(']');
-        if (close == std::string_view::npos) return std::nullopt;
-        out.host = lower(text.substr(1, close - 1));
-        const auto rest = text.substr(close + 1);
-        if (!rest.empty()) {
-            if (rest.front() != ':') return std::nullopt;
-            port = rest.substr(1);
-        }
-    } else {
-        const auto colon = text.rfind(':');
-        if (colon != std::string_view::npos) {
-            if (text.find(':') != colon) return std::nullopt;  // a bare IPv6 address
-            port = text.substr(colon + 1);
-            text = text.substr(0, colon);
-        }
-        out.host = lower(text);
-    }
-    if (out.host.empty()) return std::nullopt;
-    if (port.data() != nullptr) {
-        if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos) {
-            return std::nullopt;
-        }
-        const unsigned value = std::stoul(std::string(port));
-        if (value == 0 || value > 65535) return std::nullopt;
-        out.port = static_cast<std::uint16_t>(value);
-    }
-    return out;
-}
-
-std::string sha256_hex(std::string_view text) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < length; ++i) {
-        out += kHex[digest[i] >> 4];
-        out += kHex[digest[i] & 15];
-    }
-    return out;
-}
-
-std::optional<std::string> base64_decode(std::string_view text) {
-    if (text.empty() || text.size() % 4 != 0 || text.size() > 4096) return std::nullopt;
-    std::string out(text.size() / 4 * 3, '\0');
-    const int length =
-        EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                        reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
-    if (length < 0) return std::nullopt;
-    std::size_t size = static_cast<std::size_t>(length);
-    for (auto it = text.rbegin(); it != text.rend() && *it == '='; ++it) --size;  // EVP_DecodeBlock keeps padding
-    out.resize(size);
-    return out;
-}
-
-// The gateway a Proxy-Authorization header names, checked against the
-// SHA-256 of its token (compared in constant time); or why not.
-struct ProxyLogin {
-    std::string gateway;  // "" when refused
-    std::string refusal;
-};
-
-ProxyLogin proxy_login(const policy::Config& config, const http::fields& fields) {
-    const auto header = fields.find(http::field::proxy_authorization);
-    if (header == fields.end()) return {"", "the explicit proxy needs Proxy-Authorization naming a gateway"};
-    const std::string_view value = view(header->value());
-    const auto space = value.find(' ');
-    if (space == std::string_view::npos || lower(value.substr(0, space)) != "basic") {
-        return {"", "Proxy-Authorization must use the Basic scheme"};
-    }
-    auto decoded = base64_decode(value.substr(space + 1));
-    const auto colon = decoded ? decoded->find(':') : std::string::npos;
-    if (colon == std::string::npos) return {"", "Proxy-Authorization is not base64 of <gateway>:<token>"};
-    const std::string name = decoded->substr(0, colon);
-    const auto* gateway = config.gateway(name);
-    std::string& secret = *decoded;
-    const std::string presented = sha256_hex(std::string_view(secret).substr(colon + 1));
-    OPENSSL_cleanse(&secret.front(), secret.size());  // never empty: it holds the colon
-    if (gateway == nullptr || gateway->proxy_token_sha256.size() != presented.size() ||
-        CRYPTO_memcmp(gateway->proxy_token_sha256.data(), presented.data(), presented.size()) != 0) {
-        return {"", "unknown gateway or wrong token in Proxy-Authorization"};
-    }
-    return {name, ""};
-}
-
-enum class Mode { transparent, explicit_plain, explicit_tunnel };
+using stage::Mode;
+using stage::Refusal;
 
 // What is known about a client connection before its first request.
 struct ConnectionContext {
@@ -526,6 +433,13 @@ private:
         std::string hint;
         std::vector<std::pair<std::string, std::string>> headers;
     };
+    // A stage's refusal: its reason is the request's, the rest the response.
+    Local refused(Refusal refusal) {
+        reason_ = std::move(refusal.reason);
+        if (!refusal.host.empty()) record_.host = std::move(refusal.host);
+        return Local{static_cast<http::status>(refusal.status), std::move(refusal.error), std::move(refusal.hint),
+                     std::move(refusal.headers)};
+    }
 
     net::awaitable<bool> one_request();
     net::awaitable<bool> respond(const Local& local, bool keep_alive);
@@ -535,7 +449,6 @@ private:
                                                           const std::vector<IpAddress>& addresses);
     net::awaitable<bool> relay_response(bool head_request, bool client_keep_alive);
     net::awaitable<std::uint64_t> stream_request_body();
-    std::optional<std::string> authenticate(const http::request<http::buffer_body>& request, Local& refusal);
 
     Session& session_;
     ProxyServer::Impl& impl_;
@@ -588,21 +501,6 @@ net::awaitable<bool> Exchange<Stream>::respond(const Local& local, bool keep_ali
     error_code error;
     co_await http::async_write(client_, response, net::redirect_error(kToken, error));
     co_return !error && keep_alive;
-}
-
-template <class Stream>
-std::optional<std::string> Exchange<Stream>::authenticate(const http::request<http::buffer_body>& request,
-                                                          Local& refusal) {
-    refusal = Local{http::status::proxy_authentication_required, "proxy_authentication_required",
-                    "send Proxy-Authorization: Basic base64(<gateway>:<token>), e.g. curl -x "
-                    "http://<gateway>:<token>@host:port"};
-    refusal.headers.emplace_back("Proxy-Authenticate", "Basic realm=\"tameflare\"");
-    auto login = proxy_login(*impl_.services.config->snapshot(), request.base());
-    if (login.gateway.empty()) {
-        reason_ = std::move(login.refusal);
-        return std::nullopt;
-    }
-    return login.gateway;
 }
 
 template <class Stream>
@@ -670,95 +568,36 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
     auto& request = parser_->get();
     const bool has_body = !parser_->is_done();
 
-    // Where the request goes: the Host header, checked against the name the
-    // connection was verified for (TLS server name, CONNECT target) and, for
-    // the explicit proxy, the absolute-form target.
-    std::string path = head.target;
-    std::optional<HostPort> host = split_host_port(head.host);
-    std::uint16_t port = context_.port;
+    // The explicit proxy's login names the gateway (the same on every
+    // request of a connection); then where the request goes (request_gate.h).
     if (context_.mode == Mode::explicit_plain) {
-        Local refusal;
-        const auto gateway = authenticate(request, refusal);
-        if (!gateway || (!context_.gateway.empty() && *gateway != context_.gateway)) {
-            if (gateway) reason_ = "one connection may not switch gateways";
-            {
-                const auto value = co_await respond(refusal, false);
-                co_return value;
-            }
-        }
-        context_.gateway = *gateway;
-        record_.gateway = context_.gateway;
-        constexpr std::string_view kScheme = "http://";
-        if (!lower(std::string_view(head.target).substr(0, kScheme.size())).starts_with(kScheme)) {
-            reason_ = "the explicit proxy takes absolute-form http:// targets and CONNECT";
-            const Local local{http::status::bad_request, "bad_request", "use CONNECT host:443 for HTTPS"};
+        const auto header = request.find(http::field::proxy_authorization);
+        auto login = stage::explicit_login(
+            *impl_.services.config->snapshot(),
+            header == request.end() ? std::nullopt : std::optional<std::string_view>(view(header->value())),
+            context_.gateway);
+        if (auto* refusal = std::get_if<Refusal>(&login)) {
+            const Local local = refused(std::move(*refusal));
             const auto value = co_await respond(local, false);
             co_return value;
         }
-        const std::string_view rest = std::string_view(head.target).substr(kScheme.size());
-        const auto slash = rest.find_first_of("/?");
-        auto authority = split_host_port(rest.substr(0, slash));
-        path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-        if (path.front() == '?') path.insert(0, "/");
-        if (!authority || (host && host->host != authority->host)) {
-            reason_ = "the Host header does not match the request target";
-            {
-                const Local local = Local{};
-                {
-                    const auto value = co_await respond(local, false);
-                    co_return value;
-                }
-            }
-        }
-        host = authority;
-        port = authority->port.value_or(80);
-        context_.port = port;
-        request.target(path);
-        record_.path = redact_target(path);
-    } else if (!path.starts_with('/') && !(path == "*" && head.method == "OPTIONS")) {
-        reason_ = "request target must be origin-form (/path)";
-        {
-            const Local local = Local{http::status::bad_request, "bad_request", ""};
-            {
-                const auto value = co_await respond(local, false);
-                co_return value;
-            }
-        }
+        context_.gateway = std::move(std::get<std::string>(login));
+        record_.gateway = context_.gateway;
     }
-    if (!host) {
-        reason_ = "missing or invalid Host header";
-        {
-            const Local local = Local{http::status::bad_request, "bad_request", "send Host: <name>"};
-            {
-                const auto value = co_await respond(local, false);
-                co_return value;
-            }
-        }
+    auto gated = stage::gate_request({context_.mode, context_.verified_name, context_.tls, context_.port},
+                                     {head.method, head.target, head.host});
+    if (auto* refusal = std::get_if<Refusal>(&gated)) {
+        const Local local = refused(std::move(*refusal));
+        const auto value = co_await respond(local, false);
+        co_return value;
     }
-    record_.host = host->host;
-    if (!context_.verified_name.empty() && host->host != context_.verified_name) {
-        reason_ = "Host \"" + host->host + "\" does not match the " +
-                  (context_.mode == Mode::explicit_tunnel && !context_.tls ? "CONNECT target" : "TLS server name") +
-                  " \"" + context_.verified_name + "\"";
-        {
-            const Local local = Local{};
-            {
-                const auto value = co_await respond(local, false);
-                co_return value;
-            }
-        }
+    const stage::Target& target = std::get<stage::Target>(gated);
+    if (target.from_absolute_form) {
+        context_.port = target.port;
+        request.target(target.path);
+        record_.path = redact_target(target.path);
     }
-    if (host->port && *host->port != port) {
-        reason_ =
-            "Host port " + std::to_string(*host->port) + " does not match the destination port " + std::to_string(port);
-        {
-            const Local local = Local{};
-            {
-                const auto value = co_await respond(local, false);
-                co_return value;
-            }
-        }
-    }
+    record_.host = target.host;
 
     const auto config = impl_.services.config->snapshot();
     const policy::Gateway* gateway = config->gateway(context_.gateway);
@@ -772,7 +611,7 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
             }
         }
     }
-    const policy::ConnectorInstance* connector = gateway->connector_for_host(host->host);
+    const policy::ConnectorInstance* connector = gateway->connector_for_host(target.host);
     session_.set_scope(gateway->name, connector ? connector->name : "", connector ? connector->def->name : "");
     connector_name_ = connector ? connector->name : "";
 
@@ -804,9 +643,10 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
     const auto kill = impl_.kill.load();
     policy::EvalContext eval{context_.agent, Clock::now(), kill.get(), &impl_.limiter};
     const std::string method(head.method);
-    const auto evaluation = policy::evaluate(
-        *gateway,
-        policy::Request{method, host->host, path, head.content_type, body_, body_complete, head.method_override}, eval);
+    const auto evaluation = policy::evaluate(*gateway,
+                                             policy::Request{method, target.host, target.path, head.content_type, body_,
+                                                             body_complete, head.method_override},
+                                             eval);
     const auto& decision = evaluation.decision;
     label_ = std::string(policy::to_string(decision.label));
     reason_ = decision.reason;
@@ -901,7 +741,7 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
         case policy::Verdict::forward: break;
     }
     {
-        const auto value = co_await forward(*gateway, connector, host->host, port);
+        const auto value = co_await forward(*gateway, connector, target.host, target.port);
         co_return value;
     }
 }
@@ -1568,32 +1408,35 @@ net::awaitable<void> Session::serve_explicit() {
         parser.put(net::buffer(buffer.data().data(), result->consumed), error);
         buffer.consume(result->consumed);
         const auto& request = parser.get();
-        const auto target = split_host_port(result->head.target);
-        auto login = proxy_login(*impl_->services.config->snapshot(), request.base());
-        std::string reason = std::move(login.refusal);
-        const std::string gateway_name = std::move(login.gateway);
-        std::string_view reply;
-        if (gateway_name.empty()) {
+        const auto header = request.find(http::field::proxy_authorization);
+        auto login = stage::explicit_login(
+            *impl_->services.config->snapshot(),
+            header == request.end() ? std::nullopt : std::optional<std::string_view>(view(header->value())));
+        auto gated = stage::gate_connect(result->head.target, buffer.size());
+        const Refusal* refusal = std::get_if<Refusal>(&login);
+        if (refusal == nullptr) refusal = std::get_if<Refusal>(&gated);
+        std::string_view reply = "HTTP/1.1 200 Connection established\r\n\r\n";
+        if (refusal != nullptr && refusal->status == 407) {
             reply =
                 "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"tameflare\"\r\n"
                 "Content-Length: 0\r\nConnection: close\r\n\r\n";
-        } else if (!target || !target->port || buffer.size() != 0) {
-            reason = "CONNECT needs host:port and nothing sent before the reply";
+        } else if (refusal != nullptr) {
             reply = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        } else {
-            reply = "HTTP/1.1 200 Connection established\r\n\r\n";
         }
         co_await net::async_write(stream_, net::buffer(reply.data(), reply.size()), net::redirect_error(kToken, error));
-        if (!reason.empty() || error) {
-            context_.gateway = gateway_name;
-            refuse_connection(reason, target ? target->host : "");
+        const auto* tunnel = std::get_if<stage::TunnelTarget>(&gated);
+        if (refusal != nullptr || error) {
+            if (const auto* gateway = std::get_if<std::string>(&login)) context_.gateway = *gateway;
+            const std::string host = tunnel != nullptr ? tunnel->host : std::get<Refusal>(gated).host;
+            refuse_connection(refusal != nullptr ? refusal->reason : "", host);
             co_return;
         }
+        const std::string gateway_name = std::get<std::string>(login);
         context_.mode = Mode::explicit_tunnel;
         context_.gateway = gateway_name;
         context_.agent = "explicit";
-        context_.verified_name = target->host;
-        context_.port = *target->port;
+        context_.verified_name = tunnel->host;
+        context_.port = tunnel->port;
         co_await intercept(buffer);
         co_return;
     }
