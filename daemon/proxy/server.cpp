@@ -7,7 +7,9 @@
 #include "daemon/proxy/request_head.h"
 #include "daemon/proxy/resolver.h"
 #include "daemon/proxy/sniffer.h"
+#include "daemon/proxy/stage/destination.h"
 #include "daemon/proxy/stage/request_gate.h"
+#include "daemon/proxy/stage/upstream_headers.h"
 #include "daemon/proxy/tunnel.h"
 
 #include <netinet/in.h>
@@ -433,6 +435,17 @@ private:
         std::string hint;
         std::vector<std::pair<std::string, std::string>> headers;
     };
+    // The response to a policy refusal (deny, rate limit).
+    static Local refusal_for(const policy::Decision& decision) {
+        Local local;
+        if (decision.verdict == policy::Verdict::rate_limited) {
+            local.status = http::status::too_many_requests;
+            local.headers.emplace_back("Retry-After", std::to_string(decision.retry_after.count()));
+        } else if (decision.kill_switch) {
+            local.headers.emplace_back("X-TameFlare-Kill-Switch", "active");
+        }
+        return local;
+    }
     // A stage's refusal: its reason is the request's, the rest the response.
     Local refused(Refusal refusal) {
         reason_ = std::move(refusal.reason);
@@ -441,7 +454,25 @@ private:
                      std::move(refusal.headers)};
     }
 
+    // What a request's stages came to: a response the proxy writes itself
+    // (and whether the connection stays open after it), or the request went
+    // upstream (or the client left) and the connection stays open or not.
+    struct Step {
+        std::optional<Local> response;
+        bool keep_open = false;
+        static Step answer(Local local, bool keep_alive = false) { return Step{std::move(local), keep_alive}; }
+        static Step forwarded(bool keep_open) { return Step{std::nullopt, keep_open}; }
+        static Step close() { return Step{std::nullopt, false}; }
+    };
+
     net::awaitable<bool> one_request();
+    void begin_request();
+    void emit_record();
+    net::awaitable<Step> handle(const HeadResult& result);
+    bool parse_head(std::size_t consumed);
+    net::awaitable<bool> read_body(bool expect_continue);
+    net::awaitable<std::optional<Step>> wait_for_approval(const policy::Gateway& gateway, const policy::Action* action,
+                                                          std::chrono::seconds timeout, bool keep_alive);
     net::awaitable<bool> respond(const Local& local, bool keep_alive);
     net::awaitable<bool> forward(const policy::Gateway& gateway, const policy::ConnectorInstance* connector,
                                  const std::string& host, std::uint16_t port);
@@ -504,11 +535,24 @@ net::awaitable<bool> Exchange<Stream>::respond(const Local& local, bool keep_ali
 }
 
 template <class Stream>
-// One piece over 100 lines: the request path; issue 23 item 2 splits it into stages.
-// NOLINTNEXTLINE(readability-function-size)
 net::awaitable<bool> Exchange<Stream>::one_request() {
     auto result = co_await read_head(client_, buffer_, impl_.options.client_idle_timeout);
     if (!result) co_return false;
+    begin_request();
+    // The record is emitted when this request ends, however it ends.
+    struct Emit {
+        Exchange& self;
+        ~Emit() { self.emit_record(); }
+    } emit{*this};
+    const Step step = co_await handle(*result);
+    if (!step.response) co_return step.keep_open;
+    // The one place the proxy answers a request itself.
+    const auto value = co_await respond(*step.response, step.keep_open);
+    co_return value;
+}
+
+template <class Stream>
+void Exchange<Stream>::begin_request() {
     started_ = Clock::now();
     ++impl_.requests;
     record_.time = std::chrono::system_clock::now();
@@ -522,48 +566,36 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
     reason_.clear();
     body_.clear();
     sent_continue_ = false;
+}
 
-    // The record is emitted when this request ends, however it ends.
-    struct Emit {
-        Exchange& self;
-        ~Emit() {
-            self.record_.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - self.started_);
-            if (self.record_.decision.empty()) self.record_.decision = self.label_;
-            if (self.record_.reason.empty()) self.record_.reason = self.reason_;
-            self.record_.connector = self.connector_name_;
-            self.record_.action = self.action_;
-            self.impl_.record(std::move(self.record_));
-            self.record_ = TrafficRecord{};
-        }
-    } emit{*this};
+template <class Stream>
+void Exchange<Stream>::emit_record() {
+    record_.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started_);
+    if (record_.decision.empty()) record_.decision = label_;
+    if (record_.reason.empty()) record_.reason = reason_;
+    record_.connector = connector_name_;
+    record_.action = action_;
+    impl_.record(std::move(record_));
+    record_ = TrafficRecord{};
+}
 
-    if (result->status == HeadResult::Status::bad) {
-        reason_ = result->error;
+// The request's stages in order: the head, the gate, the gateway and its
+// connector, the body the connector needs, the decision, the approval wait,
+// then upstream.
+template <class Stream>
+net::awaitable<typename Exchange<Stream>::Step> Exchange<Stream>::handle(const HeadResult& result) {
+    if (result.status == HeadResult::Status::bad) {
+        reason_ = result.error;
         record_.decision = "error";
-        const Local local{http::status::bad_request, "bad_request", "send one well-formed HTTP/1.1 request head"};
-        const auto value = co_await respond(local, false);
-        co_return value;
+        co_return Step::answer(
+            {http::status::bad_request, "bad_request", "send one well-formed HTTP/1.1 request head"});
     }
-    const RequestHead& head = result->head;
+    const RequestHead& head = result.head;
     record_.method = head.method;
     record_.path = redact_target(head.target);
-
-    parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(kMaxHeadBytes));
-    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // boost::none misbehaves in Beast 1.74
-    parser_->eager(false);
-    error_code error;
-    parser_->put(net::buffer(buffer_.data().data(), result->consumed), error);
-    buffer_.consume(result->consumed);
-    if (error || !parser_->is_header_done()) {
+    if (!parse_head(result.consumed)) {
         reason_ = "malformed request head";
-        {
-            const Local local = Local{http::status::bad_request, "bad_request", ""};
-            {
-                const auto value = co_await respond(local, false);
-                co_return value;
-            }
-        }
+        co_return Step::answer({http::status::bad_request, "bad_request", ""});
     }
     auto& request = parser_->get();
     const bool has_body = !parser_->is_done();
@@ -576,21 +608,13 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
             *impl_.services.config->snapshot(),
             header == request.end() ? std::nullopt : std::optional<std::string_view>(view(header->value())),
             context_.gateway);
-        if (auto* refusal = std::get_if<Refusal>(&login)) {
-            const Local local = refused(std::move(*refusal));
-            const auto value = co_await respond(local, false);
-            co_return value;
-        }
+        if (auto* refusal = std::get_if<Refusal>(&login)) co_return Step::answer(refused(std::move(*refusal)));
         context_.gateway = std::move(std::get<std::string>(login));
         record_.gateway = context_.gateway;
     }
     auto gated = stage::gate_request({context_.mode, context_.verified_name, context_.tls, context_.port},
                                      {head.method, head.target, head.host});
-    if (auto* refusal = std::get_if<Refusal>(&gated)) {
-        const Local local = refused(std::move(*refusal));
-        const auto value = co_await respond(local, false);
-        co_return value;
-    }
+    if (auto* refusal = std::get_if<Refusal>(&gated)) co_return Step::answer(refused(std::move(*refusal)));
     const stage::Target& target = std::get<stage::Target>(gated);
     if (target.from_absolute_form) {
         context_.port = target.port;
@@ -603,13 +627,7 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
     const policy::Gateway* gateway = config->gateway(context_.gateway);
     if (gateway == nullptr) {
         reason_ = "gateway \"" + context_.gateway + "\" is not configured";
-        {
-            const Local local = Local{};
-            {
-                const auto value = co_await respond(local, false);
-                co_return value;
-            }
-        }
+        co_return Step::answer({});
     }
     const policy::ConnectorInstance* connector = gateway->connector_for_host(target.host);
     session_.set_scope(gateway->name, connector ? connector->name : "", connector ? connector->def->name : "");
@@ -618,26 +636,8 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
     // Read the body the connector may need, up to the bound.
     bool body_complete = !has_body;
     if (has_body && connector != nullptr && connector->def->body != policy::BodyMode::none) {
-        if (head.expect_continue) {
-            static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-            co_await net::async_write(client_, net::buffer(kContinue.data(), kContinue.size()),
-                                      net::redirect_error(kToken, error));
-            if (error) co_return false;
-            sent_continue_ = true;
-        }
-        beast::get_lowest_layer(client_).expires_after(impl_.options.client_idle_timeout);
-        while (!parser_->is_done() && body_.size() < impl_.options.max_body_bytes) {
-            const std::size_t have = body_.size();
-            body_.resize(std::min(impl_.options.max_body_bytes, have + 16384));
-            request.body().data = body_.data() + have;
-            request.body().size = body_.size() - have;
-            co_await http::async_read_some(client_, buffer_, *parser_, net::redirect_error(kToken, error));
-            body_.resize(body_.size() - request.body().size);
-            if (error == http::error::need_buffer) error = {};
-            if (error) co_return false;
-        }
+        if (!co_await read_body(head.expect_continue)) co_return Step::close();
         body_complete = parser_->is_done();
-        record_.request_bytes = body_.size();
     }
 
     const auto kill = impl_.kill.load();
@@ -650,100 +650,129 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
     const auto& decision = evaluation.decision;
     label_ = std::string(policy::to_string(decision.label));
     reason_ = decision.reason;
+    const policy::Action* deciding = nullptr;
     if (decision.deciding_action < evaluation.actions.size()) {
-        action_ = evaluation.actions[decision.deciding_action].type;
-        credential_format_ = evaluation.actions[decision.deciding_action].credential_format;
+        deciding = &evaluation.actions[decision.deciding_action];
+        action_ = deciding->type;
+        credential_format_ = deciding->credential_format;
     } else if (connector == nullptr) {
         action_ = "http.unknown";  // a host no connector serves (forwarded only where not enforced)
     }
-    const bool drained = parser_->is_done();
+    const bool keep_alive = head.keep_alive && parser_->is_done();
 
     switch (decision.verdict) {
-        case policy::Verdict::deny: {
-            Local local;
-            if (decision.kill_switch) local.headers.emplace_back("X-TameFlare-Kill-Switch", "active");
-            {
-                const auto value = co_await respond(local, head.keep_alive && drained);
-                co_return value;
-            }
-        }
-        case policy::Verdict::rate_limited: {
-            Local local{http::status::too_many_requests};
-            local.headers.emplace_back("Retry-After", std::to_string(decision.retry_after.count()));
-            {
-                const auto value = co_await respond(local, head.keep_alive && drained);
-                co_return value;
-            }
-        }
+        case policy::Verdict::deny:
+        case policy::Verdict::rate_limited: co_return Step::answer(refusal_for(decision), keep_alive);
         case policy::Verdict::hold: {
-            ApprovalRequest held;
-            held.id = record_.request_id;
-            held.gateway = gateway->name;
-            held.agent = context_.agent;
-            held.connector = connector_name_;
-            held.action = action_;
-            if (decision.deciding_action < evaluation.actions.size()) {
-                const auto& action = evaluation.actions[decision.deciding_action];
-                held.risk = std::string(policy::to_string(action.risk));
-                held.parameters = action.parameters.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-            }
-            held.reason = reason_;
-            held.requested_at = record_.time;
-            held.timeout = decision.approval_timeout;
-            session_.holding() = true;
-            session_.answer().reset();
-            ++impl_.held;
-            if (impl_.services.approvals != nullptr) {
-                impl_.services.approvals->submit(
-                    held, [weak = session_.weak_from_this(), executor = client_.get_executor()](ApprovalAnswer answer) {
-                        net::post(executor, [weak, answer = std::move(answer)]() mutable {
-                            if (auto session = weak.lock()) session->deliver(std::move(answer));
-                        });
-                    });
-            }
-            auto& timer = session_.hold_timer();
-            timer.expires_after(decision.approval_timeout);
-            co_await timer.async_wait(net::redirect_error(kToken, error));
-            session_.holding() = false;
-            --impl_.held;
-            auto answer = std::move(session_.answer());
-            if (answer && session_.killed() && impl_.services.approvals != nullptr) {
-                // The kill switch answered, not a human: the broker still holds it.
-                impl_.services.approvals->withdraw(held.id);
-            }
-            if (!answer) {
-                if (impl_.services.approvals != nullptr) impl_.services.approvals->withdraw(held.id);
-                label_ = "approval_timeout";
-                reason_ = "no answer within " + std::to_string(decision.approval_timeout.count()) + " s";
-                {
-                    const Local local = Local{http::status::request_timeout};
-                    {
-                        const auto value = co_await respond(local, false);
-                        co_return value;
-                    }
-                }
-            }
-            if (!answer->approved) {
-                label_ = "denied";
-                reason_ = session_.killed() ? "kill switch active"
-                                            : "denied by a human" + (answer->note.empty() ? "" : ": " + answer->note);
-                Local local;
-                if (session_.killed()) local.headers.emplace_back("X-TameFlare-Kill-Switch", "active");
-                {
-                    const auto value = co_await respond(local, head.keep_alive && drained && !session_.killed());
-                    co_return value;
-                }
-            }
-            label_ = "approved";
-            reason_ = answer->note.empty() ? "approved" : "approved: " + answer->note;
+            auto refused_by = co_await wait_for_approval(*gateway, deciding, decision.approval_timeout, keep_alive);
+            if (refused_by) co_return std::move(*refused_by);
             break;
         }
         case policy::Verdict::forward: break;
     }
-    {
-        const auto value = co_await forward(*gateway, connector, target.host, target.port);
-        co_return value;
+    const bool keep_open = co_await forward(*gateway, connector, target.host, target.port);
+    co_return Step::forwarded(keep_open);
+}
+
+// The request parser over the head read_head() found well-formed.
+template <class Stream>
+bool Exchange<Stream>::parse_head(std::size_t consumed) {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(kMaxHeadBytes));
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // boost::none misbehaves in Beast 1.74
+    parser_->eager(false);
+    error_code error;
+    parser_->put(net::buffer(buffer_.data().data(), consumed), error);
+    buffer_.consume(consumed);
+    return !error && parser_->is_header_done();
+}
+
+// Reads up to max_body_bytes of the body into body_ for classification
+// (after a 100 Continue when the client waits for one); false when the
+// client is gone.
+template <class Stream>
+net::awaitable<bool> Exchange<Stream>::read_body(bool expect_continue) {
+    error_code error;
+    if (expect_continue) {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        co_await net::async_write(client_, net::buffer(kContinue.data(), kContinue.size()),
+                                  net::redirect_error(kToken, error));
+        if (error) co_return false;
+        sent_continue_ = true;
     }
+    auto& request = parser_->get();
+    beast::get_lowest_layer(client_).expires_after(impl_.options.client_idle_timeout);
+    while (!parser_->is_done() && body_.size() < impl_.options.max_body_bytes) {
+        const std::size_t have = body_.size();
+        body_.resize(std::min(impl_.options.max_body_bytes, have + 16384));
+        request.body().data = body_.data() + have;
+        request.body().size = body_.size() - have;
+        co_await http::async_read_some(client_, buffer_, *parser_, net::redirect_error(kToken, error));
+        body_.resize(body_.size() - request.body().size);
+        if (error == http::error::need_buffer) error = {};
+        if (error) co_return false;
+    }
+    record_.request_bytes = body_.size();
+    co_return true;
+}
+
+// Holds the request for a human (or the kill switch): nullopt when approved,
+// the response otherwise (denied, or no answer in time).
+template <class Stream>
+net::awaitable<std::optional<typename Exchange<Stream>::Step>> Exchange<Stream>::wait_for_approval(
+    const policy::Gateway& gateway, const policy::Action* action, std::chrono::seconds timeout, bool keep_alive) {
+    ApprovalRequest held;
+    held.id = record_.request_id;
+    held.gateway = gateway.name;
+    held.agent = context_.agent;
+    held.connector = connector_name_;
+    held.action = action_;
+    if (action != nullptr) {
+        held.risk = std::string(policy::to_string(action->risk));
+        held.parameters = action->parameters.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+    held.reason = reason_;
+    held.requested_at = record_.time;
+    held.timeout = timeout;
+    session_.holding() = true;
+    session_.answer().reset();
+    ++impl_.held;
+    if (impl_.services.approvals != nullptr) {
+        impl_.services.approvals->submit(
+            held, [weak = session_.weak_from_this(), executor = client_.get_executor()](ApprovalAnswer answer) {
+                net::post(executor, [weak, answer = std::move(answer)]() mutable {
+                    if (auto session = weak.lock()) session->deliver(std::move(answer));
+                });
+            });
+    }
+    error_code error;
+    auto& timer = session_.hold_timer();
+    timer.expires_after(timeout);
+    co_await timer.async_wait(net::redirect_error(kToken, error));
+    session_.holding() = false;
+    --impl_.held;
+    auto answer = std::move(session_.answer());
+    if (answer && session_.killed() && impl_.services.approvals != nullptr) {
+        // The kill switch answered, not a human: the broker still holds it.
+        impl_.services.approvals->withdraw(held.id);
+    }
+    if (!answer) {
+        if (impl_.services.approvals != nullptr) impl_.services.approvals->withdraw(held.id);
+        label_ = "approval_timeout";
+        reason_ = "no answer within " + std::to_string(timeout.count()) + " s";
+        co_return Step::answer({http::status::request_timeout});
+    }
+    if (!answer->approved) {
+        label_ = "denied";
+        reason_ = session_.killed() ? "kill switch active"
+                                    : "denied by a human" + (answer->note.empty() ? "" : ": " + answer->note);
+        Local local;
+        if (session_.killed()) local.headers.emplace_back("X-TameFlare-Kill-Switch", "active");
+        co_return Step::answer(std::move(local), keep_alive && !session_.killed());
+    }
+    label_ = "approved";
+    reason_ = answer->note.empty() ? "approved" : "approved: " + answer->note;
+    co_return std::nullopt;
 }
 
 template <class Stream>
@@ -946,8 +975,6 @@ net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool cl
 }
 
 template <class Stream>
-// One piece over 100 lines: the upstream exchange; issue 23 item 2 moves dialing into a dialer shared with tunnels.
-// NOLINTNEXTLINE(readability-function-size)
 net::awaitable<bool> Exchange<Stream>::forward(const policy::Gateway& gateway,
                                                const policy::ConnectorInstance* connector, const std::string& host,
                                                std::uint16_t port) {
@@ -955,38 +982,24 @@ net::awaitable<bool> Exchange<Stream>::forward(const policy::Gateway& gateway,
     const bool keep_alive = request.keep_alive();
     const bool drained = parser_->is_done();
 
-    // One agreed destination: a redirected connection goes where the agent
-    // dialed, and only if the daemon's resolver gives that address for the name.
-    auto addresses = co_await impl_.resolver.resolve(host);
-    if (context_.destination) {
-        if (std::find(addresses.begin(), addresses.end(), context_.destination->address) == addresses.end()) {
-            label_ = "denied";
-            reason_ = "the agent connected to " + context_.destination->address.to_string() +
-                      ", which is not an address of \"" + host + "\"";
-            {
-                const Local local = Local{};
-                {
-                    const auto value = co_await respond(local, false);
-                    co_return value;
-                }
-            }
-        }
-        addresses = {context_.destination->address};
-    }
-    std::erase_if(addresses, [&](const IpAddress& a) { return !upstream_allowed(a, impl_.options.allowed_upstreams); });
-    if (addresses.empty()) {
+    // One agreed destination (destination.h).
+    auto agreed = stage::agree_destination(
+        host, co_await impl_.resolver.resolve(host),
+        context_.destination ? std::optional<IpAddress>(context_.destination->address) : std::nullopt,
+        impl_.options.allowed_upstreams);
+    if (auto* refusal = std::get_if<stage::DestinationRefusal>(&agreed)) {
         label_ = "denied";
-        reason_ = "\"" + host + "\" has no address the proxy may connect to (" +
-                  (context_.destination ? std::string(to_string(classify(context_.destination->address)))
-                                        : std::string("no global address")) +
-                  ")";
-        reason_ += "; loopback, private and link-local upstreams must be listed in allowed_upstreams";
+        reason_ = std::move(refusal->reason);
+        const bool keep = keep_alive && drained && refusal->keep_connection;
         const Local local{};
-        const auto value = co_await respond(local, keep_alive && drained);
+        const auto value = co_await respond(local, keep);
         co_return value;
     }
+    const auto& addresses = std::get<std::vector<IpAddress>>(agreed);
 
-    // Credentials: the agent's own are removed, the vault's put in.
+    // Credentials: the agent's own are removed, the vault's put in; hop-by-hop
+    // headers stay here (upstream_headers.h).
+    stage::UpstreamHeaders how{std::nullopt, parser_->upgrade(), keep_alive, sent_continue_, record_.request_id};
     if (connector != nullptr && !connector->credential.empty()) {
         std::optional<std::string> secret;
         if (impl_.services.credentials != nullptr)
@@ -999,40 +1012,15 @@ net::awaitable<bool> Exchange<Stream>::forward(const policy::Gateway& gateway,
             const auto value = co_await respond(local, keep_alive && drained);
             co_return value;
         }
-        request.erase(http::field::authorization);
-        request.erase(connector->credential_format.header);
         // The route's own spelling first (github's git endpoints take HTTP Basic), else the connector's.
-        std::string value = render_credential(
-            credential_format_.empty() ? connector->credential_format.format : credential_format_, *secret);
-        request.set(connector->credential_format.header, value);
+        how.credential.emplace(
+            connector->credential_format.header,
+            render_credential(credential_format_.empty() ? connector->credential_format.format : credential_format_,
+                              *secret));
         OPENSSL_cleanse(secret->data(), secret->size());
-        OPENSSL_cleanse(value.data(), value.size());
     }
-
-    // Hop-by-hop and proxy headers stay here.
-    const bool upgrade = parser_->upgrade();
-    std::vector<std::string> hop;
-    for (const auto& field : request) {
-        const auto name = lower(view(field.name_string()));
-        if (name.starts_with("x-tameflare-") || name == "proxy-authorization" || name == "proxy-connection" ||
-            name == "keep-alive" || name == "te" || name == "trailer") {
-            hop.push_back(name);
-        }
-    }
-    for (const auto& token : http::token_list{request[http::field::connection]}) {
-        const auto name = lower(view(token));
-        if (name != "close" && name != "keep-alive" && name != "upgrade") hop.push_back(name);
-    }
-    for (const auto& name : hop) request.erase(name);
-    if (upgrade) {
-        request.set(http::field::connection, "Upgrade");
-    } else {
-        request.erase(http::field::upgrade);
-        request.erase(http::field::connection);
-        if (!keep_alive) request.set(http::field::connection, "close");
-    }
-    if (sent_continue_) request.erase(http::field::expect);
-    request.set("X-TameFlare-Request-Id", record_.request_id);
+    stage::rewrite_upstream_headers(request.base(), how);
+    if (how.credential) OPENSSL_cleanse(how.credential->second.data(), how.credential->second.size());
 
     // The record is durable before a byte goes upstream; the write overlaps
     // the connect.
