@@ -594,7 +594,7 @@ std::string registry_log(Subprocess& registry, const std::string& port) {
 TEST_P(AgentsTest, PipAndNpmInstallThroughTheRegistryConnectorsAndCannotPublish) {
     const auto leaf = test_ca_.issue({"pypi.org", "files.pythonhosted.org", "upload.pypi.org", "registry.npmjs.org"},
                                      {}, dir_.path(), "registry");
-    Subprocess registry({"/usr/bin/python3", TF_SOURCE_DIR "/tests/proxy/fake_registry.py", "127.0.0.14",
+    Subprocess registry({"/usr/bin/python3", TF_SOURCE_DIR "/tests/daemon/proxy/fake_registry.py", "127.0.0.14",
                          leaf.cert_file.string(), leaf.key_file.string()});
     const std::string port = listening_port(registry);
     ASSERT_FALSE(port.empty()) << registry.err();
@@ -698,7 +698,7 @@ TEST_P(AgentsTest, AnSdkRunsOnAPlaceholderAndItsRequestCarriesTheVaultsKey) {
 // with the alert and the name, logged, and counted.
 TEST_P(AgentsTest, JavaTrustsTheInterceptionAndARuntimeThatDoesNotIsRecorded) {
     const auto leaf = test_ca_.issue({"registry.npmjs.org"}, {}, dir_.path(), "registry");
-    Subprocess registry({"/usr/bin/python3", TF_SOURCE_DIR "/tests/proxy/fake_registry.py", "127.0.0.14",
+    Subprocess registry({"/usr/bin/python3", TF_SOURCE_DIR "/tests/daemon/proxy/fake_registry.py", "127.0.0.14",
                          leaf.cert_file.string(), leaf.key_file.string()});
     const std::string port = listening_port(registry);
     ASSERT_FALSE(port.empty()) << registry.err();

@@ -4,7 +4,7 @@
 // is an address of the name), and the upstream address policy (no loopback,
 // private or link-local address unless allowed_upstreams lists it). The
 // dialer connects to the first of them that answers. Table-tested in
-// tests/proxy/stage/destination_test.cpp.
+// tests/daemon/proxy/stage/destination_test.cpp.
 #pragma once
 
 #include "common/address.h"

@@ -5,7 +5,7 @@
 // the request says (its target and Host header), or it is refused with the
 // response the proxy writes itself. Also the explicit proxy's login
 // (Proxy-Authorization) and CONNECT's own gate. Table-tested in
-// tests/proxy/stage/request_gate_test.cpp.
+// tests/daemon/proxy/stage/request_gate_test.cpp.
 #pragma once
 
 #include "policy/config.h"

@@ -1,7 +1,7 @@
 // The request's headers as they go upstream, pure: the agent's own
 // credential removed and the vault's put in (spelled as the route or the
 // connector says), hop-by-hop and proxy headers kept here, the request id
-// added. Table-tested in tests/proxy/stage/upstream_headers_test.cpp.
+// added. Table-tested in tests/daemon/proxy/stage/upstream_headers_test.cpp.
 #pragma once
 
 #include <boost/beast/http/fields.hpp>

@@ -1225,8 +1225,8 @@ TEST_F(ProxyTest, GitClonesThroughTheProxyAndItsPushIsDecidedAsAPush) {
     const auto leaf = test_ca_.issue({"github.com"}, {}, dir_.path(), "git");
     // GitHub's git endpoints take HTTP Basic with "x-access-token" and the token; the backend refuses anything else.
     const std::string basic = "Basic eC1hY2Nlc3MtdG9rZW46dmF1bHQtZ2l0aHViLXNlY3JldA==";  // x-access-token:<vault's>
-    Subprocess backend({"/usr/bin/env", "python3", TF_SOURCE_DIR "/tests/proxy/git_http_backend.py", "127.0.0.12",
-                        leaf.cert_file.string(), leaf.key_file.string(), repos.string(), basic});
+    Subprocess backend({"/usr/bin/env", "python3", TF_SOURCE_DIR "/tests/daemon/proxy/git_http_backend.py",
+                        "127.0.0.12", leaf.cert_file.string(), leaf.key_file.string(), repos.string(), basic});
     ASSERT_TRUE(backend.wait_for_stderr("listening on ")) << backend.err();
     const std::string port = backend.err().substr(backend.err().find("listening on ") + 13,
                                                   backend.err().find('\n') - backend.err().find("listening on ") - 13);
