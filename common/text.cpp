@@ -2,6 +2,14 @@
 
 namespace tameflare {
 
+std::string ascii_lower(std::string_view text) {
+    std::string out(text);
+    for (char& c : out) {
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
+    }
+    return out;
+}
+
 std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space) {
     if (text.find_first_of(plus_is_space ? "%+" : "%") == std::string_view::npos) return std::string(text);
     std::string out;

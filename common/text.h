@@ -33,6 +33,10 @@ constexpr bool is_name(std::string_view text, std::size_t max_size, Letters lett
     return true;
 }
 
+// ASCII letters in lower case, every other byte as it is (HTTP field names,
+// schemes and host names are case-insensitive ASCII).
+std::string ascii_lower(std::string_view text);
+
 // Decodes %XX escapes, and '+' as a space when `plus_is_space` (form
 // encoding). nullopt on a malformed escape. A decoded NUL byte is kept:
 // callers for which a name may not hold one check for it.

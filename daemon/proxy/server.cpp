@@ -21,7 +21,7 @@ std::string redact_target(std::string_view target) {
         if (!first) out += '&';
         first = false;
         const auto eq = pair.find('=');
-        const std::string name = lower(pair.substr(0, eq));
+        const std::string name = ascii_lower(pair.substr(0, eq));
         const bool secret = std::any_of(std::begin(kSecret), std::end(kSecret),
                                         [&](std::string_view word) { return name.find(word) != std::string::npos; });
         if (secret && eq != std::string_view::npos) {

@@ -7,6 +7,8 @@
 
 #include "daemon/proxy/server.h"
 
+#include "common/text.h"
+
 #include "common/log.h"
 #include "daemon/proxy/asio.h"
 #include "daemon/proxy/credential.h"
@@ -83,13 +85,6 @@ public:
 private:
     beast::flat_buffer* buffer_;
 };
-
-inline std::string lower(std::string_view text) {
-    std::string out(text);
-    std::transform(out.begin(), out.end(), out.begin(),
-                   [](unsigned char c) { return static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c); });
-    return out;
-}
 
 inline std::string_view view(boost::beast::string_view text) {
     return {text.data(), text.size()};

@@ -17,12 +17,6 @@ char upper(char c) noexcept {
 }
 }  // namespace
 
-std::string ascii_lower(std::string_view text) {
-    std::string out(text);
-    std::transform(out.begin(), out.end(), out.begin(), lower);
-    return out;
-}
-
 std::string ascii_upper(std::string_view text) {
     std::string out(text);
     std::transform(out.begin(), out.end(), out.begin(), upper);

@@ -1,6 +1,8 @@
 // Small string helpers shared inside the policy library.
 #pragma once
 
+#include "common/text.h"
+
 #include <string>
 #include <string_view>
 #include <vector>
@@ -8,7 +10,7 @@
 namespace tameflare::policy {
 
 char ascii_lower(char c) noexcept;
-std::string ascii_lower(std::string_view text);
+using tameflare::ascii_lower;  // of a string: common/text.h
 std::string ascii_upper(std::string_view text);
 bool iequals(std::string_view a, std::string_view b) noexcept;
 // "/a/{b}/c" -> {"a", "{b}", "c"}; "/" -> {}.

@@ -18,6 +18,12 @@ TEST(HexValue, ReadsEitherCaseAndRefusesTheRest) {
     for (const char c : {'g', 'G', ' ', '/', ':', '@', '`', '\0'}) EXPECT_EQ(hex_value(c), -1) << int(c);
 }
 
+TEST(AsciiLower, LowersAsciiLettersOnly) {
+    EXPECT_EQ(ascii_lower("Content-Type: API.GitHub.COM"), "content-type: api.github.com");
+    EXPECT_EQ(ascii_lower("caf\xC3\x89 [@`{]"), "caf\xC3\x89 [@`{]");  // bytes outside A-Z stay
+    EXPECT_EQ(ascii_lower(""), "");
+}
+
 TEST(IsName, TakesItsCharactersAndLengthAndNothingElse) {
     EXPECT_TRUE(is_name("ci-runner_2", 63, Letters::lower, "_-"));
     EXPECT_FALSE(is_name("CI", 63, Letters::lower, "_-"));

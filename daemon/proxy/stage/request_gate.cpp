@@ -1,5 +1,7 @@
 #include "daemon/proxy/stage/request_gate.h"
 
+#include "common/text.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -8,13 +10,6 @@
 namespace tameflare::proxy::stage {
 
 namespace {
-
-std::string lower(std::string_view text) {
-    std::string out(text);
-    std::transform(out.begin(), out.end(), out.begin(),
-                   [](unsigned char c) { return static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c); });
-    return out;
-}
 
 std::string sha256_hex(std::string_view text) {
     unsigned char digest[EVP_MAX_MD_SIZE];
@@ -53,7 +48,7 @@ Refusal forbidden(std::string reason, std::string host = {}) {
 // The explicit proxy's absolute-form target, rewritten to origin-form.
 std::variant<Target, Refusal> absolute_form(const RequestFacts& request, const std::optional<HostPort>& host) {
     constexpr std::string_view kScheme = "http://";
-    if (!lower(request.target.substr(0, kScheme.size())).starts_with(kScheme)) {
+    if (!ascii_lower(request.target.substr(0, kScheme.size())).starts_with(kScheme)) {
         return bad_request("the explicit proxy takes absolute-form http:// targets and CONNECT",
                            "use CONNECT host:443 for HTTPS");
     }
@@ -76,7 +71,7 @@ std::optional<HostPort> split_host_port(std::string_view text) {
     if (text.starts_with('[')) {
         const auto close = text.find(']');
         if (close == std::string_view::npos) return std::nullopt;
-        out.host = lower(text.substr(1, close - 1));
+        out.host = ascii_lower(text.substr(1, close - 1));
         const auto rest = text.substr(close + 1);
         if (!rest.empty()) {
             if (rest.front() != ':') return std::nullopt;
@@ -89,7 +84,7 @@ std::optional<HostPort> split_host_port(std::string_view text) {
             port = text.substr(colon + 1);
             text = text.substr(0, colon);
         }
-        out.host = lower(text);
+        out.host = ascii_lower(text);
     }
     if (out.host.empty()) return std::nullopt;
     if (port.data() != nullptr) {
@@ -151,7 +146,7 @@ std::variant<std::string, Refusal> explicit_login(const policy::Config& config,
     if (!proxy_authorization) return refuse("the explicit proxy needs Proxy-Authorization naming a gateway");
     const std::string_view value = *proxy_authorization;
     const auto space = value.find(' ');
-    if (space == std::string_view::npos || lower(value.substr(0, space)) != "basic") {
+    if (space == std::string_view::npos || ascii_lower(value.substr(0, space)) != "basic") {
         return refuse("Proxy-Authorization must use the Basic scheme");
     }
     auto decoded = base64_decode(value.substr(space + 1));

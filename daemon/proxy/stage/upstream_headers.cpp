@@ -1,5 +1,7 @@
 #include "daemon/proxy/stage/upstream_headers.h"
 
+#include "common/text.h"
+
 #include <boost/beast/http/rfc7230.hpp>
 
 #include <algorithm>
@@ -10,13 +12,6 @@ namespace tameflare::proxy::stage {
 namespace http = boost::beast::http;
 
 namespace {
-
-std::string lower(std::string_view text) {
-    std::string out(text);
-    std::transform(out.begin(), out.end(), out.begin(),
-                   [](unsigned char c) { return static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c); });
-    return out;
-}
 
 std::string_view view(boost::beast::string_view text) {
     return {text.data(), text.size()};
@@ -34,14 +29,14 @@ void rewrite_upstream_headers(http::fields& fields, const UpstreamHeaders& how) 
     // names as ours (X-TameFlare-*).
     std::vector<std::string> hop;
     for (const auto& field : fields) {
-        const auto name = lower(view(field.name_string()));
+        const auto name = ascii_lower(view(field.name_string()));
         if (name.starts_with("x-tameflare-") || name == "proxy-authorization" || name == "proxy-connection" ||
             name == "keep-alive" || name == "te" || name == "trailer") {
             hop.push_back(name);
         }
     }
     for (const auto& token : http::token_list{fields[http::field::connection]}) {
-        const auto name = lower(view(token));
+        const auto name = ascii_lower(view(token));
         if (name != "close" && name != "keep-alive" && name != "upgrade") hop.push_back(name);
     }
     for (const auto& name : hop) fields.erase(name);
