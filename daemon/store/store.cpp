@@ -91,7 +91,7 @@ struct Store::Impl {
             own.emplace(Database::open(options.database, Database::Mode::read_write, options.sync));
         } catch (const std::exception& error) {
             log(LogLevel::error, std::string("store: no checkpoint connection: ") + error.what(),
-                        {{"DATABASE", options.database.string()}});
+                {{"DATABASE", options.database.string()}});
             return;
         }
         std::unique_lock lock(checkpoint_mutex);
@@ -258,9 +258,8 @@ struct Store::Impl {
             {
                 std::lock_guard lock(mutex);
                 if (health.empty()) {
-                    log(LogLevel::error,
-                                "store: cannot commit, refusing forwards until it can: " + failure,
-                                {{"DATABASE", options.database.string()}});
+                    log(LogLevel::error, "store: cannot commit, refusing forwards until it can: " + failure,
+                        {{"DATABASE", options.database.string()}});
                 }
                 health = failure;
                 ++counters.failed_transactions;
@@ -291,9 +290,8 @@ struct Store::Impl {
             for (auto& done : waiting_failed) done(failure);
             waiting_failed.clear();
             if (lost > 0) {
-                log(LogLevel::error,
-                            "store: " + std::to_string(lost) + " records lost: the retry queue is full",
-                            {{"DATABASE", options.database.string()}});
+                log(LogLevel::error, "store: " + std::to_string(lost) + " records lost: the retry queue is full",
+                    {{"DATABASE", options.database.string()}});
             }
             for (auto& op : batch) {
                 if (op.done) op.done(failure);
@@ -303,8 +301,7 @@ struct Store::Impl {
         {
             std::lock_guard lock(mutex);
             if (!health.empty()) {
-                log(LogLevel::notice, "store: writing again",
-                            {{"DATABASE", options.database.string()}});
+                log(LogLevel::notice, "store: writing again", {{"DATABASE", options.database.string()}});
             }
             health.clear();
             counters.committed_writes += batch.size();
@@ -398,7 +395,7 @@ struct Store::Impl {
                         retention();
                     } catch (const std::exception& error) {
                         log(LogLevel::error, std::string("store: retention failed: ") + error.what(),
-                                    {{"DATABASE", options.database.string()}});
+                            {{"DATABASE", options.database.string()}});
                     }
                 }
             }
@@ -495,9 +492,9 @@ struct Store::Impl {
         if (total.traffic_deleted > 0 || total.audit_deleted > 0) {
             db.exec("PRAGMA incremental_vacuum");
             log(LogLevel::notice,
-                        "store: retention removed " + std::to_string(total.traffic_deleted) + " traffic rows and " +
-                            std::to_string(total.audit_deleted) + " audit records",
-                        {{"DATABASE", options.database.string()}});
+                "store: retention removed " + std::to_string(total.traffic_deleted) + " traffic rows and " +
+                    std::to_string(total.audit_deleted) + " audit records",
+                {{"DATABASE", options.database.string()}});
         }
         return total;
     }
