@@ -99,11 +99,12 @@ net::awaitable<typename Exchange<Stream>::Step> Exchange<Stream>::handle(const H
 
     // The explicit proxy's login names the gateway (the same on every
     // request of a connection); then where the request goes (request_gate.h).
+    // One configuration for the whole request: the login and the decision.
+    const auto config = impl_.services.config->snapshot();
     if (context_.mode == Mode::explicit_plain) {
         const auto header = request.find(http::field::proxy_authorization);
         auto login = stage::explicit_login(
-            *impl_.services.config->snapshot(),
-            header == request.end() ? std::nullopt : std::optional<std::string_view>(view(header->value())),
+            *config, header == request.end() ? std::nullopt : std::optional<std::string_view>(view(header->value())),
             context_.gateway);
         if (auto* refusal = std::get_if<Refusal>(&login)) co_return Step::answer(refused(std::move(*refusal)));
         context_.gateway = std::move(std::get<std::string>(login));
@@ -120,7 +121,6 @@ net::awaitable<typename Exchange<Stream>::Step> Exchange<Stream>::handle(const H
     }
     record_.host = target.host;
 
-    const auto config = impl_.services.config->snapshot();
     const policy::Gateway* gateway = config->gateway(context_.gateway);
     if (gateway == nullptr) {
         reason_ = "gateway \"" + context_.gateway + "\" is not configured";
