@@ -6,25 +6,24 @@ template <class Stream>
 net::awaitable<bool> Exchange<Stream>::respond(const Local& local, bool keep_alive) {
     http::response<http::string_body> response{local.status, 11};
     response.set(http::field::content_type, "application/json");
-    response.set("X-TameFlare-Decision", label_);
+    const std::string decision(recording_.decision());
+    response.set("X-TameFlare-Decision", decision);
     response.set("X-TameFlare-Gateway", context_.gateway);
-    response.set("X-TameFlare-Connector", connector_name_);
-    response.set("X-TameFlare-Action", action_);
+    response.set("X-TameFlare-Connector", record_.connector);
+    response.set("X-TameFlare-Action", record_.action);
     response.set("X-TameFlare-Request-Id", record_.request_id);
     for (const auto& [name, value] : local.headers) response.set(name, value);
     nlohmann::json body;
     if (!local.error.empty()) {
-        body = {{"error", local.error}, {"message", reason_}, {"hint", local.hint}};
+        body = {{"error", local.error}, {"message", record_.reason}, {"hint", local.hint}};
     } else {
-        body = {{"decision", label_}, {"gateway", context_.gateway}, {"connector", connector_name_},
-                {"action", action_},  {"reason", reason_},           {"request_id", record_.request_id}};
+        body = {{"decision", decision},     {"gateway", context_.gateway}, {"connector", record_.connector},
+                {"action", record_.action}, {"reason", record_.reason},    {"request_id", record_.request_id}};
     }
     response.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     response.keep_alive(keep_alive);
     response.prepare_payload();
     record_.status = static_cast<unsigned>(local.status);
-    record_.decision = label_;
-    record_.reason = reason_;
     beast::get_lowest_layer(client_).expires_after(impl_.options.client_idle_timeout);
     error_code error;
     co_await http::async_write(client_, response, net::redirect_error(kToken, error));
@@ -36,11 +35,11 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
     auto result = co_await read_head(client_, buffer_, impl_.options.client_idle_timeout);
     if (!result) co_return false;
     begin_request();
-    // The record is emitted when this request ends, however it ends.
-    struct Emit {
+    // The record goes to the sink when this request ends, however it ends.
+    struct End {
         Exchange& self;
-        ~Emit() { self.emit_record(); }
-    } emit{*this};
+        ~End() { self.recording_.end(self.impl_); }
+    } end{*this};
     const Step step = co_await handle(*result);
     if (!step.response) co_return step.keep_open;
     // The one place the proxy answers a request itself.
@@ -50,30 +49,11 @@ net::awaitable<bool> Exchange<Stream>::one_request() {
 
 template <class Stream>
 void Exchange<Stream>::begin_request() {
-    started_ = Clock::now();
     ++impl_.requests;
-    record_.time = std::chrono::system_clock::now();
-    record_.request_id = impl_.new_request_id();
-    record_.gateway = context_.gateway;
-    record_.agent = context_.agent;
-    label_ = "denied";
-    connector_name_.clear();
-    action_.clear();
+    recording_.begin(impl_, context_);
     credential_format_.clear();
-    reason_.clear();
     body_.clear();
     sent_continue_ = false;
-}
-
-template <class Stream>
-void Exchange<Stream>::emit_record() {
-    record_.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started_);
-    if (record_.decision.empty()) record_.decision = label_;
-    if (record_.reason.empty()) record_.reason = reason_;
-    record_.connector = connector_name_;
-    record_.action = action_;
-    impl_.record(std::move(record_));
-    record_ = TrafficRecord{};
 }
 
 // The request's stages in order: the head, the gate, the gateway and its
@@ -82,8 +62,7 @@ void Exchange<Stream>::emit_record() {
 template <class Stream>
 net::awaitable<typename Exchange<Stream>::Step> Exchange<Stream>::handle(const HeadResult& result) {
     if (result.status == HeadResult::Status::bad) {
-        reason_ = result.error;
-        record_.decision = "error";
+        recording_.set(Outcome::denied, result.error);
         co_return Step::answer(
             {http::status::bad_request, "bad_request", "send one well-formed HTTP/1.1 request head"});
     }
@@ -91,7 +70,7 @@ net::awaitable<typename Exchange<Stream>::Step> Exchange<Stream>::handle(const H
     record_.method = head.method;
     record_.path = redact_target(head.target);
     if (!parse_head(result.consumed)) {
-        reason_ = "malformed request head";
+        recording_.set(Outcome::denied, "malformed request head");
         co_return Step::answer({http::status::bad_request, "bad_request", ""});
     }
     auto& request = parser_->get();
@@ -123,12 +102,12 @@ net::awaitable<typename Exchange<Stream>::Step> Exchange<Stream>::handle(const H
 
     const policy::Gateway* gateway = config->gateway(context_.gateway);
     if (gateway == nullptr) {
-        reason_ = "gateway \"" + context_.gateway + "\" is not configured";
+        recording_.set(Outcome::denied, "gateway \"" + context_.gateway + "\" is not configured");
         co_return Step::answer({});
     }
     const policy::ConnectorInstance* connector = gateway->connector_for_host(target.host);
     session_.set_scope(gateway->name, connector ? connector->name : "", connector ? connector->def->name : "");
-    connector_name_ = connector ? connector->name : "";
+    record_.connector = connector ? connector->name : "";
 
     // Read the body the connector may need, up to the bound.
     bool body_complete = !has_body;
@@ -145,15 +124,14 @@ net::awaitable<typename Exchange<Stream>::Step> Exchange<Stream>::handle(const H
                                                              body_complete, head.method_override},
                                              eval);
     const auto& decision = evaluation.decision;
-    label_ = std::string(policy::to_string(decision.label));
-    reason_ = decision.reason;
+    recording_.set(stage::outcome_of(decision.label), decision.reason);
     const policy::Action* deciding = nullptr;
     if (decision.deciding_action < evaluation.actions.size()) {
         deciding = &evaluation.actions[decision.deciding_action];
-        action_ = deciding->type;
+        record_.action = deciding->type;
         credential_format_ = deciding->credential_format;
     } else if (connector == nullptr) {
-        action_ = "http.unknown";  // a host no connector serves (forwarded only where not enforced)
+        record_.action = "http.unknown";  // a host no connector serves (forwarded only where not enforced)
     }
     const bool keep_alive = head.keep_alive && parser_->is_done();
 
@@ -167,8 +145,8 @@ net::awaitable<typename Exchange<Stream>::Step> Exchange<Stream>::handle(const H
         }
         case policy::Verdict::forward: break;
     }
-    const bool keep_open = co_await forward(*gateway, connector, target.host, target.port);
-    co_return Step::forwarded(keep_open);
+    const Step step = co_await forward(*gateway, connector, target.host, target.port);
+    co_return step;
 }
 
 // The request parser over the head read_head() found well-formed.
@@ -222,13 +200,13 @@ net::awaitable<std::optional<typename Exchange<Stream>::Step>> Exchange<Stream>:
     held.id = record_.request_id;
     held.gateway = gateway.name;
     held.agent = context_.agent;
-    held.connector = connector_name_;
-    held.action = action_;
+    held.connector = record_.connector;
+    held.action = record_.action;
     if (action != nullptr) {
         held.risk = std::string(policy::to_string(action->risk));
         held.parameters = action->parameters.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
-    held.reason = reason_;
+    held.reason = record_.reason;
     held.requested_at = record_.time;
     held.timeout = timeout;
     session_.holding() = true;
@@ -255,23 +233,23 @@ net::awaitable<std::optional<typename Exchange<Stream>::Step>> Exchange<Stream>:
     }
     if (!answer) {
         if (impl_.services.approvals != nullptr) impl_.services.approvals->withdraw(held.id);
-        label_ = "approval_timeout";
-        reason_ = "no answer within " + std::to_string(timeout.count()) + " s";
+        recording_.set(Outcome::approval_timeout, "no answer within " + std::to_string(timeout.count()) + " s");
         co_return Step::answer({http::status::request_timeout});
     }
     if (!answer->approved) {
-        label_ = "denied";
-        reason_ = session_.killed() ? "kill switch active"
-                                    : "denied by a human" + (answer->note.empty() ? "" : ": " + answer->note);
+        recording_.set(Outcome::denied, session_.killed()
+                                            ? "kill switch active"
+                                            : "denied by a human" + (answer->note.empty() ? "" : ": " + answer->note));
         Local local;
         if (session_.killed()) local.headers.emplace_back("X-TameFlare-Kill-Switch", "active");
         co_return Step::answer(std::move(local), keep_alive && !session_.killed());
     }
-    label_ = "approved";
-    reason_ = answer->note.empty() ? "approved" : "approved: " + answer->note;
+    recording_.set(Outcome::approved, answer->note.empty() ? "approved" : "approved: " + answer->note);
     co_return std::nullopt;
 }
 
+// The connection's upstream for `host`: the one it has when it is still
+// open, else a new one through the dialer. The failure's response, if any.
 template <class Stream>
 net::awaitable<std::optional<typename Exchange<Stream>::Local>> Exchange<Stream>::connect_upstream(
     const std::string& host, std::uint16_t port, const std::vector<IpAddress>& addresses) {
@@ -279,12 +257,13 @@ net::awaitable<std::optional<typename Exchange<Stream>::Local>> Exchange<Stream>
         beast::get_lowest_layer(*upstream_).socket().is_open()) {
         co_return std::nullopt;
     }
-    if (upstream_) {
+    const auto drop = [this] {
         error_code ignored;
         beast::get_lowest_layer(*upstream_).socket().close(ignored);
         session_.upstream_socket() = nullptr;
         upstream_.reset();
-    }
+    };
+    if (upstream_) drop();
     const auto executor = client_.get_executor();
     if constexpr (kIsTls<Stream>) {
         upstream_.emplace(beast::tcp_stream(executor), impl_.client_tls);
@@ -294,40 +273,15 @@ net::awaitable<std::optional<typename Exchange<Stream>::Local>> Exchange<Stream>
     upstream_buffer_.clear();
     auto& lowest = beast::get_lowest_layer(*upstream_);
     session_.upstream_socket() = &lowest.socket();
-    error_code error;
-    for (const auto& address : addresses) {
-        lowest.expires_after(std::chrono::seconds(10));
-        co_await lowest.async_connect(to_asio(Endpoint{address, port}), net::redirect_error(kToken, error));
-        if (!error) break;
-    }
-    if (error) {
-        reason_ = "cannot connect to " + host + " port " + std::to_string(port) + ": " + error.message();
+    const Dialer dialer(impl_);
+    if (const auto error = co_await dialer.connect(lowest, addresses, port)) {
+        recording_.set_reason("cannot connect to " + host + " port " + std::to_string(port) + ": " + error.message());
         co_return Local{http::status::bad_gateway, "upstream_unreachable", "check that the upstream is up"};
     }
-    lowest.socket().set_option(tcp::no_delay(true), error);
     if constexpr (kIsTls<Stream>) {
-        SSL* ssl = upstream_->native_handle();
-        const bool literal = IpAddress::parse(host).has_value();
-        if (!literal) SSL_set_tlsext_host_name(ssl, host.c_str());
-        X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        if (literal) {
-            X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
-        } else {
-            X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
-        }
-        lowest.expires_after(std::chrono::seconds(30));
-        co_await upstream_->async_handshake(net::ssl::stream_base::client, net::redirect_error(kToken, error));
-        if (error) {
-            const long verify = SSL_get_verify_result(ssl);
-            reason_ = verify != X509_V_OK ? "upstream certificate of " + host +
-                                                " failed verification: " + X509_verify_cert_error_string(verify)
-                                          : "TLS handshake with " + host + " failed: " + error.message();
-            label_ = "error";
-            error_code ignored;
-            lowest.socket().close(ignored);
-            session_.upstream_socket() = nullptr;
-            upstream_.reset();
+        if (auto failure = co_await dialer.handshake(*upstream_, host); !failure.empty()) {
+            recording_.set(Outcome::error, std::move(failure));
+            drop();
             co_return Local{http::status::bad_gateway, "upstream_tls",
                             "the upstream's certificate must chain to the trust store (or the configured "
                             "upstream_ca_file) and name the host"};
@@ -343,7 +297,7 @@ net::awaitable<std::uint64_t> Exchange<Stream>::stream_request_body() {
     auto& request = parser_->get();
     http::request_serializer<http::buffer_body> serializer{request};
     error_code error;
-    record_.overhead = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started_);
+    record_.overhead = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - recording_.started());
     beast::get_lowest_layer(*upstream_).expires_after(impl_.options.upstream_timeout);
     co_await http::async_write_header(*upstream_, serializer, net::redirect_error(kToken, error));
     if (error) throw boost::system::system_error(error);
@@ -393,10 +347,10 @@ net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool cl
         co_await http::async_read_header(*upstream_, upstream_buffer_, parser, net::redirect_error(kToken, error));
         if (error) throw boost::system::system_error(error);
         auto& response = parser.get();
-        response.set("X-TameFlare-Decision", label_);
+        response.set("X-TameFlare-Decision", std::string(recording_.decision()));
         response.set("X-TameFlare-Gateway", context_.gateway);
-        response.set("X-TameFlare-Connector", connector_name_);
-        response.set("X-TameFlare-Action", action_);
+        response.set("X-TameFlare-Connector", record_.connector);
+        response.set("X-TameFlare-Action", record_.action);
         const unsigned status = response.result_int();
         if (status / 100 == 1 && status != 101) {  // 100 Continue and friends: relay, then the real one
             http::response<http::empty_body> interim{response.result(), response.version()};
@@ -471,101 +425,81 @@ net::awaitable<bool> Exchange<Stream>::relay_response(bool head_request, bool cl
     }
 }
 
+// Upstream: the agreed destination, the credential, the record made durable
+// (overlapping the connect), the body out and the response back.
 template <class Stream>
-net::awaitable<bool> Exchange<Stream>::forward(const policy::Gateway& gateway,
-                                               const policy::ConnectorInstance* connector, const std::string& host,
-                                               std::uint16_t port) {
+net::awaitable<typename Exchange<Stream>::Step> Exchange<Stream>::forward(const policy::Gateway& gateway,
+                                                                          const policy::ConnectorInstance* connector,
+                                                                          const std::string& host, std::uint16_t port) {
     auto& request = parser_->get();
     const bool keep_alive = request.keep_alive();
     const bool drained = parser_->is_done();
 
-    // One agreed destination (destination.h).
-    auto agreed = stage::agree_destination(
-        host, co_await impl_.resolver.resolve(host),
-        context_.destination ? std::optional<IpAddress>(context_.destination->address) : std::nullopt,
-        impl_.options.allowed_upstreams);
+    const Dialer dialer(impl_);
+    auto agreed = co_await dialer.agree(host, context_.destination);
     if (auto* refusal = std::get_if<stage::DestinationRefusal>(&agreed)) {
-        label_ = "denied";
-        reason_ = std::move(refusal->reason);
-        const bool keep = keep_alive && drained && refusal->keep_connection;
-        const Local local{};
-        const auto value = co_await respond(local, keep);
-        co_return value;
+        recording_.set(Outcome::denied, std::move(refusal->reason));
+        co_return Step::answer({}, keep_alive && drained && refusal->keep_connection);
     }
     const auto& addresses = std::get<std::vector<IpAddress>>(agreed);
 
     // Credentials: the agent's own are removed, the vault's put in; hop-by-hop
     // headers stay here (upstream_headers.h).
     stage::UpstreamHeaders how{std::nullopt, parser_->upgrade(), keep_alive, sent_continue_, record_.request_id};
-    if (connector != nullptr && !connector->credential.empty()) {
-        std::optional<std::string> secret;
-        if (impl_.services.credentials != nullptr)
-            secret = impl_.services.credentials->credential(connector->credential);
-        if (!secret) {
-            label_ = "error";
-            reason_ = "the vault has no credential \"" + connector->credential + "\" for connector \"" +
-                      connector->name + "\" of gateway \"" + gateway.name + "\"";
-            const Local local{http::status::bad_gateway, "credential_missing", "tf vault set " + connector->credential};
-            const auto value = co_await respond(local, keep_alive && drained);
-            co_return value;
-        }
-        // The route's own spelling first (github's git endpoints take HTTP Basic), else the connector's.
-        how.credential.emplace(
-            connector->credential_format.header,
-            render_credential(credential_format_.empty() ? connector->credential_format.format : credential_format_,
-                              *secret));
-        OPENSSL_cleanse(secret->data(), secret->size());
+    if (auto missing = put_credential(gateway, connector, how)) {
+        co_return Step::answer(std::move(*missing), keep_alive && drained);
     }
     stage::rewrite_upstream_headers(request.base(), how);
     if (how.credential) OPENSSL_cleanse(how.credential->second.data(), how.credential->second.size());
 
     // The record is durable before a byte goes upstream; the write overlaps
     // the connect.
-    {
-        TrafficRecord durable = record_;
-        durable.decision = label_;
-        durable.reason = reason_;
-        durable.connector = connector_name_;
-        durable.action = action_;
-        durable.forwarded = true;
-        session_.start_commit(std::move(durable));
-    }
+    session_.start_commit(recording_.durable());
     if (auto failure = co_await connect_upstream(host, port, addresses)) {
-        {
-            const auto value = co_await respond(*failure, keep_alive && drained);
-            co_return value;
-        }
+        co_return Step::answer(std::move(*failure), keep_alive && drained);
     }
     if (const auto unlogged = co_await session_.await_commit(); !unlogged.empty()) {
-        label_ = "error";
-        reason_ = "not forwarded: the traffic log cannot record it (" + unlogged + ")";
-        const Local local{http::status::service_unavailable, "store_unavailable",
-                          "tameflared cannot write its traffic log (disk full?) and forwards nothing it cannot "
-                          "record; see journalctl -u tameflared"};
-        const auto value = co_await respond(local, false);
-        co_return value;
+        recording_.set(Outcome::error, "not forwarded: the traffic log cannot record it (" + unlogged + ")");
+        co_return Step::answer({http::status::service_unavailable, "store_unavailable",
+                                "tameflared cannot write its traffic log (disk full?) and forwards nothing it cannot "
+                                "record; see journalctl -u tameflared"});
     }
     record_.forwarded = true;
     const bool head_request = request.method() == http::verb::head;
     std::string failure;
     try {
         record_.request_bytes = co_await stream_request_body();
-        {
-            const auto value = co_await relay_response(head_request, keep_alive);
-            co_return value;
-        }
+        const bool stays = co_await relay_response(head_request, keep_alive);
+        co_return Step::forwarded(stays);
     } catch (const boost::system::system_error& error) {
         failure = error.code().message();
     }
-    if (record_.status == 0 && !session_.killed()) {
-        label_ = "error";
-        reason_ = "upstream " + host + ": " + failure;
-        {
-            const Local local = Local{http::status::bad_gateway, "upstream_failed", ""};
-            co_await respond(local, false);
-        }
+    if (record_.status != 0 || session_.killed()) co_return Step::close();
+    recording_.set(Outcome::error, "upstream " + host + ": " + failure);
+    co_return Step::answer({http::status::bad_gateway, "upstream_failed", ""});
+}
+
+// The vault's credential for the connector, spelled as the deciding route
+// (or the connector) says, into `how`; the response when the vault lacks it.
+template <class Stream>
+std::optional<typename Exchange<Stream>::Local> Exchange<Stream>::put_credential(
+    const policy::Gateway& gateway, const policy::ConnectorInstance* connector, stage::UpstreamHeaders& how) {
+    if (connector == nullptr || connector->credential.empty()) return std::nullopt;
+    std::optional<std::string> secret;
+    if (impl_.services.credentials != nullptr) secret = impl_.services.credentials->credential(connector->credential);
+    if (!secret) {
+        recording_.set(Outcome::error, "the vault has no credential \"" + connector->credential +
+                                           "\" for connector \"" + connector->name + "\" of gateway \"" + gateway.name +
+                                           "\"");
+        return Local{http::status::bad_gateway, "credential_missing", "tf vault set " + connector->credential};
     }
-    co_return false;
+    // The route's own spelling first (github's git endpoints take HTTP Basic), else the connector's.
+    how.credential.emplace(
+        connector->credential_format.header,
+        render_credential(credential_format_.empty() ? connector->credential_format.format : credential_format_,
+                          *secret));
+    OPENSSL_cleanse(secret->data(), secret->size());
+    return std::nullopt;
 }
 
 // The two kinds of client stream a request arrives on.

@@ -17,6 +17,7 @@
 #include "daemon/proxy/resolver.h"
 #include "daemon/proxy/sniffer.h"
 #include "daemon/proxy/stage/destination.h"
+#include "daemon/proxy/stage/outcome.h"
 #include "daemon/proxy/stage/request_gate.h"
 #include "daemon/proxy/stage/upstream_headers.h"
 #include "daemon/proxy/tunnel.h"
@@ -40,6 +41,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <variant>
 
 namespace tameflare::proxy {
 
@@ -47,6 +49,7 @@ namespace detail {
 
 class Session;
 using stage::Mode;
+using stage::Outcome;
 using stage::Refusal;
 
 using Clock = std::chrono::steady_clock;
@@ -200,6 +203,78 @@ struct ProxyServer::Impl : std::enable_shared_from_this<ProxyServer::Impl> {
 
 namespace detail {
 
+// The one traffic recorder: the record of one HTTP request or one tunnel, from
+// its start to its one end. begin() stamps it (time, a new request id, the
+// connection's gateway and agent); the stages fill it and set its outcome and
+// reason; durable() is what is committed before anything goes upstream
+// (Session::start_commit); end() hands it to the sink, once.
+class Recording {
+public:
+    void begin(ProxyServer::Impl& impl, const ConnectionContext& context) {
+        started_ = Clock::now();
+        record_ = TrafficRecord{};
+        record_.time = std::chrono::system_clock::now();
+        record_.request_id = impl.new_request_id();
+        record_.gateway = context.gateway;
+        record_.agent = context.agent;
+        outcome_ = Outcome::denied;
+    }
+    TrafficRecord& record() { return record_; }
+    const TrafficRecord& record() const { return record_; }
+    Outcome outcome() const { return outcome_; }
+    std::string_view decision() const { return stage::to_string(outcome_); }
+    const std::string& reason() const { return record_.reason; }
+    void set_reason(std::string reason) { record_.reason = std::move(reason); }
+    void set(Outcome outcome, std::string reason) {
+        outcome_ = outcome;
+        record_.reason = std::move(reason);
+    }
+    Clock::time_point started() const { return started_; }
+    // The record as committed before a forward: decided, forwarded, no status yet.
+    TrafficRecord durable() const {
+        TrafficRecord copy = record_;
+        copy.decision = decision();
+        copy.forwarded = true;
+        return copy;
+    }
+    // The end, however it came: its latency, its outcome, to the sink.
+    void end(ProxyServer::Impl& impl) {
+        record_.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started_);
+        record_.decision = decision();
+        impl.record(std::move(record_));
+        record_ = TrafficRecord{};
+    }
+
+private:
+    TrafficRecord record_;
+    Outcome outcome_ = Outcome::denied;
+    Clock::time_point started_;
+};
+
+// The one way upstream, for HTTP requests and tunnels alike (dialer.cpp):
+// where a request may go (the resolver, the agreed destination and the
+// address policy), the connect, and the TLS handshake with the upstream's
+// certificate verified.
+class Dialer {
+public:
+    explicit Dialer(ProxyServer::Impl& impl) : impl_(impl) {}
+    // Where an HTTP request for `host` may go (destination.h); `dialed`: what
+    // a redirected agent connected to.
+    net::awaitable<std::variant<std::vector<IpAddress>, stage::DestinationRefusal>> agree(
+        const std::string& host, const std::optional<Endpoint>& dialed) const;
+    // Of a tunnel's addresses, those the address policy lets the proxy reach.
+    std::vector<IpAddress> reachable(std::vector<IpAddress> addresses) const;
+    // Connects to the first of `addresses` that answers at `port`; the last error when none does.
+    net::awaitable<error_code> connect(beast::tcp_stream& stream, const std::vector<IpAddress>& addresses,
+                                       std::uint16_t port) const;
+    // The TLS handshake with `host` (a name or an address literal), its
+    // certificate verified for it: "" or why it failed.
+    net::awaitable<std::string> handshake(TlsStream& stream, const std::string& host) const;
+
+private:
+    ProxyServer::Impl& impl_;
+};
+
 // One client connection. Shared so the kill switch and approval answers can
 // reach it from other threads; they post to its executor.
 class Session : public std::enable_shared_from_this<Session> {
@@ -324,7 +399,6 @@ private:
     // The tcp rule of the connection's gateway that allows its destination,
     // and where a tunnel may go (before the address policy).
     struct TcpMatch {
-        Clock::time_point started;
         std::shared_ptr<const policy::Config> config;  // keeps `rule` alive
         const policy::TcpRule* rule = nullptr;         // null: no rule allows it
         std::vector<IpAddress> addresses;
@@ -338,9 +412,9 @@ private:
     net::awaitable<void> tunnel_tcp(const std::string& name, TcpMatch match, TcpKind kind);
     bool raw_rule_may_apply();
     net::awaitable<std::optional<Sniffed>> peek(std::chrono::milliseconds timeout, bool& timed_out);
-    [[nodiscard]] TrafficRecord new_record() const;
     void refuse_connection(const std::string& reason, const std::string& host);
-    void refuse_connection(TrafficRecord record);
+    void refuse_connection(Recording& recording, std::string reason);
+    [[nodiscard]] std::string tunnel_refusal(const std::string& target, bool ruled, bool tls) const;
     void record_refused_handshake(const error_code& error, bool answered, const std::string& name);
 
     std::shared_ptr<ProxyServer::Impl> impl_;
@@ -421,7 +495,7 @@ private:
     }
     // A stage's refusal: its reason is the request's, the rest the response.
     Local refused(Refusal refusal) {
-        reason_ = std::move(refusal.reason);
+        recording_.set(Outcome::denied, std::move(refusal.reason));
         if (!refusal.host.empty()) record_.host = std::move(refusal.host);
         return Local{static_cast<http::status>(refusal.status), std::move(refusal.error), std::move(refusal.hint),
                      std::move(refusal.headers)};
@@ -440,15 +514,16 @@ private:
 
     net::awaitable<bool> one_request();
     void begin_request();
-    void emit_record();
     net::awaitable<Step> handle(const HeadResult& result);
     bool parse_head(std::size_t consumed);
     net::awaitable<bool> read_body(bool expect_continue);
     net::awaitable<std::optional<Step>> wait_for_approval(const policy::Gateway& gateway, const policy::Action* action,
                                                           std::chrono::seconds timeout, bool keep_alive);
     net::awaitable<bool> respond(const Local& local, bool keep_alive);
-    net::awaitable<bool> forward(const policy::Gateway& gateway, const policy::ConnectorInstance* connector,
+    net::awaitable<Step> forward(const policy::Gateway& gateway, const policy::ConnectorInstance* connector,
                                  const std::string& host, std::uint16_t port);
+    std::optional<Local> put_credential(const policy::Gateway& gateway, const policy::ConnectorInstance* connector,
+                                        stage::UpstreamHeaders& how);
     net::awaitable<std::optional<Local>> connect_upstream(const std::string& host, std::uint16_t port,
                                                           const std::vector<IpAddress>& addresses);
     net::awaitable<bool> relay_response(bool head_request, bool client_keep_alive);
@@ -468,14 +543,11 @@ private:
     std::uint16_t upstream_port_ = 0;
     beast::flat_buffer upstream_buffer_;
 
-    // The request being handled, for its response headers and traffic record.
-    TrafficRecord record_;
-    Clock::time_point started_;
-    std::string label_ = "denied";
-    std::string connector_name_;
-    std::string action_;
+    // The request being handled: its traffic record, outcome and reason
+    // (which its response headers and body repeat).
+    Recording recording_;
+    TrafficRecord& record_ = recording_.record();
     std::string credential_format_;  // the deciding action's route's own credential format ("" for the connector's)
-    std::string reason_;
 };
 
 }  // namespace detail

@@ -38,27 +38,17 @@ net::awaitable<std::optional<Sniffed>> Session::peek(std::chrono::milliseconds t
     }
 }
 
-// A record of this connection's gateway and agent, stamped now.
-TrafficRecord Session::new_record() const {
-    TrafficRecord record;
-    record.time = std::chrono::system_clock::now();
-    record.request_id = impl_->new_request_id();
-    record.gateway = context_.gateway;
-    record.agent = context_.agent;
-    return record;
-}
-
 void Session::refuse_connection(const std::string& reason, const std::string& host) {
-    TrafficRecord record = new_record();
-    record.host = host;
-    record.reason = reason;
-    refuse_connection(std::move(record));
+    Recording recording;
+    recording.begin(*impl_, context_);
+    recording.record().host = host;
+    refuse_connection(recording, reason);
 }
 
-// `record` says what was refused and why; it is recorded as denied, and the connection closed.
-void Session::refuse_connection(TrafficRecord record) {
-    record.decision = "denied";
-    impl_->record(std::move(record));
+// `recording` says what was refused; it is recorded as denied for `reason`, and the connection closed.
+void Session::refuse_connection(Recording& recording, std::string reason) {
+    recording.set(Outcome::denied, std::move(reason));
+    recording.end(*impl_);
     close_all();
 }
 
@@ -75,15 +65,17 @@ void Session::record_refused_handshake(const error_code& error, bool answered, c
         if (!answered || error != net::ssl::error::stream_truncated) return;
         how = "it hung up on receiving it, without an alert";
     }
-    TrafficRecord record = new_record();
+    Recording recording;
+    recording.begin(*impl_, context_);
+    TrafficRecord& record = recording.record();
     record.connector = "tls";
     record.action = "tls.certificate_refused";
     record.host = name;
     record.path = std::to_string(context_.port);
-    record.decision = "error";
-    record.reason = "the client refused the interception certificate for \"" + name + "\" (" + how +
-                    "): it does not trust tameflare's CA; a runtime with a trust store of its own needs it "
-                    "(docs/recipes.md)";
+    recording.set(Outcome::error,
+                  "the client refused the interception certificate for \"" + name + "\" (" + how +
+                      "): it does not trust tameflare's CA; a runtime with a trust store of its own needs it "
+                      "(docs/recipes.md)");
     if (impl_->first_refusal(context_.agent, name)) {
         log(LogLevel::warning, record.reason,
             {{"GATEWAY", record.gateway},
@@ -91,7 +83,7 @@ void Session::record_refused_handshake(const error_code& error, bool answered, c
              {"HOST", name},
              {"TLS_ALERT", alert.empty() ? "none" : alert}});
     }
-    impl_->record(std::move(record));
+    recording.end(*impl_);
 }
 
 bool Session::raw_rule_may_apply() {
@@ -113,7 +105,6 @@ bool Session::raw_rule_may_apply() {
 net::awaitable<Session::TcpMatch> Session::match_tcp_rule(const std::string& name,
                                                           std::shared_ptr<const policy::Config> config) {
     TcpMatch match;
-    match.started = Clock::now();
     match.config = std::move(config);
     if (context_.destination) {
         match.addresses = {context_.destination->address};
@@ -161,66 +152,39 @@ net::awaitable<void> Session::raw_tcp(const std::string& name) {
 // as it was sent.
 net::awaitable<void> Session::tunnel_tcp(const std::string& name, TcpMatch match, TcpKind kind) {
     const bool tls = kind == TcpKind::tls_passthrough;
-    auto& addresses = match.addresses;
+    const Dialer dialer(*impl_);
     set_scope(context_.gateway, "tcp", "tcp");
-    const auto kill = impl_->kill.load();
-    const std::string target = name.empty() ? (addresses.empty() ? std::string("?") : addresses[0].to_string()) : name;
-    const std::string where = target + ":" + std::to_string(context_.port);
-    const std::string what = tls ? "TLS passthrough to " : "raw TCP to ";
-    if (kill->covers(context_.gateway, "tcp", "tcp")) {
+    const std::string target =
+        name.empty() ? (match.addresses.empty() ? std::string("?") : match.addresses[0].to_string()) : name;
+    if (impl_->kill.load()->covers(context_.gateway, "tcp", "tcp")) {
         refuse_connection("kill switch active", target);
         co_return;
     }
-    std::erase_if(addresses,
-                  [&](const IpAddress& a) { return !upstream_allowed(a, impl_->options.allowed_upstreams); });
-    if (match.rule == nullptr || addresses.empty()) {
-        std::string reason = what + where + " is not allowed by gateway \"" + context_.gateway + "\" (add a tcp rule)";
-        if (match.rule == nullptr && context_.port == 22) {
-            reason = "SSH to " + where + " is not allowed by gateway \"" + context_.gateway +
-                     "\": SSH is not proxied, so neither decided nor given a vault credential; use an HTTPS remote "
-                     "(agents' git takes git@HOST: remotes over HTTPS for hosts whose connector lists them in "
-                     "ssh_remotes, github.com among them), or add a tcp rule for port 22";
-        } else if (match.rule != nullptr) {
-            reason = what + where + " goes to an address the proxy may not reach";
-        }
-        TrafficRecord refused = new_record();
-        refused.connector = "tcp";  // so that tf policy suggest can draft the tcp rule it lacked
-        refused.action = tls ? "tcp.tls_passthrough" : "tcp.connect";
-        refused.host = target;
-        refused.path = std::to_string(context_.port);
-        refused.reason = reason;
-        refuse_connection(std::move(refused));
-        co_return;
-    }
-    TrafficRecord record = new_record();
-    record.connector = "tcp";
+    Recording recording;
+    recording.begin(*impl_, context_);
+    TrafficRecord& record = recording.record();
+    record.connector = "tcp";  // so that tf policy suggest can draft the tcp rule a refused one lacked
     record.action = tls ? "tcp.tls_passthrough" : "tcp.connect";
     record.host = target;
     record.path = std::to_string(context_.port);
-    record.decision = "allowed";
-    record.reason = "tcp rule " + std::to_string(match.rule->index);
+    const auto addresses = dialer.reachable(std::move(match.addresses));
+    if (match.rule == nullptr || addresses.empty()) {
+        refuse_connection(recording, tunnel_refusal(target, match.rule != nullptr, tls));
+        co_return;
+    }
+    recording.set(Outcome::allowed, "tcp rule " + std::to_string(match.rule->index));
     if (tls) record.reason += "; no connector serves \"" + name + "\": TLS passed through, not intercepted";
-    record.forwarded = true;
-    start_commit(record);
-    record.forwarded = false;
+    start_commit(recording.durable());
 
     beast::tcp_stream upstream(stream_.get_executor());
     upstream_socket_ = &upstream.socket();
-    error_code error;
-    for (const auto& address : addresses) {
-        upstream.expires_after(std::chrono::seconds(10));
-        co_await upstream.async_connect(to_asio(Endpoint{address, context_.port}), net::redirect_error(kToken, error));
-        if (!error) break;
-    }
+    const auto error = co_await dialer.connect(upstream, addresses, context_.port);
     const auto unlogged = co_await await_commit();
     if (error) {
-        record.decision = "error";
-        record.reason = "cannot connect: " + error.message();
+        recording.set(Outcome::error, "cannot connect: " + error.message());
     } else if (!unlogged.empty()) {
-        record.decision = "error";
-        record.reason = "not forwarded: the traffic log cannot record it (" + unlogged + ")";
-    }
-    if (!error && unlogged.empty()) {
+        recording.set(Outcome::error, "not forwarded: the traffic log cannot record it (" + unlogged + ")");
+    } else {
         record.forwarded = true;
         upstream.expires_never();
         stream_.expires_never();
@@ -230,9 +194,25 @@ net::awaitable<void> Session::tunnel_tcp(const std::string& name, TcpMatch match
         record.response_bytes = bytes.second;
     }
     upstream_socket_ = nullptr;
-    record.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - match.started);
-    impl_->record(std::move(record));
+    recording.end(*impl_);
     close_all();
+}
+
+// Why a tunnel to `target` at the connection's port is refused: no tcp rule
+// allows it (SSH gets its own words), or the rule's addresses are ones the
+// proxy may not reach.
+std::string Session::tunnel_refusal(const std::string& target, bool ruled, bool tls) const {
+    const std::string where = target + ":" + std::to_string(context_.port);
+    if (ruled)
+        return (tls ? "TLS passthrough to " : "raw TCP to ") + where + " goes to an address the proxy may not reach";
+    if (context_.port == 22) {
+        return "SSH to " + where + " is not allowed by gateway \"" + context_.gateway +
+               "\": SSH is not proxied, so neither decided nor given a vault credential; use an HTTPS remote "
+               "(agents' git takes git@HOST: remotes over HTTPS for hosts whose connector lists them in "
+               "ssh_remotes, github.com among them), or add a tcp rule for port 22";
+    }
+    return (tls ? "TLS passthrough to " : "raw TCP to ") + where + " is not allowed by gateway \"" + context_.gateway +
+           "\" (add a tcp rule)";
 }
 
 net::awaitable<void> Session::intercept(beast::flat_buffer& buffer) {
