@@ -231,9 +231,7 @@ void Control::restore() {
     }
 }
 
-bool Control::reload_by_signal() {
-    std::lock_guard lock(impl_->changing);
-    const auto errors = impl_->apply(impl_->overrides, "signal:SIGHUP", "SIGHUP");
+void log_config_errors(const policy::ConfigErrors& errors) {
     for (const auto& error : errors) {
         log(LogLevel::error, "configuration error: " + error.message,
             {{"MESSAGE_ID", message_id::config_error},
@@ -241,6 +239,12 @@ bool Control::reload_by_signal() {
              {"JSON_POINTER", error.pointer},
              {"HINT", error.hint}});
     }
+}
+
+bool Control::reload_by_signal() {
+    std::lock_guard lock(impl_->changing);
+    const auto errors = impl_->apply(impl_->overrides, "signal:SIGHUP", "SIGHUP");
+    log_config_errors(errors);
     if (!errors.empty()) log(LogLevel::warning, "reload refused; the running configuration stays in force");
     return errors.empty();
 }

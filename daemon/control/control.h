@@ -79,6 +79,10 @@ private:
     std::string code_;
 };
 
+// Each error of a configuration refused (at start, or a reload) as a journal
+// record with its file, JSON pointer and hint.
+void log_config_errors(const policy::ConfigErrors& errors);
+
 struct ControlServices {
     policy::ConfigStore* config = nullptr;             // required
     proxy::ProxyServer* proxy = nullptr;               // required
