@@ -133,21 +133,16 @@ std::optional<int> parse(std::span<char*> args, const Command& command, Options&
                 break;
             }
             case kSince:
-            case kUntil: {
-                const auto time = store::parse_time(value, store::Clock::now());
-                if (!time) {
-                    return usage_error(command, option_name(c) + " \"" + value +
-                                                    "\" is not a time: give RFC 3339 (2026-11-26T10:00:00Z) or an "
-                                                    "age (90s, 15m, 2h, 7d)");
+            case kUntil:
+            case kGateway:
+            case kAgent:
+            case kConnector:
+            case kAction:
+            case kDecision:
+                if (auto refused = set_filter_flag(options.filter, LogKind::traffic, option_name(c).substr(2), value)) {
+                    return usage_error(command, *refused);
                 }
-                (c == kSince ? options.filter.since : options.filter.until) = time;
                 break;
-            }
-            case kGateway: options.filter.gateway = value; break;
-            case kAgent: options.filter.agent = value; break;
-            case kConnector: options.filter.connector = value; break;
-            case kAction: options.filter.action = value; break;
-            case kDecision: options.filter.decision = value; break;
             case kFormat:
                 if (value != "table" && value != "csv" && value != "jsonl") {
                     return usage_error(command, "--format \"" + value + "\" is not a format: give table, csv or jsonl");

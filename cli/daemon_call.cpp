@@ -149,6 +149,17 @@ json event_data(const SseEvent& event) {
 
 // ---------------------------------------------------------------------------
 
+std::optional<std::string> set_filter_flag(store::LogFilter& filter, LogKind kind, const std::string& name,
+                                           const std::string& value) {
+    try {
+        store::set_log_filter(filter, kind, name, value, store::Clock::now());
+    } catch (const store::FilterError& error) {
+        return "--" + name + " \"" + value + "\" " + error.problem() +
+               (error.hint().empty() ? std::string() : ": " + error.hint());
+    }
+    return std::nullopt;
+}
+
 std::string log_target(LogKind kind, const store::LogFilter& filter, std::string_view format) {
     const bool traffic = kind == LogKind::traffic;
     std::string target = std::string(traffic ? "/v1/traffic" : "/v1/audit") + "?format=" + std::string(format);

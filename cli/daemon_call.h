@@ -95,7 +95,13 @@ nlohmann::json event_data(const SseEvent& event);
 // ---------------------------------------------------------------------------
 // The logs as the daemon serves them (GET /v1/traffic, GET /v1/audit)
 
-enum class LogKind { traffic, audit };
+using store::LogKind;
+
+// A filter flag of tf logs, tf traffic and tf audit (--since, --gateway, ...:
+// `name` without its dashes) set through the one parser (store::set_log_filter);
+// the usage error when it refuses the value.
+std::optional<std::string> set_filter_flag(store::LogFilter& filter, LogKind kind, const std::string& name,
+                                           const std::string& value);
 
 // The route with `filter` as its query (times as RFC 3339) and `format`
 // ("json", "jsonl" or "csv").

@@ -114,9 +114,6 @@ std::string audit_usage() {
     return std::string(kAuditHelp) + kWhereFrom + kAuditExit;
 }
 
-constexpr const char* kTimeForms =
-    "give RFC 3339 (2026-11-26T10:00:00Z, 2026-11-26T11:00:00+01:00) or an age (90s, 15m, 2h, 7d)";
-
 enum OptionId {
     kConfig = 'c',
     kHelp = 'h',
@@ -157,7 +154,7 @@ constexpr std::array kAllOptions = {
     option{"help", no_argument, nullptr, kHelp},
 };
 
-enum class Log { traffic, audit };
+using Log = store::LogKind;
 enum class Verb { query, export_, verify };
 
 // One sub-command: its name for messages, its usage, the options it takes.
@@ -194,13 +191,6 @@ int usage_error(const Command& command, const std::string& message) {
     return kExitUsage;
 }
 
-std::optional<std::size_t> parse_count(std::string_view text) {
-    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string_view::npos) {
-        return std::nullopt;
-    }
-    return static_cast<std::size_t>(std::stoull(std::string(text)));
-}
-
 // Fills `options` from `args` (args[0] is the sub-command's word). Returns
 // nullopt to go on, or the exit status (after --help or an error).
 std::optional<int> parse(std::span<char*> args, const Command& command, Options& options) {
@@ -215,7 +205,6 @@ std::optional<int> parse(std::span<char*> args, const Command& command, Options&
 
     optind = 0;  // a full reset of getopt's state
     opterr = 0;  // errors are reported below, naming the command
-    const auto now = store::Clock::now();
     const int argc = static_cast<int>(args.size());
     int c = 0;
     while ((c = getopt_long(argc, args.data(), "+:c:h", table.data(), nullptr)) != -1) {
@@ -225,29 +214,19 @@ std::optional<int> parse(std::span<char*> args, const Command& command, Options&
             case kStateDir: options.state_dir = value; break;
             case kSocket: options.socket = value; break;
             case kSince:
-            case kUntil: {
-                const auto time = store::parse_time(value, now);
-                if (!time)
-                    return usage_error(command, option_name(c) + " \"" + value + "\" is not a time: " + kTimeForms);
-                (c == kSince ? options.filter.since : options.filter.until) = *time;
-                break;
-            }
-            case kGateway: options.filter.gateway = value; break;
-            case kAgent: options.filter.agent = value; break;
-            case kConnector: options.filter.connector = value; break;
-            case kAction: options.filter.action = value; break;
-            case kDecision: options.filter.decision = value; break;
-            case kEvent: options.filter.event = value; break;
-            case kLimit: {
-                const auto limit = parse_count(value);
-                if (!limit) {
-                    return usage_error(command, "--limit \"" + value +
-                                                    "\" is not a number of records: give a whole number (0 for all)");
+            case kUntil:
+            case kGateway:
+            case kAgent:
+            case kConnector:
+            case kAction:
+            case kDecision:
+            case kEvent:
+            case kLimit:
+                if (auto refused = set_filter_flag(options.filter, command.log, option_name(c).substr(2), value)) {
+                    return usage_error(command, *refused);
                 }
-                options.filter.limit = *limit;
-                options.limit_given = true;
+                if (c == kLimit) options.limit_given = true;
                 break;
-            }
             case kFormat: {
                 const auto format = store::parse_format(value);
                 const bool is_export = command.verb == Verb::export_;

@@ -419,48 +419,15 @@ inline int read_filters(sd_bus_message* message, std::vector<std::pair<std::stri
     return r < 0 ? r : sd_bus_message_exit_container(message);
 }
 
-inline ControlError bad_field(const std::string& name, const std::string& what, const std::string& hint = {}) {
-    return {ControlError::Kind::bad_request, "bad_field", "filter \"" + name + "\" " + what, hint};
-}
-
-// The filters of docs/api.md's Logs, as a{ss}; the answer is always JSON Lines.
+// The filters of docs/api.md's Logs, as a{ss} (store::parse_log_filter); the
+// answer is always JSON Lines.
 inline store::LogFilter log_filter(const std::vector<std::pair<std::string, std::string>>& filters, bool audit) {
-    store::LogFilter filter;
-    const auto now = store::Clock::now();
-    std::set<std::string> seen;
-    for (const auto& [name, value] : filters) {
-        if (!seen.insert(name).second) throw bad_field(name, "is given twice");
-        if (name == "since" || name == "until") {
-            const auto time = store::parse_time(value, now);
-            if (!time) {
-                throw bad_field(name, "is neither an RFC 3339 time nor an age",
-                                "e.g. 2026-11-26T10:00:00Z, 90s, 15m, 2h or 7d");
-            }
-            (name == "since" ? filter.since : filter.until) = time;
-        } else if (name == "gateway") {
-            filter.gateway = value;
-        } else if (name == "agent") {
-            filter.agent = value;
-        } else if (name == "action") {
-            filter.action = value;
-        } else if (name == "connector" && !audit) {
-            filter.connector = value;
-        } else if (name == "decision" && !audit) {
-            filter.decision = value;
-        } else if (name == "event" && audit) {
-            filter.event = value;
-        } else if (name == "limit") {
-            if (value.empty() || value.size() > 9 || value.find_first_not_of("0123456789") != std::string::npos) {
-                throw bad_field(name, "must be a whole number", "the newest N records; 0 or none for all");
-            }
-            filter.limit = std::stoul(value);
-        } else {
-            throw bad_field(name, "is not a filter of this log",
-                            audit ? "filters: since, until, gateway, agent, action, event, limit"
-                                  : "filters: since, until, gateway, agent, connector, action, decision, limit");
-        }
+    try {
+        return store::parse_log_filter(filters, audit ? store::LogKind::audit : store::LogKind::traffic,
+                                       store::Clock::now());
+    } catch (const store::FilterError& error) {
+        throw ControlError(ControlError::Kind::bad_request, "bad_field", error.what(), error.hint());
     }
-    return filter;
 }
 
 inline std::uint64_t monotonic_usec() {

@@ -159,55 +159,32 @@ std::optional<bool> bool_field(const json& body, const std::string& name, bool r
 
 LogQuery log_query(const Query& query, bool audit) {
     LogQuery out;
-    const auto now = store::Clock::now();
-    std::set<std::string> seen;
+    std::vector<std::pair<std::string, std::string>> filters;
+    bool format_given = false;
     for (const auto& [name, value] : query) {
-        if (!seen.insert(name).second) throw bad_field(name, "is given twice");
-        // Empty is "any", as for the filters left out (a form sends "since=").
-        const bool known = name == "since" || name == "until" || name == "gateway" || name == "agent" ||
-                           name == "action" || name == "limit" || name == "format" ||
-                           (audit ? name == "event" : name == "connector" || name == "decision");
-        if (value.empty() && known) continue;
-        if (name == "since" || name == "until") {
-            const auto time = store::parse_time(value, now);
-            if (!time) {
-                throw bad_field(name, "is neither an RFC 3339 time nor an age",
-                                "e.g. 2026-11-26T10:00:00Z, 90s, 15m, 2h or 7d");
-            }
-            (name == "since" ? out.filter.since : out.filter.until) = time;
-        } else if (name == "gateway") {
-            out.filter.gateway = value;
-        } else if (name == "agent") {
-            out.filter.agent = value;
-        } else if (name == "action") {
-            out.filter.action = value;
-        } else if (name == "connector" && !audit) {
-            out.filter.connector = value;
-        } else if (name == "decision" && !audit) {
-            out.filter.decision = value;
-        } else if (name == "event" && audit) {
-            out.filter.event = value;
-        } else if (name == "limit") {
-            if (value.empty() || value.size() > 9 || value.find_first_not_of("0123456789") != std::string::npos) {
-                throw bad_field(name, "must be a whole number", "the newest N records; 0 or none for all");
-            }
-            out.filter.limit = std::stoul(value);
-        } else if (name == "format") {
-            if (value == "json") {
-                out.format = LogFormat::document;
-            } else if (value == "jsonl") {
-                out.format = LogFormat::lines;
-            } else if (value == "csv") {
-                out.format = LogFormat::csv;
-            } else {
-                throw bad_field(name, "must be json, jsonl or csv");
-            }
-        } else {
-            throw bad_field(name, "is not a filter of this log",
-                            audit
-                                ? "filters: since, until, gateway, agent, action, event, limit, format"
-                                : "filters: since, until, gateway, agent, connector, action, decision, limit, format");
+        if (name != "format") {
+            filters.emplace_back(name, value);
+            continue;
         }
+        if (format_given) throw bad_field(name, "is given twice");
+        format_given = true;
+        if (value.empty() || value == "json") {
+            out.format = LogFormat::document;
+        } else if (value == "jsonl") {
+            out.format = LogFormat::lines;
+        } else if (value == "csv") {
+            out.format = LogFormat::csv;
+        } else {
+            throw bad_field(name, "must be json, jsonl or csv");
+        }
+    }
+    const auto kind = audit ? store::LogKind::audit : store::LogKind::traffic;
+    try {
+        out.filter = store::parse_log_filter(filters, kind, store::Clock::now());
+    } catch (const store::FilterError& error) {
+        const bool unknown = error.problem() == "is not a filter of this log";
+        throw bad_field(error.name(), error.problem(),
+                        unknown ? "filters: " + store::log_filter_names(kind) + ", format" : error.hint());
     }
     return out;
 }

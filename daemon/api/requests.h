@@ -1,7 +1,8 @@
 // The REST API's requests before Control is asked, pure (no sockets):
 // the route table, request targets and their query strings, JSON bodies
 // checked field by field, log queries, and the error document. Used by
-// api_server.cpp; tested in tests/daemon/api/requests_test.cpp.
+// the server's connection.cpp and dispatch.cpp; tested in
+// tests/daemon/api/requests_test.cpp.
 #pragma once
 
 #include "daemon/control/control.h"

@@ -6,6 +6,8 @@
 #include "daemon/store/audit.h"
 #include "daemon/store/store.h"
 
+#include "common/error.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -13,6 +15,8 @@
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace tameflare::store {
 
@@ -27,6 +31,36 @@ struct LogFilter {
     std::string event;      // audit only: exact name, or a prefix ending in '.' ("action.")
     std::size_t limit = 0;  // 0: all; otherwise the newest `limit`, still printed oldest first
 };
+
+// The filters by name, as docs/api.md's Logs names them: one parser for the
+// REST query string, D-Bus's a{ss} and tf's flags alike. Both logs take
+// since, until (RFC 3339 or an age), gateway, agent, action and limit (a whole
+// number, 0 for all); traffic also connector and decision, audit also event.
+enum class LogKind { traffic, audit };
+
+// A filter refused: which one, with what value, what is wrong and how to fix
+// it. what() is "filter \"NAME\" PROBLEM", as the REST and D-Bus errors say it.
+class FilterError : public Error {
+public:
+    FilterError(std::string name, std::string value, std::string problem, std::string hint = {});
+    [[nodiscard]] const std::string& name() const noexcept { return name_; }
+    [[nodiscard]] const std::string& value() const noexcept { return value_; }
+    [[nodiscard]] const std::string& problem() const noexcept { return problem_; }
+
+private:
+    std::string name_, value_, problem_;
+};
+
+// "since, until, gateway, agent, ..." : the filters `kind` takes.
+std::string log_filter_names(LogKind kind);
+// Sets the filter `name` to `value`; an empty value leaves it as it is (any,
+// as a form's "since=" means). Throws FilterError for a name this log has no
+// filter of, or a value it cannot take.
+void set_log_filter(LogFilter& filter, LogKind kind, std::string_view name, const std::string& value,
+                    Clock::time_point now);
+// A whole filter from name and value pairs, each name at most once.
+LogFilter parse_log_filter(const std::vector<std::pair<std::string, std::string>>& pairs, LogKind kind,
+                           Clock::time_point now);
 
 struct AuditRecord {
     std::int64_t seq = 0;
