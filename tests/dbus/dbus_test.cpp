@@ -323,6 +323,48 @@ ProxyReply proxy_request(const std::string& listen, const std::string& url) {
 }
 
 // ---------------------------------------------------------------------------
+// The interface's contract, dbus/com.tameflare.Daemon1.xml, against what the
+// vtables export, compared by tests/dbus/compare_introspection.py (a real
+// XML parser: Python's xml.etree).
+
+constexpr const char* kContract = TF_SOURCE_DIR "/dbus/com.tameflare.Daemon1.xml";
+constexpr const char* kCompareScript = TF_SOURCE_DIR "/tests/dbus/compare_introspection.py";
+
+std::string missing_python() {
+    return ::access("/usr/bin/python3", X_OK) == 0 ? std::string() : "/usr/bin/python3 is not installed";
+}
+
+std::string read_text(const fs::path& file) {
+    std::ifstream in(file);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// Writes what the object at `path` introspects as to `file`; "" or why not.
+std::string introspect_to(const std::string& address, const std::string& path, const fs::path& file) {
+    const auto xml =
+        run({"/usr/bin/busctl", "--address=" + address, "--no-pager", "introspect", "--xml-interface", kName, path});
+    if (xml.status != 0 || xml.out.empty()) return "busctl introspect " + path + " failed: " + xml.err;
+    std::ofstream(file) << xml.out;
+    return {};
+}
+
+// The script's verdict (exit 0: all match; 1: the differences on stdout) on
+// `contract` and the introspected `live` files; `unchecked` names the
+// contract's interfaces no object of which could be made.
+Result compare_with_contract(const std::string& contract, const std::vector<fs::path>& live,
+                             const std::vector<std::string>& unchecked) {
+    std::vector<std::string> argv{"/usr/bin/python3", kCompareScript, contract};
+    for (const auto& file : live) argv.push_back(file.string());
+    for (const auto& interface : unchecked) {
+        argv.emplace_back("--unchecked");
+        argv.push_back(interface);
+    }
+    return run(argv);
+}
+
+// ---------------------------------------------------------------------------
 // A connection whose process changed: the pid race of D-Bus callers.
 
 // A bus connection that outlives the process that opened it. dbus-python
@@ -621,6 +663,76 @@ TEST_F(Dbus, IntrospectionShowsTheInterfacesWithArgumentNames) {
                           "--xml-interface", kName, gateway});
     EXPECT_TRUE(contains(sub.out, R"(<interface name="com.tameflare.Daemon1.Gateway">)")) << sub.out;
     EXPECT_TRUE(contains(sub.out, R"(<arg type="s" name="level" direction="in"/>)")) << sub.out;
+}
+
+TEST_F(Dbus, TheIntrospectionMatchesTheXmlContract) {
+    if (const auto reason = missing_python(); !reason.empty()) GTEST_SKIP() << reason;
+    // An approval object exists while a request is held.
+    const std::string listen = daemon_->field("EXPLICIT_LISTEN");
+    ASSERT_FALSE(listen.empty()) << daemon_->log();
+    auto held = std::async(std::launch::async, [&] { return proxy_request(listen, url("/merge")); });
+    const auto pending = wait_for_pending();
+    ASSERT_TRUE(pending.is_object()) << daemon_->log();
+    const std::string id = pending["id"];
+
+    // The main object, a gateway and the approval; agents are off in this
+    // daemon (DbusLaunch checks the agent object).
+    const std::vector<std::pair<std::string, fs::path>> objects{
+        {kPath, root_ / "main.xml"},
+        {object_path("/com/tameflare/Daemon1/gateway", "one"), root_ / "gateway.xml"},
+        {object_path("/com/tameflare/Daemon1/approval", id), root_ / "approval.xml"},
+    };
+    std::vector<fs::path> live;
+    std::string failed;
+    for (const auto& [path, file] : objects) {
+        failed += introspect_to(bus_->address(), path, file);
+        live.push_back(file);
+    }
+    // Released before any assertion can end the test with the request held.
+    EXPECT_TRUE(client_->call(kPath, kInterface, "Deny", "ss", id.c_str(), "").ok());
+    ASSERT_EQ(held.wait_for(20s), std::future_status::ready);
+    EXPECT_EQ(held.get().status, 403U);
+    ASSERT_TRUE(failed.empty()) << failed;
+    EXPECT_TRUE(contains(read_text(root_ / "approval.xml"), R"(<interface name="com.tameflare.Daemon1.Approval">)"));
+
+    const std::vector<std::string> unchecked{"com.tameflare.Daemon1.Agent"};
+    const auto compared = compare_with_contract(kContract, live, unchecked);
+    EXPECT_EQ(compared.status, 0) << "the exported interfaces differ from " << kContract << ":\n"
+                                  << compared.out << compared.err;
+
+    // The check can fail: a contract that differs by one method, one
+    // argument's type, one sub-object's property or one interface's name
+    // is reported, naming the difference.
+    const std::string contract = read_text(kContract);
+    const auto replaced = [&](const std::string& from, const std::string& to) {
+        std::string text = contract;
+        if (const auto at = text.find(from); at != std::string::npos) text.replace(at, from.size(), to);
+        return text;
+    };
+    std::string without_method = contract;
+    const auto method = contract.find(R"(<method name="GetStatus">)");
+    const auto method_end = contract.find("</method>", method);
+    ASSERT_NE(method_end, std::string::npos) << "GetStatus is not in the contract";
+    without_method.erase(method, method_end + std::strlen("</method>") - method);
+    const std::vector<std::pair<std::string, std::string>> mutations{
+        {without_method, "com.tameflare.Daemon1: method GetStatus is exported but not in the contract"},
+        {replaced(R"(<arg type="h" name="cwd")", R"(<arg type="s" name="cwd")"),
+         "com.tameflare.Daemon1: method Launch: the contract says"},
+        {replaced(R"(<property name="AgeSeconds" type="t")", R"(<property name="AgeSeconds" type="u")"),
+         "com.tameflare.Daemon1.Approval: property AgeSeconds: the contract says"},
+        {replaced(R"(<interface name="com.tameflare.Daemon1.Gateway">)",
+                  R"(<interface name="com.tameflare.Daemon1.Gateways">)"),
+         "interface com.tameflare.Daemon1.Gateway is exported but not in the contract"},
+    };
+    for (std::size_t i = 0; i < mutations.size(); ++i) {
+        const auto& [text, reported] = mutations[i];
+        ASSERT_NE(text, contract) << "mutation " << i << " changed nothing: its text is no longer in the contract";
+        const fs::path file = root_ / ("mutated-contract-" + std::to_string(i) + ".xml");
+        std::ofstream(file) << text;
+        const auto differs = compare_with_contract(file.string(), live, unchecked);
+        EXPECT_EQ(differs.status, 1) << differs.out << differs.err;
+        EXPECT_TRUE(contains(differs.out, reported)) << reported << "\n" << differs.out << differs.err;
+    }
 }
 
 TEST_F(Dbus, EveryMethodAndPropertyAnswers) {
@@ -1178,6 +1290,40 @@ TEST_F(DbusLaunch, AgentObjectsComeAndGoAndAgentsAreRefusedTheControlPlane) {
     }));
     const auto after = client_->call(path, "com.tameflare.Daemon1.Agent", "Stop", "");
     EXPECT_EQ(after.error, "org.freedesktop.DBus.Error.UnknownObject") << after;
+}
+
+TEST_F(DbusLaunch, TheAgentObjectMatchesTheXmlContract) {
+    if (const auto reason = missing_python(); !reason.empty()) GTEST_SKIP() << reason;
+    client_->watch("org.freedesktop.DBus.ObjectManager", "InterfacesAdded");
+    const UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    const UniqueFd cwd(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    const auto launched = client_->call(kPath, kInterface, "Launch", "sssasashhhh", "one", "contract", "cgroup", 2,
+                                        "/bin/sleep", "60", 0, null.get(), null.get(), null.get(), cwd.get());
+    ASSERT_TRUE(launched.ok()) << launched << daemon_->log();
+    const std::string path = object_path("/com/tameflare/Daemon1/agent", "contract");
+    ASSERT_TRUE(client_->wait_until([&] {
+        for (auto* added : client_->seen("InterfacesAdded")) {
+            const char* object = nullptr;
+            if (sd_bus_message_rewind(added, 1) >= 0 && sd_bus_message_read(added, "o", &object) > 0 &&
+                path == object) {
+                return true;
+            }
+        }
+        return false;
+    })) << daemon_->log();
+
+    const fs::path live = root_ / "agent.xml";
+    const std::string failed = introspect_to(bus_->address(), path, live);
+    const auto stop = client_->call(path, "com.tameflare.Daemon1.Agent", "Stop", "");
+    EXPECT_TRUE(stop.ok()) << stop;
+    ASSERT_TRUE(failed.empty()) << failed;
+    EXPECT_TRUE(contains(read_text(live), R"(<interface name="com.tameflare.Daemon1.Agent">)")) << read_text(live);
+    // The other interfaces are checked by Dbus.TheIntrospectionMatchesTheXmlContract.
+    const auto compared = compare_with_contract(
+        kContract, {live},
+        {"com.tameflare.Daemon1", "com.tameflare.Daemon1.Gateway", "com.tameflare.Daemon1.Approval"});
+    EXPECT_EQ(compared.status, 0) << "the agent object's interface differs from " << kContract << ":\n"
+                                  << compared.out << compared.err;
 }
 
 }  // namespace

@@ -1,0 +1,697 @@
+// The control plane in-process (daemon/control): who may call each operation
+// (the role x operation matrix, callers inside an agent's cgroup), the live
+// events hub, the metrics counted from traffic records, and a few operations'
+// effects. The parts are the real ones, built the way the supervisor builds
+// them (daemon/supervisor.cpp): a store and a vault in a temporary state
+// directory, a proxy server without listeners, no kernel enforcement.
+#include "daemon/control/control.h"
+#include "daemon/control/events.h"
+#include "daemon/control/metrics.h"
+#include "daemon/daemon_config.h"
+#include "daemon/proxy/approvals.h"
+#include "daemon/proxy/certificate_authority.h"
+#include "daemon/proxy/server.h"
+#include "daemon/store/audit.h"
+#include "daemon/store/query.h"
+#include "daemon/store/store.h"
+#include "daemon/store/vault_store.h"
+#include "daemon/store_services.h"
+#include "daemon/vault/vault_crypto.h"
+#include "tests/support/temp_dir.h"
+
+#include <grp.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tameflare::control {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Kind = ControlError::Kind;
+using namespace std::chrono_literals;
+
+// Groups every Debian system has, standing in for the tameflare-* groups.
+const RoleGroups kRoleGroups{"sys", "adm", "staff", "users"};
+constexpr uid_t kNobody = 65534;
+constexpr gid_t kNogroup = 65534;
+// A login session's cgroup: not an agent's.
+constexpr const char* kSessionCgroup = "/user.slice/user-1000.slice/session-1.scope";
+
+std::optional<gid_t> gid_of(const std::string& name) {
+    const group* entry = ::getgrnam(name.c_str());
+    if (entry == nullptr) return std::nullopt;
+    return entry->gr_gid;
+}
+
+Caller caller(uid_t uid, gid_t gid, std::vector<gid_t> groups, std::string cgroup = kSessionCgroup) {
+    Caller out;
+    out.pid = ::getpid();
+    out.uid = uid;
+    out.gid = gid;
+    out.groups = std::move(groups);
+    out.cgroup = std::move(cgroup);
+    out.via = "test";
+    out.method = "control_test";
+    return out;
+}
+
+Caller root(std::string cgroup = kSessionCgroup) {
+    return caller(0, 0, {}, std::move(cgroup));
+}
+
+std::string describe(const policy::ConfigErrors& errors) {
+    std::string out;
+    for (const auto& error : errors) out += error.file + " " + error.pointer + ": " + error.message + "\n";
+    return out;
+}
+
+// What calling an operation came to: nothing thrown, a ControlError, or
+// something else (a bug whatever the caller).
+struct Attempt {
+    std::optional<ControlError> error;
+    std::string other;
+
+    [[nodiscard]] bool refused(std::string_view code) const {
+        return error && error->kind() == Kind::forbidden && error->code() == code;
+    }
+};
+
+template <typename Call>
+Attempt attempt(Call&& call) {
+    Attempt out;
+    try {
+        call();
+    } catch (const ControlError& error) {
+        out.error = error;
+    } catch (const std::exception& error) {
+        out.other = error.what();
+    }
+    return out;
+}
+
+// Each operation of Control, the least role that may call it, and a call.
+// "Allowed" means not refused: an unknown id is not_found after the caller
+// passed authorization. A new operation is one line here.
+struct Operation {
+    std::string_view name;
+    Role least;
+    std::function<void(Control&, const Caller&)> call;
+};
+
+const std::vector<Operation>& operations() {
+    static const json kTest = {{"gateway", "one"}, {"method", "GET"}, {"url", "http://plain.test/x"}};
+    static const std::vector<Operation> table{
+        {"status", Role::viewer, [](Control& c, const Caller& who) { c.status(who); }},
+        {"gateways", Role::viewer, [](Control& c, const Caller& who) { c.gateways(who); }},
+        {"gateway", Role::viewer, [](Control& c, const Caller& who) { c.gateway(who, "one"); }},
+        {"set_enforcement", Role::admin, [](Control& c, const Caller& who) { c.set_enforcement(who, "one", "soft"); }},
+        {"reload", Role::admin, [](Control& c, const Caller& who) { c.reload(who); }},
+        {"check_config", Role::admin, [](Control& c, const Caller& who) { c.check_config(who); }},
+        {"test_request", Role::viewer, [](Control& c, const Caller& who) { c.test_request(who, kTest); }},
+        {"agents", Role::none, [](Control& c, const Caller& who) { c.agents(who); }},
+        {"agent", Role::none, [](Control& c, const Caller& who) { c.agent(who, "no-such-agent"); }},
+        {"stop_agent", Role::none, [](Control& c, const Caller& who) { c.stop_agent(who, "no-such-agent"); }},
+        {"approvals", Role::viewer, [](Control& c, const Caller& who) { c.approvals(who); }},
+        {"approval", Role::viewer, [](Control& c, const Caller& who) { c.approval(who, "no-such-approval"); }},
+        {"answer", Role::member, [](Control& c, const Caller& who) { c.answer(who, "no-such-approval", true, ""); }},
+        {"kill_switch", Role::viewer, [](Control& c, const Caller& who) { c.kill_switch(who); }},
+        {"set_kill_switch", Role::owner,
+         [](Control& c, const Caller& who) { c.set_kill_switch(who, false, "all", "matrix"); }},
+        {"traffic", Role::viewer,
+         [](Control& c, const Caller& who) { c.traffic(who, {}, [](const store::TrafficRow&) {}); }},
+        {"audit", Role::viewer,
+         [](Control& c, const Caller& who) { c.audit(who, {}, [](const store::AuditRecord&) {}); }},
+        {"verify_audit", Role::viewer, [](Control& c, const Caller& who) { c.verify_audit(who); }},
+        {"vault", Role::admin, [](Control& c, const Caller& who) { c.vault(who); }},
+        {"vault_set", Role::admin,
+         [](Control& c, const Caller& who) { c.vault_set(who, "matrix-secret", "site", "s3cret"); }},
+        {"vault_remove", Role::admin, [](Control& c, const Caller& who) { c.vault_remove(who, "no-such-secret"); }},
+        {"vault_rotate", Role::admin, [](Control& c, const Caller& who) { c.vault_rotate(who); }},
+        {"metrics", Role::viewer, [](Control& c, const Caller& who) { c.metrics(who); }},
+    };
+    return table;
+}
+
+const std::string& group_for(Role role) {
+    switch (role) {
+        case Role::owner: return kRoleGroups.owner;
+        case Role::admin: return kRoleGroups.admin;
+        case Role::member: return kRoleGroups.member;
+        default: return kRoleGroups.viewer;
+    }
+}
+
+std::set<std::string> lines(const std::string& text) {
+    std::set<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) out.insert(line);
+    return out;
+}
+
+// The control plane and every service it uses, as Supervisor::open_state,
+// open_data_plane and open_control_plane build them.
+class ControlPlane : public ::testing::Test {
+protected:
+    void SetUp() override {
+        for (const auto role : {Role::owner, Role::admin, Role::member, Role::viewer}) {
+            const auto gid = gid_of(group_for(role));
+            if (!gid) GTEST_SKIP() << "this system has no group " << group_for(role) << " (Debian has)";
+            gids_[role] = *gid;
+        }
+
+        const fs::path root = dir_.path();
+        fs::create_directories(root / "gateways.d");
+        std::ofstream(root / "tameflared.json")
+            << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d",
+              "state_dir": "state", "runtime_dir": "run", "agents": {"enabled": false}, "dbus": {"enabled": false},
+              "api": {"enabled": false, "role_groups": {"owner": ")"
+            << kRoleGroups.owner << R"(", "admin": ")" << kRoleGroups.admin << R"(", "member": ")" << kRoleGroups.member
+            << R"(", "viewer": ")" << kRoleGroups.viewer << R"("}}})";
+        std::ofstream(root / "gateways.d" / "one.json")
+            << R"({"name": "one", "description": "the test gateway", "enforcement": "full",
+                  "rate_limit": {"requests": 0}, "approval_timeout_seconds": 60,
+                  "connectors": {"site": {"connector": "http", "domains": ["plain.test"], "preset": "read_only",
+                                          "rules": [{"action": "http.post", "decision": "require_approval"}]}}})";
+
+        policy::ConfigErrors errors;
+        config_ = daemon::load_daemon_config(root / "tameflared.json", true, errors);
+        ASSERT_TRUE(config_) << describe(errors);
+        auto loaded = daemon::load_policy(*config_);
+        ASSERT_TRUE(loaded.ok()) << describe(loaded.errors);
+        policy_.publish(loaded.config);
+
+        fs::create_directories(config_->state_dir);
+        fs::permissions(config_->state_dir, fs::perms::owner_all);
+        ca_ = proxy::CertificateAuthority::load_or_create(config_->state_dir / "ca");
+        store::StoreOptions store_options;
+        store_options.database = config_->database_path();
+        store_options.checkpoint_key = vault::VaultKey::load_or_create(config_->audit_key_path(), nullptr, "audit.key");
+        store_ = store::Store::open(std::move(store_options));
+        vault_ = std::make_unique<store::Vault>(*store_, store::Vault::load_key(config_->vault_key_path(), *store_));
+
+        recorded_.emplace(queue_, *store_);
+        observed_.emplace(*recorded_, events_);
+        stored_traffic_.emplace(*store_, false);
+        metrics_.emplace(*stored_traffic_, events_);
+
+        proxy::ProxyOptions proxy_options;  // no listeners
+        proxy_options.threads = 1;
+        proxy_options.system_resolver = false;
+        server_.emplace(proxy_options,
+                        proxy::ProxyServices{&policy_, ca_.get(), nullptr, nullptr, &*observed_, &*metrics_});
+
+        kill_switch_.emplace(*store_, *server_);
+        kill_switch_->restore();
+        control_.emplace(services(), kRoleGroups);
+        control_->restore();
+    }
+
+    ControlServices services() {
+        ControlServices out;
+        out.config = &policy_;
+        out.proxy = &*server_;
+        out.approvals = &queue_;
+        out.kill_switch = &*kill_switch_;
+        out.store = store_.get();
+        out.vault = vault_.get();
+        out.agents = nullptr;  // kernel enforcement is off
+        out.events = &events_;
+        out.metrics = &*metrics_;
+        out.load = [this](const policy::EnforcementOverrides& levels) { return daemon::load_policy(*config_, levels); };
+        out.verify = [this] {
+            const auto key = vault::VaultKey::load_or_create(config_->audit_key_path(), nullptr, "audit.key");
+            auto reader = store_->reader();
+            return store::verify_audit(reader, &key);
+        };
+        out.rotate_vault = [this](const std::string& actor) {
+            return vault_->rotate_key_file(config_->vault_key_path(), actor);
+        };
+        return out;
+    }
+
+    // uid nobody with the role's group as a supplementary group (none: no group).
+    [[nodiscard]] Caller as(Role role) const {
+        if (role == Role::none) return caller(kNobody, kNogroup, {});
+        return caller(kNobody, kNogroup, {gids_.at(role)});
+    }
+
+    // Holds a request for approval the way the proxy does (through the
+    // recorded and observed brokers); its answer lands in answers_.
+    void hold(const std::string& id) {
+        proxy::ApprovalRequest request{id,
+                                       "one",
+                                       "agent-1",
+                                       "site",
+                                       "http.post",
+                                       "medium",
+                                       R"({"path": "/x"})",
+                                       "http.post needs approval",
+                                       std::chrono::system_clock::now(),
+                                       60s};
+        observed_->submit(request, [this, id](proxy::ApprovalAnswer given) { answers_[id] = std::move(given); });
+    }
+
+    // Collects every event the hub publishes from now on.
+    void watch() {
+        events_.subscribe([this](const Event& event) { seen_.push_back(event); });
+    }
+    [[nodiscard]] std::vector<Event> seen(std::string_view type) const {
+        std::vector<Event> out;
+        for (const auto& event : seen_) {
+            if (event.type == type) out.push_back(event);
+        }
+        return out;
+    }
+
+    tameflare::testing::TempDir dir_{"tf-control"};
+    std::map<Role, gid_t> gids_;
+    std::optional<daemon::DaemonConfig> config_;
+    policy::ConfigStore policy_;
+    std::unique_ptr<proxy::CertificateAuthority> ca_;
+    std::unique_ptr<store::Store> store_;
+    std::unique_ptr<store::Vault> vault_;
+    EventHub events_;
+    proxy::ApprovalQueue queue_;
+    std::optional<daemon::RecordedApprovals> recorded_;
+    std::optional<ObservedApprovals> observed_;
+    std::optional<daemon::StoreTrafficSink> stored_traffic_;
+    std::optional<Metrics> metrics_;
+    std::optional<proxy::ProxyServer> server_;
+    std::optional<daemon::KillSwitchControl> kill_switch_;
+    std::optional<Control> control_;
+    std::map<std::string, proxy::ApprovalAnswer> answers_;
+    std::vector<Event> seen_;
+};
+
+// --- who may call what -------------------------------------------------------
+
+TEST_F(ControlPlane, EachOperationIsRefusedBelowItsLeastRoleAndAllowedFromIt) {
+    struct Who {
+        std::string label;
+        Caller caller;
+        Role role;
+    };
+    std::vector<Who> callers;
+    for (const auto role : {Role::none, Role::viewer, Role::member, Role::admin, Role::owner}) {
+        callers.push_back({"uid nobody as " + std::string(to_string(role)), as(role), role});
+    }
+    callers.push_back({"root, in no role group", root(), Role::owner});
+
+    for (const auto& who : callers) {
+        for (const auto& operation : operations()) {
+            SCOPED_TRACE(who.label + " calls " + std::string(operation.name));
+            const auto outcome = attempt([&] { operation.call(*control_, who.caller); });
+            EXPECT_EQ(outcome.other, "");
+            if (who.role < operation.least) {
+                ASSERT_TRUE(outcome.error) << "allowed";
+                EXPECT_EQ(outcome.error->kind(), Kind::forbidden) << outcome.error->what();
+                EXPECT_EQ(outcome.error->code(), "forbidden");
+                // The hint names the group that grants the role needed.
+                EXPECT_NE(outcome.error->hint().find("group " + group_for(operation.least)), std::string::npos)
+                    << outcome.error->hint();
+            } else if (outcome.error) {
+                EXPECT_NE(outcome.error->kind(), Kind::forbidden)
+                    << outcome.error->code() << ": " << outcome.error->what();
+            }
+        }
+    }
+}
+
+TEST_F(ControlPlane, TheStrongestRoleCountsFromThePrimaryGroupOrASupplementaryOneAndRootIsOwner) {
+    EXPECT_EQ(role_of(root(), kRoleGroups), Role::owner);
+    EXPECT_EQ(role_of(caller(kNobody, kNogroup, {}), kRoleGroups), Role::none);
+    EXPECT_EQ(role_of(caller(kNobody, gids_[Role::admin], {}), kRoleGroups), Role::admin);
+    EXPECT_EQ(role_of(caller(kNobody, kNogroup, {gids_[Role::viewer], gids_[Role::member]}), kRoleGroups),
+              Role::member);
+    EXPECT_EQ(role_of(caller(kNobody, gids_[Role::viewer], {gids_[Role::owner]}), kRoleGroups), Role::owner);
+    // Groups that grant a role are named: a caller outside them has none.
+    EXPECT_EQ(role_of(caller(kNobody, 0, {}), RoleGroups{}), Role::none);
+
+    EXPECT_EQ(control_->authorize(as(Role::member), Role::viewer), Role::member);
+    const auto status = control_->status(as(Role::viewer));
+    EXPECT_EQ(status["caller"]["role"], "viewer");
+    EXPECT_EQ(status["caller"]["uid"], kNobody);
+}
+
+TEST_F(ControlPlane, ACallerWhoseCgroupIsUnknownCountsAsAnAgentAndIsRefusedEverythingEvenAsRoot) {
+    // Without kernel enforcement (no daemon::Agents) the only agent cgroup
+    // Control can tell is the unknown one: "" (Caller::cgroup).
+    const std::vector<std::pair<std::string, Caller>> agents{
+        {"root", root("")}, {"uid nobody as owner", caller(kNobody, kNogroup, {gids_[Role::owner]}, "")}};
+    for (const auto& [label, agent] : agents) {
+        const Caller& who = agent;  // structured bindings are not captured below
+        for (const auto& operation : operations()) {
+            SCOPED_TRACE(label + " inside an agent calls " + std::string(operation.name));
+            const auto outcome = attempt([&] { operation.call(*control_, who); });
+            EXPECT_EQ(outcome.other, "");
+            ASSERT_TRUE(outcome.error) << "allowed";
+            EXPECT_TRUE(outcome.refused("agent_caller")) << outcome.error->code() << ": " << outcome.error->what();
+        }
+        EXPECT_TRUE(attempt([&] { control_->authorize(who, Role::none); }).refused("agent_caller"));
+    }
+    // Refused before anything happened.
+    EXPECT_FALSE(server_->kill_switch().all);
+    EXPECT_TRUE(control_->vault(root())["secrets"].empty());
+    EXPECT_EQ(control_->gateway(root(), "one")["enforcement"], "full");
+}
+
+// --- operations ----------------------------------------------------------------
+
+TEST_F(ControlPlane, TheKillSwitchSetByTheOwnerIsInForceInTheProxyReadBackAndAudited) {
+    watch();
+    // Below owner nothing changes.
+    EXPECT_TRUE(attempt([&] { control_->set_kill_switch(as(Role::admin), true, "all", "no"); }).refused("forbidden"));
+    EXPECT_FALSE(server_->kill_switch().all);
+
+    const Caller owner = as(Role::owner);
+    const auto set = control_->set_kill_switch(owner, true, "gateway:one", "incident 42");
+    EXPECT_EQ(set["active"], true);
+    EXPECT_EQ(set["gateways"], json::array({"one"}));
+    EXPECT_EQ(server_->kill_switch().gateways, (std::set<std::string, std::less<>>{"one"}));
+    EXPECT_FALSE(server_->kill_switch().all);
+
+    const auto read = control_->kill_switch(as(Role::viewer));
+    EXPECT_EQ(read["active"], true);
+    EXPECT_EQ(read["all"], false);
+    EXPECT_EQ(read["gateways"], json::array({"one"}));
+    EXPECT_EQ(read["reason"], "incident 42");
+    EXPECT_EQ(read["actor"], owner.describe());
+    EXPECT_EQ(control_->status(as(Role::viewer))["kill_switch"]["gateways"], json::array({"one"}));
+
+    const auto changed = seen("kill_switch.changed");
+    ASSERT_EQ(changed.size(), 1u);
+    EXPECT_EQ(changed[0].data["gateways"], json::array({"one"}));
+    EXPECT_EQ(changed[0].visible_to, static_cast<int>(Role::viewer));
+    EXPECT_EQ(changed[0].owner_uid, static_cast<uid_t>(-1));
+
+    // Off for "all" lifts every scope.
+    control_->set_kill_switch(owner, false, "all", "resolved");
+    EXPECT_TRUE(server_->kill_switch().gateways.empty());
+    EXPECT_EQ(control_->kill_switch(as(Role::viewer))["active"], false);
+
+    store_->flush();
+    std::vector<std::string> audited;
+    store::LogFilter filter;
+    filter.event = "kill_switch.";
+    control_->audit(as(Role::viewer), filter, [&](const store::AuditRecord& record) {
+        EXPECT_EQ(record.event.actor, owner.describe());
+        audited.push_back(record.event.event);
+    });
+    EXPECT_EQ(audited, (std::vector<std::string>{"kill_switch.activated", "kill_switch.deactivated"}));
+
+    for (const char* bad : {"everything", "gateway:", "connector", "all:x"}) {
+        const auto outcome = attempt([&] { control_->set_kill_switch(owner, true, bad, ""); });
+        ASSERT_TRUE(outcome.error) << bad;
+        EXPECT_EQ(outcome.error->kind(), Kind::bad_request) << bad;
+    }
+    EXPECT_FALSE(server_->kill_switch().all);
+}
+
+TEST_F(ControlPlane, AnsweringAnUnknownApprovalIsNotFoundAndAnAnsweredOneIsAConflict) {
+    const auto unknown = attempt([&] { control_->answer(as(Role::member), "no-such-approval", true, ""); });
+    ASSERT_TRUE(unknown.error);
+    EXPECT_EQ(unknown.error->kind(), Kind::not_found);
+    EXPECT_EQ(unknown.error->code(), "unknown_approval");
+
+    watch();
+    hold("req-1");
+    ASSERT_EQ(control_->approvals(as(Role::viewer))["approvals"].size(), 1u);
+    EXPECT_EQ(control_->approval(as(Role::viewer), "req-1")["action"], "http.post");
+    EXPECT_EQ(control_->status(as(Role::viewer))["pending_approvals"], 1);
+    EXPECT_TRUE(attempt([&] { control_->answer(as(Role::viewer), "req-1", true, ""); }).refused("forbidden"));
+    EXPECT_EQ(answers_.count("req-1"), 0u);
+
+    const Caller member = as(Role::member);
+    const auto answered = control_->answer(member, "req-1", true, "looks fine");
+    EXPECT_EQ(answered["approved"], true);
+    EXPECT_EQ(answered["actor"], member.describe());
+    ASSERT_EQ(answers_.count("req-1"), 1u);
+    EXPECT_TRUE(answers_["req-1"].approved);
+    EXPECT_EQ(answers_["req-1"].note, "looks fine");
+    EXPECT_EQ(answers_["req-1"].actor, member.describe());
+    EXPECT_TRUE(control_->approvals(as(Role::viewer))["approvals"].empty());
+
+    ASSERT_EQ(seen("approval.requested").size(), 1u);
+    const auto resolved = seen("approval.resolved");
+    ASSERT_EQ(resolved.size(), 1u);
+    EXPECT_EQ(resolved[0].data["id"], "req-1");
+    EXPECT_EQ(resolved[0].data["approved"], true);
+    EXPECT_EQ(resolved[0].data["actor"], member.describe());
+
+    store_->flush();  // the answer is recorded: a second one is told it came too late
+    const auto again = attempt([&] { control_->answer(member, "req-1", false, ""); });
+    ASSERT_TRUE(again.error);
+    EXPECT_EQ(again.error->kind(), Kind::conflict);
+    EXPECT_NE(std::string(again.error->what()).find("approved"), std::string::npos) << again.error->what();
+
+    hold("req-2");
+    const auto long_note = attempt([&] { control_->answer(member, "req-2", false, std::string(4097, 'x')); });
+    ASSERT_TRUE(long_note.error);
+    EXPECT_EQ(long_note.error->kind(), Kind::bad_request);
+    EXPECT_EQ(answers_.count("req-2"), 0u);
+}
+
+TEST_F(ControlPlane, AnUnknownEnforcementLevelIsABadRequestWithAHintAndAKnownOneIsAppliedAndSurvivesARestart) {
+    const Caller admin = as(Role::admin);
+    const auto bad = attempt([&] { control_->set_enforcement(admin, "one", "strict"); });
+    ASSERT_TRUE(bad.error);
+    EXPECT_EQ(bad.error->kind(), Kind::bad_request);
+    EXPECT_EQ(bad.error->code(), "bad_field");
+    EXPECT_NE(std::string(bad.error->what()).find("strict"), std::string::npos) << bad.error->what();
+    EXPECT_NE(bad.error->hint().find("monitor, soft, full, or default"), std::string::npos) << bad.error->hint();
+
+    const auto unknown = attempt([&] { control_->set_enforcement(admin, "nope", "soft"); });
+    ASSERT_TRUE(unknown.error);
+    EXPECT_EQ(unknown.error->kind(), Kind::not_found);
+    EXPECT_EQ(unknown.error->code(), "unknown_gateway");
+
+    watch();
+    EXPECT_EQ(control_->set_enforcement(admin, "one", "monitor")["enforcement"], "monitor");
+    EXPECT_EQ(policy_.snapshot()->gateway("one")->enforcement, policy::Enforcement::monitor);
+    const auto changed = seen("enforcement.changed");
+    ASSERT_EQ(changed.size(), 1u);
+    EXPECT_EQ(changed[0].data["gateway"], "one");
+    EXPECT_EQ(changed[0].data["enforcement"], "monitor");
+    EXPECT_EQ(seen("config.reloaded").size(), 1u);
+    // A reload keeps the level set at run time.
+    EXPECT_EQ(control_->reload(admin)["reloaded"], true);
+    EXPECT_EQ(control_->gateway(as(Role::viewer), "one")["enforcement"], "monitor");
+
+    // A restart: the files' configuration again, a new Control that restores the level.
+    policy_.publish(daemon::load_policy(*config_).config);
+    control_.reset();
+    control_.emplace(services(), kRoleGroups);
+    control_->restore();
+    EXPECT_EQ(control_->gateway(as(Role::viewer), "one")["enforcement"], "monitor");
+
+    EXPECT_EQ(control_->set_enforcement(admin, "one", "default")["enforcement"], "full");
+    EXPECT_EQ(policy_.snapshot()->gateway("one")->enforcement, policy::Enforcement::full);
+}
+
+TEST_F(ControlPlane, TheVaultListsNamesNeverValuesAndRemovingAnUnknownSecretIsNotFound) {
+    const Caller admin = as(Role::admin);
+    control_->vault_set(admin, "github-pat", "site", "ghp_very_secret_value");
+    const auto listed = control_->vault(admin);
+    ASSERT_EQ(listed["secrets"].size(), 1u);
+    EXPECT_EQ(listed["secrets"][0]["name"], "github-pat");
+    EXPECT_EQ(listed.dump().find("ghp_very_secret_value"), std::string::npos);
+    EXPECT_EQ(vault_->get("github-pat").value_or(""), "ghp_very_secret_value");
+
+    EXPECT_EQ(control_->vault_rotate(admin)["rotated"], 1);
+    EXPECT_EQ(vault_->get("github-pat").value_or(""), "ghp_very_secret_value");
+
+    const auto bad = attempt([&] { control_->vault_set(admin, "has space", "", "x"); });
+    ASSERT_TRUE(bad.error);
+    EXPECT_EQ(bad.error->kind(), Kind::bad_request);
+    const auto unknown = attempt([&] { control_->vault_remove(admin, "absent"); });
+    ASSERT_TRUE(unknown.error);
+    EXPECT_EQ(unknown.error->kind(), Kind::not_found);
+    EXPECT_EQ(control_->vault_remove(admin, "github-pat")["removed"], true);
+    EXPECT_TRUE(control_->vault(admin)["secrets"].empty());
+}
+
+// --- metrics -------------------------------------------------------------------
+
+proxy::TrafficRecord record(std::string id, std::string decision, std::string action = "http.get",
+                            std::string agent = "agent-1") {
+    proxy::TrafficRecord out;
+    out.time = std::chrono::system_clock::now();
+    out.request_id = std::move(id);
+    out.gateway = "one";
+    out.agent = std::move(agent);
+    out.connector = "site";
+    out.action = std::move(action);
+    out.method = "GET";
+    out.host = "plain.test";
+    out.path = "/x";
+    out.decision = std::move(decision);
+    out.status = 200;
+    out.latency = 2ms;
+    return out;
+}
+
+TEST_F(ControlPlane, TrafficRecordsAreCountedWithTheirLabelsInThePrometheusText) {
+    auto forwarded = record("r1", "allowed");
+    forwarded.forwarded = true;
+    forwarded.overhead = 300us;
+    metrics_->record(forwarded);
+    forwarded.request_id = "r2";
+    metrics_->record(forwarded);
+    metrics_->record(record("r3", "denied", "http.post"));
+    metrics_->record(record("r4", "kill_switch", "http.post"));
+    metrics_->record(record("r5", "rate_limited"));
+    metrics_->record(record("r6", "error"));
+    auto refused = record("r7", "denied", "tls.certificate_refused", R"(agent "quoted")");
+    refused.host = "api.example";
+    metrics_->record(refused);
+
+    hold("req-1");
+    hold("req-2");
+    control_->answer(as(Role::member), "req-1", true, "");
+    control_->set_kill_switch(root(), true, "connector:site", "");
+
+    const auto text = lines(control_->metrics(as(Role::viewer)));
+    for (
+        const char* line : {
+            R"(tameflare_requests_total{gateway="one",agent="agent-1",connector="site",decision="allowed",action_type="http.get"} 2)",
+            R"(tameflare_requests_total{gateway="one",agent="agent-1",connector="site",decision="denied",action_type="http.post"} 1)",
+            R"(tameflare_requests_total{gateway="one",agent="agent \"quoted\"",connector="site",decision="denied",action_type="tls.certificate_refused"} 1)",
+            R"(tameflare_requests_denied_total{gateway="one"} 3)",
+            R"(tameflare_rate_limit_hits_total{gateway="one"} 1)",
+            R"(tameflare_connector_errors_total{connector="site"} 1)",
+            R"(tameflare_tls_certificate_refused_total{gateway="one",host="api.example"} 1)",
+            R"(tameflare_request_duration_seconds_bucket{gateway="one",le="0.001"} 0)",
+            R"(tameflare_request_duration_seconds_bucket{gateway="one",le="0.0025"} 7)",
+            R"(tameflare_request_duration_seconds_count{gateway="one"} 7)",
+            R"(tameflare_proxy_overhead_seconds_bucket{gateway="one",le="0.0005"} 2)",
+            R"(tameflare_proxy_overhead_seconds_count{gateway="one"} 2)",
+            "tameflare_requests_approved_total 1",
+            "tameflare_approvals_pending 1",
+            R"(tameflare_kill_switch_active{scope="all"} 0)",
+            R"(tameflare_kill_switch_active{scope="connector"} 1)",
+            "tameflare_active_connections 0",
+            "tameflare_agents 0",
+            "# TYPE tameflare_requests_total counter",
+            "# TYPE tameflare_request_duration_seconds histogram",
+        }) {
+        EXPECT_EQ(text.count(line), 1u) << "missing: " << line;
+    }
+
+    // Every record also reached the store behind the metrics.
+    store_->flush();
+    std::vector<std::string> rows;
+    control_->traffic(as(Role::viewer), {}, [&](const store::TrafficRow& row) { rows.push_back(row.request_id); });
+    EXPECT_EQ(rows.size(), 7u);
+}
+
+TEST_F(ControlPlane, ATrafficRecordIsPublishedAsAnEventOnlyWhileSomeoneWatches) {
+    metrics_->record(record("unwatched", "allowed"));
+    watch();
+    metrics_->record(record("watched", "denied"));
+    const auto traffic = seen("traffic");
+    ASSERT_EQ(traffic.size(), 1u);
+    EXPECT_EQ(traffic[0].data["request_id"], "watched");
+    EXPECT_EQ(traffic[0].data["decision"], "denied");
+    EXPECT_EQ(traffic[0].data["gateway"], "one");
+    EXPECT_EQ(traffic[0].data["latency_us"], 2000);
+    EXPECT_EQ(traffic[0].id, 1u);  // nothing was published for the unwatched one
+}
+
+// --- the events hub ----------------------------------------------------------
+
+TEST(EventHub, EverySubscriberGetsEveryEventInOrderWithIdsTheHubAssigns) {
+    EventHub hub;
+    EXPECT_FALSE(hub.watched());
+    std::vector<std::uint64_t> first;
+    std::vector<std::string> second;
+    hub.subscribe([&](const Event& event) { first.push_back(event.id); });
+    hub.subscribe([&](const Event& event) { second.push_back(event.type); });
+    EXPECT_TRUE(hub.watched());
+    hub.publish(Event{42, "a", json::object()});
+    hub.publish(Event{0, "b", json::object()});
+    hub.publish(Event{7, "c", json::object()});
+    EXPECT_EQ(first, (std::vector<std::uint64_t>{1, 2, 3}));
+    EXPECT_EQ(second, (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST(EventHub, AnUnsubscribedCallbackIsNeverCalledAgain) {
+    EventHub hub;
+    int kept = 0;
+    int dropped = 0;
+    hub.subscribe([&](const Event&) { ++kept; });
+    const auto subscription = hub.subscribe([&](const Event&) { ++dropped; });
+    hub.publish(Event{0, "a", json::object()});
+    hub.unsubscribe(subscription);
+    hub.publish(Event{0, "b", json::object()});
+    EXPECT_EQ(kept, 2);
+    EXPECT_EQ(dropped, 1);
+    EXPECT_TRUE(hub.watched());
+    hub.unsubscribe(1);
+    EXPECT_FALSE(hub.watched());
+    hub.unsubscribe(999);  // unknown: nothing
+}
+
+TEST(EventHub, AnEventIsForViewersAndNoParticularUserUnlessItSaysOtherwise) {
+    const Event event{0, "x", json::object()};
+    EXPECT_EQ(event.visible_to, static_cast<int>(Role::viewer));
+    EXPECT_EQ(event.owner_uid, static_cast<uid_t>(-1));
+}
+
+TEST(ObservedApprovals, AHeldRequestIsAnnouncedAndResolvedOnceWhateverEndsIt) {
+    EventHub hub;
+    proxy::ApprovalQueue queue;
+    ObservedApprovals observed(queue, hub);
+    std::vector<Event> events;
+    hub.subscribe([&](const Event& event) { events.push_back(event); });
+    int answered = 0;
+    const auto request = [](std::string id) {
+        proxy::ApprovalRequest out;
+        out.id = std::move(id);
+        out.gateway = "one";
+        out.action = "http.post";
+        out.parameters = R"({"path": "/x"})";
+        out.requested_at = std::chrono::system_clock::now();
+        out.timeout = 60s;
+        return out;
+    };
+
+    observed.submit(request("a"), [&](const proxy::ApprovalAnswer&) { ++answered; });
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0].type, "approval.requested");
+    EXPECT_EQ(events[0].data["id"], "a");
+    EXPECT_EQ(events[0].data["parameters"]["path"], "/x");
+    ASSERT_TRUE(queue.answer("a", proxy::ApprovalAnswer{false, "no", "uid:1"}));
+    observed.withdraw("a");  // too late: already resolved
+    ASSERT_EQ(events.size(), 2u);
+    EXPECT_EQ(events[1].type, "approval.resolved");
+    EXPECT_EQ(events[1].data["approved"], false);
+    EXPECT_EQ(events[1].data["actor"], "uid:1");
+    EXPECT_EQ(answered, 1);
+
+    observed.submit(request("b"), [&](const proxy::ApprovalAnswer&) { ++answered; });
+    observed.withdraw("b");
+    ASSERT_EQ(events.size(), 4u);
+    EXPECT_EQ(events[3].type, "approval.resolved");
+    EXPECT_EQ(events[3].data["id"], "b");
+    EXPECT_EQ(events[3].data["expired"], true);
+    EXPECT_EQ(queue.size(), 0u);
+    EXPECT_EQ(answered, 1);  // a withdrawn request is not answered
+}
+
+}  // namespace
+}  // namespace tameflare::control
