@@ -471,6 +471,7 @@ TEST_F(SystemdE2E, PackageHasTheFhsLayoutDependsAndMaintainerScripts) {
           "./usr/share/doc/tameflare/examples/gateways/dev-bot.json",
           "./usr/share/doc/tameflare/examples/gateways/github-runner.json",
           "./usr/share/dbus-1/system.d/com.tameflare.Daemon1.conf",
+          "./usr/share/dbus-1/interfaces/com.tameflare.Daemon1.xml",
           // systemd/ (the service-integration work):
           "./usr/lib/systemd/system/tameflared.service", "./usr/lib/systemd/system/tameflared-api.socket",
           "./usr/share/doc/tameflare/examples/tameflare-enforce.conf", "./usr/lib/sysusers.d/tameflare.conf",
