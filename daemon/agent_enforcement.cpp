@@ -71,8 +71,7 @@ void Agents::Impl::forget_vanished_units() {
 }
 
 json Agents::Impl::enforce(const Caller& peer, const json& request) {
-    if (peer.uid != 0) throw LaunchError("only root may put a cgroup under enforcement", "run tf enforce as root");
-    if (inside_agents(caller_cgroup(peer))) throw LaunchError("agents cannot change enforcement", "");
+    authorizer.authorize_enforcement(peer, "put a cgroup under enforcement");
     forget_vanished_units();
     const fs::path mount = netns::cgroup2_mount();
     const fs::path cgroup = fs::weakly_canonical(fs::path(request.value("cgroup", "")));
@@ -110,8 +109,7 @@ json Agents::Impl::enforce(const Caller& peer, const json& request) {
 }
 
 json Agents::Impl::release(const Caller& peer, const json& request) {
-    if (peer.uid != 0) throw LaunchError("only root may release a cgroup from enforcement", "");
-    if (inside_agents(caller_cgroup(peer))) throw LaunchError("agents cannot change enforcement", "");
+    authorizer.authorize_enforcement(peer, "release a cgroup from enforcement");
     const fs::path cgroup = fs::weakly_canonical(fs::path(request.value("cgroup", "")));
     std::error_code error;
     const auto id = fs::exists(cgroup, error) ? netns::cgroup_id(cgroup) : 0;

@@ -7,25 +7,19 @@ namespace tameflare::daemon {
 // NOLINTNEXTLINE(readability-function-size)
 std::shared_ptr<Agent> Agents::Impl::launch(const Caller& peer, const json& request, std::vector<UniqueFd>& fds) {
     if (fds.size() != 4) throw LaunchError("a launch passes 4 descriptors (stdin, stdout, stderr, cwd)", "use tf run");
-    if (inside_agents(caller_cgroup(peer))) {
-        throw LaunchError("agents cannot launch agents", "run tf run outside any agent");
-    }
-    const auto argv_json = request.value("argv", json::array());
-    const auto env_json = request.value("env", json::array());
-    if (!argv_json.is_array() || argv_json.empty() || !env_json.is_array()) {
-        throw LaunchError("the launch request has no command", "tf run --gateway G -- COMMAND [ARGS...]");
-    }
     const std::string gateway_name = request.value("gateway", "");
     const auto snapshot = config.snapshot();
     const policy::Gateway* gateway = snapshot->gateway(gateway_name);
+    authorizer.authorize_launch(peer, gateway);  // agents first: they learn no gateway's name
     if (gateway == nullptr) {
         std::string known;
         for (const auto& [name, value] : snapshot->gateways) known += (known.empty() ? "" : ", ") + name;
         throw LaunchError("unknown gateway \"" + gateway_name + "\"", "configured gateways: " + known);
     }
-    if (!may_launch(peer, *gateway)) {
-        throw LaunchError("user " + std::to_string(peer.uid) + " may not launch agents on gateway " + gateway_name,
-                          "an administrator adds the user or a group of it to \"launch\" in the gateway's file");
+    const auto argv_json = request.value("argv", json::array());
+    const auto env_json = request.value("env", json::array());
+    if (!argv_json.is_array() || argv_json.empty() || !env_json.is_array()) {
+        throw LaunchError("the launch request has no command", "tf run --gateway G -- COMMAND [ARGS...]");
     }
     const std::string isolation = request.value("isolation", options.default_isolation);
     if (isolation != "netns" && isolation != "cgroup") {

@@ -16,23 +16,6 @@ bool is_within(const std::string& path, const std::string& root) {
     return path == root || (path.size() > root.size() && path.rfind(root, 0) == 0 && path[root.size()] == '/');
 }
 
-bool may_launch(const Caller& peer, const policy::Gateway& gateway) {
-    if (peer.uid == 0) return true;
-    const std::string user = user_name(peer.uid);
-    if (!user.empty() &&
-        std::find(gateway.launch_users.begin(), gateway.launch_users.end(), user) != gateway.launch_users.end()) {
-        return true;
-    }
-    for (const auto& name : gateway.launch_groups) {
-        const auto gid = group_id(name);
-        if (!gid) continue;
-        if (*gid == peer.gid || std::find(peer.groups.begin(), peer.groups.end(), *gid) != peer.groups.end()) {
-            return true;
-        }
-    }
-    return false;
-}
-
 // The traffic record of a name an agent's DNS stub saw that its gateway's
 // policy does not list: "would_deny" where it was answered (monitor, soft),
 // "denied" where refused.

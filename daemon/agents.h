@@ -8,6 +8,7 @@
 #include "common/caller.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "daemon/control/agent_registry.h"
 #include "daemon/proxy/interfaces.h"
 #include "policy/config.h"
 
@@ -52,17 +53,7 @@ struct AgentsOptions {
     bool unix_socket_filter = true;
 };
 
-struct AgentInfo {
-    std::string id;
-    std::string gateway;
-    std::string isolation;
-    std::uint64_t cgroup_id = 0;
-    int pid = 0;
-    unsigned uid = 0;      // who launched it
-    unsigned run_uid = 0;  // the uid it runs as
-    std::string command;
-    bool enforced_unit = false;  // an existing cgroup put under a gateway by tf enforce
-};
+using control::AgentInfo;
 
 // A launch or enforcement refused: what is wrong and how to fix it.
 class LaunchError : public Error {
@@ -73,7 +64,7 @@ public:
 // agent.started (status 0) and agent.exited (the exit status), on the agents' thread.
 using AgentObserver = std::function<void(const std::string& type, const AgentInfo& agent, int status)>;
 
-class Agents final : public proxy::OriginLookup {
+class Agents final : public proxy::OriginLookup, public control::AgentRegistry {
 public:
     // Loads the BPF programs and attaches them to the cgroup root (re-adopting
     // what an earlier daemon pinned). Throws std::runtime_error with the reason.
@@ -87,32 +78,17 @@ public:
     // Closes the launch socket and ends the agents it launched.
     void stop();
 
-    // After a configuration reload: the DNS stubs answer the names the
-    // gateways now allow.
-    void reload();
+    void reload() override;
     // Whether its event loop runs a posted handler within `timeout` (the watchdog).
     [[nodiscard]] bool responsive(std::chrono::milliseconds timeout) const;
 
     std::optional<proxy::Origin> lookup(const proxy::AcceptedConnection& connection) override;
-    [[nodiscard]] std::vector<AgentInfo> list() const;
-
-    // Whether a process in `cgroup` ("/a/b" under the cgroup2 mount; "" when
-    // unknown) is an agent: inside the agents' root or an enforced cgroup.
-    // The control plane refuses such callers. Thread-safe.
-    [[nodiscard]] bool is_agent_cgroup(const std::string& cgroup) const;
-
-    enum class StopResult { stopped, unknown, enforced_unit };
-    // Kills the agent's cgroup (its end is then reported as usual); an
-    // enforced unit is not ours to kill. Thread-safe.
-    StopResult stop_agent(const std::string& id);
-
-    // A launch asked for other than through the launch socket (D-Bus): the
-    // same checks and request fields as tf run's ({"gateway", "name",
-    // "isolation", "argv", "env"}), `fds` being stdin, stdout, stderr and an
-    // O_PATH descriptor of the working directory. The caller learns of the
-    // end through on_event. Returns the agent id; throws
-    // LaunchError.
-    std::string launch(const Caller& caller, const nlohmann::json& request, std::vector<UniqueFd> fds);
+    // control::AgentRegistry (the control plane's view, agent_registry.h);
+    // launch() throws LaunchError.
+    [[nodiscard]] std::vector<AgentInfo> list() const override;
+    [[nodiscard]] bool is_agent_cgroup(const std::string& cgroup) const override;
+    StopResult stop_agent(const std::string& id) override;
+    std::string launch(const Caller& caller, const nlohmann::json& request, std::vector<UniqueFd> fds) override;
 
     // Set before start().
     void on_event(AgentObserver observer);

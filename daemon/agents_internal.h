@@ -16,6 +16,7 @@
 #include "common/text.h"
 #include "common/users.h"
 #include "daemon/agent_environment.h"
+#include "daemon/control/authorizer.h"
 #include "daemon/dns/dns_stub.h"
 #include "daemon/proxy/asio.h"
 #include "daemon/proxy/liveness.h"
@@ -103,8 +104,6 @@ bool valid_name(const std::string& name);
 std::string caller_cgroup(const Caller& peer);
 
 bool is_within(const std::string& path, const std::string& root);
-
-bool may_launch(const Caller& peer, const policy::Gateway& gateway);
 
 // The traffic record of a name an agent's DNS stub saw that its gateway's
 // policy does not list: "would_deny" where it was answered (monitor, soft),
@@ -207,6 +206,10 @@ struct Agents::Impl {
     std::thread thread;
     std::unique_ptr<Descriptor> listener;
     std::map<std::string, std::shared_ptr<Agent>> agents;  // by id; io thread only
+    // Who may launch and enforce (the control plane's one authorizer); an
+    // agent is known by the cgroup of the caller's process, read through its pidfd.
+    const control::Authorizer authorizer{control::RoleGroups{},
+                                         [this](const Caller& peer) { return inside_agents(caller_cgroup(peer)); }};
 
     struct Registration {
         std::string gateway;

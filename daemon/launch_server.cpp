@@ -37,7 +37,7 @@ net::awaitable<void> Agents::Impl::serve(std::shared_ptr<Descriptor> client) {
                                         {"filesystem", agent->filesystem}});
                     agent->exit_watch = std::make_unique<Descriptor>(io, ::dup(agent->process->pidfd()));
                     net::co_spawn(io, watch_exit(agent), net::detached);
-                } catch (const LaunchError& failure) {
+                } catch (const Error& failure) {  // LaunchError, or the authorizer's ControlError
                     log(LogLevel::warning, std::string("launch refused: ") + failure.what(),
                         {{"GATEWAY", request.value("gateway", "")}, {"HINT", failure.hint()}});
                     reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", failure.hint()}});
@@ -51,7 +51,7 @@ net::awaitable<void> Agents::Impl::serve(std::shared_ptr<Descriptor> client) {
                     reply(*client, json{{"type", "error"},
                                         {"message", std::string("malformed request: ") + failure.what()},
                                         {"hint", "use tf enforce"}});
-                } catch (const LaunchError& failure) {
+                } catch (const Error& failure) {
                     reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", failure.hint()}});
                 } catch (const std::exception& failure) {
                     reply(*client, json{{"type", "error"}, {"message", failure.what()}, {"hint", ""}});

@@ -51,24 +51,6 @@ private:
     store::Vault& vault_;
 };
 
-// The kill switch, durable: set() records it (kill_switch.activated or
-// .deactivated) before it takes effect, restore() re-applies it at start.
-class KillSwitchControl {
-public:
-    KillSwitchControl(store::Store& store, proxy::ProxyServer& server) : store_(store), server_(server) {}
-    // Applies the stored state; returns it (inactive when none was stored).
-    policy::KillSwitch restore();
-    void set(const policy::KillSwitch& kill_switch, const std::string& reason, const std::string& actor);
-
-    static std::string to_json(const policy::KillSwitch& kill_switch, const std::string& reason,
-                               const std::string& actor);
-    static policy::KillSwitch from_json(const std::string& json);
-
-private:
-    store::Store& store_;
-    proxy::ProxyServer& server_;
-};
-
 store::TrafficRow to_row(proxy::TrafficRecord record);
 
 }  // namespace tameflare::daemon

@@ -5,6 +5,7 @@
 #include "daemon/api/api_server.h"
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
+#include "daemon/control/kill_switch.h"
 #include "daemon/control/metrics.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/certificate_authority.h"
@@ -267,7 +268,7 @@ bool Supervisor::open_data_plane(const proxy::ProxyOptions& options, const proxy
 }
 
 void Supervisor::open_control_plane() {
-    kill_switch_ = std::make_unique<KillSwitchControl>(*database_, *server_);
+    kill_switch_ = std::make_unique<control::KillSwitchControl>(*database_, *server_);
     kill_switch_->restore();
     control::ControlServices services;
     services.config = &policy_;

@@ -39,7 +39,8 @@ class Vault;
 }  // namespace tameflare::store
 namespace tameflare::control {
 class Control;
-}
+class KillSwitchControl;
+}  // namespace tameflare::control
 namespace tameflare::api {
 class ApiServer;
 }
@@ -50,7 +51,6 @@ class BusService;
 namespace tameflare::daemon {
 
 class Agents;
-class KillSwitchControl;
 
 // "N connectors, M gateways" and a line per gateway (tf --check-config, the started record).
 std::string summary(const policy::Config& config);
@@ -102,7 +102,7 @@ private:
     // open_data_plane
     std::unique_ptr<proxy::ProxyServer> server_;
     // open_control_plane
-    std::unique_ptr<KillSwitchControl> kill_switch_;
+    std::unique_ptr<control::KillSwitchControl> kill_switch_;
     std::unique_ptr<control::Control> control_;
     // open_front_ends (null: disabled, or D-Bus unavailable)
     std::unique_ptr<api::ApiServer> api_server_;

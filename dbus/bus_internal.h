@@ -179,8 +179,6 @@ struct BusService::Impl {
             return body();
         } catch (const ControlError& failure) {
             return set_error(error, error_name(failure.code()), failure.what(), failure.hint());
-        } catch (const daemon::LaunchError& failure) {
-            return set_error(error, error_name("launch_refused"), failure.what(), failure.hint());
         } catch (const std::bad_alloc&) {
             return -ENOMEM;
         } catch (const std::exception& failure) {

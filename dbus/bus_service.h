@@ -10,11 +10,9 @@
 #include <string>
 
 namespace tameflare::control {
+class AgentRegistry;
 class Control;
-}
-namespace tameflare::daemon {
-class Agents;
-}
+}  // namespace tameflare::control
 namespace tameflare::policy {
 class ConfigStore;
 }
@@ -43,7 +41,7 @@ struct BusOptions {
 struct BusSources {
     const policy::ConfigStore* config = nullptr;      // required
     const proxy::ApprovalQueue* approvals = nullptr;  // required
-    daemon::Agents* agents = nullptr;                 // null: kernel enforcement is off (Launch refused)
+    control::AgentRegistry* agents = nullptr;         // null: kernel enforcement is off (Launch refused)
 };
 
 class BusService {

@@ -6,7 +6,7 @@
 
 #include "common/log.h"
 #include "common/unique_fd.h"
-#include "daemon/agents.h"
+#include "daemon/control/agent_registry.h"
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
 #include "daemon/proxy/approvals.h"

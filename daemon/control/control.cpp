@@ -2,13 +2,12 @@
 
 #include "common/log.h"
 #include "common/users.h"
-#include "daemon/agents.h"
+#include "daemon/control/kill_switch.h"
 #include "daemon/control/metrics.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/server.h"
 #include "daemon/store/store.h"
 #include "daemon/store/vault_store.h"
-#include "daemon/store_services.h"
 #include "policy/explain.h"
 #include "policy/params.h"
 
@@ -25,30 +24,6 @@ using nlohmann::json;
 using Kind = ControlError::Kind;
 
 namespace {
-
-bool in_group(const Caller& caller, const std::string& name) {
-    const auto gid = group_id(name);
-    if (!gid) return false;
-    return caller.gid == *gid || std::find(caller.groups.begin(), caller.groups.end(), *gid) != caller.groups.end();
-}
-
-const std::string& group_for(const RoleGroups& groups, Role role) {
-    switch (role) {
-        case Role::owner: return groups.owner;
-        case Role::admin: return groups.admin;
-        case Role::member: return groups.member;
-        default: return groups.viewer;
-    }
-}
-
-std::string_view what_needs(Role role) {
-    switch (role) {
-        case Role::owner: return "the kill switch needs the owner role";
-        case Role::admin: return "changing gateways, the configuration or the vault needs the admin role";
-        case Role::member: return "answering approvals needs the member role";
-        default: return "reading the daemon's state needs the viewer role";
-    }
-}
 
 json to_json(const policy::KillSwitch& kill_switch) {
     return {{"active", kill_switch.all || !kill_switch.gateways.empty() || !kill_switch.connectors.empty()},
@@ -110,7 +85,7 @@ json detail(const policy::Gateway& gateway) {
     return out;
 }
 
-json to_json(const daemon::AgentInfo& agent) {
+json to_json(const AgentInfo& agent) {
     return {{"id", agent.id},
             {"gateway", agent.gateway},
             {"isolation", agent.isolation},
@@ -145,28 +120,9 @@ std::string config_summary(const policy::Config& config) {
 
 }  // namespace
 
-std::string_view to_string(Role role) noexcept {
-    switch (role) {
-        case Role::owner: return "owner";
-        case Role::admin: return "admin";
-        case Role::member: return "member";
-        case Role::viewer: return "viewer";
-        case Role::none: break;
-    }
-    return "none";
-}
-
-Role role_of(const Caller& caller, const RoleGroups& groups) {
-    if (caller.uid == 0) return Role::owner;
-    for (const auto role : {Role::owner, Role::admin, Role::member, Role::viewer}) {
-        if (in_group(caller, group_for(groups, role))) return role;
-    }
-    return Role::none;
-}
-
 struct Control::Impl {
     ControlServices services;
-    RoleGroups groups;
+    Authorizer authorizer;
     std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
     std::chrono::steady_clock::time_point started_steady = std::chrono::steady_clock::now();
     std::mutex changing;                     // one configuration or kill switch change at a time
@@ -196,16 +152,15 @@ struct Control::Impl {
                                                     "tameflared", "enforcement_overrides", levels.dump()});
     }
 
-    [[nodiscard]] bool in_agent(const Caller& caller) const {
-        if (services.agents != nullptr) return services.agents->is_agent_cgroup(caller.cgroup);
-        return caller.cgroup.empty();
-    }
+    Impl(ControlServices given, RoleGroups groups)
+        : services(std::move(given)), authorizer(std::move(groups), [agents = services.agents](const Caller& caller) {
+              // Without kernel enforcement no cgroup is an agent's, but an unknown one still counts as one.
+              return agents != nullptr ? agents->is_agent_cgroup(caller.cgroup) : caller.cgroup.empty();
+          }) {}
 };
 
-Control::Control(ControlServices services, RoleGroups groups) : impl_(std::make_unique<Impl>()) {
-    impl_->services = std::move(services);
-    impl_->groups = std::move(groups);
-}
+Control::Control(ControlServices services, RoleGroups groups)
+    : impl_(std::make_unique<Impl>(std::move(services), std::move(groups))) {}
 
 Control::~Control() = default;
 
@@ -250,22 +205,7 @@ bool Control::reload_by_signal() {
 }
 
 Role Control::authorize(const Caller& caller, Role least) const {
-    // Before anything else: an agent is refused whatever its uid and groups
-    // (a uid-0 agent is still an agent).
-    if (impl_->in_agent(caller)) {
-        throw ControlError(Kind::forbidden, "agent_caller",
-                           "the caller runs inside an agent's cgroup; agents may not use the control plane",
-                           "run tf from a shell outside the agent");
-    }
-    const Role role = role_of(caller, impl_->groups);
-    if (static_cast<int>(role) < static_cast<int>(least)) {
-        throw ControlError(
-            Kind::forbidden, "forbidden",
-            std::string(what_needs(least)) + "; uid " + std::to_string(caller.uid) + " has " +
-                (role == Role::none ? "no role" : "the " + std::string(to_string(role)) + " role"),
-            "ask an owner to add the user to group " + group_for(impl_->groups, least) + " (or a higher role's group)");
-    }
-    return role;
+    return impl_->authorizer.authorize(caller, least);
 }
 
 json Control::status(const Caller& caller) const {
@@ -463,25 +403,44 @@ json Control::agent(const Caller& caller, std::string_view id) const {
                        "tf agents lists the running ones");
 }
 
+std::string Control::launch(const Caller& caller, const json& request, std::vector<UniqueFd> fds) {
+    authorize(caller, Role::none);
+    if (impl_->services.agents == nullptr) {
+        throw ControlError(Kind::unavailable, "unavailable",
+                           "kernel enforcement is off, so tameflared launches no agents",
+                           "tf doctor tells what is missing");
+    }
+    const auto config = impl_->services.config->snapshot();
+    // An unknown gateway is the agents' to report, with the configured ones.
+    impl_->authorizer.authorize_launch(caller, config->gateway(request.value("gateway", "")));
+    try {
+        return impl_->services.agents->launch(caller, request, std::move(fds));
+    } catch (const ControlError&) {
+        throw;
+    } catch (const Error& refused) {  // the agents' own checks (gateway, isolation, name, the kernel's layers)
+        throw ControlError(Kind::bad_request, "launch_refused", refused.what(), refused.hint());
+    }
+}
+
 json Control::stop_agent(const Caller& caller, std::string_view id) {
     const Role role = authorize(caller, Role::none);
     json found = agent(caller, id);
     if (role < Role::admin && found.value("uid", 0U) != caller.uid) {
         throw ControlError(Kind::forbidden, "forbidden", "stopping another user's agent needs the admin role",
-                           "ask an owner to add you to group " + impl_->groups.admin);
+                           "ask an owner to add you to group " + impl_->authorizer.groups().admin);
     }
     switch (impl_->services.agents->stop_agent(std::string(id))) {
-        case daemon::Agents::StopResult::unknown:
+        case AgentRegistry::StopResult::unknown:
             throw ControlError(Kind::not_found, "unknown_agent", "no agent \"" + std::string(id) + "\"",
                                "it may have exited; tf agents lists the running ones");
-        case daemon::Agents::StopResult::enforced_unit:
+        case AgentRegistry::StopResult::enforced_unit:
             throw ControlError(Kind::conflict, "enforced_unit",
                                "\"" + std::string(id) +
                                    "\" is a cgroup under enforcement, not an agent tameflared "
                                    "launched; it is not stopped from here",
                                "stop its service, or release it: tf enforce --release --gateway " +
                                    found.value("gateway", std::string("G")) + " ...");
-        case daemon::Agents::StopResult::stopped: break;
+        case AgentRegistry::StopResult::stopped: break;
     }
     impl_->services.store->audit(store::AuditEvent{std::chrono::system_clock::now(), "agent.stopped",
                                                    found.value("gateway", std::string()), std::string(id),

@@ -4,12 +4,15 @@
 // check: a caller inside a managed agent cgroup is refused everything, and
 // roles come from unix groups (root is owner).
 //
+// Who may do what is authorizer.h's, the one authorizer of every front end.
 // Results are JSON documents (the REST bodies, shaped as docs/api.md says);
 // errors are ControlError with a stable code, a message and a hint.
 #pragma once
 
 #include "common/caller.h"
-#include "common/error.h"
+#include "common/unique_fd.h"
+#include "daemon/control/agent_registry.h"
+#include "daemon/control/authorizer.h"
 #include "daemon/control/events.h"
 #include "daemon/store/audit.h"
 #include "daemon/store/query.h"
@@ -37,62 +40,28 @@ namespace tameflare::store {
 class Store;
 class Vault;
 }  // namespace tameflare::store
-namespace tameflare::daemon {
-class Agents;
-class KillSwitchControl;
-}  // namespace tameflare::daemon
 namespace tameflare::control {
 class EventHub;
+class KillSwitchControl;
 class Metrics;
 }  // namespace tameflare::control
 
 namespace tameflare::control {
-
-// Higher roles inherit the lower ones' permissions.
-enum class Role { none = 0, viewer = 1, member = 2, admin = 3, owner = 4 };
-std::string_view to_string(Role role) noexcept;
-
-// The unix groups that grant each role (configurable: "api.role_groups").
-struct RoleGroups {
-    std::string owner = "tameflare-owner";
-    std::string admin = "tameflare-admin";
-    std::string member = "tameflare-member";
-    std::string viewer = "tameflare-viewer";
-};
-
-// Who is calling: common/caller.h.
-using tameflare::Caller;
-
-// The strongest role the caller's uid, gid and groups grant.
-Role role_of(const Caller& caller, const RoleGroups& groups);
-
-class ControlError : public Error {
-public:
-    enum class Kind { bad_request, forbidden, not_found, conflict, too_large, unavailable, internal };
-    ControlError(Kind kind, std::string code, const std::string& message, std::string hint = {})
-        : Error(message, std::move(hint)), kind_(kind), code_(std::move(code)) {}
-    [[nodiscard]] Kind kind() const noexcept { return kind_; }
-    [[nodiscard]] const std::string& code() const noexcept { return code_; }
-
-private:
-    Kind kind_;
-    std::string code_;
-};
 
 // Each error of a configuration refused (at start, or a reload) as a journal
 // record with its file, JSON pointer and hint.
 void log_config_errors(const policy::ConfigErrors& errors);
 
 struct ControlServices {
-    policy::ConfigStore* config = nullptr;             // required
-    proxy::ProxyServer* proxy = nullptr;               // required
-    proxy::ApprovalQueue* approvals = nullptr;         // required
-    daemon::KillSwitchControl* kill_switch = nullptr;  // required
-    store::Store* store = nullptr;                     // required
-    store::Vault* vault = nullptr;                     // required
-    daemon::Agents* agents = nullptr;                  // null: kernel enforcement is off
-    EventHub* events = nullptr;                        // required
-    Metrics* metrics = nullptr;                        // required
+    policy::ConfigStore* config = nullptr;      // required
+    proxy::ProxyServer* proxy = nullptr;        // required
+    proxy::ApprovalQueue* approvals = nullptr;  // required
+    KillSwitchControl* kill_switch = nullptr;   // required
+    store::Store* store = nullptr;              // required
+    store::Vault* vault = nullptr;              // required
+    AgentRegistry* agents = nullptr;            // null: kernel enforcement is off
+    EventHub* events = nullptr;                 // required
+    Metrics* metrics = nullptr;                 // required
     // Reads and compiles the configuration files with `enforcement` applied;
     // publishes nothing (reload and set_enforcement do). Required.
     std::function<policy::LoadResult(const policy::EnforcementOverrides& enforcement)> load;
@@ -135,6 +104,13 @@ public:
     nlohmann::json agents(const Caller& caller) const;
     nlohmann::json agent(const Caller& caller, std::string_view id) const;
     nlohmann::json stop_agent(const Caller& caller, std::string_view id);
+    // Launches an agent for a front end other than the launch socket (D-Bus):
+    // tf run's request ({"gateway", "name", "isolation", "argv", "env"}) and
+    // its stdin, stdout, stderr and working directory. The caller must be
+    // outside every agent and named by the gateway's `launch` list (the
+    // authorizer the launch socket uses too); the agent's id. Throws
+    // ControlError (a launch the agents refuse: launch_refused).
+    std::string launch(const Caller& caller, const nlohmann::json& request, std::vector<UniqueFd> fds);
 
     // Approvals: viewer lists, member answers.
     nlohmann::json approvals(const Caller& caller) const;

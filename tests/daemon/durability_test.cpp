@@ -4,6 +4,7 @@
 // kill switch and pending approvals are remembered across a restart.
 #include <utility>  // before Asio: Boost 1.74's Asio needs it with C++20
 
+#include "daemon/control/kill_switch.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/certificate_authority.h"
 #include "daemon/proxy/server.h"
@@ -279,7 +280,7 @@ TEST_F(Durability, ATrippedKillSwitchIsStillTrippedAfterARestart) {
         proxy_options.transparent_listen = proxy::Endpoint::parse("127.0.0.1:0");
         const auto ca = proxy::CertificateAuthority::load_or_create(root_ / "test-ca");
         proxy::ProxyServer server(proxy_options, proxy::ProxyServices{&configs, ca.get()});
-        daemon::KillSwitchControl control(*database, server);
+        control::KillSwitchControl control(*database, server);
         policy::KillSwitch kill;
         kill.gateways.insert("one");
         control.set(kill, "incident 42", "uid:0 test");

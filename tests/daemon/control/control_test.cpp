@@ -6,6 +6,7 @@
 // directory, a proxy server without listeners, no kernel enforcement.
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
+#include "daemon/control/kill_switch.h"
 #include "daemon/control/metrics.h"
 #include "daemon/daemon_config.h"
 #include "daemon/proxy/approvals.h"
@@ -292,7 +293,7 @@ protected:
     std::optional<daemon::StoreTrafficSink> stored_traffic_;
     std::optional<Metrics> metrics_;
     std::optional<proxy::ProxyServer> server_;
-    std::optional<daemon::KillSwitchControl> kill_switch_;
+    std::optional<KillSwitchControl> kill_switch_;
     std::optional<Control> control_;
     std::map<std::string, proxy::ApprovalAnswer> answers_;
     std::vector<Event> seen_;
