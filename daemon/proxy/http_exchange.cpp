@@ -493,12 +493,13 @@ std::optional<typename Exchange<Stream>::Local> Exchange<Stream>::put_credential
                                            "\"");
         return Local{http::status::bad_gateway, "credential_missing", "tf vault set " + connector->credential};
     }
+    std::string& value = *secret;
     // The route's own spelling first (github's git endpoints take HTTP Basic), else the connector's.
     how.credential.emplace(
         connector->credential_format.header,
         render_credential(credential_format_.empty() ? connector->credential_format.format : credential_format_,
-                          *secret));
-    OPENSSL_cleanse(secret->data(), secret->size());
+                          value));
+    OPENSSL_cleanse(value.data(), value.size());
     return std::nullopt;
 }
 
