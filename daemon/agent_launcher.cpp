@@ -2,8 +2,9 @@
 
 namespace tameflare::daemon {
 
-// One piece over 100 lines: the launch's steps in their order (identity, cgroup, namespaces, listeners, spawn), each
-// undone by the RAII guards it holds; issue 23 item 4 moves it into a launcher of its own.
+// One piece over 100 lines: the launch's steps in their order (authorize, identity, cgroup, namespaces, listeners,
+// filesystem view, spawn), each undone by the RAII guards it holds or by undo(); read top to bottom, the order is
+// the security argument (docs/enforcement.md), as for netns::spawn.
 // NOLINTNEXTLINE(readability-function-size)
 std::shared_ptr<Agent> Agents::Impl::launch(const Caller& peer, const json& request, std::vector<UniqueFd>& fds) {
     if (fds.size() != 4) throw LaunchError("a launch passes 4 descriptors (stdin, stdout, stderr, cwd)", "use tf run");

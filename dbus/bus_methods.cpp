@@ -56,7 +56,7 @@ int name_owner_changed(sd_bus_message* message, void* userdata, sd_bus_error* /*
 }
 
 int get_status(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, impl.control.status(id.caller));
+    return reply_json(m, control::to_json(impl.control.status(id.caller)));
 }
 
 int list_gateways(Impl& impl, sd_bus_message* m, Identity& id) {
@@ -114,12 +114,11 @@ int list_agents(Impl& impl, sd_bus_message* m, Identity& id) {
     int r = sd_bus_message_new_method_return(m, &raw);
     const MessagePtr reply(raw);
     if (r >= 0) r = sd_bus_message_open_container(reply.get(), 'a', "(ssuus)");
-    for (const auto& agent : listed.value("agents", json::array())) {
+    for (const auto& agent : listed) {
         if (r < 0) break;
-        r = sd_bus_message_append(reply.get(), "(ssuus)", valid_utf8(text_of(agent, "id")).c_str(),
-                                  valid_utf8(text_of(agent, "gateway")).c_str(), number_of<std::uint32_t>(agent, "uid"),
-                                  number_of<std::uint32_t>(agent, "pid"),
-                                  valid_utf8(text_of(agent, "isolation")).c_str());
+        r = sd_bus_message_append(reply.get(), "(ssuus)", valid_utf8(agent.id).c_str(),
+                                  valid_utf8(agent.gateway).c_str(), static_cast<std::uint32_t>(agent.uid),
+                                  static_cast<std::uint32_t>(agent.pid), valid_utf8(agent.isolation).c_str());
     }
     if (r >= 0) r = sd_bus_message_close_container(reply.get());
     if (r >= 0) r = sd_bus_send(nullptr, reply.get(), nullptr);
@@ -167,14 +166,13 @@ int list_approvals(Impl& impl, sd_bus_message* m, Identity& id) {
     int r = sd_bus_message_new_method_return(m, &raw);
     const MessagePtr reply(raw);
     if (r >= 0) r = sd_bus_message_open_container(reply.get(), 'a', "(sssssst)");
-    for (const auto& approval : listed.value("approvals", json::array())) {
+    for (const auto& approval : listed) {
         if (r < 0) break;
-        r = sd_bus_message_append(
-            reply.get(), "(sssssst)", valid_utf8(text_of(approval, "id")).c_str(),
-            valid_utf8(text_of(approval, "gateway")).c_str(), valid_utf8(text_of(approval, "agent")).c_str(),
-            valid_utf8(text_of(approval, "action")).c_str(), valid_utf8(text_of(approval, "risk")).c_str(),
-            dump(approval.value("parameters", json::object())).c_str(),
-            number_of<std::uint64_t>(approval, "age_seconds"));
+        r = sd_bus_message_append(reply.get(), "(sssssst)", valid_utf8(approval.id).c_str(),
+                                  valid_utf8(approval.gateway).c_str(), valid_utf8(approval.agent).c_str(),
+                                  valid_utf8(approval.action).c_str(), valid_utf8(approval.risk).c_str(),
+                                  dump(control::to_json(approval).value("parameters", json::object())).c_str(),
+                                  control::age_seconds(approval));
     }
     if (r >= 0) r = sd_bus_message_close_container(reply.get());
     if (r >= 0) r = sd_bus_send(nullptr, reply.get(), nullptr);
@@ -207,7 +205,7 @@ int set_kill_switch(Impl& impl, sd_bus_message* m, Identity& id) {
 }
 
 int get_kill_switch(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, impl.control.kill_switch(id.caller));
+    return reply_json(m, control::to_json(impl.control.kill_switch(id.caller)));
 }
 
 int query_log(Impl& impl, sd_bus_message* m, Identity& id, bool audit) {
@@ -300,15 +298,15 @@ int main_property(sd_bus* bus, const char* /*path*/, const char* /*interface*/, 
         if (name == "Version") return sd_bus_message_append(reply, "s", TF_VERSION);
         if (name == "KillSwitch" || name == "KillSwitchScope") {
             const auto kill = impl.control.kill_switch(*caller);
-            if (name == "KillSwitch") return sd_bus_message_append(reply, "b", kill.value("active", false) ? 1 : 0);
-            return append_strings(reply, kill_scopes(kill));
+            if (name == "KillSwitch") return sd_bus_message_append(reply, "b", kill.active() ? 1 : 0);
+            return append_strings(reply, kill.scopes());
         }
         if (name == "PendingApprovals") {
-            const auto size = impl.control.approvals(*caller).value("approvals", json::array()).size();
+            const auto size = impl.control.approvals(*caller).size();
             return sd_bus_message_append(reply, "u", static_cast<std::uint32_t>(size));
         }
         if (name == "Agents") {
-            const auto size = impl.control.agents(*caller).value("agents", json::array()).size();
+            const auto size = impl.control.agents(*caller).size();
             return sd_bus_message_append(reply, "u", static_cast<std::uint32_t>(size));
         }
         return -ENOENT;
@@ -423,7 +421,7 @@ int agent_property(sd_bus* bus, const char* path, const char* /*interface*/, con
         return found == impl.agents.end() ? json::object() : found->second;
     };
     const auto read = [](Impl& impl, const Caller& caller, const std::string& label) {
-        return impl.control.agent(caller, label);
+        return control::to_json(impl.control.agent(caller, label));
     };
     return sub_property(bus, path, kAgentPrefix, userdata, error, own, read, [&](const json& agent) {
         if (name == "Uid") return sd_bus_message_append(reply, "u", number_of<std::uint32_t>(agent, "uid"));
@@ -441,7 +439,7 @@ int approval_property(sd_bus* bus, const char* path, const char* /*interface*/, 
         return found == impl.approvals.end() ? json::object() : found->second;
     };
     const auto read = [](Impl& impl, const Caller& caller, const std::string& label) {
-        return impl.control.approval(caller, label);
+        return control::to_json(impl.control.approval(caller, label));
     };
     return sub_property(bus, path, kApprovalPrefix, userdata, error, own, read, [&](const json& approval) {
         if (name == "AgeSeconds") {

@@ -25,13 +25,6 @@ using Kind = ControlError::Kind;
 
 namespace {
 
-json to_json(const policy::KillSwitch& kill_switch) {
-    return {{"active", kill_switch.all || !kill_switch.gateways.empty() || !kill_switch.connectors.empty()},
-            {"all", kill_switch.all},
-            {"gateways", kill_switch.gateways},
-            {"connectors", kill_switch.connectors}};
-}
-
 json summary(const policy::Gateway& gateway) {
     json connectors = json::array();
     for (const auto& connector : gateway.connectors) connectors.push_back(connector.name);
@@ -83,18 +76,6 @@ json detail(const policy::Gateway& gateway) {
     out["tcp"] = tcp;
     out["launch"] = {{"users", gateway.launch_users}, {"groups", gateway.launch_groups}};
     return out;
-}
-
-json to_json(const AgentInfo& agent) {
-    return {{"id", agent.id},
-            {"gateway", agent.gateway},
-            {"isolation", agent.isolation},
-            {"pid", agent.pid},
-            {"uid", agent.uid},
-            {"run_uid", agent.run_uid},
-            {"cgroup_id", agent.cgroup_id},
-            {"command", agent.command},
-            {"enforced_unit", agent.enforced_unit}};
 }
 
 json to_json(const policy::ConfigErrors& errors) {
@@ -208,27 +189,21 @@ Role Control::authorize(const Caller& caller, Role least) const {
     return impl_->authorizer.authorize(caller, least);
 }
 
-json Control::status(const Caller& caller) const {
-    const Role role = authorize(caller, Role::viewer);
-    const auto config = impl_->services.config->snapshot();
-    const auto counters = impl_->services.proxy->counters();
-    const auto uptime =
+DaemonStatus Control::status(const Caller& caller) const {
+    DaemonStatus status;
+    status.caller_role = authorize(caller, Role::viewer);
+    status.caller_uid = caller.uid;
+    status.version = TF_VERSION;
+    status.started = impl_->started;
+    status.uptime =
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - impl_->started_steady);
-    const auto agents = impl_->services.agents ? impl_->services.agents->list().size() : 0;
-    return {{"version", TF_VERSION},
-            {"started", store::format_time(impl_->started)},
-            {"uptime_seconds", uptime.count()},
-            {"enforcement", impl_->services.agents ? "kernel" : "explicit"},
-            {"agents", agents},
-            {"gateways", config->gateways.size()},
-            {"kill_switch", kill_switch(caller)},
-            {"pending_approvals", impl_->services.approvals->size()},
-            {"counters",
-             {{"connections_open", counters.connections_open},
-              {"connections_total", counters.connections_total},
-              {"requests", counters.requests},
-              {"held", counters.held}}},
-            {"caller", {{"uid", caller.uid}, {"role", to_string(role)}}}};
+    status.kernel_enforcement = impl_->services.agents != nullptr;
+    status.agents = impl_->services.agents ? impl_->services.agents->list().size() : 0;
+    status.gateways = impl_->services.config->snapshot()->gateways.size();
+    status.kill_switch = kill_switch(caller);
+    status.pending_approvals = impl_->services.approvals->size();
+    status.counters = impl_->services.proxy->counters();
+    return status;
 }
 
 json Control::gateways(const Caller& caller) const {
@@ -380,23 +355,23 @@ json Control::test_request(const Caller& caller, const json& test) const {
     return policy::to_json(*gateway, policy::evaluate(*gateway, request, context));
 }
 
-json Control::agents(const Caller& caller) const {
+std::vector<AgentInfo> Control::agents(const Caller& caller) const {
     const Role role = authorize(caller, Role::none);
-    json out = json::array();
+    std::vector<AgentInfo> out;
     if (impl_->services.agents != nullptr) {
-        for (const auto& agent : impl_->services.agents->list()) {
-            if (role >= Role::viewer || agent.uid == caller.uid) out.push_back(to_json(agent));
+        for (auto& agent : impl_->services.agents->list()) {
+            if (role >= Role::viewer || agent.uid == caller.uid) out.push_back(std::move(agent));
         }
     }
-    return {{"agents", out}};
+    return out;
 }
 
-json Control::agent(const Caller& caller, std::string_view id) const {
+AgentInfo Control::agent(const Caller& caller, std::string_view id) const {
     const Role role = authorize(caller, Role::none);
     if (impl_->services.agents != nullptr) {
-        for (const auto& agent : impl_->services.agents->list()) {
+        for (auto& agent : impl_->services.agents->list()) {
             // Another user's agent is "not found" below viewer: its existence is not theirs to learn.
-            if (agent.id == id && (role >= Role::viewer || agent.uid == caller.uid)) return to_json(agent);
+            if (agent.id == id && (role >= Role::viewer || agent.uid == caller.uid)) return agent;
         }
     }
     throw ControlError(Kind::not_found, "unknown_agent", "no agent \"" + std::string(id) + "\"",
@@ -424,8 +399,8 @@ std::string Control::launch(const Caller& caller, const json& request, std::vect
 
 json Control::stop_agent(const Caller& caller, std::string_view id) {
     const Role role = authorize(caller, Role::none);
-    json found = agent(caller, id);
-    if (role < Role::admin && found.value("uid", 0U) != caller.uid) {
+    const AgentInfo found = agent(caller, id);
+    if (role < Role::admin && found.uid != caller.uid) {
         throw ControlError(Kind::forbidden, "forbidden", "stopping another user's agent needs the admin role",
                            "ask an owner to add you to group " + impl_->authorizer.groups().admin);
     }
@@ -439,33 +414,31 @@ json Control::stop_agent(const Caller& caller, std::string_view id) {
                                    "\" is a cgroup under enforcement, not an agent tameflared "
                                    "launched; it is not stopped from here",
                                "stop its service, or release it: tf enforce --release --gateway " +
-                                   found.value("gateway", std::string("G")) + " ...");
+                                   (found.gateway.empty() ? std::string("G") : found.gateway) + " ...");
         case AgentRegistry::StopResult::stopped: break;
     }
-    impl_->services.store->audit(store::AuditEvent{std::chrono::system_clock::now(), "agent.stopped",
-                                                   found.value("gateway", std::string()), std::string(id),
-                                                   caller.describe(), std::string(id), "{}"});
-    found["stopping"] = true;
-    return found;
+    impl_->services.store->audit(store::AuditEvent{std::chrono::system_clock::now(), "agent.stopped", found.gateway,
+                                                   std::string(id), caller.describe(), std::string(id), "{}"});
+    json out = to_json(found);
+    out["stopping"] = true;
+    return out;
 }
 
-json Control::approvals(const Caller& caller) const {
+std::vector<Approval> Control::approvals(const Caller& caller) const {
     authorize(caller, Role::viewer);
-    json out = json::array();
-    for (const auto& request : impl_->services.approvals->pending()) out.push_back(to_json(request));
-    return {{"approvals", out}};
+    return impl_->services.approvals->pending();
 }
 
-json Control::approval(const Caller& caller, std::string_view id) const {
+Approval Control::approval(const Caller& caller, std::string_view id) const {
     authorize(caller, Role::viewer);
-    for (const auto& request : impl_->services.approvals->pending()) {
-        if (request.id == id) return to_json(request);
+    for (auto& request : impl_->services.approvals->pending()) {
+        if (request.id == id) return request;
     }
     throw ControlError(Kind::not_found, "unknown_approval", "no pending approval \"" + std::string(id) + "\"",
                        "it may have been answered or timed out; tf approvals lists the pending ones");
 }
 
-json Control::answer(const Caller& caller, std::string_view id, bool approve, const std::string& note) {
+ApprovalAnswered Control::answer(const Caller& caller, std::string_view id, bool approve, const std::string& note) {
     authorize(caller, Role::member);
     if (note.size() > 4096) {
         throw ControlError(Kind::bad_request, "bad_field", "note is longer than 4096 bytes", "shorten it");
@@ -496,25 +469,24 @@ json Control::answer(const Caller& caller, std::string_view id, bool approve, co
          {"DECISION", approve ? "allow" : "deny"},
          {"ACTOR", given.actor},
          {"NOTE", note}});
-    return {{"id", std::string(id)}, {"approved", approve}, {"note", note}, {"actor", caller.describe()}};
+    return ApprovalAnswered{std::string(id), approve, note, caller.describe()};
 }
 
-json Control::kill_switch(const Caller& caller) const {
+KillSwitchState Control::kill_switch(const Caller& caller) const {
     authorize(caller, Role::viewer);
-    json out = to_json(impl_->services.proxy->kill_switch());
-    out["reason"] = "";
-    out["actor"] = "";
+    KillSwitchState out{impl_->services.proxy->kill_switch(), "", ""};
     if (const auto saved = impl_->services.store->state("kill_switch")) {
         const auto value = json::parse(*saved, nullptr, false);
         if (value.is_object()) {
-            out["reason"] = value.value("reason", std::string());
-            out["actor"] = value.value("actor", std::string());
+            out.reason = value.value("reason", std::string());
+            out.actor = value.value("actor", std::string());
         }
     }
     return out;
 }
 
-json Control::set_kill_switch(const Caller& caller, bool active, std::string_view scope, const std::string& reason) {
+KillSwitchState Control::set_kill_switch(const Caller& caller, bool active, std::string_view scope,
+                                         const std::string& reason) {
     authorize(caller, Role::owner);
     if (reason.size() > 4096) {
         throw ControlError(Kind::bad_request, "bad_field", "reason is longer than 4096 bytes", "shorten it");
@@ -548,10 +520,8 @@ json Control::set_kill_switch(const Caller& caller, bool active, std::string_vie
     }
     const std::string actor = caller.describe();
     impl_->services.kill_switch->set(next, reason, actor);
-    json out = to_json(next);
-    out["reason"] = reason;
-    out["actor"] = actor;
-    impl_->services.events->publish(Event{0, "kill_switch.changed", out});
+    KillSwitchState out{next, reason, actor};
+    impl_->services.events->publish(Event{0, "kill_switch.changed", to_json(out)});
     log(active ? LogLevel::warning : LogLevel::notice,
         std::string("kill switch ") + (active ? "on" : "off") + " for " + std::string(scope) + " by " + actor,
         {{"MESSAGE_ID", message_id::kill_switch},

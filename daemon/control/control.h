@@ -14,6 +14,7 @@
 #include "daemon/control/agent_registry.h"
 #include "daemon/control/authorizer.h"
 #include "daemon/control/events.h"
+#include "daemon/control/model.h"
 #include "daemon/store/audit.h"
 #include "daemon/store/query.h"
 #include "policy/config.h"
@@ -89,7 +90,7 @@ public:
     Role authorize(const Caller& caller, Role least) const;
 
     // Status and gateways (viewer).
-    nlohmann::json status(const Caller& caller) const;
+    DaemonStatus status(const Caller& caller) const;
     nlohmann::json gateways(const Caller& caller) const;
     nlohmann::json gateway(const Caller& caller, std::string_view name) const;
     // admin. `level` is monitor, soft, full, or "default" (the file's again).
@@ -101,8 +102,8 @@ public:
 
     // Agents: everyone sees their own, viewers see all; stopping is for the
     // agent's own user or an admin.
-    nlohmann::json agents(const Caller& caller) const;
-    nlohmann::json agent(const Caller& caller, std::string_view id) const;
+    std::vector<AgentInfo> agents(const Caller& caller) const;
+    AgentInfo agent(const Caller& caller, std::string_view id) const;
     nlohmann::json stop_agent(const Caller& caller, std::string_view id);
     // Launches an agent for a front end other than the launch socket (D-Bus):
     // tf run's request ({"gateway", "name", "isolation", "argv", "env"}) and
@@ -113,15 +114,15 @@ public:
     std::string launch(const Caller& caller, const nlohmann::json& request, std::vector<UniqueFd> fds);
 
     // Approvals: viewer lists, member answers.
-    nlohmann::json approvals(const Caller& caller) const;
-    nlohmann::json approval(const Caller& caller, std::string_view id) const;
-    nlohmann::json answer(const Caller& caller, std::string_view id, bool approve, const std::string& note);
+    std::vector<Approval> approvals(const Caller& caller) const;
+    Approval approval(const Caller& caller, std::string_view id) const;
+    ApprovalAnswered answer(const Caller& caller, std::string_view id, bool approve, const std::string& note);
 
     // Kill switch: viewer reads, owner changes. `scope` is "all",
     // "gateway:NAME" or "connector:NAME".
-    nlohmann::json kill_switch(const Caller& caller) const;
-    nlohmann::json set_kill_switch(const Caller& caller, bool active, std::string_view scope,
-                                   const std::string& reason);
+    KillSwitchState kill_switch(const Caller& caller) const;
+    KillSwitchState set_kill_switch(const Caller& caller, bool active, std::string_view scope,
+                                    const std::string& reason);
 
     // Logs (viewer). Rows are passed one at a time, oldest first.
     void traffic(const Caller& caller, const store::LogFilter& filter,

@@ -1,5 +1,7 @@
 #include "daemon/control/events.h"
 
+#include "daemon/control/model.h"
+
 #include "daemon/store/query.h"
 
 #include <utility>
@@ -26,27 +28,6 @@ void EventHub::publish(Event event) {
     std::lock_guard lock(mutex_);
     event.id = next_event_++;
     for (const auto& [id, callback] : subscribers_) callback(event);
-}
-
-nlohmann::json to_json(const proxy::ApprovalRequest& request) {
-    nlohmann::json parameters = nlohmann::json::object();
-    if (!request.parameters.empty()) {
-        parameters = nlohmann::json::parse(request.parameters, nullptr, false);
-        if (parameters.is_discarded()) parameters = request.parameters;
-    }
-    const auto age =
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now() - request.requested_at);
-    return {{"id", request.id},
-            {"gateway", request.gateway},
-            {"agent", request.agent},
-            {"connector", request.connector},
-            {"action", request.action},
-            {"risk", request.risk},
-            {"parameters", parameters},
-            {"reason", request.reason},
-            {"requested", store::format_time(request.requested_at)},
-            {"age_seconds", age.count()},
-            {"timeout_seconds", request.timeout.count()}};
 }
 
 void ObservedApprovals::submit(const proxy::ApprovalRequest& request,

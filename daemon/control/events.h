@@ -67,6 +67,4 @@ private:
     std::set<std::string, std::less<>> pending_;
 };
 
-nlohmann::json to_json(const proxy::ApprovalRequest& request);
-
 }  // namespace tameflare::control

@@ -345,8 +345,14 @@ TEST_F(ControlPlane, TheStrongestRoleCountsFromThePrimaryGroupOrASupplementaryOn
 
     EXPECT_EQ(control_->authorize(as(Role::member), Role::viewer), Role::member);
     const auto status = control_->status(as(Role::viewer));
-    EXPECT_EQ(status["caller"]["role"], "viewer");
-    EXPECT_EQ(status["caller"]["uid"], kNobody);
+    EXPECT_EQ(status.caller_role, Role::viewer);
+    EXPECT_EQ(status.caller_uid, kNobody);
+    // The REST spelling of the typed status (model_json.cpp).
+    const json document = to_json(status);
+    EXPECT_EQ(document["caller"]["role"], "viewer");
+    EXPECT_EQ(document["caller"]["uid"], kNobody);
+    EXPECT_EQ(document["enforcement"], "explicit");
+    EXPECT_EQ(document["kill_switch"]["active"], false);
 }
 
 TEST_F(ControlPlane, ACallerWhoseCgroupIsUnknownCountsAsAnAgentAndIsRefusedEverythingEvenAsRoot) {
@@ -381,18 +387,19 @@ TEST_F(ControlPlane, TheKillSwitchSetByTheOwnerIsInForceInTheProxyReadBackAndAud
 
     const Caller owner = as(Role::owner);
     const auto set = control_->set_kill_switch(owner, true, "gateway:one", "incident 42");
-    EXPECT_EQ(set["active"], true);
-    EXPECT_EQ(set["gateways"], json::array({"one"}));
+    EXPECT_TRUE(set.active());
+    EXPECT_EQ(set.scopes(), std::vector<std::string>{"gateway:one"});
     EXPECT_EQ(server_->kill_switch().gateways, (std::set<std::string, std::less<>>{"one"}));
     EXPECT_FALSE(server_->kill_switch().all);
 
     const auto read = control_->kill_switch(as(Role::viewer));
-    EXPECT_EQ(read["active"], true);
-    EXPECT_EQ(read["all"], false);
-    EXPECT_EQ(read["gateways"], json::array({"one"}));
-    EXPECT_EQ(read["reason"], "incident 42");
-    EXPECT_EQ(read["actor"], owner.describe());
-    EXPECT_EQ(control_->status(as(Role::viewer))["kill_switch"]["gateways"], json::array({"one"}));
+    EXPECT_EQ(to_json(read), (json{{"active", true},
+                                   {"all", false},
+                                   {"gateways", {"one"}},
+                                   {"connectors", json::array()},
+                                   {"reason", "incident 42"},
+                                   {"actor", owner.describe()}}));
+    EXPECT_EQ(control_->status(as(Role::viewer)).kill_switch.scopes(), std::vector<std::string>{"gateway:one"});
 
     const auto changed = seen("kill_switch.changed");
     ASSERT_EQ(changed.size(), 1u);
@@ -403,7 +410,7 @@ TEST_F(ControlPlane, TheKillSwitchSetByTheOwnerIsInForceInTheProxyReadBackAndAud
     // Off for "all" lifts every scope.
     control_->set_kill_switch(owner, false, "all", "resolved");
     EXPECT_TRUE(server_->kill_switch().gateways.empty());
-    EXPECT_EQ(control_->kill_switch(as(Role::viewer))["active"], false);
+    EXPECT_FALSE(control_->kill_switch(as(Role::viewer)).active());
 
     store_->flush();
     std::vector<std::string> audited;
@@ -431,21 +438,24 @@ TEST_F(ControlPlane, AnsweringAnUnknownApprovalIsNotFoundAndAnAnsweredOneIsAConf
 
     watch();
     hold("req-1");
-    ASSERT_EQ(control_->approvals(as(Role::viewer))["approvals"].size(), 1u);
-    EXPECT_EQ(control_->approval(as(Role::viewer), "req-1")["action"], "http.post");
-    EXPECT_EQ(control_->status(as(Role::viewer))["pending_approvals"], 1);
+    ASSERT_EQ(control_->approvals(as(Role::viewer)).size(), 1u);
+    EXPECT_EQ(control_->approval(as(Role::viewer), "req-1").action, "http.post");
+    EXPECT_EQ(to_json(control_->approvals(as(Role::viewer)))["approvals"][0]["action"], "http.post");
+    EXPECT_EQ(control_->status(as(Role::viewer)).pending_approvals, 1u);
     EXPECT_TRUE(attempt([&] { control_->answer(as(Role::viewer), "req-1", true, ""); }).refused("forbidden"));
     EXPECT_EQ(answers_.count("req-1"), 0u);
 
     const Caller member = as(Role::member);
     const auto answered = control_->answer(member, "req-1", true, "looks fine");
-    EXPECT_EQ(answered["approved"], true);
-    EXPECT_EQ(answered["actor"], member.describe());
+    EXPECT_TRUE(answered.approved);
+    EXPECT_EQ(answered.actor, member.describe());
+    EXPECT_EQ(to_json(answered),
+              (json{{"id", "req-1"}, {"approved", true}, {"note", "looks fine"}, {"actor", member.describe()}}));
     ASSERT_EQ(answers_.count("req-1"), 1u);
     EXPECT_TRUE(answers_["req-1"].approved);
     EXPECT_EQ(answers_["req-1"].note, "looks fine");
     EXPECT_EQ(answers_["req-1"].actor, member.describe());
-    EXPECT_TRUE(control_->approvals(as(Role::viewer))["approvals"].empty());
+    EXPECT_TRUE(control_->approvals(as(Role::viewer)).empty());
 
     ASSERT_EQ(seen("approval.requested").size(), 1u);
     const auto resolved = seen("approval.resolved");
