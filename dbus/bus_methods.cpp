@@ -60,13 +60,13 @@ int get_status(Impl& impl, sd_bus_message* m, Identity& id) {
 }
 
 int list_gateways(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, impl.control.gateways(id.caller));
+    return reply_json(m, control::to_json(impl.control.gateways(id.caller)));
 }
 
 int get_gateway(Impl& impl, sd_bus_message* m, Identity& id) {
     const char* name = nullptr;
     if (const int r = sd_bus_message_read(m, "s", &name); r < 0) return r;
-    return reply_json(m, impl.control.gateway(id.caller, name));
+    return reply_json(m, control::to_json(impl.control.gateway(id.caller, name)));
 }
 
 int set_enforcement(Impl& impl, sd_bus_message* m, Identity& id) {
@@ -79,11 +79,11 @@ int set_enforcement(Impl& impl, sd_bus_message* m, Identity& id) {
 
 int reload(Impl& impl, sd_bus_message* m, Identity& id) {
     const auto result = impl.control.reload(id.caller);
-    if (!result.value("reloaded", false)) {
+    if (!result.reloaded) {
         // Refused: the caller's to fix. The first error is in the message; CheckConfig lists them all.
-        const auto& errors = result["errors"];
-        std::string first = errors.empty() ? std::string("the configuration does not load")
-                                           : errors.front().value("message", std::string());
+        const auto& errors = result.errors;
+        const std::string first =
+            errors.empty() ? std::string("the configuration does not load") : errors.front().message;
         throw ControlError(
             ControlError::Kind::bad_request, "config_invalid",
             std::to_string(errors.size()) + " error(s) in the configuration; the running one stays in force: " + first,
@@ -93,7 +93,7 @@ int reload(Impl& impl, sd_bus_message* m, Identity& id) {
 }
 
 int check_config(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, impl.control.check_config(id.caller));
+    return reply_json(m, control::to_json(impl.control.check_config(id.caller)));
 }
 
 int test_request(Impl& impl, sd_bus_message* m, Identity& id) {
@@ -242,11 +242,11 @@ int query_audit(Impl& impl, sd_bus_message* m, Identity& id) {
 }
 
 int verify_audit(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, impl.control.verify_audit(id.caller));
+    return reply_json(m, control::to_json(impl.control.verify_audit(id.caller)));
 }
 
 int list_secrets(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, impl.control.vault(id.caller));
+    return reply_json(m, control::to_json(impl.control.vault(id.caller)));
 }
 
 int set_secret(Impl& impl, sd_bus_message* m, Identity& id) {
@@ -267,7 +267,7 @@ int remove_secret(Impl& impl, sd_bus_message* m, Identity& id) {
 
 int rotate_vault_key(Impl& impl, sd_bus_message* m, Identity& id) {
     const auto rotated = impl.control.vault_rotate(id.caller);
-    return sd_bus_reply_method_return(m, "u", number_of<std::uint32_t>(rotated, "rotated"));
+    return sd_bus_reply_method_return(m, "u", static_cast<std::uint32_t>(rotated.rotated));
 }
 
 int get_metrics(Impl& impl, sd_bus_message* m, Identity& id) {
@@ -396,7 +396,7 @@ int gateway_property(sd_bus* bus, const char* path, const char* /*interface*/, c
                     {"connectors", connectors}};
     };
     const auto read = [](Impl& impl, const Caller& caller, const std::string& label) {
-        return impl.control.gateway(caller, label);
+        return control::to_json(impl.control.gateway(caller, label));
     };
     return sub_property(bus, path, kGatewayPrefix, userdata, error, own, read, [&](const json& gateway) {
         if (name == "Name") return sd_bus_message_append(reply, "s", valid_utf8(text_of(gateway, "name")).c_str());

@@ -21,25 +21,25 @@ Reply ApiServer::Impl::dispatch(Op op, const std::vector<std::string>& params, c
     try {
         switch (op) {
             case Op::status: return ok(control::to_json(control.status(caller)));
-            case Op::gateways: return ok(control.gateways(caller));
-            case Op::gateway: return ok(control.gateway(caller, param(0)));
+            case Op::gateways: return ok(control::to_json(control.gateways(caller)));
+            case Op::gateway: return ok(control::to_json(control.gateway(caller, param(0))));
             case Op::set_enforcement: {
                 const auto body = parse_object(request.body());
                 const auto level = string_field(body, "level", true, "monitor, soft or full");
-                return ok(control.set_enforcement(caller, param(0), *level));
+                return ok(control::summary_json(*control.set_enforcement(caller, param(0), *level)));
             }
             case Op::reload: {
-                auto result = control.reload(caller);
+                const auto result = control.reload(caller);
                 // A refused configuration is the caller's to fix: 400 with the errors.
-                if (result.is_object() && result.value("reloaded", true) == false) {
-                    json extra{{"errors", result.value("errors", json::array())}};
+                if (!result.reloaded) {
+                    json extra{{"errors", control::to_json(result.errors)}};
                     return error_reply(http::status::bad_request, "config_invalid",
                                        "the configuration on disk is invalid; the running one stays in force",
                                        "fix the errors listed, then reload again", extra);
                 }
-                return ok(result);
+                return ok(control::to_json(result));
             }
-            case Op::check_config: return ok(control.check_config(caller));
+            case Op::check_config: return ok(control::to_json(control.check_config(caller)));
             case Op::policy_test: {
                 const auto body = parse_object(request.body());
                 json test = json::object();
@@ -61,7 +61,7 @@ Reply ApiServer::Impl::dispatch(Op op, const std::vector<std::string>& params, c
             }
             case Op::agents: return ok(control::to_json(control.agents(caller)));
             case Op::agent: return ok(control::to_json(control.agent(caller, param(0))));
-            case Op::stop_agent: return ok(control.stop_agent(caller, param(0)));
+            case Op::stop_agent: return ok(control::to_json(control.stop_agent(caller, param(0))));
             case Op::approvals: return ok(control::to_json(control.approvals(caller)));
             case Op::approval: return ok(control::to_json(control.approval(caller, param(0))));
             case Op::approve:
@@ -95,16 +95,16 @@ Reply ApiServer::Impl::dispatch(Op op, const std::vector<std::string>& params, c
                     control.audit(caller, logs.filter, [&](const store::AuditRecord& record) { writer.write(record); });
                 });
             }
-            case Op::audit_verify: return ok(control.verify_audit(caller));
-            case Op::vault: return ok(control.vault(caller));
+            case Op::audit_verify: return ok(control::to_json(control.verify_audit(caller)));
+            case Op::vault: return ok(control::to_json(control.vault(caller)));
             case Op::vault_set: {
                 const auto body = parse_object(request.body());
                 const auto value = string_field(body, "value", true, "the secret, as a JSON string");
                 const auto connector = string_field(body, "connector", false).value_or("");
-                return ok(control.vault_set(caller, param(0), connector, *value));
+                return ok(control::to_json(control.vault_set(caller, param(0), connector, *value)));
             }
-            case Op::vault_remove: return ok(control.vault_remove(caller, param(0)));
-            case Op::vault_rotate: return ok(control.vault_rotate(caller));
+            case Op::vault_remove: return ok(control::to_json(control.vault_remove(caller, param(0))));
+            case Op::vault_rotate: return ok(control::to_json(control.vault_rotate(caller)));
             case Op::openapi:
                 control.authorize(caller, Role::none);
                 return {http::status::ok, openapi(), "application/json", ""};

@@ -25,68 +25,6 @@ using Kind = ControlError::Kind;
 
 namespace {
 
-json summary(const policy::Gateway& gateway) {
-    json connectors = json::array();
-    for (const auto& connector : gateway.connectors) connectors.push_back(connector.name);
-    return {{"name", gateway.name},
-            {"description", gateway.description},
-            {"enforcement", policy::to_string(gateway.enforcement)},
-            {"connectors", connectors},
-            {"policies", gateway.policies.size()},
-            {"rate_limit",
-             {{"requests", gateway.rate_limit.requests}, {"window_seconds", gateway.rate_limit.window.count()}}},
-            {"approval_timeout_seconds", gateway.approval_timeout.count()},
-            {"origin", gateway.origin}};
-}
-
-json detail(const policy::Gateway& gateway) {
-    json out = summary(gateway);
-    json connectors = json::array();
-    for (const auto& connector : gateway.connectors) {
-        json rules = json::array();
-        for (const auto& rule : connector.rules) {
-            rules.push_back({{"pattern", rule.pattern}, {"effect", policy::to_string(rule.effect)}});
-        }
-        connectors.push_back({{"name", connector.name},
-                              {"type", connector.def ? connector.def->name : ""},
-                              {"domains", connector.domains},
-                              {"credential", connector.credential},
-                              {"preset", policy::to_string(connector.preset)},
-                              {"rules", rules}});
-    }
-    json policies = json::array();
-    for (const auto& policy : gateway.policies) {
-        policies.push_back({{"name", policy.name},
-                            {"actions", policy.actions},
-                            {"effect", policy::to_string(policy.effect)},
-                            {"reason", policy.reason}});
-    }
-    json tcp = json::array();
-    for (const auto& rule : gateway.tcp) {
-        json entry{{"port", rule.port}};
-        if (rule.host.empty()) {
-            entry["cidr"] = rule.cidr;
-        } else {
-            entry["host"] = rule.host;
-        }
-        tcp.push_back(entry);
-    }
-    out["connectors"] = connectors;
-    out["policies"] = policies;
-    out["tcp"] = tcp;
-    out["launch"] = {{"users", gateway.launch_users}, {"groups", gateway.launch_groups}};
-    return out;
-}
-
-json to_json(const policy::ConfigErrors& errors) {
-    json out = json::array();
-    for (const auto& error : errors) {
-        out.push_back(
-            {{"file", error.file}, {"pointer", error.pointer}, {"message", error.message}, {"hint", error.hint}});
-    }
-    return out;
-}
-
 std::optional<policy::Enforcement> parse_level(std::string_view level) {
     for (const auto candidate : {policy::Enforcement::monitor, policy::Enforcement::soft, policy::Enforcement::full}) {
         if (policy::to_string(candidate) == level) return candidate;
@@ -125,12 +63,13 @@ struct Control::Impl {
         return {};
     }
 
-    void save_overrides() {
+    // Kept for the next start; its audit record names who changed them.
+    void save_overrides(const std::string& actor) {
         json levels = json::object();
         for (const auto& [gateway, level] : overrides) levels[gateway] = policy::to_string(level);
         services.store->set_state("enforcement_overrides", levels.dump(),
-                                  store::AuditEvent{std::chrono::system_clock::now(), "gateway.updated", "", "",
-                                                    "tameflared", "enforcement_overrides", levels.dump()});
+                                  store::AuditEvent{std::chrono::system_clock::now(), "gateway.updated", "", "", actor,
+                                                    "enforcement_overrides", levels.dump()});
     }
 
     Impl(ControlServices given, RoleGroups groups)
@@ -206,14 +145,15 @@ DaemonStatus Control::status(const Caller& caller) const {
     return status;
 }
 
-json Control::gateways(const Caller& caller) const {
+std::vector<GatewayView> Control::gateways(const Caller& caller) const {
     authorize(caller, Role::viewer);
-    json out = json::array();
-    for (const auto& [name, gateway] : impl_->services.config->snapshot()->gateways) out.push_back(summary(*gateway));
-    return {{"gateways", out}};
+    const auto config = impl_->services.config->snapshot();
+    std::vector<GatewayView> out;
+    for (const auto& [name, gateway] : config->gateways) out.push_back(GatewayView{config, gateway.get()});
+    return out;
 }
 
-json Control::gateway(const Caller& caller, std::string_view name) const {
+GatewayView Control::gateway(const Caller& caller, std::string_view name) const {
     authorize(caller, Role::viewer);
     const auto config = impl_->services.config->snapshot();
     const auto* gateway = config->gateway(name);
@@ -221,10 +161,10 @@ json Control::gateway(const Caller& caller, std::string_view name) const {
         throw ControlError(Kind::not_found, "unknown_gateway", "no gateway \"" + std::string(name) + "\"",
                            "tf gateways lists them");
     }
-    return detail(*gateway);
+    return GatewayView{config, gateway};
 }
 
-json Control::set_enforcement(const Caller& caller, std::string_view name, std::string_view level) {
+GatewayView Control::set_enforcement(const Caller& caller, std::string_view name, std::string_view level) {
     authorize(caller, Role::admin);
     const auto parsed = parse_level(level);
     if (!parsed && level != "default") {
@@ -252,7 +192,7 @@ json Control::set_enforcement(const Caller& caller, std::string_view name, std::
             "fix the files (tf policy check) and try again");
     }
     impl_->overrides = std::move(next);
-    impl_->save_overrides();
+    impl_->save_overrides(actor);
     const auto config = impl_->services.config->snapshot();
     const auto* gateway = config->gateway(name);
     if (gateway == nullptr) {  // gone from the files that were just re-read
@@ -264,27 +204,27 @@ json Control::set_enforcement(const Caller& caller, std::string_view name, std::
                                                    json{{"enforcement", applied}}.dump()});
     impl_->services.events->publish(
         Event{0, "enforcement.changed", {{"gateway", std::string(name)}, {"enforcement", applied}, {"actor", actor}}});
-    return summary(*gateway);
+    return GatewayView{config, gateway};
 }
 
-json Control::reload(const Caller& caller) {
+ReloadResult Control::reload(const Caller& caller) {
     authorize(caller, Role::admin);
     std::lock_guard lock(impl_->changing);
-    const auto errors = impl_->apply(impl_->overrides, caller.describe(), "reload");
+    auto errors = impl_->apply(impl_->overrides, caller.describe(), "reload");
     // Refused: the front end reports it as the caller's error, with every error.
-    if (!errors.empty()) return {{"reloaded", false}, {"errors", to_json(errors)}};
-    return {{"reloaded", true}, {"summary", config_summary(*impl_->services.config->snapshot())}};
+    if (!errors.empty()) return ReloadResult{false, "", std::move(errors)};
+    return ReloadResult{true, config_summary(*impl_->services.config->snapshot()), {}};
 }
 
-json Control::check_config(const Caller& caller) const {
+ConfigCheck Control::check_config(const Caller& caller) const {
     authorize(caller, Role::admin);
     policy::EnforcementOverrides overrides;
     {
         std::lock_guard lock(impl_->changing);
         overrides = impl_->overrides;
     }
-    const auto result = impl_->services.load(overrides);
-    return {{"valid", result.ok()}, {"errors", to_json(result.errors)}};
+    auto result = impl_->services.load(overrides);
+    return ConfigCheck{result.ok(), std::move(result.errors)};
 }
 
 json Control::test_request(const Caller& caller, const json& test) const {
@@ -397,7 +337,7 @@ std::string Control::launch(const Caller& caller, const json& request, std::vect
     }
 }
 
-json Control::stop_agent(const Caller& caller, std::string_view id) {
+AgentStopping Control::stop_agent(const Caller& caller, std::string_view id) {
     const Role role = authorize(caller, Role::none);
     const AgentInfo found = agent(caller, id);
     if (role < Role::admin && found.uid != caller.uid) {
@@ -419,9 +359,7 @@ json Control::stop_agent(const Caller& caller, std::string_view id) {
     }
     impl_->services.store->audit(store::AuditEvent{std::chrono::system_clock::now(), "agent.stopped", found.gateway,
                                                    std::string(id), caller.describe(), std::string(id), "{}"});
-    json out = to_json(found);
-    out["stopping"] = true;
-    return out;
+    return AgentStopping{found};
 }
 
 std::vector<Approval> Control::approvals(const Caller& caller) const {
@@ -546,39 +484,19 @@ void Control::audit(const Caller& caller, const store::LogFilter& filter,
     store::query_audit(db, filter, record);
 }
 
-json Control::verify_audit(const Caller& caller) const {
+store::VerifyReport Control::verify_audit(const Caller& caller) const {
     authorize(caller, Role::viewer);
-    const auto report = impl_->services.verify();
-    return {{"ok", report.ok},
-            {"records", report.records},
-            {"first_seq", report.first_seq},
-            {"last_seq", report.last_seq},
-            {"checkpoints", report.checkpoints},
-            {"unsigned_checkpoints", report.unsigned_checkpoints},
-            {"after_last_checkpoint", report.after_last_checkpoint},
-            {"broken_seq", report.broken_seq},
-            {"problem", report.problem}};
+    return impl_->services.verify();
 }
 
-json Control::vault(const Caller& caller) const {
+std::vector<store::VaultEntry> Control::vault(const Caller& caller) const {
     authorize(caller, Role::admin);
     auto db = impl_->services.store->reader();
-    json out = json::array();
-    for (const auto& entry : store::list_vault(db)) {
-        json item{{"name", entry.name},
-                  {"connector", entry.connector},
-                  {"hint", entry.hint},
-                  {"created", store::format_time(entry.created)},
-                  {"updated", store::format_time(entry.updated)},
-                  {"last_used", nullptr}};
-        if (entry.last_used) item["last_used"] = store::format_time(*entry.last_used);
-        out.push_back(item);
-    }
-    return {{"secrets", out}};
+    return store::list_vault(db);
 }
 
-json Control::vault_set(const Caller& caller, const std::string& name, const std::string& connector,
-                        std::string_view secret) {
+SecretStored Control::vault_set(const Caller& caller, const std::string& name, const std::string& connector,
+                                std::string_view secret) {
     authorize(caller, Role::admin);
     if (!store::Vault::valid_name(name)) {
         throw ControlError(Kind::bad_request, "bad_field", "\"" + name + "\" is not a valid secret name",
@@ -588,29 +506,24 @@ json Control::vault_set(const Caller& caller, const std::string& name, const std
     impl_->services.vault->set(name, connector, secret, caller.describe());
     auto db = impl_->services.store->reader();
     for (const auto& entry : store::list_vault(db)) {
-        if (entry.name == name) {
-            return {{"name", entry.name},
-                    {"connector", entry.connector},
-                    {"hint", entry.hint},
-                    {"updated", store::format_time(entry.updated)}};
-        }
+        if (entry.name == name) return SecretStored{entry.name, entry.connector, entry.hint, entry.updated};
     }
-    return {{"name", name}, {"connector", connector}};
+    return SecretStored{name, connector, "", std::nullopt};
 }
 
-json Control::vault_remove(const Caller& caller, const std::string& name) {
+SecretRemoved Control::vault_remove(const Caller& caller, const std::string& name) {
     authorize(caller, Role::admin);
     if (!impl_->services.vault->remove(name, caller.describe())) {
         throw ControlError(Kind::not_found, "unknown_secret", "no secret \"" + name + "\" in the vault",
                            "tf vault list shows the names");
     }
-    return {{"removed", true}, {"name", name}};
+    return SecretRemoved{name};
 }
 
-json Control::vault_rotate(const Caller& caller) {
+VaultRotated Control::vault_rotate(const Caller& caller) {
     authorize(caller, Role::admin);
     try {
-        return {{"rotated", impl_->services.rotate_vault(caller.describe())}};
+        return VaultRotated{impl_->services.rotate_vault(caller.describe())};
     } catch (const ControlError&) {
         throw;
     } catch (const std::exception& error) {

@@ -5,8 +5,10 @@
 // roles come from unix groups (root is owner).
 //
 // Who may do what is authorizer.h's, the one authorizer of every front end.
-// Results are JSON documents (the REST bodies, shaped as docs/api.md says);
-// errors are ControlError with a stable code, a message and a hint.
+// Results are the types of model.h, whose JSON (the REST bodies, shaped as
+// docs/api.md says) is written once, in model_json.cpp; the policy test's is
+// the policy library's explanation document. Errors are ControlError with a
+// stable code, a message and a hint.
 #pragma once
 
 #include "common/caller.h"
@@ -91,12 +93,12 @@ public:
 
     // Status and gateways (viewer).
     DaemonStatus status(const Caller& caller) const;
-    nlohmann::json gateways(const Caller& caller) const;
-    nlohmann::json gateway(const Caller& caller, std::string_view name) const;
+    std::vector<GatewayView> gateways(const Caller& caller) const;
+    GatewayView gateway(const Caller& caller, std::string_view name) const;
     // admin. `level` is monitor, soft, full, or "default" (the file's again).
-    nlohmann::json set_enforcement(const Caller& caller, std::string_view gateway, std::string_view level);
-    nlohmann::json reload(const Caller& caller);
-    nlohmann::json check_config(const Caller& caller) const;
+    GatewayView set_enforcement(const Caller& caller, std::string_view gateway, std::string_view level);
+    ReloadResult reload(const Caller& caller);
+    ConfigCheck check_config(const Caller& caller) const;
     // viewer: `test` is {"gateway","method","url","headers":{..},"body":".."}
     nlohmann::json test_request(const Caller& caller, const nlohmann::json& test) const;
 
@@ -104,7 +106,7 @@ public:
     // agent's own user or an admin.
     std::vector<AgentInfo> agents(const Caller& caller) const;
     AgentInfo agent(const Caller& caller, std::string_view id) const;
-    nlohmann::json stop_agent(const Caller& caller, std::string_view id);
+    AgentStopping stop_agent(const Caller& caller, std::string_view id);
     // Launches an agent for a front end other than the launch socket (D-Bus):
     // tf run's request ({"gateway", "name", "isolation", "argv", "env"}) and
     // its stdin, stdout, stderr and working directory. The caller must be
@@ -129,20 +131,22 @@ public:
                  const std::function<void(const store::TrafficRow&)>& row) const;
     void audit(const Caller& caller, const store::LogFilter& filter,
                const std::function<void(const store::AuditRecord&)>& record) const;
-    nlohmann::json verify_audit(const Caller& caller) const;
+    store::VerifyReport verify_audit(const Caller& caller) const;
 
     // Vault (admin). Values are never returned.
-    nlohmann::json vault(const Caller& caller) const;
-    nlohmann::json vault_set(const Caller& caller, const std::string& name, const std::string& connector,
-                             std::string_view secret);
-    nlohmann::json vault_remove(const Caller& caller, const std::string& name);
-    nlohmann::json vault_rotate(const Caller& caller);
+    std::vector<store::VaultEntry> vault(const Caller& caller) const;
+    SecretStored vault_set(const Caller& caller, const std::string& name, const std::string& connector,
+                           std::string_view secret);
+    SecretRemoved vault_remove(const Caller& caller, const std::string& name);
+    VaultRotated vault_rotate(const Caller& caller);
 
     // Prometheus text exposition (viewer).
     std::string metrics(const Caller& caller) const;
 
-    // Live events (the hub's), after authorize(caller, viewer) by the front
-    // end; it filters each with may_see().
+    // Live events (the hub's), after authorize(caller, Role::none) by the
+    // front end, which shows each only to whom its visible_to and owner_uid
+    // say (the REST socket's event stream; D-Bus signals reach the roles
+    // only, by the bus policy).
     [[nodiscard]] EventHub& events() const;
 
     struct Impl;

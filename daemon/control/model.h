@@ -9,12 +9,17 @@
 #include "daemon/control/authorizer.h"
 #include "daemon/proxy/interfaces.h"
 #include "daemon/proxy/server.h"
+#include "daemon/store/audit.h"
+#include "daemon/store/vault_store.h"
+#include "policy/config.h"
 #include "policy/engine.h"
 
 #include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +58,44 @@ struct ApprovalAnswered {
     std::string actor;
 };
 
+// A gateway of the configuration in force, kept alive with it.
+struct GatewayView {
+    std::shared_ptr<const policy::Config> config;
+    const policy::Gateway* gateway = nullptr;
+    const policy::Gateway& operator*() const { return *gateway; }
+    const policy::Gateway* operator->() const { return gateway; }
+};
+
+struct ReloadResult {
+    bool reloaded = false;
+    std::string summary;          // when reloaded: "N connectors, M gateways"
+    policy::ConfigErrors errors;  // when refused
+};
+
+struct ConfigCheck {
+    bool valid = false;
+    policy::ConfigErrors errors;
+};
+
+struct AgentStopping {
+    AgentInfo agent;
+};
+
+struct SecretStored {
+    std::string name;
+    std::string connector;
+    std::string hint;
+    std::optional<std::chrono::system_clock::time_point> updated;  // none: not listed back
+};
+
+struct SecretRemoved {
+    std::string name;
+};
+
+struct VaultRotated {
+    std::size_t rotated = 0;
+};
+
 // The JSON of each, as docs/api.md gives it.
 nlohmann::json to_json(const KillSwitchState& kill_switch);
 nlohmann::json to_json(const DaemonStatus& status);
@@ -61,6 +104,19 @@ nlohmann::json to_json(const Approval& approval);  // its age is taken now
 nlohmann::json to_json(const ApprovalAnswered& answered);
 nlohmann::json to_json(const std::vector<AgentInfo>& agents);    // {"agents": [...]}
 nlohmann::json to_json(const std::vector<Approval>& approvals);  // {"approvals": [...]}
+// A gateway's summary (GET /v1/gateways, a level set) and its detail (GET /v1/gateways/NAME).
+nlohmann::json summary_json(const policy::Gateway& gateway);
+nlohmann::json to_json(const GatewayView& gateway);                // the detail
+nlohmann::json to_json(const std::vector<GatewayView>& gateways);  // {"gateways": [summaries]}
+nlohmann::json to_json(const policy::ConfigErrors& errors);
+nlohmann::json to_json(const ReloadResult& result);
+nlohmann::json to_json(const ConfigCheck& check);
+nlohmann::json to_json(const AgentStopping& stopping);
+nlohmann::json to_json(const store::VerifyReport& report);
+nlohmann::json to_json(const std::vector<store::VaultEntry>& secrets);  // {"secrets": [...]}, never a value
+nlohmann::json to_json(const SecretStored& stored);
+nlohmann::json to_json(const SecretRemoved& removed);
+nlohmann::json to_json(const VaultRotated& rotated);
 // Whole seconds since it was held.
 std::uint64_t age_seconds(const Approval& approval);
 

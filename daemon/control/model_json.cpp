@@ -95,4 +95,131 @@ json to_json(const std::vector<Approval>& approvals) {
     return {{"approvals", out}};
 }
 
+json summary_json(const policy::Gateway& gateway) {
+    json connectors = json::array();
+    for (const auto& connector : gateway.connectors) connectors.push_back(connector.name);
+    return {{"name", gateway.name},
+            {"description", gateway.description},
+            {"enforcement", policy::to_string(gateway.enforcement)},
+            {"connectors", connectors},
+            {"policies", gateway.policies.size()},
+            {"rate_limit",
+             {{"requests", gateway.rate_limit.requests}, {"window_seconds", gateway.rate_limit.window.count()}}},
+            {"approval_timeout_seconds", gateway.approval_timeout.count()},
+            {"origin", gateway.origin}};
+}
+
+json to_json(const GatewayView& view) {
+    const policy::Gateway& gateway = *view;
+    json out = summary_json(gateway);
+    json connectors = json::array();
+    for (const auto& connector : gateway.connectors) {
+        json rules = json::array();
+        for (const auto& rule : connector.rules) {
+            rules.push_back({{"pattern", rule.pattern}, {"effect", policy::to_string(rule.effect)}});
+        }
+        connectors.push_back({{"name", connector.name},
+                              {"type", connector.def ? connector.def->name : ""},
+                              {"domains", connector.domains},
+                              {"credential", connector.credential},
+                              {"preset", policy::to_string(connector.preset)},
+                              {"rules", rules}});
+    }
+    json policies = json::array();
+    for (const auto& policy : gateway.policies) {
+        policies.push_back({{"name", policy.name},
+                            {"actions", policy.actions},
+                            {"effect", policy::to_string(policy.effect)},
+                            {"reason", policy.reason}});
+    }
+    json tcp = json::array();
+    for (const auto& rule : gateway.tcp) {
+        json entry{{"port", rule.port}};
+        if (rule.host.empty()) {
+            entry["cidr"] = rule.cidr;
+        } else {
+            entry["host"] = rule.host;
+        }
+        tcp.push_back(entry);
+    }
+    out["connectors"] = connectors;
+    out["policies"] = policies;
+    out["tcp"] = tcp;
+    out["launch"] = {{"users", gateway.launch_users}, {"groups", gateway.launch_groups}};
+    return out;
+}
+
+json to_json(const std::vector<GatewayView>& gateways) {
+    json out = json::array();
+    for (const auto& gateway : gateways) out.push_back(summary_json(*gateway));
+    return {{"gateways", out}};
+}
+
+json to_json(const policy::ConfigErrors& errors) {
+    json out = json::array();
+    for (const auto& error : errors) {
+        out.push_back(
+            {{"file", error.file}, {"pointer", error.pointer}, {"message", error.message}, {"hint", error.hint}});
+    }
+    return out;
+}
+
+json to_json(const ReloadResult& result) {
+    if (!result.reloaded) return {{"reloaded", false}, {"errors", to_json(result.errors)}};
+    return {{"reloaded", true}, {"summary", result.summary}};
+}
+
+json to_json(const ConfigCheck& check) {
+    return {{"valid", check.valid}, {"errors", to_json(check.errors)}};
+}
+
+json to_json(const AgentStopping& stopping) {
+    json out = to_json(stopping.agent);
+    out["stopping"] = true;
+    return out;
+}
+
+json to_json(const store::VerifyReport& report) {
+    return {{"ok", report.ok},
+            {"records", report.records},
+            {"first_seq", report.first_seq},
+            {"last_seq", report.last_seq},
+            {"checkpoints", report.checkpoints},
+            {"unsigned_checkpoints", report.unsigned_checkpoints},
+            {"after_last_checkpoint", report.after_last_checkpoint},
+            {"broken_seq", report.broken_seq},
+            {"problem", report.problem}};
+}
+
+json to_json(const std::vector<store::VaultEntry>& secrets) {
+    json out = json::array();
+    for (const auto& entry : secrets) {
+        json item{{"name", entry.name},
+                  {"connector", entry.connector},
+                  {"hint", entry.hint},
+                  {"created", store::format_time(entry.created)},
+                  {"updated", store::format_time(entry.updated)},
+                  {"last_used", nullptr}};
+        if (entry.last_used) item["last_used"] = store::format_time(*entry.last_used);
+        out.push_back(item);
+    }
+    return {{"secrets", out}};
+}
+
+json to_json(const SecretStored& stored) {
+    if (!stored.updated) return {{"name", stored.name}, {"connector", stored.connector}};
+    return {{"name", stored.name},
+            {"connector", stored.connector},
+            {"hint", stored.hint},
+            {"updated", store::format_time(*stored.updated)}};
+}
+
+json to_json(const SecretRemoved& removed) {
+    return {{"removed", true}, {"name", removed.name}};
+}
+
+json to_json(const VaultRotated& rotated) {
+    return {{"rotated", rotated.rotated}};
+}
+
 }  // namespace tameflare::control

@@ -373,8 +373,8 @@ TEST_F(ControlPlane, ACallerWhoseCgroupIsUnknownCountsAsAnAgentAndIsRefusedEvery
     }
     // Refused before anything happened.
     EXPECT_FALSE(server_->kill_switch().all);
-    EXPECT_TRUE(control_->vault(root())["secrets"].empty());
-    EXPECT_EQ(control_->gateway(root(), "one")["enforcement"], "full");
+    EXPECT_TRUE(control_->vault(root()).empty());
+    EXPECT_EQ(control_->gateway(root(), "one")->enforcement, policy::Enforcement::full);
 }
 
 // --- operations ----------------------------------------------------------------
@@ -492,25 +492,37 @@ TEST_F(ControlPlane, AnUnknownEnforcementLevelIsABadRequestWithAHintAndAKnownOne
     EXPECT_EQ(unknown.error->code(), "unknown_gateway");
 
     watch();
-    EXPECT_EQ(control_->set_enforcement(admin, "one", "monitor")["enforcement"], "monitor");
+    EXPECT_EQ(summary_json(*control_->set_enforcement(admin, "one", "monitor"))["enforcement"], "monitor");
     EXPECT_EQ(policy_.snapshot()->gateway("one")->enforcement, policy::Enforcement::monitor);
     const auto changed = seen("enforcement.changed");
     ASSERT_EQ(changed.size(), 1u);
     EXPECT_EQ(changed[0].data["gateway"], "one");
     EXPECT_EQ(changed[0].data["enforcement"], "monitor");
     EXPECT_EQ(seen("config.reloaded").size(), 1u);
+    // Every audit record of the change names the admin, the saved levels' too.
+    store_->flush();
+    std::vector<std::string> subjects;
+    store::LogFilter updated;
+    updated.event = "gateway.updated";
+    control_->audit(as(Role::viewer), updated, [&](const store::AuditRecord& record) {
+        EXPECT_EQ(record.event.actor, admin.describe()) << record.event.subject;
+        subjects.push_back(record.event.subject);
+    });
+    EXPECT_EQ(subjects, (std::vector<std::string>{"enforcement_overrides", "enforcement"}));
     // A reload keeps the level set at run time.
-    EXPECT_EQ(control_->reload(admin)["reloaded"], true);
-    EXPECT_EQ(control_->gateway(as(Role::viewer), "one")["enforcement"], "monitor");
+    const auto reloaded = control_->reload(admin);
+    EXPECT_TRUE(reloaded.reloaded);
+    EXPECT_NE(to_json(reloaded)["summary"].get<std::string>().find(" gateways"), std::string::npos);
+    EXPECT_EQ(to_json(control_->gateway(as(Role::viewer), "one"))["enforcement"], "monitor");
 
     // A restart: the files' configuration again, a new Control that restores the level.
     policy_.publish(daemon::load_policy(*config_).config);
     control_.reset();
     control_.emplace(services(), kRoleGroups);
     control_->restore();
-    EXPECT_EQ(control_->gateway(as(Role::viewer), "one")["enforcement"], "monitor");
+    EXPECT_EQ(to_json(control_->gateway(as(Role::viewer), "one"))["enforcement"], "monitor");
 
-    EXPECT_EQ(control_->set_enforcement(admin, "one", "default")["enforcement"], "full");
+    EXPECT_EQ(control_->set_enforcement(admin, "one", "default")->enforcement, policy::Enforcement::full);
     EXPECT_EQ(policy_.snapshot()->gateway("one")->enforcement, policy::Enforcement::full);
 }
 
@@ -518,12 +530,14 @@ TEST_F(ControlPlane, TheVaultListsNamesNeverValuesAndRemovingAnUnknownSecretIsNo
     const Caller admin = as(Role::admin);
     control_->vault_set(admin, "github-pat", "site", "ghp_very_secret_value");
     const auto listed = control_->vault(admin);
-    ASSERT_EQ(listed["secrets"].size(), 1u);
-    EXPECT_EQ(listed["secrets"][0]["name"], "github-pat");
-    EXPECT_EQ(listed.dump().find("ghp_very_secret_value"), std::string::npos);
+    ASSERT_EQ(listed.size(), 1u);
+    EXPECT_EQ(listed[0].name, "github-pat");
+    const json document = to_json(listed);
+    EXPECT_EQ(document["secrets"][0]["name"], "github-pat");
+    EXPECT_EQ(document.dump().find("ghp_very_secret_value"), std::string::npos);
     EXPECT_EQ(vault_->get("github-pat").value_or(""), "ghp_very_secret_value");
 
-    EXPECT_EQ(control_->vault_rotate(admin)["rotated"], 1);
+    EXPECT_EQ(control_->vault_rotate(admin).rotated, 1u);
     EXPECT_EQ(vault_->get("github-pat").value_or(""), "ghp_very_secret_value");
 
     const auto bad = attempt([&] { control_->vault_set(admin, "has space", "", "x"); });
@@ -532,8 +546,8 @@ TEST_F(ControlPlane, TheVaultListsNamesNeverValuesAndRemovingAnUnknownSecretIsNo
     const auto unknown = attempt([&] { control_->vault_remove(admin, "absent"); });
     ASSERT_TRUE(unknown.error);
     EXPECT_EQ(unknown.error->kind(), Kind::not_found);
-    EXPECT_EQ(control_->vault_remove(admin, "github-pat")["removed"], true);
-    EXPECT_TRUE(control_->vault(admin)["secrets"].empty());
+    EXPECT_EQ(to_json(control_->vault_remove(admin, "github-pat")), (json{{"removed", true}, {"name", "github-pat"}}));
+    EXPECT_TRUE(control_->vault(admin).empty());
 }
 
 // --- metrics -------------------------------------------------------------------
