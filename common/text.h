@@ -42,4 +42,25 @@ std::string ascii_lower(std::string_view text);
 // callers for which a name may not hold one check for it.
 std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space);
 
+// Each `name=value` of a query string or form body ("a=1&b=&c"), still
+// encoded, in order; empty pairs are skipped, a pair without '=' has an
+// empty value.
+template <class Visit>
+void for_each_form_pair(std::string_view text, Visit&& visit) {
+    while (!text.empty()) {
+        const auto amp = text.find('&');
+        const std::string_view pair = text.substr(0, amp);
+        text = amp == std::string_view::npos ? std::string_view() : text.substr(amp + 1);
+        if (pair.empty()) continue;
+        const auto eq = pair.find('=');
+        visit(pair.substr(0, eq), eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1));
+    }
+}
+
+// Any contiguous character range (Beast's and OpenSSL's string views) as a std::string_view.
+template <class Text>
+std::string_view as_view(const Text& text) {
+    return {text.data(), text.size()};
+}
+
 }  // namespace tameflare

@@ -125,21 +125,16 @@ private:
 bool parse_form(std::string_view text, nlohmann::json& out) {
     if (!out.is_object()) out = nlohmann::json::object();
     bool ok = true;
-    while (!text.empty()) {
-        const auto amp = text.find('&');
-        const std::string_view pair = text.substr(0, amp);
-        text = amp == std::string_view::npos ? std::string_view() : text.substr(amp + 1);
-        if (pair.empty()) continue;
-        const auto eq = pair.find('=');
-        auto key = percent_decode(pair.substr(0, eq), true);
-        auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
+    for_each_form_pair(text, [&](std::string_view encoded_key, std::string_view encoded_value) {
+        auto key = percent_decode(encoded_key, true);
+        auto value = percent_decode(encoded_value, true);
         if (!key || !value || key->empty()) {
             ok = false;
-            continue;
+            return;
         }
         const auto parts = split_form_key(*key);
         if (!parts || !insert_form_value(out, *parts, 0, std::move(*value))) ok = false;
-    }
+    });
     return ok;
 }
 

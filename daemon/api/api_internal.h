@@ -9,6 +9,7 @@
 
 #include "daemon/api/api_server.h"
 
+#include "common/text.h"
 #include "daemon/api/requests.h"
 
 #include "daemon/control/control.h"

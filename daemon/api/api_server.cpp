@@ -189,7 +189,7 @@ std::vector<ApiServer::Route> ApiServer::routes() {
     std::vector<Route> out;
     out.reserve(kRoutes.size());
     for (const auto& route : kRoutes) {
-        out.push_back({std::string(view(http::to_string(route.method))), std::string(route.path)});
+        out.push_back({std::string(as_view(http::to_string(route.method))), std::string(route.path)});
     }
     return out;
 }

@@ -165,20 +165,20 @@ net::awaitable<void> ApiServer::Impl::session(Connection& connection) {
         // Audit records and approvals name what was called, not only who.
         Caller call = caller;
         try {
-            const auto target = parse_target(view(request.target()));
+            const auto target = parse_target(as_view(request.target()));
             if (!target) {
                 throw ApiError{http::status::bad_request, "bad_request", "malformed request target or query string",
                                "percent-encode names in paths and queries"};
             }
             query = target->query;
-            call.method = std::string(view(request.method_string())) + " " + std::string(target->path);
+            call.method = std::string(as_view(request.method_string())) + " " + std::string(target->path);
             const auto segments = split_path(target->path);
             std::string allow;
             for (const auto& route : kRoutes) {
                 auto raw = fit(route.path, segments);
                 if (!raw) continue;
                 if (route.method != request.method()) {
-                    const std::string method(view(http::to_string(route.method)));
+                    const std::string method(as_view(http::to_string(route.method)));
                     if (allow.find(method) == std::string::npos) allow += (allow.empty() ? "" : ", ") + method;
                     continue;
                 }
@@ -195,7 +195,7 @@ net::awaitable<void> ApiServer::Impl::session(Connection& connection) {
             }
             if (!op && !allow.empty()) {
                 reply = error_reply(http::status::method_not_allowed, "method_not_allowed",
-                                    std::string(view(request.method_string())) + " is not allowed on this path",
+                                    std::string(as_view(request.method_string())) + " is not allowed on this path",
                                     "allowed: " + allow);
                 reply.allow = allow;
             } else if (!op) {

@@ -20,10 +20,6 @@ std::optional<std::string> decode_name(std::string_view text, bool plus_is_space
     return out;
 }
 
-std::string_view view(boost::beast::string_view text) {
-    return {text.data(), text.size()};
-}
-
 std::string dump(const json& value) {
     return value.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
@@ -100,18 +96,17 @@ std::optional<Target> parse_target(std::string_view target) {
     const auto question = target.find('?');
     out.path = target.substr(0, question);
     if (question == std::string_view::npos) return out;
-    std::string_view rest = target.substr(question + 1);
-    while (!rest.empty()) {
-        const auto amp = rest.find('&');
-        const std::string_view pair = rest.substr(0, amp);
-        rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
-        if (pair.empty()) continue;
-        const auto eq = pair.find('=');
-        auto name = decode_name(pair.substr(0, eq), true);
-        auto value = decode_name(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
-        if (!name || !value) return std::nullopt;
+    bool ok = true;
+    for_each_form_pair(target.substr(question + 1), [&](std::string_view encoded_name, std::string_view encoded) {
+        auto name = decode_name(encoded_name, true);
+        auto value = decode_name(encoded, true);
+        if (!name || !value) {
+            ok = false;
+            return;
+        }
         out.query.emplace_back(std::move(*name), std::move(*value));
-    }
+    });
+    if (!ok) return std::nullopt;
     return out;
 }
 

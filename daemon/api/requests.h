@@ -147,7 +147,6 @@ LogQuery log_query(const Query& query, bool audit);
 Reply log_reply(const LogQuery& query, const std::string& key,
                 const std::function<void(store::Format, std::ostream&)>& write);
 
-std::string_view view(boost::beast::string_view text);
 std::string dump(const json& value);  // one line, invalid UTF-8 replaced, with a newline
 
 }  // namespace tameflare::api

@@ -83,7 +83,7 @@ net::awaitable<typename Exchange<Stream>::Step> Exchange<Stream>::handle(const H
     if (context_.mode == Mode::explicit_plain) {
         const auto header = request.find(http::field::proxy_authorization);
         auto login = stage::explicit_login(
-            *config, header == request.end() ? std::nullopt : std::optional<std::string_view>(view(header->value())),
+            *config, header == request.end() ? std::nullopt : std::optional<std::string_view>(as_view(header->value())),
             context_.gateway);
         if (auto* refusal = std::get_if<Refusal>(&login)) co_return Step::answer(refused(std::move(*refusal)));
         context_.gateway = std::move(std::get<std::string>(login));

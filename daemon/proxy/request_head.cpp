@@ -1,5 +1,7 @@
 #include "daemon/proxy/request_head.h"
 
+#include "common/text.h"
+
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
@@ -13,10 +15,6 @@ namespace tameflare::proxy {
 namespace http = boost::beast::http;
 
 namespace {
-
-std::string_view view(boost::beast::string_view text) {
-    return {text.data(), text.size()};
-}
 
 HeadResult bad(std::string why) {
     HeadResult result;
@@ -69,8 +67,8 @@ HeadResult parse_request_head(std::string_view bytes, std::size_t max_bytes) {
     result.status = HeadResult::Status::ok;
     result.consumed = used;
     RequestHead& out = result.head;
-    out.method = std::string(view(request.method_string()));
-    out.target = std::string(view(request.target()));
+    out.method = std::string(as_view(request.method_string()));
+    out.target = std::string(as_view(request.target()));
     out.version = request.version();
     if (out.version != 10 && out.version != 11) return bad("unsupported HTTP version");
 
@@ -79,7 +77,7 @@ HeadResult parse_request_head(std::string_view bytes, std::size_t max_bytes) {
     std::size_t encodings = 0;
     using boost::beast::iequals;
     for (const auto& field : request.base()) {
-        const std::string_view value = view(field.value());
+        const std::string_view value = as_view(field.value());
         switch (field.name()) {
             case http::field::host:
                 ++hosts;

@@ -89,10 +89,6 @@ private:
     beast::flat_buffer* buffer_;
 };
 
-inline std::string_view view(boost::beast::string_view text) {
-    return {text.data(), text.size()};
-}
-
 inline Endpoint to_endpoint(const tcp::endpoint& endpoint) {
     Endpoint out;
     auto address = endpoint.address();

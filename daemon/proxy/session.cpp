@@ -310,7 +310,7 @@ net::awaitable<void> Session::serve_explicit() {
         const auto header = request.find(http::field::proxy_authorization);
         auto login = stage::explicit_login(
             *impl_->services.config->snapshot(),
-            header == request.end() ? std::nullopt : std::optional<std::string_view>(view(header->value())));
+            header == request.end() ? std::nullopt : std::optional<std::string_view>(as_view(header->value())));
         auto gated = stage::gate_connect(result->head.target, buffer.size());
         const Refusal* refusal = std::get_if<Refusal>(&login);
         if (refusal == nullptr) refusal = std::get_if<Refusal>(&gated);

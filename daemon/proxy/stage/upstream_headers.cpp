@@ -11,14 +11,6 @@ namespace tameflare::proxy::stage {
 
 namespace http = boost::beast::http;
 
-namespace {
-
-std::string_view view(boost::beast::string_view text) {
-    return {text.data(), text.size()};
-}
-
-}  // namespace
-
 void rewrite_upstream_headers(http::fields& fields, const UpstreamHeaders& how) {
     if (how.credential) {
         fields.erase(http::field::authorization);
@@ -29,14 +21,14 @@ void rewrite_upstream_headers(http::fields& fields, const UpstreamHeaders& how) 
     // names as ours (X-TameFlare-*).
     std::vector<std::string> hop;
     for (const auto& field : fields) {
-        const auto name = ascii_lower(view(field.name_string()));
+        const auto name = ascii_lower(as_view(field.name_string()));
         if (name.starts_with("x-tameflare-") || name == "proxy-authorization" || name == "proxy-connection" ||
             name == "keep-alive" || name == "te" || name == "trailer") {
             hop.push_back(name);
         }
     }
     for (const auto& token : http::token_list{fields[http::field::connection]}) {
-        const auto name = ascii_lower(view(token));
+        const auto name = ascii_lower(as_view(token));
         if (name != "close" && name != "keep-alive" && name != "upgrade") hop.push_back(name);
     }
     for (const auto& name : hop) fields.erase(name);
