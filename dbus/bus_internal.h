@@ -2,8 +2,9 @@
 // (dbus/bus_service.h is the interface): bus_service.cpp (the connection,
 // the loop, signals and objects that follow the daemon's events),
 // bus_callers.cpp (who calls: the process behind a connection, without pid
-// races), bus_methods.cpp (methods, properties, sub-objects and the
-// vtables); the helpers in bus_support.h.
+// races), bus_methods.cpp (marshalling, the method and property handlers,
+// sub-objects and the vtables); the helpers in bus_support.h. What calls
+// and events mean is bus_front.h's, which has no sd-bus call.
 #pragma once
 
 #include "dbus/bus_support.h"
@@ -15,8 +16,7 @@ using namespace bus_detail;  // NOLINT(google-build-using-namespace)
 
 struct BusService::Impl {
     BusOptions options;
-    control::Control& control;
-    BusSources sources;
+    BusFront front;
     UniqueFd wake{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
 
     // The connection and its registrations; only the bus thread touches
@@ -36,14 +36,6 @@ struct BusService::Impl {
     std::deque<control::Event> queue;  // under queue_mutex
     std::size_t dropped = 0;           // under queue_mutex
 
-    // What the daemon's own emissions (InterfacesAdded, PropertiesChanged)
-    // read: the state as the events told it, with no caller to authorize.
-    std::map<std::string, json, std::less<>> approvals;
-    std::map<std::string, json, std::less<>> agents;
-    std::set<std::string, std::less<>> gateways;
-    json kill = json::object();
-    std::map<std::string, std::string, std::less<>> launchers;  // agent id -> the unique name that launched it
-
     // One identification per incoming message: a GetAll reads every
     // property with the same caller.
     MessagePtr identified_message;
@@ -61,7 +53,7 @@ struct BusService::Impl {
     bool peers_full_logged = false;
 
     Impl(BusOptions bus_options, control::Control& control_plane, BusSources bus_sources)
-        : options(std::move(bus_options)), control(control_plane), sources(bus_sources) {}
+        : options(std::move(bus_options)), front(control_plane, bus_sources) {}
 
     // ---------------------------------------------------------------------
     // Connection
@@ -132,17 +124,9 @@ struct BusService::Impl {
         }
     }
 
-    void properties_changed(const char* path, const char* interface, const std::vector<const char*>& names) {
-        if (!bus) return;
-        std::vector<char*> list;
-        list.reserve(names.size() + 1);
-        for (const char* name : names) list.push_back(const_cast<char*>(name));
-        list.push_back(nullptr);
-        emitted(sd_bus_emit_properties_changed_strv(bus.get(), path, interface, list.data()), "PropertiesChanged");
-    }
-
-    void handle(const control::Event& event);
-    void sync_gateways();
+    void handle(const control::Event& event) { emit(front.apply(event)); }
+    // Sends what BusFront decided, when connected.
+    void emit(const std::vector<Emission>& emissions);
 
     // ---------------------------------------------------------------------
     // Who calls
@@ -177,13 +161,14 @@ struct BusService::Impl {
     static int guarded_body(sd_bus_error* error, const std::function<int()>& body) {
         try {
             return body();
-        } catch (const ControlError& failure) {
-            return set_error(error, error_name(failure.code()), failure.what(), failure.hint());
         } catch (const std::bad_alloc&) {
             return -ENOMEM;
         } catch (const std::exception& failure) {
-            log(LogLevel::error, std::string("D-Bus call failed: ") + failure.what());
-            return set_error(error, error_name("internal"), std::string("internal error: ") + failure.what(), "");
+            if (dynamic_cast<const ControlError*>(&failure) == nullptr) {
+                log(LogLevel::error, std::string("D-Bus call failed: ") + failure.what());
+            }
+            const auto named = failure_of(failure);
+            return sd_bus_error_set(error, named.name.c_str(), valid_utf8(named.message).c_str());
         }
     }
 
@@ -202,34 +187,6 @@ struct BusService::Impl {
 
     // No message being dispatched: the daemon's own emission reads its caches.
     static bool own_emission(sd_bus* connection) { return sd_bus_get_current_message(connection) == nullptr; }
-
-    std::vector<std::string> approval_ids(sd_bus* connection) const {
-        std::vector<std::string> ids;
-        if (own_emission(connection)) {
-            for (const auto& [id, data] : approvals) ids.push_back(id);
-        } else {
-            for (const auto& request : sources.approvals->pending()) ids.push_back(request.id);
-        }
-        return ids;
-    }
-    std::vector<std::string> agent_ids(sd_bus* connection) const {
-        std::vector<std::string> ids;
-        if (own_emission(connection)) {
-            for (const auto& [id, data] : agents) ids.push_back(id);
-        } else if (sources.agents != nullptr) {
-            for (const auto& agent : sources.agents->list()) ids.push_back(agent.id);
-        }
-        return ids;
-    }
-    std::vector<std::string> gateway_names(sd_bus* connection) const {
-        std::vector<std::string> names;
-        if (own_emission(connection)) {
-            names.assign(gateways.begin(), gateways.end());
-        } else {
-            for (const auto& [name, gateway] : sources.config->snapshot()->gateways) names.push_back(name);
-        }
-        return names;
-    }
 };
 
 namespace bus_detail {
@@ -240,6 +197,9 @@ extern const sd_bus_vtable kGatewayVtable[];
 extern const sd_bus_vtable kAgentVtable[];
 extern const sd_bus_vtable kApprovalVtable[];
 int name_owner_changed(sd_bus_message* message, void* userdata, sd_bus_error* error);
+// A message's arguments as the seam's values; the value appended to a message.
+int read_arguments(sd_bus_message* message, std::vector<BusValue>& out);
+int append_value(sd_bus_message* message, const BusValue& value);
 int find_gateway(sd_bus* bus, const char* path, const char* interface, void* userdata, void** found,
                  sd_bus_error* error);
 int find_agent(sd_bus* bus, const char* path, const char* interface, void* userdata, void** found, sd_bus_error* error);

@@ -1,40 +1,139 @@
+// The D-Bus front end's marshalling: sd-bus messages to and from the seam's
+// values (bus_front.h), the one method and property handler, sub-object
+// look-ups and the vtables. What a call means is BusFront's.
 #include "dbus/bus_internal.h"
 
 namespace tameflare::dbus::bus_detail {
 
 using Impl = BusService::Impl;
 
+namespace {
+
 Impl& impl_of(void* userdata) {
     return *static_cast<Impl*>(userdata);
 }
 
-int reply_string(sd_bus_message* message, const std::string& text) {
-    return sd_bus_reply_method_return(message, "s", valid_utf8(text).c_str());
+template <class... Ts>
+struct Overloaded : Ts... {
+    using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+// The object a message or property belongs to, by its interface.
+std::optional<ObjectKind> object_of(std::string_view interface) {
+    if (interface == kInterface) return ObjectKind::main;
+    if (interface == kGatewayInterface) return ObjectKind::gateway;
+    if (interface == kAgentInterface) return ObjectKind::agent;
+    if (interface == kApprovalInterface) return ObjectKind::approval;
+    return std::nullopt;
 }
 
-int reply_json(sd_bus_message* message, const json& value) {
-    return reply_string(message, dump(value));
+const char* prefix_of(ObjectKind object) {
+    switch (object) {
+        case ObjectKind::gateway: return kGatewayPrefix;
+        case ObjectKind::agent: return kAgentPrefix;
+        case ObjectKind::approval: return kApprovalPrefix;
+        case ObjectKind::main: break;
+    }
+    return kObjectPath;
 }
 
-int reply_empty(sd_bus_message* message) {
-    return sd_bus_reply_method_return(message, nullptr);
+// A sub-object's label from its path; "" for the main object.
+std::optional<std::string> label_of(ObjectKind object, const char* path) {
+    if (object == ObjectKind::main) return std::string();
+    return decode(path, prefix_of(object));
 }
 
-// A method of the main interface: identify, authorize and answer in `body`.
-template <int (*Body)(Impl&, sd_bus_message*, Identity&)>
-int method(sd_bus_message* message, void* userdata, sd_bus_error* error, Effect effect) {
-    auto& impl = impl_of(userdata);
-    return impl.guarded(message, error, effect, [&](Identity& identity) { return Body(impl, message, identity); });
+int read_string(sd_bus_message* message, std::vector<BusValue>& out) {
+    const char* value = nullptr;
+    const int r = sd_bus_message_read(message, "s", &value);
+    if (r > 0) out.emplace_back(std::string(value));
+    return r;
 }
-// One that only reads.
-template <int (*Body)(Impl&, sd_bus_message*, Identity&)>
-int reads(sd_bus_message* message, void* userdata, sd_bus_error* error) {
-    return method<Body>(message, userdata, error, Effect::read);
+
+int read_array(sd_bus_message* message, std::string_view contents, std::vector<BusValue>& out) {
+    if (contents == "s") {
+        std::vector<std::string> values;
+        const int r = read_strings(message, values);
+        if (r >= 0) out.emplace_back(std::move(values));
+        return r;
+    }
+    if (contents == "{ss}") {
+        StringPairs values;
+        const int r = read_filters(message, values);
+        if (r >= 0) out.emplace_back(std::move(values));
+        return r;
+    }
+    return -EINVAL;
 }
-// One that changes state.
-template <int (*Body)(Impl&, sd_bus_message*, Identity&)>
-int changes(sd_bus_message* message, void* userdata, sd_bus_error* error) {
-    return method<Body>(message, userdata, error, Effect::change);
+
+}  // namespace
+
+int read_arguments(sd_bus_message* message, std::vector<BusValue>& out) {
+    for (;;) {
+        char type = 0;
+        const char* contents = nullptr;
+        int r = sd_bus_message_peek_type(message, &type, &contents);
+        if (r <= 0) return r;
+        if (type == 's') {
+            r = read_string(message, out);
+        } else if (type == 'b') {
+            int value = 0;
+            r = sd_bus_message_read(message, "b", &value);
+            out.emplace_back(value != 0);
+        } else if (type == 'h') {
+            int fd = -1;
+            r = sd_bus_message_read(message, "h", &fd);
+            out.emplace_back(BorrowedFd{fd});
+        } else if (type == 'a') {
+            r = read_array(message, contents == nullptr ? "" : contents, out);
+        } else {
+            r = -EINVAL;  // no method of the interface takes one
+        }
+        if (r < 0) return r;
+    }
+}
+
+int append_value(sd_bus_message* message, const BusValue& value) {
+    const auto text = [](const std::string& raw) { return valid_utf8(raw); };
+    return std::visit(
+        Overloaded{
+            [&](const std::string& v) { return sd_bus_message_append(message, "s", text(v).c_str()); },
+            [&](bool v) { return sd_bus_message_append(message, "b", v ? 1 : 0); },
+            [&](std::int32_t v) { return sd_bus_message_append(message, "i", v); },
+            [&](std::uint32_t v) { return sd_bus_message_append(message, "u", v); },
+            [&](std::uint64_t v) { return sd_bus_message_append(message, "t", v); },
+            [&](const std::vector<std::string>& v) { return append_strings(message, v); },
+            [&](const StringPairs& v) {
+                int r = sd_bus_message_open_container(message, 'a', "{ss}");
+                for (const auto& [key, item] : v) {
+                    if (r >= 0) r = sd_bus_message_append(message, "{ss}", text(key).c_str(), text(item).c_str());
+                }
+                return r < 0 ? r : sd_bus_message_close_container(message);
+            },
+            [&](const std::vector<AgentRow>& v) {
+                int r = sd_bus_message_open_container(message, 'a', "(ssuus)");
+                for (const auto& row : v) {
+                    if (r < 0) break;
+                    r = sd_bus_message_append(message, "(ssuus)", text(row.id).c_str(), text(row.gateway).c_str(),
+                                              row.uid, row.pid, text(row.isolation).c_str());
+                }
+                return r < 0 ? r : sd_bus_message_close_container(message);
+            },
+            [&](const std::vector<ApprovalRow>& v) {
+                int r = sd_bus_message_open_container(message, 'a', "(sssssst)");
+                for (const auto& row : v) {
+                    if (r < 0) break;
+                    r = sd_bus_message_append(message, "(sssssst)", text(row.id).c_str(), text(row.gateway).c_str(),
+                                              text(row.agent).c_str(), text(row.action).c_str(),
+                                              text(row.risk).c_str(), text(row.parameters).c_str(), row.age_seconds);
+                }
+                return r < 0 ? r : sd_bus_message_close_container(message);
+            },
+            [&](const BorrowedFd& v) { return sd_bus_message_append(message, "h", v.fd); },
+        },
+        value);
 }
 
 // NameOwnerChanged from the bus: connections appearing and going.
@@ -55,297 +154,74 @@ int name_owner_changed(sd_bus_message* message, void* userdata, sd_bus_error* /*
     return 0;
 }
 
-int get_status(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, control::to_json(impl.control.status(id.caller)));
-}
+namespace {
 
-int list_gateways(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, control::to_json(impl.control.gateways(id.caller)));
-}
-
-int get_gateway(Impl& impl, sd_bus_message* m, Identity& id) {
-    const char* name = nullptr;
-    if (const int r = sd_bus_message_read(m, "s", &name); r < 0) return r;
-    return reply_json(m, control::to_json(impl.control.gateway(id.caller, name)));
-}
-
-int set_enforcement(Impl& impl, sd_bus_message* m, Identity& id) {
-    const char* gateway = nullptr;
-    const char* level = nullptr;
-    if (const int r = sd_bus_message_read(m, "ss", &gateway, &level); r < 0) return r;
-    impl.control.set_enforcement(id.caller, gateway, level);
-    return reply_empty(m);
-}
-
-int reload(Impl& impl, sd_bus_message* m, Identity& id) {
-    const auto result = impl.control.reload(id.caller);
-    if (!result.reloaded) {
-        // Refused: the caller's to fix. The first error is in the message; CheckConfig lists them all.
-        const auto& errors = result.errors;
-        const std::string first =
-            errors.empty() ? std::string("the configuration does not load") : errors.front().message;
-        throw ControlError(
-            ControlError::Kind::bad_request, "config_invalid",
-            std::to_string(errors.size()) + " error(s) in the configuration; the running one stays in force: " + first,
-            "CheckConfig lists every error; fix them and reload again");
-    }
-    return reply_empty(m);
-}
-
-int check_config(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, control::to_json(impl.control.check_config(id.caller)));
-}
-
-int test_request(Impl& impl, sd_bus_message* m, Identity& id) {
-    const char* text = nullptr;
-    if (const int r = sd_bus_message_read(m, "s", &text); r < 0) return r;
-    impl.control.authorize(id.caller, Role::viewer);
-    const auto request = json::parse(text, nullptr, false);
-    if (request.is_discarded() || !request.is_object()) {
-        throw ControlError(ControlError::Kind::bad_request, "bad_json", "request_json is not a JSON object",
-                           R"(e.g. {"gateway": "ci", "method": "GET", "url": "https://api.github.com/user"})");
-    }
-    return reply_json(m, impl.control.test_request(id.caller, request));
-}
-
-int list_agents(Impl& impl, sd_bus_message* m, Identity& id) {
-    const auto listed = impl.control.agents(id.caller);
-    sd_bus_message* raw = nullptr;
-    int r = sd_bus_message_new_method_return(m, &raw);
-    const MessagePtr reply(raw);
-    if (r >= 0) r = sd_bus_message_open_container(reply.get(), 'a', "(ssuus)");
-    for (const auto& agent : listed) {
-        if (r < 0) break;
-        r = sd_bus_message_append(reply.get(), "(ssuus)", valid_utf8(agent.id).c_str(),
-                                  valid_utf8(agent.gateway).c_str(), static_cast<std::uint32_t>(agent.uid),
-                                  static_cast<std::uint32_t>(agent.pid), valid_utf8(agent.isolation).c_str());
-    }
-    if (r >= 0) r = sd_bus_message_close_container(reply.get());
-    if (r >= 0) r = sd_bus_send(nullptr, reply.get(), nullptr);
-    return r;
-}
-
-int stop_agent(Impl& impl, sd_bus_message* m, Identity& id) {
-    const char* agent = nullptr;
-    if (const int r = sd_bus_message_read(m, "s", &agent); r < 0) return r;
-    impl.control.stop_agent(id.caller, agent);
-    return reply_empty(m);
-}
-
-int launch(Impl& impl, sd_bus_message* m, Identity& id) {
-    const char* gateway = nullptr;
-    const char* name = nullptr;
-    const char* isolation = nullptr;
-    std::vector<std::string> argv;
-    std::vector<std::string> env;
-    int r = sd_bus_message_read(m, "sss", &gateway, &name, &isolation);
-    if (r >= 0) r = read_strings(m, argv);
-    if (r >= 0) r = read_strings(m, env);
-    int fds[4] = {-1, -1, -1, -1};
-    if (r >= 0) r = sd_bus_message_read(m, "hhhh", &fds[0], &fds[1], &fds[2], &fds[3]);
-    if (r < 0) return r;
-    json request{{"gateway", gateway}, {"argv", argv}, {"env", env}};
-    if (*name != '\0') request["name"] = name;
-    if (*isolation != '\0') request["isolation"] = isolation;
-    // The message owns its descriptors; the agent gets copies.
-    std::vector<UniqueFd> copies;
-    for (const int fd : fds) {
-        copies.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
-        if (!copies.back()) return -errno;
-    }
-    Caller caller = id.caller;
-    caller.process = std::make_shared<const UniqueFd>(std::move(id.pidfd));
-    const std::string agent = impl.control.launch(caller, request, std::move(copies));
-    if (const char* sender = sd_bus_message_get_sender(m); sender != nullptr) impl.launchers[agent] = sender;
-    return reply_string(m, agent);
-}
-
-int list_approvals(Impl& impl, sd_bus_message* m, Identity& id) {
-    const auto listed = impl.control.approvals(id.caller);
-    sd_bus_message* raw = nullptr;
-    int r = sd_bus_message_new_method_return(m, &raw);
-    const MessagePtr reply(raw);
-    if (r >= 0) r = sd_bus_message_open_container(reply.get(), 'a', "(sssssst)");
-    for (const auto& approval : listed) {
-        if (r < 0) break;
-        r = sd_bus_message_append(reply.get(), "(sssssst)", valid_utf8(approval.id).c_str(),
-                                  valid_utf8(approval.gateway).c_str(), valid_utf8(approval.agent).c_str(),
-                                  valid_utf8(approval.action).c_str(), valid_utf8(approval.risk).c_str(),
-                                  dump(control::to_json(approval).value("parameters", json::object())).c_str(),
-                                  control::age_seconds(approval));
-    }
-    if (r >= 0) r = sd_bus_message_close_container(reply.get());
-    if (r >= 0) r = sd_bus_send(nullptr, reply.get(), nullptr);
-    return r;
-}
-
-int answer(Impl& impl, sd_bus_message* m, Identity& id, bool approve) {
-    const char* approval = nullptr;
-    const char* note = nullptr;
-    if (const int r = sd_bus_message_read(m, "ss", &approval, &note); r < 0) return r;
-    impl.control.answer(id.caller, approval, approve, note);
-    return reply_empty(m);
-}
-
-int approve(Impl& impl, sd_bus_message* m, Identity& id) {
-    return answer(impl, m, id, true);
-}
-
-int deny(Impl& impl, sd_bus_message* m, Identity& id) {
-    return answer(impl, m, id, false);
-}
-
-int set_kill_switch(Impl& impl, sd_bus_message* m, Identity& id) {
-    int active = 0;
-    const char* scope = nullptr;
-    const char* reason = nullptr;
-    if (const int r = sd_bus_message_read(m, "bss", &active, &scope, &reason); r < 0) return r;
-    impl.control.set_kill_switch(id.caller, active != 0, *scope == '\0' ? "all" : scope, reason);
-    return reply_empty(m);
-}
-
-int get_kill_switch(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, control::to_json(impl.control.kill_switch(id.caller)));
-}
-
-int query_log(Impl& impl, sd_bus_message* m, Identity& id, bool audit) {
-    std::vector<std::pair<std::string, std::string>> filters;
-    if (const int r = read_filters(m, filters); r < 0) return r;
-    // The role before the filters: a refused caller learns nothing of them.
-    impl.control.authorize(id.caller, Role::viewer);
-    const auto filter = log_filter(filters, audit);
-    std::ostringstream out;
-    if (audit) {
-        store::AuditWriter writer(out, store::Format::jsonl);
-        writer.header();
-        impl.control.audit(id.caller, filter, [&](const store::AuditRecord& record) { writer.write(record); });
-    } else {
-        store::TrafficWriter writer(out, store::Format::jsonl);
-        writer.header();
-        impl.control.traffic(id.caller, filter, [&](const store::TrafficRow& row) { writer.write(row); });
-    }
-    auto text = std::move(out).str();
-    if (text.size() > kMaxLogReply) {
-        throw ControlError(ControlError::Kind::too_large, "too_large",
-                           "the answer is " + std::to_string(text.size() >> 20) + " MiB, more than a D-Bus reply holds",
-                           "narrow it: since, limit or another filter; or use tf or the REST socket");
-    }
-    return reply_string(m, text);
-}
-
-int query_traffic(Impl& impl, sd_bus_message* m, Identity& id) {
-    return query_log(impl, m, id, false);
-}
-
-int query_audit(Impl& impl, sd_bus_message* m, Identity& id) {
-    return query_log(impl, m, id, true);
-}
-
-int verify_audit(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, control::to_json(impl.control.verify_audit(id.caller)));
-}
-
-int list_secrets(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_json(m, control::to_json(impl.control.vault(id.caller)));
-}
-
-int set_secret(Impl& impl, sd_bus_message* m, Identity& id) {
-    const char* name = nullptr;
-    const char* connector = nullptr;
-    const char* value = nullptr;
-    if (const int r = sd_bus_message_read(m, "sss", &name, &connector, &value); r < 0) return r;
-    impl.control.vault_set(id.caller, name, connector, value);
-    return reply_empty(m);
-}
-
-int remove_secret(Impl& impl, sd_bus_message* m, Identity& id) {
-    const char* name = nullptr;
-    if (const int r = sd_bus_message_read(m, "s", &name); r < 0) return r;
-    impl.control.vault_remove(id.caller, name);
-    return reply_empty(m);
-}
-
-int rotate_vault_key(Impl& impl, sd_bus_message* m, Identity& id) {
-    const auto rotated = impl.control.vault_rotate(id.caller);
-    return sd_bus_reply_method_return(m, "u", static_cast<std::uint32_t>(rotated.rotated));
-}
-
-int get_metrics(Impl& impl, sd_bus_message* m, Identity& id) {
-    return reply_string(m, impl.control.metrics(id.caller));
-}
-
-// ---------------------------------------------------------------------------
-// Properties of the main object
-
-int main_property(sd_bus* bus, const char* /*path*/, const char* /*interface*/, const char* property,
-                  sd_bus_message* reply, void* userdata, sd_bus_error* error) {
+// Every method of every object: identify the caller, let BusFront answer,
+// send its reply.
+int method_handler(sd_bus_message* message, void* userdata, sd_bus_error* error) {
     auto& impl = impl_of(userdata);
-    const std::string_view name(property);
+    const char* interface = sd_bus_message_get_interface(message);
+    const auto object = object_of(interface == nullptr ? "" : interface);
+    if (!object) return sd_bus_error_set(error, SD_BUS_ERROR_UNKNOWN_INTERFACE, "no such interface");
+    const auto label = label_of(*object, sd_bus_message_get_path(message));
+    if (!label) return sd_bus_error_set(error, SD_BUS_ERROR_UNKNOWN_OBJECT, "no such object");
+    MethodCall call;
+    call.object = *object;
+    call.label = *label;
+    call.member = sd_bus_message_get_member(message);
+    if (const char* sender = sd_bus_message_get_sender(message); sender != nullptr) call.sender = sender;
+    std::vector<BusValue> arguments;
+    if (const int r = read_arguments(message, arguments); r < 0) return r;
+    call.args = CallArgs(std::move(arguments));
+    return impl.guarded(message, error, BusFront::effect_of(*object, call.member), [&](Identity& identity) {
+        const auto reply = impl.front.call(call, identity);
+        if (!reply) return sd_bus_reply_method_return(message, nullptr);
+        sd_bus_message* raw = nullptr;
+        int r = sd_bus_message_new_method_return(message, &raw);
+        const MessagePtr out(raw);
+        if (r >= 0) r = append_value(out.get(), *reply);
+        if (r >= 0) r = sd_bus_send(nullptr, out.get(), nullptr);
+        return r;
+    });
+}
+
+// Every property of every object: for a caller authorized per call; for the
+// daemon's own emissions (no message being dispatched) from the caches.
+int property_handler(sd_bus* bus, const char* path, const char* interface, const char* property,
+                     sd_bus_message* reply, void* userdata, sd_bus_error* error) {
+    auto& impl = impl_of(userdata);
+    const auto object = object_of(interface);
+    if (!object) return -ENOENT;
+    const auto label = label_of(*object, path);
+    if (!label) return -ENOENT;
     if (Impl::own_emission(bus)) {
-        if (name == "Version") return sd_bus_message_append(reply, "s", TF_VERSION);
-        if (name == "KillSwitch") return sd_bus_message_append(reply, "b", impl.kill.value("active", false) ? 1 : 0);
-        if (name == "KillSwitchScope") return append_strings(reply, kill_scopes(impl.kill));
-        if (name == "PendingApprovals") {
-            return sd_bus_message_append(reply, "u", static_cast<std::uint32_t>(impl.approvals.size()));
-        }
-        if (name == "Agents") return sd_bus_message_append(reply, "u", static_cast<std::uint32_t>(impl.agents.size()));
-        return -ENOENT;
+        return Impl::guarded_body(
+            error, [&] { return append_value(reply, impl.front.property(*object, *label, property, nullptr)); });
     }
     const auto caller = impl.current_caller(bus, error);
     if (!caller) return -EACCES;
-    return Impl::guarded_body(error, [&] {
-        impl.control.authorize(*caller, Role::viewer);
-        if (name == "Version") return sd_bus_message_append(reply, "s", TF_VERSION);
-        if (name == "KillSwitch" || name == "KillSwitchScope") {
-            const auto kill = impl.control.kill_switch(*caller);
-            if (name == "KillSwitch") return sd_bus_message_append(reply, "b", kill.active() ? 1 : 0);
-            return append_strings(reply, kill.scopes());
-        }
-        if (name == "PendingApprovals") {
-            const auto size = impl.control.approvals(*caller).size();
-            return sd_bus_message_append(reply, "u", static_cast<std::uint32_t>(size));
-        }
-        if (name == "Agents") {
-            const auto size = impl.control.agents(*caller).size();
-            return sd_bus_message_append(reply, "u", static_cast<std::uint32_t>(size));
-        }
-        return -ENOENT;
-    });
+    return Impl::guarded_body(
+        error, [&] { return append_value(reply, impl.front.property(*object, *label, property, &*caller)); });
 }
 
 // ---------------------------------------------------------------------------
 // Sub-objects: gateways, agents, approvals
 
-template <std::vector<std::string> (Impl::*Ids)(sd_bus*) const>
-int exists(sd_bus* bus, const char* path, const char* prefix, void* userdata, void** found) {
-    const auto label = decode(path, prefix);
+int exists(sd_bus* bus, const char* path, ObjectKind object, void* userdata, void** found) {
+    const auto label = decode(path, prefix_of(object));
     if (!label) return 0;
-    const auto ids = (impl_of(userdata).*Ids)(bus);
-    if (std::find(ids.begin(), ids.end(), *label) == ids.end()) return 0;
+    const auto labels = impl_of(userdata).front.labels(object, Impl::own_emission(bus));
+    if (std::find(labels.begin(), labels.end(), *label) == labels.end()) return 0;
     *found = userdata;
     return 1;
 }
 
-int find_gateway(sd_bus* bus, const char* path, const char* /*interface*/, void* userdata, void** found,
-                 sd_bus_error* /*error*/) {
-    return exists<&Impl::gateway_names>(bus, path, kGatewayPrefix, userdata, found);
-}
-
-int find_agent(sd_bus* bus, const char* path, const char* /*interface*/, void* userdata, void** found,
-               sd_bus_error* /*error*/) {
-    return exists<&Impl::agent_ids>(bus, path, kAgentPrefix, userdata, found);
-}
-
-int find_approval(sd_bus* bus, const char* path, const char* /*interface*/, void* userdata, void** found,
-                  sd_bus_error* /*error*/) {
-    return exists<&Impl::approval_ids>(bus, path, kApprovalPrefix, userdata, found);
-}
-
-int enumerate(const std::vector<std::string>& labels, const char* prefix, char*** nodes) {
+int enumerate(sd_bus* bus, ObjectKind object, void* userdata, char*** nodes) {
+    const auto labels = impl_of(userdata).front.labels(object, Impl::own_emission(bus));
     auto** out = static_cast<char**>(std::calloc(labels.size() + 1, sizeof(char*)));
     if (out == nullptr) return -ENOMEM;
     for (std::size_t i = 0; i < labels.size(); ++i) {
-        if (sd_bus_path_encode(prefix, labels[i].c_str(), &out[i]) < 0) {
+        if (sd_bus_path_encode(prefix_of(object), labels[i].c_str(), &out[i]) < 0) {
             for (std::size_t k = 0; k < i; ++k) std::free(out[k]);
             std::free(static_cast<void*>(out));
             return -ENOMEM;
@@ -355,157 +231,33 @@ int enumerate(const std::vector<std::string>& labels, const char* prefix, char**
     return 0;
 }
 
+}  // namespace
+
+int find_gateway(sd_bus* bus, const char* path, const char* /*interface*/, void* userdata, void** found,
+                 sd_bus_error* /*error*/) {
+    return exists(bus, path, ObjectKind::gateway, userdata, found);
+}
+
+int find_agent(sd_bus* bus, const char* path, const char* /*interface*/, void* userdata, void** found,
+               sd_bus_error* /*error*/) {
+    return exists(bus, path, ObjectKind::agent, userdata, found);
+}
+
+int find_approval(sd_bus* bus, const char* path, const char* /*interface*/, void* userdata, void** found,
+                  sd_bus_error* /*error*/) {
+    return exists(bus, path, ObjectKind::approval, userdata, found);
+}
+
 int enumerate_gateways(sd_bus* bus, const char* /*prefix*/, void* userdata, char*** nodes, sd_bus_error* /*error*/) {
-    return enumerate(impl_of(userdata).gateway_names(bus), kGatewayPrefix, nodes);
+    return enumerate(bus, ObjectKind::gateway, userdata, nodes);
 }
 
 int enumerate_agents(sd_bus* bus, const char* /*prefix*/, void* userdata, char*** nodes, sd_bus_error* /*error*/) {
-    return enumerate(impl_of(userdata).agent_ids(bus), kAgentPrefix, nodes);
+    return enumerate(bus, ObjectKind::agent, userdata, nodes);
 }
 
 int enumerate_approvals(sd_bus* bus, const char* /*prefix*/, void* userdata, char*** nodes, sd_bus_error* /*error*/) {
-    return enumerate(impl_of(userdata).approval_ids(bus), kApprovalPrefix, nodes);
-}
-
-// A property of a sub-object: `read` gives its document (from Control for a
-// caller, from the caches for the daemon's own emissions), `append` its value.
-int sub_property(sd_bus* bus, const char* path, const char* prefix, void* userdata, sd_bus_error* error,
-                 const std::function<json(Impl&, const std::string&)>& own,
-                 const std::function<json(Impl&, const Caller&, const std::string&)>& read,
-                 const std::function<int(const json&)>& append) {
-    auto& impl = impl_of(userdata);
-    const auto label = decode(path, prefix);
-    if (!label) return -ENOENT;
-    if (Impl::own_emission(bus)) return append(own(impl, *label));
-    const auto caller = impl.current_caller(bus, error);
-    if (!caller) return -EACCES;
-    return Impl::guarded_body(error, [&] { return append(read(impl, *caller, *label)); });
-}
-
-int gateway_property(sd_bus* bus, const char* path, const char* /*interface*/, const char* property,
-                     sd_bus_message* reply, void* userdata, sd_bus_error* error) {
-    const std::string_view name(property);
-    const auto own = [](Impl& impl, const std::string& label) {
-        const auto config = impl.sources.config->snapshot();
-        const auto* gateway = config->gateway(label);
-        if (gateway == nullptr) return json::object();
-        json connectors = json::array();
-        for (const auto& connector : gateway->connectors) connectors.push_back({{"name", connector.name}});
-        return json{{"name", gateway->name},
-                    {"enforcement", policy::to_string(gateway->enforcement)},
-                    {"connectors", connectors}};
-    };
-    const auto read = [](Impl& impl, const Caller& caller, const std::string& label) {
-        return control::to_json(impl.control.gateway(caller, label));
-    };
-    return sub_property(bus, path, kGatewayPrefix, userdata, error, own, read, [&](const json& gateway) {
-        if (name == "Name") return sd_bus_message_append(reply, "s", valid_utf8(text_of(gateway, "name")).c_str());
-        if (name == "EnforcementLevel") {
-            return sd_bus_message_append(reply, "s", valid_utf8(text_of(gateway, "enforcement")).c_str());
-        }
-        std::vector<std::string> connectors;
-        for (const auto& connector : gateway.value("connectors", json::array())) {
-            connectors.push_back(connector.is_object()   ? text_of(connector, "name")
-                                 : connector.is_string() ? connector.get<std::string>()
-                                                         : "");
-        }
-        return append_strings(reply, connectors);
-    });
-}
-
-int agent_property(sd_bus* bus, const char* path, const char* /*interface*/, const char* property,
-                   sd_bus_message* reply, void* userdata, sd_bus_error* error) {
-    const std::string_view name(property);
-    const auto own = [](Impl& impl, const std::string& label) {
-        const auto found = impl.agents.find(label);
-        return found == impl.agents.end() ? json::object() : found->second;
-    };
-    const auto read = [](Impl& impl, const Caller& caller, const std::string& label) {
-        return control::to_json(impl.control.agent(caller, label));
-    };
-    return sub_property(bus, path, kAgentPrefix, userdata, error, own, read, [&](const json& agent) {
-        if (name == "Uid") return sd_bus_message_append(reply, "u", number_of<std::uint32_t>(agent, "uid"));
-        if (name == "Pid") return sd_bus_message_append(reply, "u", number_of<std::uint32_t>(agent, "pid"));
-        const char* key = name == "Id" ? "id" : name == "Gateway" ? "gateway" : "isolation";
-        return sd_bus_message_append(reply, "s", valid_utf8(text_of(agent, key)).c_str());
-    });
-}
-
-int approval_property(sd_bus* bus, const char* path, const char* /*interface*/, const char* property,
-                      sd_bus_message* reply, void* userdata, sd_bus_error* error) {
-    const std::string_view name(property);
-    const auto own = [](Impl& impl, const std::string& label) {
-        const auto found = impl.approvals.find(label);
-        return found == impl.approvals.end() ? json::object() : found->second;
-    };
-    const auto read = [](Impl& impl, const Caller& caller, const std::string& label) {
-        return control::to_json(impl.control.approval(caller, label));
-    };
-    return sub_property(bus, path, kApprovalPrefix, userdata, error, own, read, [&](const json& approval) {
-        if (name == "AgeSeconds") {
-            return sd_bus_message_append(reply, "t", number_of<std::uint64_t>(approval, "age_seconds"));
-        }
-        if (name == "Parameters") {
-            return sd_bus_message_append(reply, "s", dump(approval.value("parameters", json::object())).c_str());
-        }
-        const char* key = name == "Id"        ? "id"
-                          : name == "Gateway" ? "gateway"
-                          : name == "Agent"   ? "agent"
-                          : name == "Action"  ? "action"
-                                              : "risk";
-        return sd_bus_message_append(reply, "s", valid_utf8(text_of(approval, key)).c_str());
-    });
-}
-
-// A method of a sub-object: the label is the object's.
-// Every method of a sub-object changes state.
-template <int (*Body)(Impl&, sd_bus_message*, Identity&, const std::string&)>
-int sub_method(sd_bus_message* message, void* userdata, sd_bus_error* error, const char* prefix) {
-    auto& impl = impl_of(userdata);
-    const auto label = decode(sd_bus_message_get_path(message), prefix);
-    if (!label) return sd_bus_error_set(error, SD_BUS_ERROR_UNKNOWN_OBJECT, "no such object");
-    return impl.guarded(message, error, Effect::change,
-                        [&](Identity& identity) { return Body(impl, message, identity, *label); });
-}
-
-int gateway_set_enforcement(Impl& impl, sd_bus_message* m, Identity& id, const std::string& gateway) {
-    const char* level = nullptr;
-    if (const int r = sd_bus_message_read(m, "s", &level); r < 0) return r;
-    impl.control.set_enforcement(id.caller, gateway, level);
-    return reply_empty(m);
-}
-
-int agent_stop(Impl& impl, sd_bus_message* m, Identity& id, const std::string& agent) {
-    impl.control.stop_agent(id.caller, agent);
-    return reply_empty(m);
-}
-
-int approval_answer(Impl& impl, sd_bus_message* m, Identity& id, const std::string& approval, bool approve) {
-    const char* note = nullptr;
-    if (const int r = sd_bus_message_read(m, "s", &note); r < 0) return r;
-    impl.control.answer(id.caller, approval, approve, note);
-    return reply_empty(m);
-}
-
-int approval_approve(Impl& impl, sd_bus_message* m, Identity& id, const std::string& approval) {
-    return approval_answer(impl, m, id, approval, true);
-}
-
-int approval_deny(Impl& impl, sd_bus_message* m, Identity& id, const std::string& approval) {
-    return approval_answer(impl, m, id, approval, false);
-}
-
-int gateway_set_enforcement_method(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-    return sub_method<gateway_set_enforcement>(m, userdata, error, kGatewayPrefix);
-}
-int agent_stop_method(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-    return sub_method<agent_stop>(m, userdata, error, kAgentPrefix);
-}
-int approval_approve_method(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-    return sub_method<approval_approve>(m, userdata, error, kApprovalPrefix);
-}
-int approval_deny_method(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-    return sub_method<approval_deny>(m, userdata, error, kApprovalPrefix);
+    return enumerate(bus, ObjectKind::approval, userdata, nodes);
 }
 
 // ---------------------------------------------------------------------------
@@ -518,47 +270,47 @@ constexpr auto kConst = SD_BUS_VTABLE_PROPERTY_CONST;
 
 const sd_bus_vtable kMainVtable[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("Version", "s", main_property, 0, kConst),
-    SD_BUS_PROPERTY("KillSwitch", "b", main_property, 0, kChanges),
-    SD_BUS_PROPERTY("KillSwitchScope", "as", main_property, 0, kChanges),
-    SD_BUS_PROPERTY("PendingApprovals", "u", main_property, 0, kChanges),
-    SD_BUS_PROPERTY("Agents", "u", main_property, 0, kChanges),
-    SD_BUS_METHOD_WITH_NAMES("GetStatus", "", "", "s", SD_BUS_PARAM(status_json), reads<get_status>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("ListGateways", "", "", "s", SD_BUS_PARAM(gateways_json), reads<list_gateways>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("GetGateway", "s", SD_BUS_PARAM(name), "s", SD_BUS_PARAM(gateway_json), reads<get_gateway>,
+    SD_BUS_PROPERTY("Version", "s", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("KillSwitch", "b", property_handler, 0, kChanges),
+    SD_BUS_PROPERTY("KillSwitchScope", "as", property_handler, 0, kChanges),
+    SD_BUS_PROPERTY("PendingApprovals", "u", property_handler, 0, kChanges),
+    SD_BUS_PROPERTY("Agents", "u", property_handler, 0, kChanges),
+    SD_BUS_METHOD_WITH_NAMES("GetStatus", "", "", "s", SD_BUS_PARAM(status_json), method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("ListGateways", "", "", "s", SD_BUS_PARAM(gateways_json), method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("GetGateway", "s", SD_BUS_PARAM(name), "s", SD_BUS_PARAM(gateway_json), method_handler,
                              kCall),
     SD_BUS_METHOD_WITH_NAMES("SetEnforcement", "ss", SD_BUS_PARAM(gateway) SD_BUS_PARAM(level), "", "",
-                             changes<set_enforcement>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("Reload", "", "", "", "", changes<reload>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("CheckConfig", "", "", "s", SD_BUS_PARAM(result_json), reads<check_config>, kCall),
+                             method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("Reload", "", "", "", "", method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("CheckConfig", "", "", "s", SD_BUS_PARAM(result_json), method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("TestRequest", "s", SD_BUS_PARAM(request_json), "s", SD_BUS_PARAM(decision_json),
-                             reads<test_request>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("ListAgents", "", "", "a(ssuus)", SD_BUS_PARAM(agents), reads<list_agents>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("StopAgent", "s", SD_BUS_PARAM(id), "", "", changes<stop_agent>, kCall),
+                             method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("ListAgents", "", "", "a(ssuus)", SD_BUS_PARAM(agents), method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("StopAgent", "s", SD_BUS_PARAM(id), "", "", method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("Launch", "sssasashhhh",
                              SD_BUS_PARAM(gateway) SD_BUS_PARAM(name) SD_BUS_PARAM(isolation) SD_BUS_PARAM(argv)
                                  SD_BUS_PARAM(env) SD_BUS_PARAM(stdin) SD_BUS_PARAM(stdout) SD_BUS_PARAM(stderr)
                                      SD_BUS_PARAM(cwd),
-                             "s", SD_BUS_PARAM(agent_id), changes<launch>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("ListApprovals", "", "", "a(sssssst)", SD_BUS_PARAM(approvals), reads<list_approvals>,
+                             "s", SD_BUS_PARAM(agent_id), method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("ListApprovals", "", "", "a(sssssst)", SD_BUS_PARAM(approvals), method_handler,
                              kCall),
-    SD_BUS_METHOD_WITH_NAMES("Approve", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), "", "", changes<approve>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("Deny", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), "", "", changes<deny>, kCall),
+    SD_BUS_METHOD_WITH_NAMES("Approve", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), "", "", method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("Deny", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), "", "", method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("SetKillSwitch", "bss", SD_BUS_PARAM(active) SD_BUS_PARAM(scope) SD_BUS_PARAM(reason), "",
-                             "", changes<set_kill_switch>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("GetKillSwitch", "", "", "s", SD_BUS_PARAM(kill_switch_json), reads<get_kill_switch>,
+                             "", method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("GetKillSwitch", "", "", "s", SD_BUS_PARAM(kill_switch_json), method_handler,
                              kCall),
     SD_BUS_METHOD_WITH_NAMES("QueryTraffic", "a{ss}", SD_BUS_PARAM(filters), "s", SD_BUS_PARAM(rows_jsonl),
-                             reads<query_traffic>, kCall),
+                             method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("QueryAudit", "a{ss}", SD_BUS_PARAM(filters), "s", SD_BUS_PARAM(records_jsonl),
-                             reads<query_audit>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("VerifyAudit", "", "", "s", SD_BUS_PARAM(report_json), reads<verify_audit>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("ListSecrets", "", "", "s", SD_BUS_PARAM(secrets_json), reads<list_secrets>, kCall),
+                             method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("VerifyAudit", "", "", "s", SD_BUS_PARAM(report_json), method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("ListSecrets", "", "", "s", SD_BUS_PARAM(secrets_json), method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("SetSecret", "sss", SD_BUS_PARAM(name) SD_BUS_PARAM(connector) SD_BUS_PARAM(value), "", "",
-                             changes<set_secret>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("RemoveSecret", "s", SD_BUS_PARAM(name), "", "", changes<remove_secret>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("RotateVaultKey", "", "", "u", SD_BUS_PARAM(count), changes<rotate_vault_key>, kCall),
-    SD_BUS_METHOD_WITH_NAMES("GetMetrics", "", "", "s", SD_BUS_PARAM(metrics_text), reads<get_metrics>, kCall),
+                             method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("RemoveSecret", "s", SD_BUS_PARAM(name), "", "", method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("RotateVaultKey", "", "", "u", SD_BUS_PARAM(count), method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("GetMetrics", "", "", "s", SD_BUS_PARAM(metrics_text), method_handler, kCall),
     SD_BUS_SIGNAL_WITH_NAMES("ApprovalRequested", "ssssss",
                              SD_BUS_PARAM(id) SD_BUS_PARAM(gateway) SD_BUS_PARAM(agent) SD_BUS_PARAM(action)
                                  SD_BUS_PARAM(risk) SD_BUS_PARAM(parameters_json),
@@ -575,21 +327,21 @@ const sd_bus_vtable kMainVtable[] = {
 
 const sd_bus_vtable kGatewayVtable[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("Name", "s", gateway_property, 0, kConst),
-    SD_BUS_PROPERTY("EnforcementLevel", "s", gateway_property, 0, kChanges),
-    SD_BUS_PROPERTY("Connectors", "as", gateway_property, 0, kChanges),
-    SD_BUS_METHOD_WITH_NAMES("SetEnforcement", "s", SD_BUS_PARAM(level), "", "", gateway_set_enforcement_method, kCall),
+    SD_BUS_PROPERTY("Name", "s", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("EnforcementLevel", "s", property_handler, 0, kChanges),
+    SD_BUS_PROPERTY("Connectors", "as", property_handler, 0, kChanges),
+    SD_BUS_METHOD_WITH_NAMES("SetEnforcement", "s", SD_BUS_PARAM(level), "", "", method_handler, kCall),
     SD_BUS_VTABLE_END,
 };
 
 const sd_bus_vtable kAgentVtable[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("Id", "s", agent_property, 0, kConst),
-    SD_BUS_PROPERTY("Gateway", "s", agent_property, 0, kConst),
-    SD_BUS_PROPERTY("Uid", "u", agent_property, 0, kConst),
-    SD_BUS_PROPERTY("Pid", "u", agent_property, 0, kConst),
-    SD_BUS_PROPERTY("Isolation", "s", agent_property, 0, kConst),
-    SD_BUS_METHOD_WITH_NAMES("Stop", "", "", "", "", agent_stop_method, kCall),
+    SD_BUS_PROPERTY("Id", "s", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("Gateway", "s", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("Uid", "u", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("Pid", "u", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("Isolation", "s", property_handler, 0, kConst),
+    SD_BUS_METHOD_WITH_NAMES("Stop", "", "", "", "", method_handler, kCall),
     // Sent to the connection that launched the agent only.
     SD_BUS_SIGNAL_WITH_NAMES("Exited", "i", SD_BUS_PARAM(status), 0),
     SD_BUS_VTABLE_END,
@@ -597,16 +349,16 @@ const sd_bus_vtable kAgentVtable[] = {
 
 const sd_bus_vtable kApprovalVtable[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("Id", "s", approval_property, 0, kConst),
-    SD_BUS_PROPERTY("Gateway", "s", approval_property, 0, kConst),
-    SD_BUS_PROPERTY("Agent", "s", approval_property, 0, kConst),
-    SD_BUS_PROPERTY("Action", "s", approval_property, 0, kConst),
-    SD_BUS_PROPERTY("Risk", "s", approval_property, 0, kConst),
-    SD_BUS_PROPERTY("Parameters", "s", approval_property, 0, kConst),
+    SD_BUS_PROPERTY("Id", "s", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("Gateway", "s", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("Agent", "s", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("Action", "s", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("Risk", "s", property_handler, 0, kConst),
+    SD_BUS_PROPERTY("Parameters", "s", property_handler, 0, kConst),
     // Grows by itself; read it when needed.
-    SD_BUS_PROPERTY("AgeSeconds", "t", approval_property, 0, 0),
-    SD_BUS_METHOD_WITH_NAMES("Approve", "s", SD_BUS_PARAM(note), "", "", approval_approve_method, kCall),
-    SD_BUS_METHOD_WITH_NAMES("Deny", "s", SD_BUS_PARAM(note), "", "", approval_deny_method, kCall),
+    SD_BUS_PROPERTY("AgeSeconds", "t", property_handler, 0, 0),
+    SD_BUS_METHOD_WITH_NAMES("Approve", "s", SD_BUS_PARAM(note), "", "", method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("Deny", "s", SD_BUS_PARAM(note), "", "", method_handler, kCall),
     SD_BUS_VTABLE_END,
 };
 

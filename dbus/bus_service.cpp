@@ -87,7 +87,7 @@ void BusService::Impl::run() {
                 connect();
                 log(LogLevel::notice, "D-Bus connection restored", {{"BUS_NAME", options.name}});
                 delay = std::chrono::seconds(1);
-                sync_gateways();
+                emit(front.sync_gateways());
             } catch (const std::exception& error) {
                 log(LogLevel::debug, error.what());
                 delay = std::min(delay * 2, kMaxReconnectDelay);
@@ -126,106 +126,41 @@ void BusService::Impl::run() {
     }
 }
 
-void BusService::Impl::handle(const control::Event& event) {
-    const auto& data = event.data;
-    const std::string id = text_of(data, "id");
-    if (event.type == "approval.requested") {
-        const std::string path = encode(kApprovalPrefix, id);
-        approvals[id] = data;
+void BusService::Impl::emit(const std::vector<Emission>& emissions) {
+    for (const auto& emission : emissions) {
         if (!bus) return;
-        emitted(sd_bus_emit_signal(
-                    bus.get(), kObjectPath, kInterface, "ApprovalRequested", "ssssss", valid_utf8(id).c_str(),
-                    valid_utf8(text_of(data, "gateway")).c_str(), valid_utf8(text_of(data, "agent")).c_str(),
-                    valid_utf8(text_of(data, "action")).c_str(), valid_utf8(text_of(data, "risk")).c_str(),
-                    dump(data.value("parameters", json::object())).c_str()),
-                "ApprovalRequested");
-        emitted(sd_bus_emit_object_added(bus.get(), path.c_str()), "InterfacesAdded");
-        properties_changed(kObjectPath, kInterface, {"PendingApprovals"});
-    } else if (event.type == "approval.resolved") {
-        const std::string path = encode(kApprovalPrefix, id);
-        const bool known = approvals.count(id) != 0;
-        if (bus) {
-            std::string note = text_of(data, "note");
-            if (note.empty() && data.value("expired", false)) note = "expired";
-            emitted(sd_bus_emit_signal(bus.get(), kObjectPath, kInterface, "ApprovalResolved", "sbss",
-                                       valid_utf8(id).c_str(), data.value("approved", false) ? 1 : 0,
-                                       valid_utf8(text_of(data, "actor")).c_str(), valid_utf8(note).c_str()),
-                    "ApprovalResolved");
-            // Removed while still known: the InterfacesRemoved lists its interfaces.
-            if (known) emitted(sd_bus_emit_object_removed(bus.get(), path.c_str()), "InterfacesRemoved");
-        }
-        approvals.erase(id);
-        if (known) properties_changed(kObjectPath, kInterface, {"PendingApprovals"});
-    } else if (event.type == "kill_switch.changed") {
-        kill = data;
-        if (!bus) return;
-        emitted(sd_bus_emit_signal(bus.get(), kObjectPath, kInterface, "KillSwitchChanged", "bss",
-                                   data.value("active", false) ? 1 : 0, valid_utf8(text_of(data, "reason")).c_str(),
-                                   valid_utf8(text_of(data, "actor")).c_str()),
-                "KillSwitchChanged");
-        properties_changed(kObjectPath, kInterface, {"KillSwitch", "KillSwitchScope"});
-    } else if (event.type == "agent.started") {
-        agents[id] = data;
-        if (!bus) return;
-        emitted(sd_bus_emit_signal(bus.get(), kObjectPath, kInterface, "AgentStarted", "ssuu", valid_utf8(id).c_str(),
-                                   valid_utf8(text_of(data, "gateway")).c_str(), number_of<std::uint32_t>(data, "uid"),
-                                   number_of<std::uint32_t>(data, "pid")),
-                "AgentStarted");
-        emitted(sd_bus_emit_object_added(bus.get(), encode(kAgentPrefix, id).c_str()), "InterfacesAdded");
-        properties_changed(kObjectPath, kInterface, {"Agents"});
-    } else if (event.type == "agent.exited") {
-        const std::string path = encode(kAgentPrefix, id);
-        const int status = number_of<int>(data, "status");
-        const bool known = agents.count(id) != 0;
-        const auto launcher = launchers.find(id);
-        if (bus) {
-            emitted(sd_bus_emit_signal(bus.get(), kObjectPath, kInterface, "AgentExited", "si", valid_utf8(id).c_str(),
-                                       status),
-                    "AgentExited");
-            // The launcher alone learns the end on the agent's object, which
-            // the bus policy lets any user receive (the broadcasts it does not).
-            if (launcher != launchers.end()) {
+        switch (emission.kind) {
+            case Emission::Kind::signal: {
                 sd_bus_message* raw = nullptr;
-                int r = sd_bus_message_new_signal(bus.get(), &raw, path.c_str(), kAgentInterface, "Exited");
+                int r = sd_bus_message_new_signal(bus.get(), &raw, emission.path.c_str(), emission.interface.c_str(),
+                                                  emission.member.c_str());
                 const MessagePtr signal(raw);
-                if (r >= 0) r = sd_bus_message_set_destination(signal.get(), launcher->second.c_str());
-                if (r >= 0) r = sd_bus_message_append(signal.get(), "i", status);
+                if (r >= 0 && !emission.destination.empty()) {
+                    r = sd_bus_message_set_destination(signal.get(), emission.destination.c_str());
+                }
+                for (const auto& value : emission.args) {
+                    if (r >= 0) r = append_value(signal.get(), value);
+                }
                 if (r >= 0) r = sd_bus_send(bus.get(), signal.get(), nullptr);
-                emitted(r, "Exited");
+                emitted(r, emission.member);
+                break;
             }
-            if (known) emitted(sd_bus_emit_object_removed(bus.get(), path.c_str()), "InterfacesRemoved");
-        }
-        if (launcher != launchers.end()) launchers.erase(launcher);
-        agents.erase(id);
-        if (known) properties_changed(kObjectPath, kInterface, {"Agents"});
-    } else if (event.type == "config.reloaded") {
-        sync_gateways();
-    } else if (event.type == "enforcement.changed") {
-        sync_gateways();
-        const std::string gateway = text_of(data, "gateway");
-        if (gateways.count(gateway) != 0) {
-            properties_changed(encode(kGatewayPrefix, gateway).c_str(), kGatewayInterface, {"EnforcementLevel"});
-        }
-    }
-}
-
-// Gateway objects come and go with the configuration.
-void BusService::Impl::sync_gateways() {
-    std::set<std::string, std::less<>> now;
-    for (const auto& [name, gateway] : sources.config->snapshot()->gateways) now.insert(name);
-    for (const auto& name : gateways) {
-        if (now.count(name) == 0 && bus) {
-            emitted(sd_bus_emit_object_removed(bus.get(), encode(kGatewayPrefix, name).c_str()), "InterfacesRemoved");
-        }
-    }
-    const auto before = std::exchange(gateways, now);
-    for (const auto& name : now) {
-        if (!bus) break;
-        const std::string path = encode(kGatewayPrefix, name);
-        if (before.count(name) == 0) {
-            emitted(sd_bus_emit_object_added(bus.get(), path.c_str()), "InterfacesAdded");
-        } else {
-            properties_changed(path.c_str(), kGatewayInterface, {"Connectors"});
+            case Emission::Kind::added:
+                emitted(sd_bus_emit_object_added(bus.get(), emission.path.c_str()), "InterfacesAdded");
+                break;
+            case Emission::Kind::removed:
+                emitted(sd_bus_emit_object_removed(bus.get(), emission.path.c_str()), "InterfacesRemoved");
+                break;
+            case Emission::Kind::changed: {
+                std::vector<char*> names;
+                names.reserve(emission.properties.size() + 1);
+                for (const auto& name : emission.properties) names.push_back(const_cast<char*>(name.c_str()));
+                names.push_back(nullptr);
+                emitted(sd_bus_emit_properties_changed_strv(bus.get(), emission.path.c_str(),
+                                                            emission.interface.c_str(), names.data()),
+                        "PropertiesChanged");
+                break;
+            }
         }
     }
 }
@@ -233,10 +168,9 @@ void BusService::Impl::sync_gateways() {
 // ---------------------------------------------------------------------------
 
 BusService::BusService(BusOptions options, control::Control& control, BusSources sources)
-    : impl_(std::make_unique<Impl>(std::move(options), control, sources)) {
-    if (sources.config == nullptr || sources.approvals == nullptr) {
-        throw std::invalid_argument("BusService needs the configuration and the approval queue");
-    }
+    : impl_((sources.config == nullptr || sources.approvals == nullptr)
+                ? throw std::invalid_argument("BusService needs the configuration and the approval queue")
+                : std::make_unique<Impl>(std::move(options), control, sources)) {
     if (!impl_->wake) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
     // Subscribed before the caches are filled: an event in between is
     // queued and applied again, which is harmless.
@@ -244,18 +178,7 @@ BusService::BusService(BusOptions options, control::Control& control, BusSources
         control.events().subscribe([impl = impl_.get()](const control::Event& event) { impl->enqueue(event); });
     impl_->subscribed = true;
     try {
-        for (const auto& request : sources.approvals->pending())
-            impl_->approvals[request.id] = control::to_json(request);
-        if (sources.agents != nullptr) {
-            for (const auto& agent : sources.agents->list()) {
-                impl_->agents[agent.id] = json{{"id", agent.id},
-                                               {"gateway", agent.gateway},
-                                               {"uid", agent.uid},
-                                               {"pid", agent.pid},
-                                               {"isolation", agent.isolation}};
-            }
-        }
-        for (const auto& [name, gateway] : sources.config->snapshot()->gateways) impl_->gateways.insert(name);
+        impl_->front.load();
         impl_->connect();
     } catch (...) {
         control.events().unsubscribe(impl_->subscription);
@@ -275,7 +198,7 @@ void BusService::start() {
 
 void BusService::stop() {
     if (impl_->subscribed) {
-        impl_->control.events().unsubscribe(impl_->subscription);
+        impl_->front.control().events().unsubscribe(impl_->subscription);
         impl_->subscribed = false;
     }
     impl_->stopping.store(true);

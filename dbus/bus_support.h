@@ -2,6 +2,7 @@
 // filters, object paths, the bus's own names), for its own files only.
 #pragma once
 
+#include "dbus/bus_front.h"
 #include "dbus/bus_service.h"
 
 #include "common/log.h"
@@ -22,8 +23,6 @@
 #include <systemd/sd-bus.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -48,20 +47,9 @@ namespace tameflare::dbus {
 
 using control::ControlError;
 using control::Role;
-using nlohmann::json;
 
 namespace bus_detail {
 
-constexpr const char* kGatewayPrefix = "/com/tameflare/Daemon1/gateway";
-constexpr const char* kAgentPrefix = "/com/tameflare/Daemon1/agent";
-constexpr const char* kApprovalPrefix = "/com/tameflare/Daemon1/approval";
-constexpr const char* kGatewayInterface = "com.tameflare.Daemon1.Gateway";
-constexpr const char* kAgentInterface = "com.tameflare.Daemon1.Agent";
-constexpr const char* kApprovalInterface = "com.tameflare.Daemon1.Approval";
-constexpr std::string_view kErrorPrefix = "com.tameflare.Daemon1.Error.";
-// A log query's answer is one D-Bus string; the bus refuses messages far
-// smaller than a whole traffic log, so past this the caller narrows it.
-constexpr std::size_t kMaxLogReply = std::size_t{16} << 20;
 // Events waiting for the bus thread; past it they are dropped (and said so)
 // rather than the daemon's memory growing while the bus is stuck.
 constexpr std::size_t kMaxQueuedEvents = 10000;
@@ -153,57 +141,9 @@ inline std::string valid_utf8(std::string_view text) {
     return out;
 }
 
-inline std::string dump(const json& value) {
-    return valid_utf8(value.dump(-1, ' ', false, json::error_handler_t::replace));
-}
-
-inline std::string text_of(const json& object, const char* key) {
-    const auto found = object.find(key);
-    return found != object.end() && found->is_string() ? found->get<std::string>() : std::string();
-}
-
-template <typename Number>
-Number number_of(const json& object, const char* key) {
-    const auto found = object.find(key);
-    return found != object.end() && found->is_number() ? found->get<Number>() : Number{};
-}
-
-// "unknown_approval" -> "com.tameflare.Daemon1.Error.UnknownApproval".
-inline std::string error_name(std::string_view code) {
-    std::string name(kErrorPrefix);
-    bool upper = true;
-    for (const char c : code) {
-        if (std::isalnum(static_cast<unsigned char>(c)) == 0) {
-            upper = true;
-            continue;
-        }
-        name.push_back(upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c);
-        upper = false;
-    }
-    if (name.size() == kErrorPrefix.size()) name += "Internal";
-    return name;
-}
-
-inline int set_error(sd_bus_error* error, const std::string& name, const std::string& message,
-                     const std::string& hint) {
-    std::string text = message;
-    if (!hint.empty()) text += " (hint: " + hint + ")";
-    return sd_bus_error_set(error, name.c_str(), valid_utf8(text).c_str());
-}
-
 inline int access_denied(sd_bus_error* error, const std::string& why) {
     return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, why.c_str());
 }
-
-// The caller of a message, as the bus and the kernel tell it.
-struct Identity {
-    Caller caller;
-    UniqueFd pidfd;
-};
-
-// What a call does: a caller whose process cannot be shown to be the one
-// that opened its bus connection may still read, but not change anything.
-enum class Effect { read, change };
 
 // Where the daemon gets the pidfd of the process that opened a connection.
 enum class Tracking {
@@ -371,28 +311,6 @@ inline std::optional<std::string> decode(const char* path, const char* prefix) {
     return std::string(label.get());
 }
 
-inline std::string encode(const char* prefix, const std::string& label) {
-    char* raw = nullptr;
-    if (sd_bus_path_encode(prefix, label.c_str(), &raw) < 0) throw std::bad_alloc();
-    const CString path(raw);
-    return path.get();
-}
-
-// "all", "gateway:NAME", "connector:NAME" from a kill switch document.
-inline std::vector<std::string> kill_scopes(const json& kill) {
-    std::vector<std::string> scopes;
-    if (kill.value("all", false)) scopes.emplace_back("all");
-    for (const char* kind : {"gateways", "connectors"}) {
-        const auto names = kill.find(kind);
-        if (names == kill.end() || !names->is_array()) continue;
-        const std::string prefix = std::string(kind).substr(0, std::strlen(kind) - 1) + ":";
-        for (const auto& name : *names) {
-            if (name.is_string()) scopes.push_back(prefix + name.get<std::string>());
-        }
-    }
-    return scopes;
-}
-
 inline int append_strings(sd_bus_message* reply, const std::vector<std::string>& values) {
     int r = sd_bus_message_open_container(reply, 'a', "s");
     for (const auto& value : values) {
@@ -417,17 +335,6 @@ inline int read_filters(sd_bus_message* message, std::vector<std::pair<std::stri
     const char* value = nullptr;
     while ((r = sd_bus_message_read(message, "{ss}", &key, &value)) > 0) out.emplace_back(key, value);
     return r < 0 ? r : sd_bus_message_exit_container(message);
-}
-
-// The filters of docs/api.md's Logs, as a{ss} (store::parse_log_filter); the
-// answer is always JSON Lines.
-inline store::LogFilter log_filter(const std::vector<std::pair<std::string, std::string>>& filters, bool audit) {
-    try {
-        return store::parse_log_filter(filters, audit ? store::LogKind::audit : store::LogKind::traffic,
-                                       store::Clock::now());
-    } catch (const store::FilterError& error) {
-        throw ControlError(ControlError::Kind::bad_request, "bad_field", error.what(), error.hint());
-    }
 }
 
 inline std::uint64_t monotonic_usec() {

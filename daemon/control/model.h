@@ -120,4 +120,10 @@ nlohmann::json to_json(const VaultRotated& rotated);
 // Whole seconds since it was held.
 std::uint64_t age_seconds(const Approval& approval);
 
+// The inverses, for what reads the events' data (the D-Bus front end): a
+// missing or mistyped member leaves the field empty, never throws.
+KillSwitchState kill_switch_from_json(const nlohmann::json& data);
+AgentInfo agent_from_json(const nlohmann::json& data);
+Approval approval_from_json(const nlohmann::json& data);
+
 }  // namespace tameflare::control

@@ -1,7 +1,10 @@
-// The control plane's types as JSON: the one place their REST spelling is written.
+// The control plane's types as JSON: the one place their REST spelling is
+// written, and read back for what reads the events' data.
 #include "daemon/control/model.h"
 
 #include "daemon/store/query.h"
+
+#include <set>
 
 namespace tameflare::control {
 
@@ -220,6 +223,86 @@ json to_json(const SecretRemoved& removed) {
 
 json to_json(const VaultRotated& rotated) {
     return {{"rotated", rotated.rotated}};
+}
+
+// ---------------------------------------------------------------------------
+// Reading them back
+
+namespace {
+
+std::string text_of(const json& data, const char* key) {
+    const auto found = data.find(key);
+    return found != data.end() && found->is_string() ? found->get<std::string>() : std::string();
+}
+
+template <typename Number>
+Number number_of(const json& data, const char* key) {
+    const auto found = data.find(key);
+    return found != data.end() && found->is_number() ? found->get<Number>() : Number{};
+}
+
+bool flag_of(const json& data, const char* key) {
+    const auto found = data.find(key);
+    return found != data.end() && found->is_boolean() && found->get<bool>();
+}
+
+std::set<std::string> names_of(const json& data, const char* key) {
+    std::set<std::string> out;
+    const auto found = data.find(key);
+    if (found == data.end() || !found->is_array()) return out;
+    for (const auto& name : *found) {
+        if (name.is_string()) out.insert(name.get<std::string>());
+    }
+    return out;
+}
+
+}  // namespace
+
+KillSwitchState kill_switch_from_json(const json& data) {
+    KillSwitchState out;
+    if (!data.is_object()) return out;
+    out.scope.all = flag_of(data, "all");
+    for (const auto& name : names_of(data, "gateways")) out.scope.gateways.insert(name);
+    for (const auto& name : names_of(data, "connectors")) out.scope.connectors.insert(name);
+    out.reason = text_of(data, "reason");
+    out.actor = text_of(data, "actor");
+    return out;
+}
+
+AgentInfo agent_from_json(const json& data) {
+    AgentInfo out;
+    if (!data.is_object()) return out;
+    out.id = text_of(data, "id");
+    out.gateway = text_of(data, "gateway");
+    out.isolation = text_of(data, "isolation");
+    out.pid = number_of<int>(data, "pid");
+    out.uid = number_of<unsigned>(data, "uid");
+    out.run_uid = number_of<unsigned>(data, "run_uid");
+    out.cgroup_id = number_of<std::uint64_t>(data, "cgroup_id");
+    out.command = text_of(data, "command");
+    out.enforced_unit = flag_of(data, "enforced_unit");
+    return out;
+}
+
+Approval approval_from_json(const json& data) {
+    Approval out;
+    if (!data.is_object()) return out;
+    out.id = text_of(data, "id");
+    out.gateway = text_of(data, "gateway");
+    out.agent = text_of(data, "agent");
+    out.connector = text_of(data, "connector");
+    out.action = text_of(data, "action");
+    out.risk = text_of(data, "risk");
+    const auto parameters = data.find("parameters");
+    if (parameters != data.end() && !parameters->is_null()) {
+        out.parameters = parameters->is_string() ? parameters->get<std::string>()
+                                                 : parameters->dump(-1, ' ', false, json::error_handler_t::replace);
+    }
+    out.reason = text_of(data, "reason");
+    const auto now = std::chrono::system_clock::now();
+    out.requested_at = store::parse_time(text_of(data, "requested"), now).value_or(now);
+    out.timeout = std::chrono::seconds(number_of<long long>(data, "timeout_seconds"));
+    return out;
 }
 
 }  // namespace tameflare::control

@@ -4,6 +4,8 @@
 // effects. The parts are the real ones, built the way the supervisor builds
 // them (daemon/supervisor.cpp): a store and a vault in a temporary state
 // directory, a proxy server without listeners, no kernel enforcement.
+#include "tests/daemon/control/control_plane.h"
+
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
 #include "daemon/control/kill_switch.h"
@@ -46,40 +48,7 @@ using nlohmann::json;
 using Kind = ControlError::Kind;
 using namespace std::chrono_literals;
 
-// Groups every Debian system has, standing in for the tameflare-* groups.
-const RoleGroups kRoleGroups{"sys", "adm", "staff", "users"};
-constexpr uid_t kNobody = 65534;
-constexpr gid_t kNogroup = 65534;
-// A login session's cgroup: not an agent's.
-constexpr const char* kSessionCgroup = "/user.slice/user-1000.slice/session-1.scope";
-
-std::optional<gid_t> gid_of(const std::string& name) {
-    const group* entry = ::getgrnam(name.c_str());
-    if (entry == nullptr) return std::nullopt;
-    return entry->gr_gid;
-}
-
-Caller caller(uid_t uid, gid_t gid, std::vector<gid_t> groups, std::string cgroup = kSessionCgroup) {
-    Caller out;
-    out.pid = ::getpid();
-    out.uid = uid;
-    out.gid = gid;
-    out.groups = std::move(groups);
-    out.cgroup = std::move(cgroup);
-    out.via = "test";
-    out.method = "control_test";
-    return out;
-}
-
-Caller root(std::string cgroup = kSessionCgroup) {
-    return caller(0, 0, {}, std::move(cgroup));
-}
-
-std::string describe(const policy::ConfigErrors& errors) {
-    std::string out;
-    for (const auto& error : errors) out += error.file + " " + error.pointer + ": " + error.message + "\n";
-    return out;
-}
+using namespace test_support;  // NOLINT(google-build-using-namespace)
 
 // What calling an operation came to: nothing thrown, a ControlError, or
 // something else (a bug whatever the caller).
@@ -148,15 +117,6 @@ const std::vector<Operation>& operations() {
     return table;
 }
 
-const std::string& group_for(Role role) {
-    switch (role) {
-        case Role::owner: return kRoleGroups.owner;
-        case Role::admin: return kRoleGroups.admin;
-        case Role::member: return kRoleGroups.member;
-        default: return kRoleGroups.viewer;
-    }
-}
-
 std::set<std::string> lines(const std::string& text) {
     std::set<std::string> out;
     std::istringstream in(text);
@@ -164,142 +124,6 @@ std::set<std::string> lines(const std::string& text) {
     return out;
 }
 
-// The control plane and every service it uses, as Supervisor::open_state,
-// open_data_plane and open_control_plane build them.
-class ControlPlane : public ::testing::Test {
-protected:
-    void SetUp() override {
-        for (const auto role : {Role::owner, Role::admin, Role::member, Role::viewer}) {
-            const auto gid = gid_of(group_for(role));
-            if (!gid) GTEST_SKIP() << "this system has no group " << group_for(role) << " (Debian has)";
-            gids_[role] = *gid;
-        }
-
-        const fs::path root = dir_.path();
-        fs::create_directories(root / "gateways.d");
-        std::ofstream(root / "tameflared.json")
-            << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d",
-              "state_dir": "state", "runtime_dir": "run", "agents": {"enabled": false}, "dbus": {"enabled": false},
-              "api": {"enabled": false, "role_groups": {"owner": ")"
-            << kRoleGroups.owner << R"(", "admin": ")" << kRoleGroups.admin << R"(", "member": ")" << kRoleGroups.member
-            << R"(", "viewer": ")" << kRoleGroups.viewer << R"("}}})";
-        std::ofstream(root / "gateways.d" / "one.json")
-            << R"({"name": "one", "description": "the test gateway", "enforcement": "full",
-                  "rate_limit": {"requests": 0}, "approval_timeout_seconds": 60,
-                  "connectors": {"site": {"connector": "http", "domains": ["plain.test"], "preset": "read_only",
-                                          "rules": [{"action": "http.post", "decision": "require_approval"}]}}})";
-
-        policy::ConfigErrors errors;
-        config_ = daemon::load_daemon_config(root / "tameflared.json", true, errors);
-        ASSERT_TRUE(config_) << describe(errors);
-        auto loaded = daemon::load_policy(*config_);
-        ASSERT_TRUE(loaded.ok()) << describe(loaded.errors);
-        policy_.publish(loaded.config);
-
-        fs::create_directories(config_->state_dir);
-        fs::permissions(config_->state_dir, fs::perms::owner_all);
-        ca_ = proxy::CertificateAuthority::load_or_create(config_->state_dir / "ca");
-        store::StoreOptions store_options;
-        store_options.database = config_->database_path();
-        store_options.checkpoint_key = vault::VaultKey::load_or_create(config_->audit_key_path(), nullptr, "audit.key");
-        store_ = store::Store::open(std::move(store_options));
-        vault_ = std::make_unique<store::Vault>(*store_, store::Vault::load_key(config_->vault_key_path(), *store_));
-
-        recorded_.emplace(queue_, *store_);
-        observed_.emplace(*recorded_, events_);
-        stored_traffic_.emplace(*store_, false);
-        metrics_.emplace(*stored_traffic_, events_);
-
-        proxy::ProxyOptions proxy_options;  // no listeners
-        proxy_options.threads = 1;
-        proxy_options.system_resolver = false;
-        server_.emplace(proxy_options,
-                        proxy::ProxyServices{&policy_, ca_.get(), nullptr, nullptr, &*observed_, &*metrics_});
-
-        kill_switch_.emplace(*store_, *server_);
-        kill_switch_->restore();
-        control_.emplace(services(), kRoleGroups);
-        control_->restore();
-    }
-
-    ControlServices services() {
-        ControlServices out;
-        out.config = &policy_;
-        out.proxy = &*server_;
-        out.approvals = &queue_;
-        out.kill_switch = &*kill_switch_;
-        out.store = store_.get();
-        out.vault = vault_.get();
-        out.agents = nullptr;  // kernel enforcement is off
-        out.events = &events_;
-        out.metrics = &*metrics_;
-        out.load = [this](const policy::EnforcementOverrides& levels) { return daemon::load_policy(*config_, levels); };
-        out.verify = [this] {
-            const auto key = vault::VaultKey::load_or_create(config_->audit_key_path(), nullptr, "audit.key");
-            auto reader = store_->reader();
-            return store::verify_audit(reader, &key);
-        };
-        out.rotate_vault = [this](const std::string& actor) {
-            return vault_->rotate_key_file(config_->vault_key_path(), actor);
-        };
-        return out;
-    }
-
-    // uid nobody with the role's group as a supplementary group (none: no group).
-    [[nodiscard]] Caller as(Role role) const {
-        if (role == Role::none) return caller(kNobody, kNogroup, {});
-        return caller(kNobody, kNogroup, {gids_.at(role)});
-    }
-
-    // Holds a request for approval the way the proxy does (through the
-    // recorded and observed brokers); its answer lands in answers_.
-    void hold(const std::string& id) {
-        proxy::ApprovalRequest request{id,
-                                       "one",
-                                       "agent-1",
-                                       "site",
-                                       "http.post",
-                                       "medium",
-                                       R"({"path": "/x"})",
-                                       "http.post needs approval",
-                                       std::chrono::system_clock::now(),
-                                       60s};
-        observed_->submit(request, [this, id](proxy::ApprovalAnswer given) { answers_[id] = std::move(given); });
-    }
-
-    // Collects every event the hub publishes from now on.
-    void watch() {
-        events_.subscribe([this](const Event& event) { seen_.push_back(event); });
-    }
-    [[nodiscard]] std::vector<Event> seen(std::string_view type) const {
-        std::vector<Event> out;
-        for (const auto& event : seen_) {
-            if (event.type == type) out.push_back(event);
-        }
-        return out;
-    }
-
-    tameflare::testing::TempDir dir_{"tf-control"};
-    std::map<Role, gid_t> gids_;
-    std::optional<daemon::DaemonConfig> config_;
-    policy::ConfigStore policy_;
-    std::unique_ptr<proxy::CertificateAuthority> ca_;
-    std::unique_ptr<store::Store> store_;
-    std::unique_ptr<store::Vault> vault_;
-    EventHub events_;
-    proxy::ApprovalQueue queue_;
-    std::optional<daemon::RecordedApprovals> recorded_;
-    std::optional<ObservedApprovals> observed_;
-    std::optional<daemon::StoreTrafficSink> stored_traffic_;
-    std::optional<Metrics> metrics_;
-    std::optional<proxy::ProxyServer> server_;
-    std::optional<KillSwitchControl> kill_switch_;
-    std::optional<Control> control_;
-    std::map<std::string, proxy::ApprovalAnswer> answers_;
-    std::vector<Event> seen_;
-};
-
-// --- who may call what -------------------------------------------------------
 
 TEST_F(ControlPlane, EachOperationIsRefusedBelowItsLeastRoleAndAllowedFromIt) {
     struct Who {
@@ -334,12 +158,12 @@ TEST_F(ControlPlane, EachOperationIsRefusedBelowItsLeastRoleAndAllowedFromIt) {
 }
 
 TEST_F(ControlPlane, TheStrongestRoleCountsFromThePrimaryGroupOrASupplementaryOneAndRootIsOwner) {
-    EXPECT_EQ(role_of(root(), kRoleGroups), Role::owner);
-    EXPECT_EQ(role_of(caller(kNobody, kNogroup, {}), kRoleGroups), Role::none);
-    EXPECT_EQ(role_of(caller(kNobody, gids_[Role::admin], {}), kRoleGroups), Role::admin);
-    EXPECT_EQ(role_of(caller(kNobody, kNogroup, {gids_[Role::viewer], gids_[Role::member]}), kRoleGroups),
+    EXPECT_EQ(role_of(root(), role_groups()), Role::owner);
+    EXPECT_EQ(role_of(caller(kNobody, kNogroup, {}), role_groups()), Role::none);
+    EXPECT_EQ(role_of(caller(kNobody, gids_[Role::admin], {}), role_groups()), Role::admin);
+    EXPECT_EQ(role_of(caller(kNobody, kNogroup, {gids_[Role::viewer], gids_[Role::member]}), role_groups()),
               Role::member);
-    EXPECT_EQ(role_of(caller(kNobody, gids_[Role::viewer], {gids_[Role::owner]}), kRoleGroups), Role::owner);
+    EXPECT_EQ(role_of(caller(kNobody, gids_[Role::viewer], {gids_[Role::owner]}), role_groups()), Role::owner);
     // Groups that grant a role are named: a caller outside them has none.
     EXPECT_EQ(role_of(caller(kNobody, 0, {}), RoleGroups{}), Role::none);
 
@@ -518,7 +342,7 @@ TEST_F(ControlPlane, AnUnknownEnforcementLevelIsABadRequestWithAHintAndAKnownOne
     // A restart: the files' configuration again, a new Control that restores the level.
     policy_.publish(daemon::load_policy(*config_).config);
     control_.reset();
-    control_.emplace(services(), kRoleGroups);
+    control_.emplace(services(), role_groups());
     control_->restore();
     EXPECT_EQ(to_json(control_->gateway(as(Role::viewer), "one"))["enforcement"], "monitor");
 
