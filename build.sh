@@ -137,9 +137,9 @@ fuzz_smoke() {
   local seconds=${TF_FUZZ_SECONDS:-30}
   log "fuzzing each target for ${seconds} s"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DTF_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  ninja -C build-fuzz -j "$JOBS" config_fuzz request_fuzz sniff_fuzz request_head_fuzz dns_fuzz
+  ninja -C build-fuzz -j "$JOBS" config_fuzz request_fuzz sniff_fuzz request_head_fuzz dns_fuzz ipc_fuzz
   local target work
-  for target in config request sniff request_head dns; do
+  for target in config request sniff request_head dns ipc; do
     work=$(mktemp -d)
     mkdir "$work/corpus"
     cp tests/fuzz/corpus/"$target"/* "$work/corpus/"
