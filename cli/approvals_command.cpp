@@ -4,6 +4,7 @@
 // daemon authorizes every call by the caller's kernel credentials, so tf
 // holds no privilege of its own.
 #include "cli/api_client.h"
+#include "cli/api_model.h"
 #include "cli/commands.h"
 #include "cli/control_options.h"
 #include "cli/daemon_call.h"
@@ -77,14 +78,14 @@ watch                  on a terminal: shows each pending request as it arrives a
 
 // Seconds since the request was held, from its `requested` time when it is
 // there (an event's age_seconds is as old as the event).
-long long approval_age(const json& approval) {
-    if (const auto requested = text(approval, "requested"); !requested.empty()) {
+long long approval_age(const ApprovalView& approval) {
+    if (!approval.requested.empty()) {
         const auto now = store::Clock::now();
-        if (const auto at = store::parse_time(requested, now)) {
+        if (const auto at = store::parse_time(approval.requested, now)) {
             return std::chrono::duration_cast<std::chrono::seconds>(now - *at).count();
         }
     }
-    return number(approval, "age_seconds");
+    return approval.age_seconds;
 }
 
 std::string parameters_text(const json& parameters) {
@@ -102,35 +103,33 @@ std::string parameters_text(const json& parameters) {
     return out;
 }
 
-void print_approval(const json& approval) {
-    std::printf("%s %s\n", paint("approval", Colour::bold).c_str(), printable(text(approval, "id")).c_str());
-    field("gateway", text(approval, "gateway"));
-    field("agent", text(approval, "agent"));
-    field("connector", text(approval, "connector"));
-    field("action", text(approval, "action"), Colour::bold);
-    const auto risk = text(approval, "risk");
-    field("risk", risk, risk_colour(risk));
-    field("parameters", parameters_text(member(approval, "parameters")));
-    field("reason", text(approval, "reason"));
+void print_approval(const ApprovalView& approval) {
+    std::printf("%s %s\n", paint("approval", Colour::bold).c_str(), printable(approval.id).c_str());
+    field("gateway", approval.gateway);
+    field("agent", approval.agent);
+    field("connector", approval.connector);
+    field("action", approval.action, Colour::bold);
+    field("risk", approval.risk, risk_colour(approval.risk));
+    field("parameters", parameters_text(approval.parameters));
+    field("reason", approval.reason);
     const auto age = approval_age(approval);
     std::string when = duration(age) + " ago";
-    if (const auto timeout = number(approval, "timeout_seconds"); timeout > 0) {
+    if (const auto timeout = approval.timeout_seconds; timeout > 0) {
         when += timeout > age ? ", refused in " + duration(timeout - age) + " unless answered" : ", timing out";
     }
     field("held", when);
 }
 
-void print_approvals(const json& approvals) {
+void print_approvals(const std::vector<ApprovalView>& approvals) {
     Table table({{"ID", 0}, {"GATEWAY"}, {"AGENT"}, {"ACTION"}, {"RISK", 10}, {"AGE", 10}, {"REASON", 48}});
     for (const auto& approval : approvals) {
-        const auto risk = text(approval, "risk");
-        table.add({{text(approval, "id")},
-                   {text(approval, "gateway")},
-                   {text(approval, "agent")},
-                   {text(approval, "action")},
-                   {risk, risk_colour(risk)},
+        table.add({{approval.id},
+                   {approval.gateway},
+                   {approval.agent},
+                   {approval.action},
+                   {approval.risk, risk_colour(approval.risk)},
                    {duration(approval_age(approval))},
-                   {text(approval, "reason")}});
+                   {approval.reason}});
     }
     table.print();
 }
@@ -261,12 +260,12 @@ std::vector<SseEvent> list_approvals(const ApiClient& client, bool /*reconnected
     return {list};
 }
 
-// What became of a request shown for an answer: {"approved", "expired", "actor", "note"}.
-std::string resolution_text(const json& resolved) {
-    if (flag(resolved, "expired")) return "timed out: the request was refused";
-    std::string out = flag(resolved, "approved") ? "approved elsewhere" : "denied elsewhere";
-    if (const auto actor = text(resolved, "actor"); !actor.empty()) out += " by " + printable(actor);
-    if (const auto note = text(resolved, "note"); !note.empty()) out += ": " + printable(note);
+// What became of a request shown for an answer.
+std::string resolution_text(const ApprovalResolvedView& resolved) {
+    if (resolved.expired) return "timed out: the request was refused";
+    std::string out = resolved.approved ? "approved elsewhere" : "denied elsewhere";
+    if (!resolved.actor.empty()) out += " by " + printable(resolved.actor);
+    if (!resolved.note.empty()) out += ": " + printable(resolved.note);
     return out;
 }
 
@@ -278,14 +277,16 @@ int watch_lines(const ApiClient& client) {
     while (auto event = stream.next()) {
         auto data = event_data(*event);
         if (event->type == "approval.list") {
-            for (const auto& approval : member(data, "approvals")) {
-                listed.insert(text(approval, "id"));
-                std::puts(dump(json{{"event", "approval.pending"}, {"data", approval}}).c_str());
+            // Each request as the daemon sent it, not as tf reads it.
+            for (auto& approval : approval_documents(data)) {
+                listed.insert(approval_from_json(approval).id);
+                std::puts(dump(json{{"event", "approval.pending"}, {"data", std::move(approval)}}).c_str());
             }
         } else {
-            const auto id = text(data, "id");
+            const bool resolved = event->type == "approval.resolved";
+            const auto id = resolved ? approval_resolved_from_json(data).id : approval_from_json(data).id;
             if (event->type == "approval.requested" && listed.contains(id)) continue;
-            if (event->type == "approval.resolved") listed.erase(id);
+            if (resolved) listed.erase(id);
             std::puts(dump(json{{"event", event->type}, {"id", event->id}, {"data", std::move(data)}}).c_str());
         }
         std::fflush(stdout);  // each line as it happens, for a pipe
@@ -308,28 +309,27 @@ int watch_terminal(const ApiClient& client, const Options& options) {
     stream->open();
     const auto first = stream->next();  // the pending list, taken by open()
 
-    std::deque<json> queue;
+    std::deque<ApprovalView> queue;
     std::set<std::string> known;  // queued, shown or skipped
-    std::optional<json> current;
+    std::optional<ApprovalView> current;
     const auto prompt = [] {
         std::printf("%s ", paint("[a]pprove [d]eny [s]kip [q]uit?", Colour::bold).c_str());
         std::fflush(stdout);
     };
     // The pending list: new requests are queued; those no longer pending
     // (answered or timed out while tf was away) are dropped.
-    const auto take_list = [&](const json& list) {
+    const auto take_list = [&](const std::vector<ApprovalView>& list) {
         std::set<std::string> pending;
         std::size_t added = 0;
-        for (const auto& approval : member(list, "approvals")) {
-            const auto id = text(approval, "id");
-            pending.insert(id);
-            if (known.insert(id).second) {
+        for (const auto& approval : list) {
+            pending.insert(approval.id);
+            if (known.insert(approval.id).second) {
                 queue.push_back(approval);
                 ++added;
             }
         }
-        std::erase_if(queue, [&pending](const json& queued) { return !pending.contains(text(queued, "id")); });
-        if (current && !pending.contains(text(*current, "id"))) {
+        std::erase_if(queue, [&pending](const ApprovalView& queued) { return !pending.contains(queued.id); });
+        if (current && !pending.contains(current->id)) {
             std::printf("\n%s\n",
                         paint("answered elsewhere or timed out while tf was reconnecting", Colour::yellow).c_str());
             current.reset();
@@ -338,7 +338,7 @@ int watch_terminal(const ApiClient& client, const Options& options) {
             prompt();
         }
     };
-    if (first) take_list(event_data(*first));
+    if (first) take_list(approvals_from_json(event_data(*first)));
 
     const SignalsAsFd signals;
     const RawTerminal terminal(STDIN_FILENO);
@@ -349,7 +349,7 @@ int watch_terminal(const ApiClient& client, const Options& options) {
                 paint("d", Colour::bold).c_str(), paint("s", Colour::bold).c_str(), paint("q", Colour::bold).c_str());
     bool said_waiting = false;
     const auto answer = [&](bool approve) {
-        const auto id = text(*current, "id");
+        const auto id = current->id;
         ApiResponse response;
         try {
             response =
@@ -406,23 +406,25 @@ int watch_terminal(const ApiClient& client, const Options& options) {
                     continue;
                 }
                 if (event.type == "approval.list") {
-                    take_list(event_data(event));
+                    take_list(approvals_from_json(event_data(event)));
                     continue;
                 }
                 const auto data = event_data(event);
-                const auto id = text(data, "id");
-                if (event.type == "approval.requested" && known.insert(id).second) {
-                    queue.push_back(data);
+                if (event.type == "approval.requested") {
+                    auto requested = approval_from_json(data);
+                    if (!known.insert(requested.id).second) continue;
+                    queue.push_back(std::move(requested));
                     if (current) {
                         std::printf("\n%s\n", paint("(one more request is waiting)", Colour::dim).c_str());
                         prompt();
                     }
                 } else if (event.type == "approval.resolved") {
-                    if (current && text(*current, "id") == id) {
-                        std::printf("\n%s\n", paint(resolution_text(data), Colour::yellow).c_str());
+                    const auto resolved = approval_resolved_from_json(data);
+                    if (current && current->id == resolved.id) {
+                        std::printf("\n%s\n", paint(resolution_text(resolved), Colour::yellow).c_str());
                         current.reset();
                     }
-                    std::erase_if(queue, [&id](const json& queued) { return text(queued, "id") == id; });
+                    std::erase_if(queue, [&resolved](const ApprovalView& queued) { return queued.id == resolved.id; });
                 }
             }
             if (batch.failure) {
@@ -487,9 +489,9 @@ int approvals_command(std::span<char*> args) {
                 print_json(document);
                 return kExitOk;
             }
-            const auto& approvals = member(document, "approvals");
+            const auto approvals = approvals_from_json(document);
             if (options.quiet) {
-                for (const auto& approval : approvals) std::puts(printable(text(approval, "id")).c_str());
+                for (const auto& approval : approvals) std::puts(printable(approval.id).c_str());
                 return kExitOk;
             }
             if (approvals.empty()) {
@@ -508,7 +510,7 @@ int approvals_command(std::span<char*> args) {
             if (options.json) {
                 print_json(approval);
             } else {
-                print_approval(approval);
+                print_approval(approval_from_json(approval));
             }
             return kExitOk;
         });

@@ -4,6 +4,7 @@
 // daemon authorizes every call by the caller's kernel credentials, so tf
 // holds no privilege of its own.
 #include "cli/api_client.h"
+#include "cli/api_model.h"
 #include "cli/commands.h"
 #include "cli/control_options.h"
 #include "cli/daemon_call.h"
@@ -123,20 +124,20 @@ approvals, connector errors, rate-limit hits, agents.
 // ---------------------------------------------------------------------------
 // Kill switch
 
-std::string kill_switch_text(const json& kill) {
-    if (!flag(kill, "active")) return paint("off", Colour::green);
+std::string kill_switch_text(const KillSwitchView& kill) {
+    if (!kill.active) return paint("off", Colour::green);
     std::string scope;
-    if (flag(kill, "all")) {
+    if (kill.all) {
         scope = "all traffic";
     } else {
-        if (const auto gateways = joined(member(kill, "gateways")); !gateways.empty()) scope += "gateways " + gateways;
-        if (const auto connectors = joined(member(kill, "connectors")); !connectors.empty()) {
+        if (const auto gateways = joined(kill.gateways); !gateways.empty()) scope += "gateways " + gateways;
+        if (const auto connectors = joined(kill.connectors); !connectors.empty()) {
             scope += std::string(scope.empty() ? "" : "; ") + "connectors " + connectors;
         }
     }
     std::string out = paint("ON", Colour::red) + " for " + printable(scope);
-    if (const auto reason = text(kill, "reason"); !reason.empty()) out += ": " + printable(reason);
-    if (const auto actor = text(kill, "actor"); !actor.empty()) out += " (by " + printable(actor) + ")";
+    if (!kill.reason.empty()) out += ": " + printable(kill.reason);
+    if (!kill.actor.empty()) out += " (by " + printable(kill.actor) + ")";
     return out;
 }
 
@@ -151,28 +152,29 @@ int status_command(std::span<char*> args) {
     if (const auto exit = parse(args, command, options)) return *exit;
     if (!options.words.empty()) return usage_error(command, "unexpected argument \"" + options.words[0] + "\"");
     return with_client(command, options, [&](const ApiClient& client) {
-        const auto status = json_of(client.get("/v1/status"));
+        const auto document = json_of(client.get("/v1/status"));
         if (options.json) {
-            print_json(status);
+            print_json(document);
             return kExitOk;
         }
+        const auto status = status_from_json(document);
         std::printf("%s %s, up %s (since %s)\n", paint("tameflared", Colour::bold).c_str(),
-                    printable(text(status, "version")).c_str(), duration(number(status, "uptime_seconds")).c_str(),
-                    printable(text(status, "started")).c_str());
-        const auto enforcement = text(status, "enforcement");
+                    printable(status.version).c_str(), duration(status.uptime_seconds).c_str(),
+                    printable(status.started).c_str());
+        const auto& enforcement = status.enforcement;
         field("enforcement", enforcement == "kernel" ? "kernel (BPF)" : enforcement + " (proxy variables only)",
               enforcement == "kernel" ? Colour::green : Colour::yellow);
-        field("gateways", text(status, "gateways"));
-        field("agents", text(status, "agents"));
-        const auto pending = number(status, "pending_approvals");
+        field("gateways", std::to_string(status.gateways));
+        field("agents", std::to_string(status.agents));
+        const auto pending = status.pending_approvals;
         field("pending approvals", std::to_string(pending), pending > 0 ? Colour::yellow : Colour::none);
-        std::printf("  %-20s %s\n", "kill switch", kill_switch_text(member(status, "kill_switch")).c_str());
-        const auto& counters = member(status, "counters");
-        field("connections",
-              text(counters, "connections_open") + " open, " + text(counters, "connections_total") + " since start");
-        field("requests", text(counters, "requests") + " decided, " + text(counters, "held") + " held now");
-        const auto& caller = member(status, "caller");
-        field("you", "uid " + text(caller, "uid") + ", role " + text(caller, "role"));
+        std::printf("  %-20s %s\n", "kill switch", kill_switch_text(status.kill_switch).c_str());
+        const auto& counters = status.counters;
+        field("connections", std::to_string(counters.connections_open) + " open, " +
+                                 std::to_string(counters.connections_total) + " since start");
+        field("requests",
+              std::to_string(counters.requests) + " decided, " + std::to_string(counters.held) + " held now");
+        field("you", "uid " + std::to_string(status.caller.uid) + ", role " + status.caller.role);
         return kExitOk;
     });
 }
@@ -180,7 +182,7 @@ int status_command(std::span<char*> args) {
 namespace {
 
 // tf gateways list: one row per gateway.
-void print_gateways(const json& gateways) {
+void print_gateways(const std::vector<GatewaySummary>& gateways) {
     Table table({{"NAME", 0},
                  {"ENFORCEMENT"},
                  {"CONNECTORS"},
@@ -189,78 +191,67 @@ void print_gateways(const json& gateways) {
                  {"APPROVAL TIMEOUT", 16},
                  {"DESCRIPTION", 60}});
     for (const auto& gateway : gateways) {
-        const auto& limit = member(gateway, "rate_limit");
-        const auto requests = number(limit, "requests");
-        const auto level = text(gateway, "enforcement");
-        const auto& policies = member(gateway, "policies");
-        table.add({{text(gateway, "name")},
-                   {level, level_colour(level)},
-                   {joined(member(gateway, "connectors"))},
-                   {policies.is_array() ? std::to_string(policies.size()) : text(gateway, "policies")},
-                   {requests > 0 ? std::to_string(requests) + "/" + duration(number(limit, "window_seconds")) : "none"},
-                   {duration(number(gateway, "approval_timeout_seconds"))},
-                   {text(gateway, "description")}});
+        const auto& limit = gateway.rate_limit;
+        table.add(
+            {{gateway.name},
+             {gateway.enforcement, level_colour(gateway.enforcement)},
+             {joined(gateway.connectors)},
+             {std::to_string(gateway.policies)},
+             {limit.requests > 0 ? std::to_string(limit.requests) + "/" + duration(limit.window_seconds) : "none"},
+             {duration(gateway.approval_timeout_seconds)},
+             {gateway.description}});
     }
     table.print();
 }
 
 // tf gateways show: the gateway, its connectors, policies and tcp rules.
-void print_gateway(const json& gateway) {
-    std::printf("%s %s\n", paint("gateway", Colour::bold).c_str(), printable(text(gateway, "name")).c_str());
-    if (const auto description = text(gateway, "description"); !description.empty()) {
-        std::printf("  %s\n", printable(description).c_str());
-    }
-    const auto level = text(gateway, "enforcement");
-    field("enforcement", level, level_colour(level));
-    const auto& limit = member(gateway, "rate_limit");
-    field("rate limit", number(limit, "requests") > 0
-                            ? text(limit, "requests") + " requests per " + duration(number(limit, "window_seconds"))
+void print_gateway(const GatewayDetail& detail) {
+    const auto& gateway = detail.summary;
+    std::printf("%s %s\n", paint("gateway", Colour::bold).c_str(), printable(gateway.name).c_str());
+    if (!gateway.description.empty()) std::printf("  %s\n", printable(gateway.description).c_str());
+    field("enforcement", gateway.enforcement, level_colour(gateway.enforcement));
+    const auto& limit = gateway.rate_limit;
+    field("rate limit", limit.requests > 0
+                            ? std::to_string(limit.requests) + " requests per " + duration(limit.window_seconds)
                             : "none");
-    field("approval timeout", duration(number(gateway, "approval_timeout_seconds")));
-    field("defined in", text(gateway, "origin"));
-    const auto& launch = member(gateway, "launch");
-    const auto users = joined(member(launch, "users"));
-    const auto groups = joined(member(launch, "groups"));
+    field("approval timeout", duration(gateway.approval_timeout_seconds));
+    field("defined in", gateway.origin);
+    const auto users = joined(detail.launch.users);
+    const auto groups = joined(detail.launch.groups);
     if (!users.empty() || !groups.empty()) {
         field("may launch", "users: " + (users.empty() ? "-" : users) + "; groups: " + (groups.empty() ? "-" : groups));
     }
     std::printf("%s\n", paint("connectors", Colour::bold).c_str());
-    for (const auto& connector : member(gateway, "connectors")) {
-        if (!connector.is_object()) {
-            std::printf("  %s\n",
-                        printable(connector.is_string() ? connector.get<std::string>() : dump(connector)).c_str());
+    for (const auto& connector : detail.connectors) {
+        if (!connector.described) {
+            std::printf("  %s\n", printable(connector.name).c_str());
             continue;
         }
-        std::printf("  %s (%s)\n", printable(text(connector, "name")).c_str(),
-                    printable(text(connector, "type")).c_str());
-        field("  domains", joined(member(connector, "domains")));
-        field("  credential", text(connector, "credential"));
-        field("  preset", text(connector, "preset"));
-        for (const auto& rule : member(connector, "rules")) {
-            const auto effect = text(rule, "effect");
-            field("  rule", text(rule, "pattern") + " -> " + effect,
-                  effect == "deny"    ? Colour::red
-                  : effect == "allow" ? Colour::green
-                                      : Colour::yellow);
+        std::printf("  %s (%s)\n", printable(connector.name).c_str(), printable(connector.type).c_str());
+        field("  domains", joined(connector.domains));
+        field("  credential", connector.credential);
+        field("  preset", connector.preset);
+        for (const auto& rule : connector.rules) {
+            field("  rule", rule.pattern + " -> " + rule.effect,
+                  rule.effect == "deny"    ? Colour::red
+                  : rule.effect == "allow" ? Colour::green
+                                           : Colour::yellow);
         }
     }
-    const auto& policies = member(gateway, "policies");
-    if (policies.is_array() && !policies.empty()) {
+    if (!detail.policies.empty()) {
         std::printf("%s\n", paint("policies", Colour::bold).c_str());
-        for (const auto& policy : policies) {
-            std::printf("  %s: %s %s\n", printable(text(policy, "name")).c_str(),
-                        printable(text(policy, "effect")).c_str(),
-                        printable(joined(member(policy, "actions"))).c_str());
-            if (const auto reason = text(policy, "reason"); !reason.empty()) field("  reason", reason);
+        for (const auto& policy : detail.policies) {
+            std::printf("  %s: %s %s\n", printable(policy.name).c_str(), printable(policy.effect).c_str(),
+                        printable(joined(policy.actions)).c_str());
+            if (!policy.reason.empty()) field("  reason", policy.reason);
         }
     }
-    const auto& tcp = member(gateway, "tcp");
-    if (tcp.is_array() && !tcp.empty()) {
+    if (!detail.tcp.empty()) {
         std::printf("%s\n", paint("tcp", Colour::bold).c_str());
-        for (const auto& destination : tcp) {
-            const auto host = text(destination, "host");
-            std::printf("  %s port %s\n", printable(host.empty() ? text(destination, "cidr") : host).c_str(),
-                        printable(text(destination, "port")).c_str());
+        for (const auto& destination : detail.tcp) {
+            std::printf("  %s port %s\n",
+                        printable(destination.host.empty() ? destination.cidr : destination.host).c_str(),
+                        std::to_string(destination.port).c_str());
         }
     }
 }
@@ -282,9 +273,9 @@ int gateways_command(std::span<char*> args) {
                 print_json(document);
                 return kExitOk;
             }
-            const auto& gateways = member(document, "gateways");
+            const auto gateways = gateways_from_json(document);
             if (options.quiet) {
-                for (const auto& gateway : gateways) std::puts(printable(text(gateway, "name")).c_str());
+                for (const auto& gateway : gateways) std::puts(printable(gateway.name).c_str());
                 return kExitOk;
             }
             print_gateways(gateways);
@@ -295,12 +286,12 @@ int gateways_command(std::span<char*> args) {
         const auto name = operand(command, options, 1, "a gateway name", status);
         if (!name) return status;
         return with_client(command, options, [&](const ApiClient& client) {
-            const auto gateway = json_of(client.get("/v1/gateways/" + url_encode(*name)));
+            const auto document = json_of(client.get("/v1/gateways/" + url_encode(*name)));
             if (options.json) {
-                print_json(gateway);
+                print_json(document);
                 return kExitOk;
             }
-            print_gateway(gateway);
+            print_gateway(gateway_detail_from_json(document));
             return kExitOk;
         });
     }
@@ -316,13 +307,14 @@ int gateways_command(std::span<char*> args) {
                                "\"" + level + "\" is not an enforcement level: give monitor, soft, full or default");
         }
         return with_client(command, options, [&](const ApiClient& client) {
-            const auto gateway =
+            const auto document =
                 json_of(client.put("/v1/gateways/" + url_encode(name) + "/enforcement", json{{"level", level}}));
             if (options.json) {
-                print_json(gateway);
+                print_json(document);
                 return kExitOk;
             }
-            const auto now = text(gateway, "enforcement").empty() ? level : text(gateway, "enforcement");
+            const auto set = gateway_summary_from_json(document).enforcement;
+            const auto now = set.empty() ? level : set;
             std::printf("gateway %s: enforcement %s\n", printable(name).c_str(),
                         paint(printable(now), level_colour(now)).c_str());
             return kExitOk;
@@ -339,25 +331,24 @@ int reload_command(std::span<char*> args) {
     return with_client(command, options, [&](const ApiClient& client) {
         const auto response = client.post("/v1/reload");
         if (options.json && !response.json.is_null()) print_json(response.json);
+        const auto result = reload_from_json(response.json);
         if (!response.ok()) {
             print_api_error(response);
             // Every error, with its file and place: from the refusal, or else
             // from a check of the same files.
-            json errors = member(response.json, "errors");
-            if (!errors.is_array() && response.error_code() == "config_invalid") {
-                errors = member(client.post("/v1/config/check").json, "errors");
+            auto errors = result.errors.value_or(std::vector<ConfigErrorView>{});
+            if (!result.errors && response.error_code() == "config_invalid") {
+                errors = config_check_from_json(client.post("/v1/config/check").json).errors;
             }
             for (const auto& error : errors) {
-                std::string where = text(error, "file");
-                if (const auto pointer = text(error, "pointer"); !pointer.empty()) where += " " + pointer;
-                std::fprintf(stderr, "  %s: %s\n", printable(where).c_str(), printable(text(error, "message")).c_str());
-                if (const auto hint = text(error, "hint"); !hint.empty()) {
-                    std::fprintf(stderr, "    hint: %s\n", printable(hint).c_str());
-                }
+                std::string where = error.file;
+                if (!error.pointer.empty()) where += " " + error.pointer;
+                std::fprintf(stderr, "  %s: %s\n", printable(where).c_str(), printable(error.message).c_str());
+                if (!error.hint.empty()) std::fprintf(stderr, "    hint: %s\n", printable(error.hint).c_str());
             }
             return kExitFailed;
         }
-        if (!options.json) std::printf("reloaded: %s\n", printable(text(response.json, "summary")).c_str());
+        if (!options.json) std::printf("reloaded: %s\n", printable(result.summary).c_str());
         return kExitOk;
     });
 }
@@ -377,9 +368,9 @@ int agents_command(std::span<char*> args) {
                 print_json(document);
                 return kExitOk;
             }
-            const auto& agents = member(document, "agents");
+            const auto agents = agents_from_json(document);
             if (options.quiet) {
-                for (const auto& agent : agents) std::puts(printable(text(agent, "id")).c_str());
+                for (const auto& agent : agents) std::puts(printable(agent.id).c_str());
                 return kExitOk;
             }
             if (agents.empty()) {
@@ -388,12 +379,12 @@ int agents_command(std::span<char*> args) {
             }
             Table table({{"ID", 0}, {"GATEWAY"}, {"ISOLATION"}, {"PID", 10}, {"UID", 10}, {"KIND", 10}});
             for (const auto& agent : agents) {
-                table.add({{text(agent, "id")},
-                           {text(agent, "gateway")},
-                           {text(agent, "isolation")},
-                           {text(agent, "pid")},
-                           {text(agent, "uid")},
-                           {flag(agent, "enforced_unit") ? "enforced" : "launched"}});
+                table.add({{agent.id},
+                           {agent.gateway},
+                           {agent.isolation},
+                           {std::to_string(agent.pid)},
+                           {std::to_string(agent.uid)},
+                           {agent.enforced_unit ? "enforced" : "launched"}});
             }
             table.print();
             return kExitOk;
@@ -404,24 +395,25 @@ int agents_command(std::span<char*> args) {
         if (!id) return status;
         return with_client(command, options, [&](const ApiClient& client) {
             const auto target = "/v1/agents/" + url_encode(*id);
-            const auto agent = json_of(action == "show" ? client.get(target) : client.post(target + "/stop"));
+            const auto document = json_of(action == "show" ? client.get(target) : client.post(target + "/stop"));
             if (options.json) {
-                print_json(agent);
+                print_json(document);
                 return kExitOk;
             }
             if (action == "stop") {
                 std::printf("agent %s stopped\n", printable(*id).c_str());
                 return kExitOk;
             }
-            std::printf("%s %s\n", paint("agent", Colour::bold).c_str(), printable(text(agent, "id")).c_str());
-            field("gateway", text(agent, "gateway"));
-            field("isolation", text(agent, "isolation"));
-            field("pid", text(agent, "pid"));
-            field("uid", text(agent, "uid"));
-            if (agent.contains("run_uid")) field("runs as uid", text(agent, "run_uid"));
-            field("cgroup id", text(agent, "cgroup_id"));
-            field("kind", flag(agent, "enforced_unit") ? "an existing cgroup under enforcement (tf enforce)"
-                                                       : "launched by tameflared (tf run)");
+            const auto agent = agent_from_json(document);
+            std::printf("%s %s\n", paint("agent", Colour::bold).c_str(), printable(agent.id).c_str());
+            field("gateway", agent.gateway);
+            field("isolation", agent.isolation);
+            field("pid", std::to_string(agent.pid));
+            field("uid", std::to_string(agent.uid));
+            if (agent.run_uid) field("runs as uid", std::to_string(*agent.run_uid));
+            field("cgroup id", std::to_string(agent.cgroup_id));
+            field("kind", agent.enforced_unit ? "an existing cgroup under enforcement (tf enforce)"
+                                              : "launched by tameflared (tf run)");
             return kExitOk;
         });
     }
@@ -456,7 +448,7 @@ int kill_switch_command(std::span<char*> args) {
         if (options.json) {
             print_json(kill);
         } else {
-            std::printf("kill switch %s\n", kill_switch_text(kill).c_str());
+            std::printf("kill switch %s\n", kill_switch_text(kill_switch_from_json(kill)).c_str());
         }
         return kExitOk;
     });

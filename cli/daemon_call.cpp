@@ -1,5 +1,6 @@
 #include "cli/daemon_call.h"
 
+#include "cli/api_model.h"
 #include "cli/commands.h"
 #include "cli/output.h"
 
@@ -180,44 +181,6 @@ std::string log_target(LogKind kind, const store::LogFilter& filter, std::string
     return target;
 }
 
-store::TrafficRow traffic_row(const json& row) {
-    store::TrafficRow out;
-    const auto now = store::Clock::now();
-    out.time = store::parse_time(text(row, "time"), now).value_or(now);
-    out.request_id = text(row, "request_id");
-    out.gateway = text(row, "gateway");
-    out.agent = text(row, "agent");
-    out.connector = text(row, "connector");
-    out.action = text(row, "action");
-    out.method = text(row, "method");
-    out.host = text(row, "host");
-    out.path = text(row, "path");
-    out.decision = text(row, "decision");
-    out.reason = text(row, "reason");
-    out.status = static_cast<unsigned>(number(row, "status"));
-    out.request_bytes = static_cast<std::uint64_t>(number(row, "request_bytes"));
-    out.response_bytes = static_cast<std::uint64_t>(number(row, "response_bytes"));
-    out.latency = std::chrono::microseconds(number(row, "latency_us"));
-    out.forwarded = flag(row, "forwarded");
-    out.completed = flag(row, "completed", true);
-    return out;
-}
-
-store::AuditRecord audit_record(const json& record) {
-    store::AuditRecord out;
-    const auto now = store::Clock::now();
-    out.seq = number(record, "seq");
-    out.event.time = store::parse_time(text(record, "time"), now).value_or(now);
-    out.event.event = text(record, "event");
-    out.event.gateway = text(record, "gateway");
-    out.event.agent = text(record, "agent");
-    out.event.actor = text(record, "actor");
-    out.event.subject = text(record, "subject");
-    const auto& details = member(record, "details");
-    out.event.details = details.is_string() ? details.get<std::string>() : details.is_null() ? "" : dump(details);
-    return out;
-}
-
 std::size_t write_log(const ApiClient& client, LogKind kind, const store::LogFilter& filter, store::Format format,
                       std::ostream& out, const std::function<void(const json&)>& seen) {
     std::optional<store::TrafficWriter> traffic;
@@ -242,8 +205,8 @@ std::size_t write_log(const ApiClient& client, LogKind kind, const store::LogFil
             const auto parsed = json::parse(text, nullptr, false);
             if (parsed.is_discarded()) throw std::runtime_error("tameflared sent a log line that is not JSON");
             if (seen) seen(parsed);
-            if (traffic) traffic->write(traffic_row(parsed));
-            if (audit) audit->write(audit_record(parsed));
+            if (traffic) traffic->write(traffic_row_from_json(parsed));
+            if (audit) audit->write(audit_record_from_json(parsed));
         }
     };
     // CSV: records end in a line end outside quotes (RFC 4180); the first is the header.

@@ -107,11 +107,6 @@ std::optional<std::string> set_filter_flag(store::LogFilter& filter, LogKind kin
 // ("json", "jsonl" or "csv").
 std::string log_target(LogKind kind, const store::LogFilter& filter, std::string_view format);
 
-// A row or record as the daemon serves it (the store's JSON Lines object),
-// back in the store's type, for the store's writers.
-store::TrafficRow traffic_row(const nlohmann::json& row);
-store::AuditRecord audit_record(const nlohmann::json& record);
-
 // Writes the log as `tf traffic` / `tf audit` write it from the database: a
 // table (with its header) rebuilt from JSON Lines, CSV and JSON Lines as the
 // daemon wrote them (the store's writers, there). `seen` (optional) is given

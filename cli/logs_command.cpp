@@ -4,6 +4,7 @@
 // daemon authorizes every call by the caller's kernel credentials, so tf
 // holds no privilege of its own.
 #include "cli/api_client.h"
+#include "cli/api_model.h"
 #include "cli/commands.h"
 #include "cli/control_options.h"
 #include "cli/daemon_call.h"
@@ -83,11 +84,9 @@ public:
     explicit SeenRows(store::Clock::time_point start) : start_(start), newest_(start) {}
 
     // false when the row was printed before.
-    bool add(const json& row) {
-        const auto now = store::Clock::now();
-        const auto time = store::parse_time(text(row, "time"), now).value_or(now);
-        if (!ids_.emplace(text(row, "request_id"), time).second) return false;
-        newest_ = std::max(newest_, time);
+    bool add(const store::TrafficRow& row) {
+        if (!ids_.emplace(row.request_id, row.time).second) return false;
+        newest_ = std::max(newest_, row.time);
         if (ids_.size() > prune_at_) {
             std::erase_if(ids_, [this](const auto& seen) { return seen.second < since(); });
             prune_at_ = std::max(kPruneAt, 2 * ids_.size());
@@ -104,17 +103,16 @@ private:
     std::size_t prune_at_ = kPruneAt;
 };
 
-bool matches(const store::LogFilter& filter, const json& row) {
-    const std::array<std::pair<const char*, const std::string*>, 5> filters{{
-        {"gateway", &filter.gateway},
-        {"agent", &filter.agent},
-        {"connector", &filter.connector},
-        {"action", &filter.action},
-        {"decision", &filter.decision},
+bool matches(const store::LogFilter& filter, const store::TrafficRow& row) {
+    const std::array<std::pair<const std::string*, const std::string*>, 5> filters{{
+        {&row.gateway, &filter.gateway},
+        {&row.agent, &filter.agent},
+        {&row.connector, &filter.connector},
+        {&row.action, &filter.action},
+        {&row.decision, &filter.decision},
     }};
-    return std::all_of(filters.begin(), filters.end(), [&row](const auto& each) {
-        return each.second->empty() || text(row, each.first) == *each.second;
-    });
+    return std::all_of(filters.begin(), filters.end(),
+                       [](const auto& each) { return each.second->empty() || *each.first == *each.second; });
 }
 
 int logs(const ApiClient& client, const Options& options, store::Format format) {
@@ -124,8 +122,8 @@ int logs(const ApiClient& client, const Options& options, store::Format format) 
     const auto history = [&](const ApiClient& asked) {
         store::LogFilter last = options.filter;
         last.limit = options.last.value_or(50);
-        const auto count =
-            write_log(asked, LogKind::traffic, last, format, out, [&seen](const json& row) { seen.add(row); });
+        const auto count = write_log(asked, LogKind::traffic, last, format, out,
+                                     [&seen](const json& row) { seen.add(traffic_row_from_json(row)); });
         if (format == store::Format::table && count == 0 && !options.follow) out << "no matching records\n";
         out.flush();
         if (last.limit != 0 && count == last.limit && !options.follow) {
@@ -138,12 +136,14 @@ int logs(const ApiClient& client, const Options& options, store::Format format) 
     }
 
     store::TrafficWriter writer(out, format == store::Format::csv ? store::Format::csv : store::Format::table);
-    const auto print = [&](const json& row) {
-        if (!row.is_object() || !matches(options.filter, row) || !seen.add(row)) return;
+    const auto print = [&](const json& document) {
+        if (!document.is_object()) return;
+        const auto row = traffic_row_from_json(document);
+        if (!matches(options.filter, row) || !seen.add(row)) return;
         if (format == store::Format::jsonl) {
-            out << dump(row) << '\n';
+            out << dump(document) << '\n';  // as the daemon sent it
         } else {
-            writer.write(traffic_row(row));
+            writer.write(row);
         }
         out.flush();
     };
@@ -158,7 +158,7 @@ int logs(const ApiClient& client, const Options& options, store::Format format) 
                             store::LogFilter missed = options.filter;
                             missed.since = std::max(options.filter.since.value_or(seen.since()), seen.since());
                             const auto document = json_of(asked.get(log_target(LogKind::traffic, missed, "json")));
-                            for (const auto& row : member(document, "rows")) print(row);
+                            for (const auto& row : traffic_documents(document)) print(row);
                             return {};
                         });
     stream.open();

@@ -195,42 +195,11 @@ void Table::pad(std::string& line, const std::string& text, Colour colour, const
 
 // ---------------------------------------------------------------------------
 
-std::string text(const json& object, const char* key) {
-    if (!object.is_object()) return {};
-    const auto found = object.find(key);
-    if (found == object.end()) return {};
-    if (found->is_string()) return found->get<std::string>();
-    if (found->is_boolean()) return found->get<bool>() ? "true" : "false";
-    if (found->is_number()) return found->dump();
-    return {};
-}
-
-long long number(const json& object, const char* key, long long fallback) {
-    if (!object.is_object()) return fallback;
-    const auto found = object.find(key);
-    if (found == object.end() || !found->is_number()) return fallback;
-    return found->is_number_float() ? static_cast<long long>(found->get<double>()) : found->get<long long>();
-}
-
-bool flag(const json& object, const char* key, bool fallback) {
-    if (!object.is_object()) return fallback;
-    const auto found = object.find(key);
-    return found != object.end() && found->is_boolean() ? found->get<bool>() : fallback;
-}
-
-const json& member(const json& object, const char* key) {
-    static const json kNull;
-    if (!object.is_object()) return kNull;
-    const auto found = object.find(key);
-    return found == object.end() ? kNull : *found;
-}
-
-std::string joined(const json& list) {
-    if (!list.is_array()) return list.is_null() ? "" : list.is_string() ? list.get<std::string>() : list.dump();
+std::string joined(const std::vector<std::string>& list) {
     std::string out;
     for (const auto& item : list) {
         if (!out.empty()) out += ", ";
-        out += item.is_string() ? item.get<std::string>() : item.dump();
+        out += item;
     }
     return out;
 }

@@ -1,7 +1,7 @@
 // What tf prints: text from the daemon made safe for a terminal, colour,
-// tables, bodies passed through, and the fields of the JSON documents it
-// reads. Agents choose hosts, paths and parameters, so nothing they wrote
-// reaches the terminal unescaped.
+// tables, bodies passed through, JSON. Agents choose hosts, paths and
+// parameters, so nothing they wrote reaches the terminal unescaped. (The
+// daemon's JSON answers are read into types in cli/api_model.h.)
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -71,15 +71,8 @@ private:
     std::vector<std::vector<Cell>> rows_;
 };
 
-// A field of a JSON object as text: strings as they are, numbers and
-// booleans written out, anything else (or nothing) "".
-std::string text(const nlohmann::json& object, const char* key);
-long long number(const nlohmann::json& object, const char* key, long long fallback = 0);
-bool flag(const nlohmann::json& object, const char* key, bool fallback = false);
-// The member, or null.
-const nlohmann::json& member(const nlohmann::json& object, const char* key);
-// ["a","b"] as "a, b"; anything else as its JSON.
-std::string joined(const nlohmann::json& list);
+// {"a", "b"} as "a, b".
+std::string joined(const std::vector<std::string>& list);
 // JSON text; bytes that are not UTF-8 replaced, never an exception.
 std::string dump(const nlohmann::json& document, int indent = -1);
 // The document on standard output, indented.

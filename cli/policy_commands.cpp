@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 
 #include "cli/api_client.h"
+#include "cli/api_model.h"
 #include "cli/daemon_call.h"
 #include "cli/output.h"
 #include "common/atomic_file.h"
@@ -245,32 +246,30 @@ Decide daemon_decider(const ApiClient& client, const TestOptions& options) {
     };
 }
 
-bool forwarded(const json& decision) {
-    return text(decision, "verdict") == "forward";
+bool forwarded(const DecisionView& decision) {
+    return decision.verdict == "forward";
 }
 
-void print_decision(const json& decision) {
-    std::printf("decision:   %s (%s; %s)\n", printable(text(decision, "decision")).c_str(),
-                printable(text(decision, "effect")).c_str(), printable(text(decision, "verdict")).c_str());
-    std::printf("gateway:    %s (enforcement %s)\n", printable(text(decision, "gateway")).c_str(),
-                printable(text(decision, "enforcement")).c_str());
-    const auto connector = text(decision, "connector");
-    std::printf("connector:  %s\n", connector.empty() ? "(none)" : printable(connector).c_str());
-    for (const auto& action : member(decision, "actions")) {
-        std::printf("action:     %s  risk=%s access=%s\n", printable(text(action, "action")).c_str(),
-                    printable(text(action, "risk")).c_str(), printable(text(action, "access")).c_str());
-        std::printf("route:      %s\n", printable(text(action, "route")).c_str());
-        std::printf("parameters: %s%s\n", printable(dump(member(action, "parameters"))).c_str(),
-                    flag(action, "parameters_complete", true) ? "" : " (incomplete)");
+void print_decision(const DecisionView& decision) {
+    std::printf("decision:   %s (%s; %s)\n", printable(decision.decision).c_str(), printable(decision.effect).c_str(),
+                printable(decision.verdict).c_str());
+    std::printf("gateway:    %s (enforcement %s)\n", printable(decision.gateway).c_str(),
+                printable(decision.enforcement).c_str());
+    std::printf("connector:  %s\n", decision.connector.empty() ? "(none)" : printable(decision.connector).c_str());
+    for (const auto& action : decision.actions) {
+        std::printf("action:     %s  risk=%s access=%s\n", printable(action.action).c_str(),
+                    printable(action.risk).c_str(), printable(action.access).c_str());
+        std::printf("route:      %s\n", printable(action.route).c_str());
+        std::printf("parameters: %s%s\n", printable(dump(action.parameters)).c_str(),
+                    action.parameters_complete ? "" : " (incomplete)");
     }
-    std::printf("reason:     %s\n", printable(text(decision, "reason")).c_str());
-    if (text(decision, "verdict") == "hold") {
-        std::printf("approval:   held for a human, %lld s until timeout (408)\n",
-                    number(decision, "approval_timeout_seconds"));
+    std::printf("reason:     %s\n", printable(decision.reason).c_str());
+    if (decision.verdict == "hold") {
+        std::printf("approval:   held for a human, %lld s until timeout (408)\n", decision.approval_timeout_seconds);
     }
     std::printf("trace:\n");
-    for (const auto& step : member(decision, "trace")) {
-        std::printf("  %-12s %s\n", printable(text(step, "stage")).c_str(), printable(text(step, "detail")).c_str());
+    for (const auto& step : decision.trace) {
+        std::printf("  %-12s %s\n", printable(step.stage).c_str(), printable(step.detail).c_str());
     }
 }
 
@@ -299,17 +298,15 @@ int test_file(const TestOptions& options, const Decide& decide) {
     std::printf("%-24s %-8s %-48s %-34s %s\n", "DECISION", "METHOD", "URL", "ACTION", "REASON");
     int not_forwarded = 0;
     for (const auto& line : lines) {
-        const auto decision = decide(line, "");
+        const auto decision = decision_from_json(decide(line, ""));
         if (!forwarded(decision)) ++not_forwarded;
         // Every action of the request (one, but for a JSON-RPC batch).
         std::string action;
-        for (const auto& each : member(decision, "actions")) {
-            action += (action.empty() ? "" : ",") + text(each, "action");
-        }
+        for (const auto& each : decision.actions) action += (action.empty() ? "" : ",") + each.action;
         const std::string shown_url = line.url.size() > 48 ? line.url.substr(0, 45) + "..." : line.url;
-        std::printf("%-24s %-8s %-48s %-34s %s\n", printable(text(decision, "decision")).c_str(),
-                    printable(line.method).c_str(), printable(shown_url).c_str(),
-                    action.empty() ? "-" : printable(action).c_str(), printable(text(decision, "reason")).c_str());
+        std::printf("%-24s %-8s %-48s %-34s %s\n", printable(decision.decision).c_str(), printable(line.method).c_str(),
+                    printable(shown_url).c_str(), action.empty() ? "-" : printable(action).c_str(),
+                    printable(decision.reason).c_str());
         std::fflush(stdout);
     }
     return options.exit_code && not_forwarded > 0 ? kExitFailed : kExitOk;
@@ -317,9 +314,10 @@ int test_file(const TestOptions& options, const Decide& decide) {
 
 // One request from the command line: the decision and its trace, or --json.
 int test_one(const TestOptions& options, const Line& line, const std::string& body, const Decide& decide) {
-    const auto decision = decide(Line{line.method, line.url, body}, options.content_type);
+    const auto document = decide(Line{line.method, line.url, body}, options.content_type);
+    const auto decision = decision_from_json(document);
     if (options.json) {
-        print_json(decision);
+        print_json(document);
     } else {
         print_decision(decision);
     }
@@ -408,13 +406,12 @@ int check_command(std::span<char*> args) {
         return run_with_daemon(
             DaemonCall{"tf policy check", options.socket, "", false, daemon_hint("tf policy check")},
             [](const ApiClient& client) {
-                const auto result = json_of(client.post("/v1/config/check"));
+                const auto result = config_check_from_json(json_of(client.post("/v1/config/check")));
                 policy::ConfigErrors errors;
-                for (const auto& error : member(result, "errors")) {
-                    errors.push_back(policy::ConfigError{text(error, "file"), text(error, "pointer"), 0, 0,
-                                                         text(error, "message"), text(error, "hint")});
+                for (const auto& error : result.errors) {
+                    errors.push_back(policy::ConfigError{error.file, error.pointer, 0, 0, error.message, error.hint});
                 }
-                if (!flag(result, "valid") || !errors.empty()) {
+                if (!result.valid || !errors.empty()) {
                     for (const auto& error : errors) std::fprintf(stderr, "%s\n", printable(error.to_string()).c_str());
                     std::fprintf(stderr, "configuration invalid: %zu error(s)\n", errors.size());
                     return kExitFailed;
@@ -561,11 +558,11 @@ int suggest_command(std::span<char*> args) {
         DaemonCall{"tf policy suggest", options.socket, common.explicit_file ? common.file.string() : "", false,
                    "tf policy suggest reads the traffic from tameflared: start it (systemctl start tameflared)"},
         [&](const ApiClient& client) {
-            const auto rows = member(json_of(client.get(log_target(LogKind::traffic, filter, "json"))), "rows");
+            const auto rows = traffic_documents(json_of(client.get(log_target(LogKind::traffic, filter, "json"))));
             std::vector<policy::Observation> seen;
-            for (const auto& row : rows) {
-                seen.push_back({text(row, "connector"), text(row, "action"), text(row, "method"), text(row, "host"),
-                                text(row, "path"), text(row, "decision")});
+            for (const auto& document : rows) {
+                const auto row = traffic_row_from_json(document);
+                seen.push_back({row.connector, row.action, row.method, row.host, row.path, row.decision});
             }
             if (seen.empty()) {
                 std::fprintf(stderr,

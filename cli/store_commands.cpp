@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 
 #include "cli/api_client.h"
+#include "cli/api_model.h"
 #include "cli/daemon_call.h"
 #include "cli/output.h"
 
@@ -510,17 +511,7 @@ int verify(const Command& command, const Options& options) {
     if (options.state_dir.empty()) {
         // The daemon walks the chain with its own checkpoint key.
         return run_with_daemon(daemon_call(command, options), [](const ApiClient& client) {
-            const auto document = json_of(client.get("/v1/audit/verify"));
-            store::VerifyReport report;
-            report.ok = flag(document, "ok", false);
-            report.records = static_cast<std::uint64_t>(number(document, "records"));
-            report.first_seq = number(document, "first_seq");
-            report.last_seq = number(document, "last_seq");
-            report.checkpoints = static_cast<std::uint64_t>(number(document, "checkpoints"));
-            report.unsigned_checkpoints = static_cast<std::uint64_t>(number(document, "unsigned_checkpoints"));
-            report.after_last_checkpoint = static_cast<std::uint64_t>(number(document, "after_last_checkpoint"));
-            report.broken_seq = number(document, "broken_seq");
-            report.problem = text(document, "problem");
+            const auto report = verify_report_from_json(json_of(client.get("/v1/audit/verify")));
             return print_report(report, true, "", "--state-dir DIR --key FILE");
         });
     }

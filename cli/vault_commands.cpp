@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 
 #include "cli/api_client.h"
+#include "cli/api_model.h"
 #include "cli/daemon_call.h"
 #include "cli/output.h"
 #include "daemon/store/query.h"
@@ -348,23 +349,6 @@ private:
     nlohmann::json json_;
 };
 
-// GET /v1/vault's entries, as the store lists them.
-std::vector<store::VaultEntry> entries_of(const nlohmann::json& document) {
-    std::vector<store::VaultEntry> entries;
-    const auto now = store::Clock::now();
-    for (const auto& secret : member(document, "secrets")) {
-        store::VaultEntry entry;
-        entry.name = text(secret, "name");
-        entry.connector = text(secret, "connector");
-        entry.hint = text(secret, "hint");
-        entry.created = store::parse_time(text(secret, "created"), now).value_or(now);
-        entry.updated = store::parse_time(text(secret, "updated"), now).value_or(now);
-        if (const auto used = text(secret, "last_used"); !used.empty()) entry.last_used = store::parse_time(used, now);
-        entries.push_back(std::move(entry));
-    }
-    return entries;
-}
-
 int set_through_daemon(const Options& options, const std::string& name) {
     return run_with_daemon(daemon_call(options, "set"), [&](const ApiClient& client) {
         // Before the value is asked for: the daemon is there and lets this user change the vault.
@@ -372,8 +356,8 @@ int set_through_daemon(const Options& options, const std::string& name) {
         Secret value;
         if (!read_value(name, value)) return kExitUsage;
         const SecretBody body(value, options.connector);
-        const auto entry = json_of(client.put("/v1/vault/" + url_encode(name), body.json()));
-        std::printf("stored %s (%s)%s%s\n", name.c_str(), printable(text(entry, "hint")).c_str(),
+        const auto stored = secret_stored_from_json(json_of(client.put("/v1/vault/" + url_encode(name), body.json())));
+        std::printf("stored %s (%s)%s%s\n", name.c_str(), printable(stored.hint).c_str(),
                     options.connector.empty() ? "" : " for connector ", printable(options.connector).c_str());
         return kExitOk;
     });
@@ -381,7 +365,7 @@ int set_through_daemon(const Options& options, const std::string& name) {
 
 int list_through_daemon(const Options& options) {
     return run_with_daemon(daemon_call(options, "list"), [&](const ApiClient& client) {
-        const auto entries = entries_of(json_of(client.get("/v1/vault")));
+        const auto entries = vault_entries_from_json(json_of(client.get("/v1/vault")));
         if (options.json) {
             print_json(entries);
         } else {
@@ -401,9 +385,9 @@ int remove_through_daemon(const Options& options, const std::string& name) {
 
 int rotate_through_daemon(const Options& options) {
     return run_with_daemon(daemon_call(options, "rotate"), [&](const ApiClient& client) {
-        const auto count = number(json_of(client.post("/v1/vault/rotate")), "rotated");
-        std::printf("re-encrypted %lld value%s; tameflared uses the new vault key from now on\n", count,
-                    count == 1 ? "" : "s");
+        const auto count = vault_rotated_from_json(json_of(client.post("/v1/vault/rotate"))).rotated;
+        std::printf("re-encrypted %llu value%s; tameflared uses the new vault key from now on\n",
+                    static_cast<unsigned long long>(count), count == 1 ? "" : "s");
         return kExitOk;
     });
 }
