@@ -24,6 +24,7 @@ struct RulesetAttr {
 constexpr std::uint64_t kScopeAbstractUnixSocket = 1ULL << 0;
 constexpr std::uint64_t kScopeSignal = 1ULL << 1;
 constexpr std::uint64_t kFsMakeBlock = 1ULL << 11;
+constexpr std::uint64_t kNetBindTcp = 1ULL << 0;
 
 // The filesystem rights each ABI knows: 1 has bits 0-12, 2 adds REFER (13),
 // 3 TRUNCATE (14), 5 IOCTL_DEV (15).
@@ -72,6 +73,8 @@ LandlockPlan plan_landlock(const LandlockPolicy& policy, int abi) {
         if (policy.scope_signals) plan.scoped |= kScopeSignal;
         if (policy.scope_abstract_unix) plan.scoped |= kScopeAbstractUnixSocket;
     }
+    // Governed with no rule: no port at all.
+    if (abi >= kLandlockNetAbi && policy.deny_tcp_bind) plan.handled_net = kNetBindTcp;
     for (const auto& rule : policy.paths) {
         const std::uint64_t access = rule.access & plan.handled_fs;
         if (access != 0) plan.rules.emplace_back(rule.path.c_str(), access);
@@ -92,9 +95,11 @@ int apply_landlock(const LandlockPlan& plan, int& failed_rule) noexcept {
     if (plan.abi <= 0) return 0;
     RulesetAttr attr;
     attr.handled_access_fs = plan.handled_fs;
+    attr.handled_access_net = plan.handled_net;
     attr.scoped = plan.scoped;
     // Older kernels take the shorter struct; they accept the longer one only when its extra fields are zero.
-    const std::size_t size = plan.scoped != 0 ? sizeof attr : sizeof attr.handled_access_fs;
+    const std::size_t size =
+        plan.scoped != 0 || plan.handled_net != 0 ? sizeof attr : sizeof attr.handled_access_fs;
     const UniqueFd ruleset(static_cast<int>(::syscall(SYS_landlock_create_ruleset, &attr, size, 0U)));
     if (!ruleset) return errno;
     for (std::size_t i = 0; i < plan.rules.size(); ++i) {

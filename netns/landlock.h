@@ -23,8 +23,17 @@ std::string landlock_missing_reason();
 // ABI 6: scoping of signals and of abstract unix sockets.
 constexpr int kLandlockScopeAbi = 6;
 
+// ABI 4: TCP bind and connect rules.
+constexpr int kLandlockNetAbi = 4;
+
 // Filesystem rights (LANDLOCK_ACCESS_FS_*; Debian 12's header stops at ABI 2).
+constexpr std::uint64_t kFsExecute = 1ULL << 0;
 constexpr std::uint64_t kFsWriteFile = 1ULL << 1;
+constexpr std::uint64_t kFsReadFile = 1ULL << 2;
+constexpr std::uint64_t kFsReadDir = 1ULL << 3;
+constexpr std::uint64_t kFsReadRights = kFsReadFile | kFsReadDir;
+// Every right any ABI knows; plan_landlock keeps those of the running one.
+constexpr std::uint64_t kFsAllRights = (1ULL << 16) - 1;
 constexpr std::uint64_t kFsTruncate = 1ULL << 14;  // ABI 3
 constexpr std::uint64_t kFsIoctlDev = 1ULL << 15;  // ABI 5
 // Every right that changes the file system or a file, none that reads or
@@ -48,6 +57,7 @@ struct LandlockPolicy {
     std::uint64_t handled_fs = 0;     // the rights the rules govern; 0 with no rule
     bool scope_signals = true;        // ABI 6+
     bool scope_abstract_unix = true;  // ABI 6+
+    bool deny_tcp_bind = false;       // ABI 4+: no TCP port may be bound
 };
 
 // What the child process applies between clone and execve, where it must
@@ -56,6 +66,7 @@ struct LandlockPolicy {
 struct LandlockPlan {
     int abi = 0;  // 0: no domain
     std::uint64_t handled_fs = 0;
+    std::uint64_t handled_net = 0;
     std::uint64_t scoped = 0;
     std::vector<std::pair<const char*, std::uint64_t>> rules;  // path, access
 };
