@@ -4,13 +4,13 @@
 file(GLOB_RECURSE staged LIST_DIRECTORIES false RELATIVE "${CPACK_TEMPORARY_DIRECTORY}" "${CPACK_TEMPORARY_DIRECTORY}/*")
 set(misplaced "")
 foreach(file IN LISTS staged)
-  if(NOT file MATCHES "^(usr/(bin|sbin|lib|share)|etc/tameflare)/")
+  if(NOT file MATCHES "^(usr/(bin|sbin|lib|libexec|share)|etc/tameflare)/")
     list(APPEND misplaced "/${file}")
   endif()
 endforeach()
 if(misplaced)
   list(JOIN misplaced "\n  " text)
-  message(FATAL_ERROR "packaging: files outside /usr/{bin,sbin,lib,share} and /etc/tameflare:\n  ${text}\n"
+  message(FATAL_ERROR "packaging: files outside /usr/{bin,sbin,lib,libexec,share} and /etc/tameflare:\n  ${text}\n"
                       "(install rules must use relative destinations; see packaging/Packaging.cmake)")
 endif()
 list(LENGTH staged count)

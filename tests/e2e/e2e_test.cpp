@@ -464,7 +464,8 @@ TEST_F(SystemdE2E, PackageHasTheFhsLayoutDependsAndMaintainerScripts) {
     const Result contents = run({"dpkg-deb", "--contents", deb_.string()});
     ASSERT_EQ(contents.status, 0) << contents.err;
     for (const char* path :
-         {"./usr/sbin/tameflared", "./usr/bin/tf", "./usr/share/tameflare/connectors/github.json",
+         {"./usr/sbin/tameflared", "./usr/bin/tf", "./usr/libexec/tameflare/tameflare-dataplane",
+          "./usr/share/tameflare/connectors/github.json",
           "./usr/share/bash-completion/completions/tf", "./usr/share/doc/tameflare/README.md",
           "./usr/share/doc/tameflare/docs/api.md", "./etc/tameflare/tameflared.json",
           "./etc/tameflare/gateways.d/agents.json", "./etc/tameflare/connectors.d/",
