@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -117,8 +119,14 @@ bool is_ip_literal(const std::string& name) {
 CertificateAuthority::CertificateAuthority(EvpPkeyPtr key, X509Ptr certificate, std::size_t cache_size)
     : key_(std::move(key)),
       certificate_(std::move(certificate)),
-      leaf_key_(new_p256_key()),
-      cache_size_(cache_size == 0 ? 1 : cache_size) {}
+      leaves_(
+          new_p256_key(),
+          [this](const std::string& server_name, EVP_PKEY* subject) { return mint(server_name, subject); },
+          cache_size) {}
+
+EvpPkeyPtr new_leaf_key() {
+    return new_p256_key();
+}
 
 std::unique_ptr<CertificateAuthority> CertificateAuthority::load_or_create(const fs::path& directory,
                                                                            std::size_t cache_size) {
@@ -187,8 +195,8 @@ std::unique_ptr<CertificateAuthority> CertificateAuthority::load_or_create(const
         new CertificateAuthority(std::move(key), std::move(certificate), cache_size));
 }
 
-X509Ptr CertificateAuthority::mint(const std::string& server_name) const {
-    X509Ptr leaf = new_certificate(leaf_key_.get(), server_name.substr(0, 64), kLeafDays);
+X509Ptr CertificateAuthority::mint(const std::string& server_name, EVP_PKEY* subject) const {
+    X509Ptr leaf = new_certificate(subject, server_name.substr(0, 64), kLeafDays);
     X509_set_issuer_name(leaf.get(), X509_get_subject_name(certificate_.get()));
     const std::string san = (is_ip_literal(server_name) ? "IP:" : "DNS:") + server_name;
     add_extension(leaf.get(), certificate_.get(), NID_subject_alt_name, san.c_str());
@@ -201,6 +209,25 @@ X509Ptr CertificateAuthority::mint(const std::string& server_name) const {
 }
 
 std::shared_ptr<const LeafCertificate> CertificateAuthority::leaf_for(std::string_view server_name) {
+    return leaves_.leaf_for(server_name);
+}
+
+X509Ptr CertificateAuthority::sign_leaf(std::string_view server_name, EVP_PKEY* subject) const {
+    const bool name_like =
+        !server_name.empty() && server_name.size() <= 253 &&
+        std::all_of(server_name.begin(), server_name.end(), [](char c) {
+            const auto byte = static_cast<unsigned char>(c);
+            return std::isalnum(byte) != 0 || c == '.' || c == '-' || c == '_' || c == ':' || c == '*';
+        });
+    if (!name_like) throw CaError("no certificate for a server name that no server has");
+    if (subject == nullptr) throw CaError("no public key to certify");
+    return mint(std::string(server_name), subject);
+}
+
+LeafCache::LeafCache(EvpPkeyPtr key, Mint mint, std::size_t size)
+    : key_(std::move(key)), mint_(std::move(mint)), size_(size == 0 ? 1 : size) {}
+
+std::shared_ptr<const LeafCertificate> LeafCache::leaf_for(std::string_view server_name) {
     std::string name(server_name);
     {
         const std::lock_guard lock(mutex_);
@@ -210,19 +237,29 @@ std::shared_ptr<const LeafCertificate> CertificateAuthority::leaf_for(std::strin
         }
     }
     // Sign outside the lock; two threads minting the same name is harmless.
-    X509Ptr certificate = mint(name);
-    EVP_PKEY_up_ref(leaf_key_.get());
-    auto leaf = std::make_shared<LeafCertificate>(LeafCertificate{std::move(certificate), EvpPkeyPtr(leaf_key_.get())});
+    X509Ptr certificate = mint_(name, key_.get());
+    EVP_PKEY_up_ref(key_.get());
+    auto leaf = std::make_shared<LeafCertificate>(LeafCertificate{std::move(certificate), EvpPkeyPtr(key_.get())});
     const std::lock_guard lock(mutex_);
     ++minted_;
     if (const auto it = index_.find(name); it != index_.end()) return it->second->second;
     lru_.emplace_front(name, leaf);
     index_.emplace(std::move(name), lru_.begin());
-    while (lru_.size() > cache_size_) {
+    while (lru_.size() > size_) {
         index_.erase(lru_.back().first);
         lru_.pop_back();
     }
     return leaf;
+}
+
+std::size_t LeafCache::cached() const {
+    const std::lock_guard lock(mutex_);
+    return lru_.size();
+}
+
+std::size_t LeafCache::minted() const {
+    const std::lock_guard lock(mutex_);
+    return minted_;
 }
 
 std::string CertificateAuthority::certificate_pem() const {
@@ -230,13 +267,11 @@ std::string CertificateAuthority::certificate_pem() const {
 }
 
 std::size_t CertificateAuthority::cached() const {
-    const std::lock_guard lock(mutex_);
-    return lru_.size();
+    return leaves_.cached();
 }
 
 std::size_t CertificateAuthority::minted() const {
-    const std::lock_guard lock(mutex_);
-    return minted_;
+    return leaves_.minted();
 }
 
 }  // namespace tameflare::proxy

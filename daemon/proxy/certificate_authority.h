@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -30,7 +31,43 @@ struct LeafCertificate {
     EvpPkeyPtr key;  // a reference to the key every leaf shares
 };
 
-class CertificateAuthority {
+// Where the proxy gets the certificate it presents for a server name: the
+// CA itself in one process, or (issue 24) the data plane's cache of leaves
+// the supervisor signs. Thread-safe; throws when there can be none.
+class LeafSource {
+public:
+    virtual ~LeafSource() = default;
+    virtual std::shared_ptr<const LeafCertificate> leaf_for(std::string_view server_name) = 0;
+};
+
+// A bounded LRU cache of leaves over one key; `mint` certifies that key for a
+// name on a miss (called outside the cache's lock; two threads minting the
+// same name is harmless).
+class LeafCache : public LeafSource {
+public:
+    using Mint = std::function<X509Ptr(const std::string& server_name, EVP_PKEY* key)>;
+    LeafCache(EvpPkeyPtr key, Mint mint, std::size_t size);
+
+    std::shared_ptr<const LeafCertificate> leaf_for(std::string_view server_name) override;
+    [[nodiscard]] EVP_PKEY* key() const { return key_.get(); }
+    [[nodiscard]] std::size_t cached() const;
+    [[nodiscard]] std::size_t minted() const;
+
+private:
+    EvpPkeyPtr key_;  // one key for every leaf: minting is one signature
+    Mint mint_;
+    std::size_t size_;
+    mutable std::mutex mutex_;
+    using Entry = std::pair<std::string, std::shared_ptr<const LeafCertificate>>;
+    std::list<Entry> lru_;  // most recent first
+    std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+    std::size_t minted_ = 0;
+};
+
+// A fresh ECDSA P-256 key (a leaf key, the data plane's own).
+EvpPkeyPtr new_leaf_key();
+
+class CertificateAuthority : public LeafSource {
 public:
     static constexpr std::size_t kDefaultCacheSize = 1024;
 
@@ -41,7 +78,12 @@ public:
                                                                 std::size_t cache_size = kDefaultCacheSize);
 
     // The leaf for a DNS name or an IP literal, from the cache or minted now.
-    std::shared_ptr<const LeafCertificate> leaf_for(std::string_view server_name);
+    std::shared_ptr<const LeafCertificate> leaf_for(std::string_view server_name) override;
+    // A leaf for `server_name` certifying `subject`'s public key (the data
+    // plane's own key, issue 24). Throws CaError for a name no server has
+    // (empty, longer than 253 bytes, or holding bytes outside a DNS name or
+    // an IP literal).
+    X509Ptr sign_leaf(std::string_view server_name, EVP_PKEY* subject) const;
 
     [[nodiscard]] X509* certificate() const { return certificate_.get(); }
     [[nodiscard]] std::string certificate_pem() const;
@@ -50,18 +92,11 @@ public:
 
 private:
     CertificateAuthority(EvpPkeyPtr key, X509Ptr certificate, std::size_t cache_size);
-    X509Ptr mint(const std::string& server_name) const;
+    X509Ptr mint(const std::string& server_name, EVP_PKEY* subject) const;
 
     EvpPkeyPtr key_;
     X509Ptr certificate_;
-    EvpPkeyPtr leaf_key_;  // one key for every leaf: minting is one signature
-    std::size_t cache_size_;
-
-    mutable std::mutex mutex_;
-    using Entry = std::pair<std::string, std::shared_ptr<const LeafCertificate>>;
-    std::list<Entry> lru_;  // most recent first
-    std::unordered_map<std::string, std::list<Entry>::iterator> index_;
-    std::size_t minted_ = 0;
+    LeafCache leaves_;
 };
 
 }  // namespace tameflare::proxy

@@ -49,7 +49,7 @@ struct ProxyOptions {
 
 struct ProxyServices {
     policy::ConfigStore* config = nullptr;    // required
-    CertificateAuthority* ca = nullptr;       // required
+    LeafSource* ca = nullptr;                 // required: the certificates interception presents
     OriginLookup* origins = nullptr;          // required for the transparent listener
     CredentialSource* credentials = nullptr;  // null: no credential is available
     ApprovalBroker* approvals = nullptr;      // null: held requests time out

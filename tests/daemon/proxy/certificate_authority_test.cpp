@@ -5,6 +5,7 @@
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 
+#include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
 
@@ -98,6 +99,40 @@ TEST_F(CaTest, ARepeatHandshakeCostsNoSigningAndTheCacheIsBounded) {
     const auto kept = ca->leaf_for("d.example.com");
     for (const char* name : {"e.example.com", "f.example.com", "g.example.com"}) ca->leaf_for(name);
     EXPECT_EQ(X509_check_private_key(kept->certificate.get(), kept->key.get()), 1);
+}
+
+TEST_F(CaTest, SignsALeafOverAnotherProcesssKeyWithoutEverHoldingIt) {
+    // The data plane's side (issue 24): its own key and cache, the CA's signature.
+    const auto ca = CertificateAuthority::load_or_create(dir_);
+    std::size_t asked = 0;
+    LeafCache remote(
+        new_leaf_key(),
+        [&](const std::string& name, EVP_PKEY* key) {
+            ++asked;
+            return ca->sign_leaf(name, key);
+        },
+        8);
+    const auto leaf = remote.leaf_for("api.github.com");
+    EXPECT_TRUE(verifies(*ca, leaf->certificate.get(), "api.github.com"));
+    EXPECT_FALSE(verifies(*ca, leaf->certificate.get(), "api.openai.com"));
+    // The certificate is for the data plane's key, not the CA's own leaf key.
+    EXPECT_EQ(X509_check_private_key(leaf->certificate.get(), remote.key()), 1);
+    EXPECT_NE(X509_check_private_key(leaf->certificate.get(), ca->leaf_for("api.github.com")->key.get()), 1);
+    ERR_clear_error();
+    EXPECT_EQ(remote.leaf_for("api.github.com"), leaf);
+    EXPECT_EQ(asked, 1U);
+    EXPECT_TRUE(verifies(*ca, remote.leaf_for("127.0.0.7")->certificate.get(), "127.0.0.7", true));
+}
+
+TEST_F(CaTest, SignsNoLeafForANameNoServerHas) {
+    const auto ca = CertificateAuthority::load_or_create(dir_);
+    const auto key = new_leaf_key();
+    for (const std::string name : {std::string(), std::string("a b"), std::string("x\n.example.com"),
+                                   std::string(300, 'a'), std::string("evil/..")}) {
+        EXPECT_THROW(ca->sign_leaf(name, key.get()), CaError) << name;
+    }
+    EXPECT_THROW(ca->sign_leaf("api.github.com", nullptr), CaError);
+    EXPECT_NO_THROW(ca->sign_leaf("*.example.com", key.get()));
 }
 
 TEST_F(CaTest, RefusesAKeyOthersCanRead) {
