@@ -28,22 +28,88 @@ namespace {
 // their own rules below and are not in this list.
 constexpr const char* kAllowed[] = {
     // descriptors and files (Landlock decides which files)
-    "read", "write", "readv", "writev", "pread64", "close", "lseek", "fstat", "newfstatat", "statx", "openat",
-    "getdents64", "fcntl", "dup", "dup3", "pipe2",
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "pread64",
+    "close",
+    "lseek",
+    "fstat",
+    "newfstatat",
+    "statx",
+    "openat",
+    "getdents64",
+    "fcntl",
+    "dup",
+    "dup3",
+    "pipe2",
     // memory
-    "mmap", "munmap", "mprotect", "mremap", "madvise", "brk",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "mremap",
+    "madvise",
+    "brk",
     // threads and signals
-    "futex", "set_robust_list", "rseq", "sched_yield", "sched_getaffinity", "exit", "exit_group", "rt_sigaction",
-    "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "restart_syscall", "gettid", "set_tid_address",
+    "futex",
+    "set_robust_list",
+    "rseq",
+    "sched_yield",
+    "sched_getaffinity",
+    "exit",
+    "exit_group",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "sigaltstack",
+    "restart_syscall",
+    "gettid",
+    "set_tid_address",
     // time, identity, randomness
-    "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "getpid", "getppid", "getuid",
-    "geteuid", "getgid", "getegid", "getrandom", "uname", "sysinfo", "prlimit64",
+    "clock_gettime",
+    "clock_getres",
+    "clock_nanosleep",
+    "nanosleep",
+    "gettimeofday",
+    "getpid",
+    "getppid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getrandom",
+    "uname",
+    "sysinfo",
+    "prlimit64",
     // the event loop
-    "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd2", "timerfd_create",
-    "timerfd_settime", "timerfd_gettime", "poll", "ppoll", "pselect6",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "eventfd2",
+    "timerfd_create",
+    "timerfd_settime",
+    "timerfd_gettime",
+    "poll",
+    "ppoll",
+    "pselect6",
     // sockets it was given or opens to upstreams (never bind or listen: the supervisor made every listener)
-    "connect", "accept", "accept4", "getsockname", "getpeername", "getsockopt", "setsockopt", "shutdown", "sendto",
-    "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
+    "connect",
+    "accept",
+    "accept4",
+    "getsockname",
+    "getpeername",
+    "getsockopt",
+    "setsockopt",
+    "shutdown",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
 };
 
 // The calls allowed only with some arguments, for the documentation's list.
@@ -74,8 +140,7 @@ void load_seccomp() {
     const Context context(seccomp_init(SCMP_ACT_ERRNO(EPERM)));
     if (!context) throw ConfineError("cannot build the data plane's seccomp filter: seccomp_init failed");
     // A call of another ABI (i386, x32) ends the process: the allow-list names native calls only.
-    check(seccomp_attr_set(context.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS),
-        "the action for other ABIs");
+    check(seccomp_attr_set(context.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS), "the action for other ABIs");
     for (const char* name : kAllowed) {
         const int call = seccomp_syscall_resolve_name(name);
         if (call == __NR_SCMP_ERROR) continue;  // not a call of this architecture
@@ -88,8 +153,8 @@ void load_seccomp() {
     // flags a filter cannot read, says ENOSYS so that libc falls back to clone.
     constexpr auto kThread = static_cast<scmp_datum_t>(CLONE_THREAD);
     check(seccomp_rule_add(context.get(), SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-                         SCMP_A0(SCMP_CMP_MASKED_EQ, kThread, kThread)),
-        "clone");
+                           SCMP_A0(SCMP_CMP_MASKED_EQ, kThread, kThread)),
+          "clone");
     check(seccomp_rule_add(context.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0), "clone3");
     allow_with(context.get(), SCMP_SYS(ioctl), "ioctl", {FIONREAD, FIONBIO, TCGETS}, 1);
     allow_with(context.get(), SCMP_SYS(prctl), "prctl", {PR_SET_NAME, PR_GET_NAME}, 0);

@@ -64,9 +64,9 @@ DataPlaneProcess::DataPlaneProcess(const DataPlaneOptions& options) {
     netns::ensure_cgroup(options.cgroup);
     const UniqueFd cgroup(::open(options.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!cgroup) {
-        throw DataPlaneError("cannot open the data plane's cgroup " + options.cgroup.string() + ": " +
-                                 std::strerror(errno),
-                             "tameflared needs a delegated cgroup (Delegate=yes) or root");
+        throw DataPlaneError(
+            "cannot open the data plane's cgroup " + options.cgroup.string() + ": " + std::strerror(errno),
+            "tameflared needs a delegated cgroup (Delegate=yes) or root");
     }
     auto [mine, theirs] = ipc::Channel::pair();
     int report[2] = {-1, -1};
@@ -113,9 +113,9 @@ DataPlaneProcess::DataPlaneProcess(const DataPlaneOptions& options) {
     const int clone_error = errno;
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     if (pid < 0) {
-        throw DataPlaneError("cannot start the data plane: clone3 into " + options.cgroup.string() + ": " +
-                                 std::strerror(clone_error),
-                             "clone3 with CLONE_INTO_CGROUP needs Linux 5.7+ and a cgroup2 directory");
+        throw DataPlaneError(
+            "cannot start the data plane: clone3 into " + options.cgroup.string() + ": " + std::strerror(clone_error),
+            "clone3 with CLONE_INTO_CGROUP needs Linux 5.7+ and a cgroup2 directory");
     }
     pid_ = static_cast<pid_t>(pid);
     pidfd_ = UniqueFd(pidfd);
@@ -125,9 +125,9 @@ DataPlaneProcess::DataPlaneProcess(const DataPlaneOptions& options) {
     const auto got = ::read(report_read.get(), &failure, sizeof failure);
     if (got == static_cast<ssize_t>(sizeof failure)) {
         exited();
-        throw DataPlaneError("cannot start the data plane " + binary + ": " + failure.step + ": " +
-                                 std::strerror(failure.error),
-                             "check that the binary exists and that its user exists (sysusers.d)");
+        throw DataPlaneError(
+            "cannot start the data plane " + binary + ": " + failure.step + ": " + std::strerror(failure.error),
+            "check that the binary exists and that its user exists (sysusers.d)");
     }
     channel_ = std::move(mine);
     const auto hello_frame = next(options.hello_timeout);
@@ -161,8 +161,8 @@ std::optional<ipc::Frame> DataPlaneProcess::next(std::chrono::milliseconds timeo
     pollfd ready{channel_.fd(), POLLIN, 0};
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                                std::chrono::steady_clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) return std::nullopt;
         const int r = ::poll(&ready, 1, static_cast<int>(left.count()));
         if (r < 0 && errno == EINTR) continue;
