@@ -269,30 +269,6 @@ bool same_key(const tf_unix_key& a, const tf_unix_key& b) {
     return std::memcmp(&a, &b, sizeof a) == 0;
 }
 
-proxy::Endpoint to_endpoint(const tf_addr& addr, std::uint16_t port, bool v4) {
-    proxy::Endpoint endpoint;
-    endpoint.port = port;
-    endpoint.address.v4 = v4;
-    if (v4) {
-        std::memcpy(endpoint.address.bytes.data(), &addr.bytes[12], 4);
-    } else {
-        std::memcpy(endpoint.address.bytes.data(), addr.bytes, 16);
-    }
-    return endpoint;
-}
-
-tf_addr to_addr(const proxy::IpAddress& address) {
-    tf_addr out{};
-    if (address.v4) {
-        out.bytes[10] = 0xff;
-        out.bytes[11] = 0xff;
-        std::memcpy(&out.bytes[12], address.bytes.data(), 4);
-    } else {
-        std::memcpy(out.bytes, address.bytes.data(), 16);
-    }
-    return out;
-}
-
 // Points a pinned link at this build's program. false when the link was
 // severed (its cgroup is gone: systemd removes a stopped unit's cgroup,
 // with the agents/ subtree in it): the pin is removed, so that the cgroup
@@ -574,15 +550,24 @@ std::map<std::uint64_t, AgentRoute> Enforcer::agents() const {
 }
 
 std::optional<Origin> Enforcer::origin(std::uint64_t netns_cookie, const proxy::Endpoint& client) const {
-    tf_origin_key key{};
-    key.netns_cookie = netns_cookie;
-    key.addr = to_addr(client.address);
-    key.port = client.port;
-    tf_origin value{};
-    if (bpf_map__lookup_elem(impl_->skeleton->maps.tf_origins, &key, sizeof key, &value, sizeof value, 0) != 0) {
-        return std::nullopt;
+    return OriginMap::lookup(bpf_map__fd(impl_->skeleton->maps.tf_origins), netns_cookie, client);
+}
+
+UniqueFd Enforcer::origin_map_readonly() const {
+    bpf_map_info info{};
+    std::uint32_t length = sizeof info;
+    if (bpf_obj_get_info_by_fd(bpf_map__fd(impl_->skeleton->maps.tf_origins), &info, &length) != 0) {
+        throw std::runtime_error(std::string("cannot read the origins map's id: ") + std::strerror(errno));
     }
-    return Origin{to_endpoint(value.addr, value.port, value.family == AF_INET), value.agent};
+    bpf_get_fd_by_id_opts options{};
+    options.sz = sizeof options;
+    options.open_flags = BPF_F_RDONLY;
+    UniqueFd out(bpf_map_get_fd_by_id_opts(info.id, &options));
+    if (!out) {
+        throw std::runtime_error(std::string("cannot open a read-only descriptor of the origins map: ") +
+                                 std::strerror(errno));
+    }
+    return out;
 }
 
 Counters Enforcer::counters() const {

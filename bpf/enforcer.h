@@ -17,7 +17,9 @@
 // kernel has).
 #pragma once
 
+#include "bpf/origin_map.h"
 #include "common/address.h"
+#include "common/unique_fd.h"
 
 #include <cstdint>
 #include <filesystem>
@@ -36,12 +38,6 @@ struct AgentRoute {
     std::uint16_t dns_udp_port = 0;        // UDP to port 53
     std::uint16_t dns_tcp_port = 0;        // TCP to port 53
     [[nodiscard]] bool operator==(const AgentRoute&) const = default;
-};
-
-// What the agent dialed, for a connection the proxy accepted.
-struct Origin {
-    proxy::Endpoint destination;  // an IPv4 destination is v4 even when dialed from an IPv6 socket
-    std::uint64_t agent = 0;      // the registration (cgroup id) it was routed by
 };
 
 // The unix sockets one registration may connect or send to. Path entries
@@ -123,6 +119,10 @@ public:
     // The original destination of a connection accepted from `client` (its
     // peer address) in the network namespace with `netns_cookie`.
     [[nodiscard]] std::optional<Origin> origin(std::uint64_t netns_cookie, const proxy::Endpoint& client) const;
+    // A read-only descriptor of the origins map, for the unprivileged data
+    // plane (issue 24): it may look up and nothing else. Throws
+    // std::runtime_error when the kernel refuses one.
+    [[nodiscard]] UniqueFd origin_map_readonly() const;
 
     [[nodiscard]] Counters counters() const;
     [[nodiscard]] const std::filesystem::path& pin_dir() const;

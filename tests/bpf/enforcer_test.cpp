@@ -6,11 +6,14 @@
 // with the reason otherwise (and the unix socket tests on kernels without
 // those hooks).
 #include "bpf/enforcer.h"
+#include "bpf/origin_map.h"
+#include "daemon/dataplane/confine.h"
 #include "netns/cgroup.h"
 #include "netns/namespaces.h"
 #include "support/loopback.h"
 
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/if_link.h>
@@ -693,6 +696,70 @@ TEST_F(EnforcerTest, TcpConnectsGoToTheProxyWhichLearnsTheOriginalDestination) {
     EXPECT_EQ(origin->agent, agent_->id());
     EXPECT_EQ(canary_.accept(100ms), -1) << "the canary saw a connection";
     EXPECT_GE(enforcer_->counters().tcp_redirected, 1U);
+}
+
+// The unprivileged data plane's look-up (issue 24): a read-only descriptor of
+// the map, used by a process confined exactly as the data plane is (its own
+// user, no capability, its seccomp allow-list and Landlock domain).
+TEST_F(EnforcerTest, TheDataPlaneLooksUpTheOriginThroughAReadOnlyDescriptorWithNoCapability) {
+    const auto target = v4("127.0.0.1", canary_.port());
+    std::string seen;
+    const auto result = run_in(
+        agent_->path(),
+        [&] {
+            const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (::connect(fd, reinterpret_cast<const sockaddr*>(&target), sizeof target) != 0) {
+                return errno_name(errno);
+            }
+            hold_until_the_proxy_closes(fd);
+            return std::string("ok");
+        },
+        [&] {
+            const UniqueFd accepted(proxy_.accept(5s));
+            ASSERT_TRUE(accepted);
+            const auto cookie = netns::socket_netns_cookie(accepted.get());
+            const auto peer = peer_of(accepted.get());
+            bpf::OriginMap map(enforcer_->origin_map_readonly());
+            int report[2];
+            ASSERT_EQ(::pipe2(report, O_CLOEXEC), 0);
+            const pid_t child = ::fork();
+            if (child == 0) {
+                const char* step = "";
+                std::string text;
+                if (dataplane::drop_privileges(65534, 65534, step) != 0) {
+                    text = std::string("drop_privileges failed at ") + step;
+                } else {
+                    dataplane::confine_self({});
+                    const auto origin = map.lookup(cookie, peer);
+                    text = std::string(map.lookups_permitted() ? "permitted " : "refused ") +
+                           (origin ? origin->destination.to_string() + " " + std::to_string(origin->agent) : "none");
+                    // Writing through it: refused (the descriptor is read-only, and
+                    // the allow-list has no BPF command but the look-up).
+                    std::uint8_t key[64] = {};
+                    std::uint8_t value[64] = {};
+                    const int update = bpf_map_update_elem(map.fd(), key, value, BPF_ANY);
+                    text += update == 0 ? " updated" : std::string(" update:") + errno_name(errno);
+                }
+                (void)!::write(report[1], text.data(), text.size());
+                ::_exit(0);
+            }
+            ::close(report[1]);
+            char buffer[512];
+            for (ssize_t n = 0; (n = ::read(report[0], buffer, sizeof buffer)) > 0;) seen.append(buffer, n);
+            ::close(report[0]);
+            ::waitpid(child, nullptr, 0);
+        });
+    EXPECT_EQ(result.output, "ok");
+    // This kernel lets a process with no capability look up through the
+    // descriptor (6.5 and later); on older ones the data plane asks the
+    // supervisor instead, and only the refusal of writes is checked.
+    if (seen.starts_with("refused")) {
+        std::cout << "this kernel refuses map look-ups without CAP_BPF: the data plane asks over its channel\n";
+        EXPECT_EQ(seen, "refused none update:" + errno_name(EPERM));
+        return;
+    }
+    EXPECT_EQ(seen, "permitted 127.0.0.1:" + canary_.port_text() + " " + std::to_string(agent_->id()) +
+                        " update:" + errno_name(EPERM));
 }
 
 TEST_F(EnforcerTest, Ipv6AndMappedConnectsGoToTheProxy) {
