@@ -95,6 +95,33 @@ tcp::acceptor bind(net::io_context& context, const Endpoint& endpoint) {
     return acceptor;
 }
 
+// Serves a listening TCP socket made elsewhere; the acceptor owns `socket`.
+tcp::acceptor adopt(net::io_context& context, UniqueFd socket, const std::string& what) {
+    int listening = 0;
+    socklen_t length = sizeof listening;
+    if (::getsockopt(socket.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) != 0 || listening == 0) {
+        throw std::system_error(EINVAL, std::generic_category(), "the " + what + " is not a listening socket");
+    }
+    sockaddr_storage local{};
+    length = sizeof local;
+    if (::getsockname(socket.get(), reinterpret_cast<sockaddr*>(&local), &length) != 0) {
+        throw std::system_error(errno, std::generic_category(), "getsockname of the " + what);
+    }
+    tcp::acceptor acceptor(context);
+    error_code error;
+    acceptor.assign(local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), socket.get(), error);
+    if (error) throw std::system_error(error, "serving the " + what);
+    socket.release();  // the acceptor owns it now
+    return acceptor;
+}
+
+// A duplicate of a socket the caller keeps.
+UniqueFd duplicate(int socket, const std::string& what) {
+    UniqueFd copy(::fcntl(socket, F_DUPFD_CLOEXEC, 3));
+    if (!copy) throw std::system_error(errno, std::generic_category(), "duplicating the " + what);
+    return copy;
+}
+
 }  // namespace
 
 ProxyServer::ProxyServer(ProxyOptions options, ProxyServices services)
@@ -126,8 +153,16 @@ ProxyServer::ProxyServer(ProxyOptions options, ProxyServices services)
     SSL_CTX_set_alpn_protos(client, kAlpn, sizeof kAlpn);
 
     auto& first = *impl_->contexts.front();
-    if (impl_->options.transparent_listen) impl_->transparent.emplace(bind(first, *impl_->options.transparent_listen));
-    if (impl_->options.explicit_listen) impl_->explicit_proxy.emplace(bind(first, *impl_->options.explicit_listen));
+    if (const int socket = impl_->options.transparent_socket; socket >= 0) {
+        impl_->transparent.emplace(adopt(first, duplicate(socket, "transparent listener"), "transparent listener"));
+    } else if (impl_->options.transparent_listen) {
+        impl_->transparent.emplace(bind(first, *impl_->options.transparent_listen));
+    }
+    if (const int socket = impl_->options.explicit_socket; socket >= 0) {
+        impl_->explicit_proxy.emplace(adopt(first, duplicate(socket, "explicit listener"), "explicit listener"));
+    } else if (impl_->options.explicit_listen) {
+        impl_->explicit_proxy.emplace(bind(first, *impl_->options.explicit_listen));
+    }
 }
 
 ProxyServer::~ProxyServer() {
@@ -193,17 +228,8 @@ void ProxyServer::stop() {
 void ProxyServer::add_listener(UniqueFd listening_socket, std::uint64_t tag) {
     if (tag == 0) throw std::invalid_argument("listener tag 0 is the main transparent listener's");
     if (impl_->contexts.empty()) throw std::logic_error("the proxy is stopped");
-    sockaddr_storage local{};
-    socklen_t length = sizeof local;
-    if (::getsockname(listening_socket.get(), reinterpret_cast<sockaddr*>(&local), &length) != 0) {
-        throw std::system_error(errno, std::generic_category(), "getsockname of an added listener");
-    }
     auto& first = *impl_->contexts.front();
-    auto acceptor = std::make_shared<tcp::acceptor>(first);
-    error_code error;
-    acceptor->assign(local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), listening_socket.get(), error);
-    if (error) throw std::system_error(error, "adding a transparent listener");
-    listening_socket.release();  // the acceptor owns it now
+    auto acceptor = std::make_shared<tcp::acceptor>(adopt(first, std::move(listening_socket), "added listener"));
     net::post(first, [impl = impl_, acceptor, tag] {
         impl->added.emplace(tag, acceptor);
         net::co_spawn(

@@ -34,6 +34,13 @@ class Resolver;
 struct ProxyOptions {
     std::optional<Endpoint> transparent_listen;  // port 0: the kernel picks
     std::optional<Endpoint> explicit_listen;
+    // Listening sockets made elsewhere (the supervisor, for the data plane:
+    // issue 24), served instead of binding the endpoints above. The proxy
+    // serves a duplicate: the caller keeps its own, so that a restarted
+    // proxy gets the same listener with no moment another process could
+    // bind the port. -1: none.
+    int transparent_socket = -1;
+    int explicit_socket = -1;
     unsigned threads = 0;  // 0: one per core
     // Body bytes read to extract parameters; past it the request is decided
     // on what was read (parameters incomplete) and the rest is streamed.

@@ -28,6 +28,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <nlohmann/json.hpp>

@@ -1096,6 +1096,73 @@ TEST_F(ProxyTest, ExplicitProxyPlainHttpStripsProxyHeaders) {
     EXPECT_EQ(header(plain_.requests()[0], "proxy-connection"), "");
 }
 
+// A listening socket on 127.0.0.1 with a port the kernel picked, as the supervisor makes them.
+UniqueFd listening_socket() {
+    UniqueFd socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(socket.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+        ::listen(socket.get(), 64) != 0) {
+        return {};
+    }
+    return socket;
+}
+
+// The data plane's listeners (issue 24): made by the supervisor, served by
+// the proxy, kept by their maker, so that the next proxy serves the same
+// port with no moment in which another process could bind it.
+TEST_F(ProxyTest, ListenersMadeElsewhereAreServedAndOutliveTheProxyThatServedThem) {
+    const UniqueFd transparent = listening_socket();
+    const UniqueFd explicit_socket = listening_socket();
+    ASSERT_TRUE(transparent && explicit_socket);
+    const auto serve = [&] {
+        server_.reset();
+        ProxyOptions options;
+        options.transparent_socket = transparent.get();
+        options.explicit_socket = explicit_socket.get();
+        options.threads = 1;
+        options.system_resolver = false;
+        options.hosts = hosts_;
+        options.allowed_upstreams = {*Cidr::parse("127.0.0.0/8")};
+        options.upstream_ca_file = test_ca_.ca_file().string();
+        server_.emplace(options, ProxyServices{&store_, ca_.get(), &origins_, &credentials_, &approvals_, &sink_});
+        server_->start();
+    };
+    serve();
+    sockaddr_in bound{};
+    socklen_t length = sizeof bound;
+    ASSERT_EQ(::getsockname(transparent.get(), reinterpret_cast<sockaddr*>(&bound), &length), 0);
+    EXPECT_EQ(transparent_port(), ntohs(bound.sin_port));
+    EXPECT_EQ(github("/user").status, 200);
+    const std::string proxy = "http://dev:" + std::string(kToken) + "@127.0.0.1:" + std::to_string(explicit_port());
+    const Result through_explicit =
+        testing::run(curl_argv({"-x", proxy, "http://plain.test:" + std::to_string(plain_.port()) + "/x"}));
+    EXPECT_EQ(parse_response(through_explicit.out).status, 200) << through_explicit.err;
+
+    // The proxy goes (a data plane that died); its maker still holds the port, and the next proxy serves it.
+    server_.reset();
+    int accepting = 0;
+    length = sizeof accepting;
+    ASSERT_EQ(::getsockopt(transparent.get(), SOL_SOCKET, SO_ACCEPTCONN, &accepting, &length), 0);
+    EXPECT_EQ(accepting, 1);
+    serve();
+    EXPECT_EQ(github("/user").status, 200);
+
+    // A socket that does not listen is refused with what it is.
+    const UniqueFd unbound(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ProxyOptions wrong;
+    wrong.transparent_socket = unbound.get();
+    try {
+        ProxyServer refused(wrong, ProxyServices{&store_, ca_.get(), &origins_, nullptr, nullptr, nullptr});
+        FAIL() << "a socket that does not listen was served";
+    } catch (const std::system_error& error) {
+        EXPECT_NE(std::string(error.what()).find("the transparent listener is not a listening socket"),
+                  std::string::npos)
+            << error.what();
+    }
+}
+
 TEST_F(ProxyTest, PythonUrllibThroughTheExplicitProxy) {
     const std::string script = R"(
 import ssl, sys, urllib.request
