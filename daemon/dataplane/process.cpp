@@ -39,12 +39,12 @@ struct ChildFailure {
 // Between clone3 and execve: nothing that allocates.
 [[noreturn]] void become_data_plane(int channel, int error_pipe, uid_t uid, gid_t gid, const char* binary,
                                     char* const* argv, char* const* envp) {
-    if (::dup3(error_pipe, kErrorFd, O_CLOEXEC) < 0) ::_exit(126);
-    if (channel == kChannelFd) {
-        if (::fcntl(kChannelFd, F_SETFD, 0) != 0) child_failed(errno, "the channel descriptor");
-    } else if (::dup2(channel, kChannelFd) < 0) {
-        child_failed(errno, "the channel descriptor");
-    }
+    // Above the places they go first: either may be 3 or 4 already.
+    const int error_high = ::fcntl(error_pipe, F_DUPFD_CLOEXEC, 10);
+    const int channel_high = ::fcntl(channel, F_DUPFD_CLOEXEC, 10);
+    if (error_high < 0 || ::dup3(error_high, kErrorFd, O_CLOEXEC) < 0) ::_exit(126);
+    // dup2 leaves the new descriptor open across execve.
+    if (channel_high < 0 || ::dup2(channel_high, kChannelFd) < 0) child_failed(errno, "the channel descriptor");
     // Nothing else of the supervisor's crosses execve.
     if (::syscall(SYS_close_range, kErrorFd + 1, ~0U, 0) != 0) child_failed(errno, "close_range");
     const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
