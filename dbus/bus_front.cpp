@@ -6,7 +6,6 @@
 #include "daemon/control/control.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/store/query.h"
-#include "daemon/store/query.h"
 #include "policy/config.h"
 
 #include <fcntl.h>
@@ -60,8 +59,13 @@ AgentRow row_of(const control::AgentInfo& agent) {
 }
 
 ApprovalRow row_of(const control::Approval& approval) {
-    return {approval.id,   approval.gateway,           approval.agent,
-            approval.action, approval.risk, parameters_text(approval), control::age_seconds(approval)};
+    return {approval.id,
+            approval.gateway,
+            approval.agent,
+            approval.action,
+            approval.risk,
+            parameters_text(approval),
+            control::age_seconds(approval)};
 }
 
 store::LogFilter log_filter(const StringPairs& filters, bool audit) {
@@ -84,7 +88,8 @@ ControlError unknown_property(std::string_view name) {
 // Values and errors
 
 std::string signature_of(const BusValue& value) {
-    static constexpr const char* kSignatures[] = {"s", "b", "i", "u", "t", "as", "a{ss}", "a(ssuus)", "a(sssssst)", "h"};
+    static constexpr const char* kSignatures[] = {"s",  "b",     "i",        "u",          "t",
+                                                  "as", "a{ss}", "a(ssuus)", "a(sssssst)", "h"};
     static_assert(std::size(kSignatures) == std::variant_size_v<BusValue>);
     return kSignatures[value.index()];
 }
@@ -175,9 +180,10 @@ std::optional<BusValue> launch(control::Control& control, MethodCall& call, Iden
     for (std::size_t i = 5; i < 9; ++i) {
         copies.emplace_back(::fcntl(args.fd(i), F_DUPFD_CLOEXEC, 3));
         if (!copies.back()) {
-            throw ControlError(Kind::bad_request, "bad_fd",
-                               "descriptor " + std::to_string(i - 4) + " of Launch cannot be used: " + std::strerror(errno),
-                               "pass the agent's stdin, stdout, stderr and working directory as open descriptors");
+            throw ControlError(
+                Kind::bad_request, "bad_fd",
+                "descriptor " + std::to_string(i - 4) + " of Launch cannot be used: " + std::strerror(errno),
+                "pass the agent's stdin, stdout, stderr and working directory as open descriptors");
         }
     }
     Caller caller = id.caller;

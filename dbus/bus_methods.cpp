@@ -126,8 +126,8 @@ int append_value(sd_bus_message* message, const BusValue& value) {
                 for (const auto& row : v) {
                     if (r < 0) break;
                     r = sd_bus_message_append(message, "(sssssst)", text(row.id).c_str(), text(row.gateway).c_str(),
-                                              text(row.agent).c_str(), text(row.action).c_str(),
-                                              text(row.risk).c_str(), text(row.parameters).c_str(), row.age_seconds);
+                                              text(row.agent).c_str(), text(row.action).c_str(), text(row.risk).c_str(),
+                                              text(row.parameters).c_str(), row.age_seconds);
                 }
                 return r < 0 ? r : sd_bus_message_close_container(message);
             },
@@ -187,8 +187,8 @@ int method_handler(sd_bus_message* message, void* userdata, sd_bus_error* error)
 
 // Every property of every object: for a caller authorized per call; for the
 // daemon's own emissions (no message being dispatched) from the caches.
-int property_handler(sd_bus* bus, const char* path, const char* interface, const char* property,
-                     sd_bus_message* reply, void* userdata, sd_bus_error* error) {
+int property_handler(sd_bus* bus, const char* path, const char* interface, const char* property, sd_bus_message* reply,
+                     void* userdata, sd_bus_error* error) {
     auto& impl = impl_of(userdata);
     const auto object = object_of(interface);
     if (!object) return -ENOENT;
@@ -279,8 +279,8 @@ const sd_bus_vtable kMainVtable[] = {
     SD_BUS_METHOD_WITH_NAMES("ListGateways", "", "", "s", SD_BUS_PARAM(gateways_json), method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("GetGateway", "s", SD_BUS_PARAM(name), "s", SD_BUS_PARAM(gateway_json), method_handler,
                              kCall),
-    SD_BUS_METHOD_WITH_NAMES("SetEnforcement", "ss", SD_BUS_PARAM(gateway) SD_BUS_PARAM(level), "", "",
-                             method_handler, kCall),
+    SD_BUS_METHOD_WITH_NAMES("SetEnforcement", "ss", SD_BUS_PARAM(gateway) SD_BUS_PARAM(level), "", "", method_handler,
+                             kCall),
     SD_BUS_METHOD_WITH_NAMES("Reload", "", "", "", "", method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("CheckConfig", "", "", "s", SD_BUS_PARAM(result_json), method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("TestRequest", "s", SD_BUS_PARAM(request_json), "s", SD_BUS_PARAM(decision_json),
@@ -292,14 +292,12 @@ const sd_bus_vtable kMainVtable[] = {
                                  SD_BUS_PARAM(env) SD_BUS_PARAM(stdin) SD_BUS_PARAM(stdout) SD_BUS_PARAM(stderr)
                                      SD_BUS_PARAM(cwd),
                              "s", SD_BUS_PARAM(agent_id), method_handler, kCall),
-    SD_BUS_METHOD_WITH_NAMES("ListApprovals", "", "", "a(sssssst)", SD_BUS_PARAM(approvals), method_handler,
-                             kCall),
+    SD_BUS_METHOD_WITH_NAMES("ListApprovals", "", "", "a(sssssst)", SD_BUS_PARAM(approvals), method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("Approve", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), "", "", method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("Deny", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), "", "", method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("SetKillSwitch", "bss", SD_BUS_PARAM(active) SD_BUS_PARAM(scope) SD_BUS_PARAM(reason), "",
                              "", method_handler, kCall),
-    SD_BUS_METHOD_WITH_NAMES("GetKillSwitch", "", "", "s", SD_BUS_PARAM(kill_switch_json), method_handler,
-                             kCall),
+    SD_BUS_METHOD_WITH_NAMES("GetKillSwitch", "", "", "s", SD_BUS_PARAM(kill_switch_json), method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("QueryTraffic", "a{ss}", SD_BUS_PARAM(filters), "s", SD_BUS_PARAM(rows_jsonl),
                              method_handler, kCall),
     SD_BUS_METHOD_WITH_NAMES("QueryAudit", "a{ss}", SD_BUS_PARAM(filters), "s", SD_BUS_PARAM(records_jsonl),

@@ -98,8 +98,7 @@ int apply_landlock(const LandlockPlan& plan, int& failed_rule) noexcept {
     attr.handled_access_net = plan.handled_net;
     attr.scoped = plan.scoped;
     // Older kernels take the shorter struct; they accept the longer one only when its extra fields are zero.
-    const std::size_t size =
-        plan.scoped != 0 || plan.handled_net != 0 ? sizeof attr : sizeof attr.handled_access_fs;
+    const std::size_t size = plan.scoped != 0 || plan.handled_net != 0 ? sizeof attr : sizeof attr.handled_access_fs;
     const UniqueFd ruleset(static_cast<int>(::syscall(SYS_landlock_create_ruleset, &attr, size, 0U)));
     if (!ruleset) return errno;
     for (std::size_t i = 0; i < plan.rules.size(); ++i) {

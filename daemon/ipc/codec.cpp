@@ -38,8 +38,8 @@ bool Reader::boolean() {
 std::string Reader::text(std::size_t max) {
     const auto at = offset_;
     const auto length = u32();
-    if (length > max) throw DecodeError("a string of " + std::to_string(length) + " bytes, more than " +
-                                            std::to_string(max), at);
+    if (length > max)
+        throw DecodeError("a string of " + std::to_string(length) + " bytes, more than " + std::to_string(max), at);
     if (length > left()) throw DecodeError("a string longer than the message", at);
     std::string out(in_.substr(offset_, length));
     offset_ += length;
@@ -49,8 +49,8 @@ std::string Reader::text(std::size_t max) {
 std::size_t Reader::count(std::size_t max, std::size_t least) {
     const auto at = offset_;
     const auto value = u32();
-    if (value > max) throw DecodeError("a list of " + std::to_string(value) + " items, more than " +
-                                           std::to_string(max), at);
+    if (value > max)
+        throw DecodeError("a list of " + std::to_string(value) + " items, more than " + std::to_string(max), at);
     if (least != 0 && value > left() / least) throw DecodeError("a list longer than the message", at);
     return value;
 }

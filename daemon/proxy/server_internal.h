@@ -22,13 +22,13 @@
 #include "daemon/proxy/stage/upstream_headers.h"
 #include "daemon/proxy/tunnel.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
-#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <nlohmann/json.hpp>

@@ -86,9 +86,9 @@ std::string text(const std::optional<BusValue>& value) {
 TEST(BusFrontMethods, EachMethodOfTheContractIsReadOrChangeAsItsMeaning) {
     // A caller whose process may have been replaced may still call the
     // reads; the changes are refused to it. A method missing here fails.
-    for (const auto* member : {"GetStatus", "ListGateways", "GetGateway", "CheckConfig", "TestRequest", "ListAgents",
-                               "ListApprovals", "GetKillSwitch", "QueryTraffic", "QueryAudit", "VerifyAudit",
-                               "ListSecrets", "GetMetrics"}) {
+    for (const auto* member :
+         {"GetStatus", "ListGateways", "GetGateway", "CheckConfig", "TestRequest", "ListAgents", "ListApprovals",
+          "GetKillSwitch", "QueryTraffic", "QueryAudit", "VerifyAudit", "ListSecrets", "GetMetrics"}) {
         EXPECT_EQ(BusFront::effect_of(ObjectKind::main, member), Effect::read) << member;
     }
     for (const auto* member : {"SetEnforcement", "Reload", "StopAgent", "Launch", "Approve", "Deny", "SetKillSwitch",
@@ -120,9 +120,13 @@ TEST_F(BusFrontTest, AViewerReadsButChangesNothingAndAnAdminChangesTheLevel) {
     EXPECT_EQ(json::parse(text(call(Role::viewer, "GetGateway", {std::string("one")})))["enforcement"], "full");
 
     EXPECT_EQ(error_of([&] { call(Role::none, "GetStatus"); }), error("Forbidden"));
-    EXPECT_EQ(error_of([&] { call(Role::viewer, "SetEnforcement", {std::string("one"), std::string("soft")}); }),
+    EXPECT_EQ(error_of([&] {
+                  call(Role::viewer, "SetEnforcement", {std::string("one"), std::string("soft")});
+              }),
               error("Forbidden"));
-    EXPECT_EQ(error_of([&] { call(Role::admin, "SetEnforcement", {std::string("one"), std::string("loud")}); }),
+    EXPECT_EQ(error_of([&] {
+                  call(Role::admin, "SetEnforcement", {std::string("one"), std::string("loud")});
+              }),
               error("BadField"));
     EXPECT_FALSE(call(Role::admin, "SetEnforcement", {std::string("one"), std::string("soft")}));
     // The gateway's own object: the same operation, its name from the path.
@@ -166,9 +170,9 @@ TEST_F(BusFrontTest, TestRequestTakesAJsonObjectAndAnythingElseIsBadJson) {
     EXPECT_EQ(error_of([&] { call(Role::viewer, "TestRequest", {std::string("[1, 2]")}); }), error("BadJson"));
     // The role comes before the argument: a refused caller learns nothing of it.
     EXPECT_EQ(error_of([&] { call(Role::none, "TestRequest", {std::string("[1, 2")}); }), error("Forbidden"));
-    const auto decided = json::parse(text(call(
-        Role::viewer, "TestRequest",
-        {std::string(R"({"gateway": "one", "method": "POST", "url": "http://plain.test/x"})")})));
+    const auto decided =
+        json::parse(text(call(Role::viewer, "TestRequest",
+                              {std::string(R"({"gateway": "one", "method": "POST", "url": "http://plain.test/x"})")})));
     EXPECT_EQ(decided.value("effect", ""), "require_approval") << decided.dump();
     EXPECT_EQ(decided.value("decision", ""), "pending_approval") << decided.dump();
 }
@@ -210,7 +214,9 @@ TEST_F(BusFrontTest, HeldRequestsAreListedAsRowsAndAnsweredThroughTheirObjectWit
     EXPECT_TRUE(answers_["a1"].approved);
     EXPECT_EQ(answers_["a1"].note, "looks fine");
     EXPECT_EQ(answers_["a1"].actor, as(Role::member).describe());
-    EXPECT_EQ(error_of([&] { call(Role::member, "Deny", {std::string("a1"), std::string("")}); }),
+    EXPECT_EQ(error_of([&] {
+                  call(Role::member, "Deny", {std::string("a1"), std::string("")});
+              }),
               error("UnknownApproval"));
 }
 
@@ -282,8 +288,8 @@ TEST_F(BusFrontTest, AnExpiredApprovalSaysSoAndAnUnknownOneChangesNoObject) {
     const auto emissions = front_->apply(
         control::Event{1, "approval.resolved", {{"id", "never-seen"}, {"approved", false}, {"expired", true}}});
     ASSERT_EQ(emissions.size(), 1u);
-    EXPECT_EQ(emissions[0].args, (std::vector<BusValue>{std::string("never-seen"), false, std::string(),
-                                                        std::string("expired")}));
+    EXPECT_EQ(emissions[0].args,
+              (std::vector<BusValue>{std::string("never-seen"), false, std::string(), std::string("expired")}));
 }
 
 TEST_F(BusFrontTest, AnAgentAppearsAndGoesWithItsEventsAndOnlyItsLauncherHearsExited) {

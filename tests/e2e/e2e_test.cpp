@@ -465,10 +465,9 @@ TEST_F(SystemdE2E, PackageHasTheFhsLayoutDependsAndMaintainerScripts) {
     ASSERT_EQ(contents.status, 0) << contents.err;
     for (const char* path :
          {"./usr/sbin/tameflared", "./usr/bin/tf", "./usr/libexec/tameflare/tameflare-dataplane",
-          "./usr/share/tameflare/connectors/github.json",
-          "./usr/share/bash-completion/completions/tf", "./usr/share/doc/tameflare/README.md",
-          "./usr/share/doc/tameflare/docs/api.md", "./etc/tameflare/tameflared.json",
-          "./etc/tameflare/gateways.d/agents.json", "./etc/tameflare/connectors.d/",
+          "./usr/share/tameflare/connectors/github.json", "./usr/share/bash-completion/completions/tf",
+          "./usr/share/doc/tameflare/README.md", "./usr/share/doc/tameflare/docs/api.md",
+          "./etc/tameflare/tameflared.json", "./etc/tameflare/gateways.d/agents.json", "./etc/tameflare/connectors.d/",
           "./usr/share/doc/tameflare/examples/gateways/dev-bot.json",
           "./usr/share/doc/tameflare/examples/gateways/github-runner.json",
           "./usr/share/dbus-1/system.d/com.tameflare.Daemon1.conf",

@@ -94,7 +94,8 @@ std::map<std::string, std::string> probe(int port) {
                return r;
            }));
     record("read_passwd", outcome([] { return ::open("/etc/passwd", O_RDONLY | O_CLOEXEC); }));
-    record("write_tmp", outcome([] { return ::open("/tmp/tf-dataplane-probe", O_WRONLY | O_CREAT | O_CLOEXEC, 0600); }));
+    record("write_tmp",
+           outcome([] { return ::open("/tmp/tf-dataplane-probe", O_WRONLY | O_CREAT | O_CLOEXEC, 0600); }));
     // What it must still do.
     record("read_ssl", outcome([] { return ::open("/etc/ssl/openssl.cnf", O_RDONLY | O_CLOEXEC); }));
     record("connect", outcome([port] {
@@ -213,11 +214,34 @@ TEST(DataPlaneConfinement, AProbeUnderTheDataPlanesConfinementHasNoPrivilegeAndO
 }
 
 TEST(DataPlaneConfinement, TheAllowListNamesNoCallThatChangesPrivilegeOrMakesAProcess) {
-    const std::set<std::string> forbidden{"execve", "execveat", "fork",  "vfork",  "ptrace", "mount",   "unshare",
-                                          "setns",  "setuid",   "setgid", "capset", "kill",   "bind",    "listen",
-                                          "chroot", "pivot_root", "init_module", "finit_module", "kexec_load",
-                                          "process_vm_readv", "process_vm_writev", "perf_event_open", "io_uring_setup",
-                                          "userfaultfd", "keyctl", "add_key", "clone3", "personality"};
+    const std::set<std::string> forbidden{"execve",
+                                          "execveat",
+                                          "fork",
+                                          "vfork",
+                                          "ptrace",
+                                          "mount",
+                                          "unshare",
+                                          "setns",
+                                          "setuid",
+                                          "setgid",
+                                          "capset",
+                                          "kill",
+                                          "bind",
+                                          "listen",
+                                          "chroot",
+                                          "pivot_root",
+                                          "init_module",
+                                          "finit_module",
+                                          "kexec_load",
+                                          "process_vm_readv",
+                                          "process_vm_writev",
+                                          "perf_event_open",
+                                          "io_uring_setup",
+                                          "userfaultfd",
+                                          "keyctl",
+                                          "add_key",
+                                          "clone3",
+                                          "personality"};
     for (const char* name : allowed_system_calls()) EXPECT_EQ(forbidden.count(name), 0u) << name;
 }
 

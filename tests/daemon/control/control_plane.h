@@ -82,7 +82,6 @@ inline std::string describe(const policy::ConfigErrors& errors) {
     return out;
 }
 
-
 inline const std::string& group_for(Role role) {
     switch (role) {
         case Role::owner: return role_groups().owner;
@@ -109,8 +108,8 @@ protected:
             << R"({"connector_dirs": [")" << TF_SOURCE_DIR << R"(/connectors"], "gateways_dir": "gateways.d",
               "state_dir": "state", "runtime_dir": "run", "agents": {"enabled": false}, "dbus": {"enabled": false},
               "api": {"enabled": false, "role_groups": {"owner": ")"
-            << role_groups().owner << R"(", "admin": ")" << role_groups().admin << R"(", "member": ")" << role_groups().member
-            << R"(", "viewer": ")" << role_groups().viewer << R"("}}})";
+            << role_groups().owner << R"(", "admin": ")" << role_groups().admin << R"(", "member": ")"
+            << role_groups().member << R"(", "viewer": ")" << role_groups().viewer << R"("}}})";
         std::ofstream(root / "gateways.d" / "one.json")
             << R"({"name": "one", "description": "the test gateway", "enforcement": "full",
                   "rate_limit": {"requests": 0}, "approval_timeout_seconds": 60,

@@ -124,7 +124,6 @@ std::set<std::string> lines(const std::string& text) {
     return out;
 }
 
-
 TEST_F(ControlPlane, EachOperationIsRefusedBelowItsLeastRoleAndAllowedFromIt) {
     struct Who {
         std::string label;

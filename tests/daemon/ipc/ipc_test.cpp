@@ -40,9 +40,10 @@ TEST(IpcCodec, IntegersAreLittleEndianAndStringsCarryTheirLength) {
     out.i64(-2);
     out.boolean(true);
     out.text("hi");
-    const std::string expected("\xAB\x02\x01\x04\x03\x02\x01\x08\x07\x06\x05\x04\x03\x02\x01"
-                               "\xFE\xFF\xFF\xFF\xFF\xFF\xFF\xFF\x01\x02\x00\x00\x00hi",
-                               30);
+    const std::string expected(
+        "\xAB\x02\x01\x04\x03\x02\x01\x08\x07\x06\x05\x04\x03\x02\x01"
+        "\xFE\xFF\xFF\xFF\xFF\xFF\xFF\xFF\x01\x02\x00\x00\x00hi",
+        30);
     EXPECT_EQ(out.bytes(), expected);
 
     Reader in(expected);
