@@ -98,11 +98,11 @@ protected:
         plane_->start();
     }
 
-    // The data plane first, then the supervisor's reader, then what it calls.
+    // The data plane first, then the supervisor's reader, then what each calls.
     void TearDown() override {
         remote_traffic_.reset();
+        plane_.reset();  // its end calls approvals_ (deny_all), which goes after it
         approvals_.reset();
-        plane_.reset();
         supervisor_.reset();
         host_.reset();
     }

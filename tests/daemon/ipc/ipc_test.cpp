@@ -91,7 +91,8 @@ TEST(IpcCodec, LengthsPastTheLimitOrTheMessageAndStrayBytesAreRefused) {
     Reader over_max(huge_count.bytes());
     EXPECT_THROW(over_max.count(10), DecodeError);
 
-    Reader two(std::string("\x02", 1));
+    const std::string two_byte("\x02", 1);
+    Reader two(two_byte);
     EXPECT_THROW(two.boolean(), DecodeError);
 
     Writer ping;
