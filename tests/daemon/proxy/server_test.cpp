@@ -1116,18 +1116,13 @@ TEST_F(ProxyTest, ListenersMadeElsewhereAreServedAndOutliveTheProxyThatServedThe
     const UniqueFd transparent = listening_socket();
     const UniqueFd explicit_socket = listening_socket();
     ASSERT_TRUE(transparent && explicit_socket);
+    // The fixture's proxy, given the sockets (served instead of its endpoints).
     const auto serve = [&] {
         server_.reset();
         ProxyOptions options;
         options.transparent_socket = transparent.get();
         options.explicit_socket = explicit_socket.get();
-        options.threads = 1;
-        options.system_resolver = false;
-        options.hosts = hosts_;
-        options.allowed_upstreams = {*Cidr::parse("127.0.0.0/8")};
-        options.upstream_ca_file = test_ca_.ca_file().string();
-        server_.emplace(options, ProxyServices{&store_, ca_.get(), &origins_, &credentials_, &approvals_, &sink_});
-        server_->start();
+        start(options);
     };
     serve();
     sockaddr_in bound{};
