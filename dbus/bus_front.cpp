@@ -501,16 +501,6 @@ Emission changed(std::string path, std::string interface, std::vector<std::strin
     return out;
 }
 
-std::string text_of(const json& data, const char* key) {
-    const auto found = data.find(key);
-    return found != data.end() && found->is_string() ? found->get<std::string>() : std::string();
-}
-
-bool flag_of(const json& data, const char* key) {
-    const auto found = data.find(key);
-    return found != data.end() && found->is_boolean() && found->get<bool>();
-}
-
 }  // namespace
 
 // NOLINTNEXTLINE(readability-function-size): one branch per event the bus shows
@@ -525,10 +515,11 @@ std::vector<Emission> BusFront::apply(const control::Event& event) {
         out.push_back(object(Emission::Kind::added, path_of(kApprovalPrefix, approval.id)));
         out.push_back(changed(kObjectPath, kInterface, {"PendingApprovals"}));
     } else if (event.type == "approval.resolved") {
-        const std::string id = text_of(data, "id");
-        std::string note = text_of(data, "note");
-        if (note.empty() && flag_of(data, "expired")) note = "expired";
-        out.push_back(signal("ApprovalResolved", {id, flag_of(data, "approved"), text_of(data, "actor"), note}));
+        const std::string id = control::text_member(data, "id");
+        std::string note = control::text_member(data, "note");
+        if (note.empty() && control::flag_member(data, "expired")) note = "expired";
+        out.push_back(signal("ApprovalResolved",
+                             {id, control::flag_member(data, "approved"), control::text_member(data, "actor"), note}));
         // Removed while still known: the InterfacesRemoved lists its interfaces.
         if (approvals_.count(id) != 0) {
             out.push_back(object(Emission::Kind::removed, path_of(kApprovalPrefix, id)));
@@ -547,8 +538,8 @@ std::vector<Emission> BusFront::apply(const control::Event& event) {
         out.push_back(object(Emission::Kind::added, path_of(kAgentPrefix, agent.id)));
         out.push_back(changed(kObjectPath, kInterface, {"Agents"}));
     } else if (event.type == "agent.exited") {
-        const std::string id = text_of(data, "id");
-        const auto status = data.value("status", json()).is_number_integer() ? data["status"].get<std::int32_t>() : 0;
+        const std::string id = control::text_member(data, "id");
+        const auto status = static_cast<std::int32_t>(control::integer_member(data, "status"));
         const std::string path = path_of(kAgentPrefix, id);
         out.push_back(signal("AgentExited", {id, status}));
         // The launcher alone learns the end on the agent's object, which
@@ -570,7 +561,7 @@ std::vector<Emission> BusFront::apply(const control::Event& event) {
         out = sync_gateways();
     } else if (event.type == "enforcement.changed") {
         out = sync_gateways();
-        const std::string gateway = text_of(data, "gateway");
+        const std::string gateway = control::text_member(data, "gateway");
         if (gateways_.count(gateway) != 0) {
             out.push_back(changed(path_of(kGatewayPrefix, gateway), kGatewayInterface, {"EnforcementLevel"}));
         }

@@ -123,6 +123,10 @@ std::uint64_t age_seconds(const Approval& approval);
 // The inverses, for what reads the events' data (the D-Bus front end): a
 // missing or mistyped member leaves the field empty, never throws.
 KillSwitchState kill_switch_from_json(const nlohmann::json& data);
+// One member of an event's data: "", false or 0 when it is missing or of another type.
+std::string text_member(const nlohmann::json& data, const char* key);
+bool flag_member(const nlohmann::json& data, const char* key);
+std::int64_t integer_member(const nlohmann::json& data, const char* key);
 AgentInfo agent_from_json(const nlohmann::json& data);
 Approval approval_from_json(const nlohmann::json& data);
 

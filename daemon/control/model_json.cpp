@@ -230,20 +230,10 @@ json to_json(const VaultRotated& rotated) {
 
 namespace {
 
-std::string text_of(const json& data, const char* key) {
-    const auto found = data.find(key);
-    return found != data.end() && found->is_string() ? found->get<std::string>() : std::string();
-}
-
 template <typename Number>
 Number number_of(const json& data, const char* key) {
     const auto found = data.find(key);
     return found != data.end() && found->is_number() ? found->get<Number>() : Number{};
-}
-
-bool flag_of(const json& data, const char* key) {
-    const auto found = data.find(key);
-    return found != data.end() && found->is_boolean() && found->get<bool>();
 }
 
 std::set<std::string> names_of(const json& data, const char* key) {
@@ -258,49 +248,67 @@ std::set<std::string> names_of(const json& data, const char* key) {
 
 }  // namespace
 
+std::string text_member(const json& data, const char* key) {
+    if (!data.is_object()) return {};
+    const auto found = data.find(key);
+    return found != data.end() && found->is_string() ? found->get<std::string>() : std::string();
+}
+
+bool flag_member(const json& data, const char* key) {
+    if (!data.is_object()) return false;
+    const auto found = data.find(key);
+    return found != data.end() && found->is_boolean() && found->get<bool>();
+}
+
+std::int64_t integer_member(const json& data, const char* key) {
+    if (!data.is_object()) return 0;
+    const auto found = data.find(key);
+    return found != data.end() && found->is_number_integer() ? found->get<std::int64_t>() : 0;
+}
+
 KillSwitchState kill_switch_from_json(const json& data) {
     KillSwitchState out;
     if (!data.is_object()) return out;
-    out.scope.all = flag_of(data, "all");
+    out.scope.all = flag_member(data, "all");
     for (const auto& name : names_of(data, "gateways")) out.scope.gateways.insert(name);
     for (const auto& name : names_of(data, "connectors")) out.scope.connectors.insert(name);
-    out.reason = text_of(data, "reason");
-    out.actor = text_of(data, "actor");
+    out.reason = text_member(data, "reason");
+    out.actor = text_member(data, "actor");
     return out;
 }
 
 AgentInfo agent_from_json(const json& data) {
     AgentInfo out;
     if (!data.is_object()) return out;
-    out.id = text_of(data, "id");
-    out.gateway = text_of(data, "gateway");
-    out.isolation = text_of(data, "isolation");
+    out.id = text_member(data, "id");
+    out.gateway = text_member(data, "gateway");
+    out.isolation = text_member(data, "isolation");
     out.pid = number_of<int>(data, "pid");
     out.uid = number_of<unsigned>(data, "uid");
     out.run_uid = number_of<unsigned>(data, "run_uid");
     out.cgroup_id = number_of<std::uint64_t>(data, "cgroup_id");
-    out.command = text_of(data, "command");
-    out.enforced_unit = flag_of(data, "enforced_unit");
+    out.command = text_member(data, "command");
+    out.enforced_unit = flag_member(data, "enforced_unit");
     return out;
 }
 
 Approval approval_from_json(const json& data) {
     Approval out;
     if (!data.is_object()) return out;
-    out.id = text_of(data, "id");
-    out.gateway = text_of(data, "gateway");
-    out.agent = text_of(data, "agent");
-    out.connector = text_of(data, "connector");
-    out.action = text_of(data, "action");
-    out.risk = text_of(data, "risk");
+    out.id = text_member(data, "id");
+    out.gateway = text_member(data, "gateway");
+    out.agent = text_member(data, "agent");
+    out.connector = text_member(data, "connector");
+    out.action = text_member(data, "action");
+    out.risk = text_member(data, "risk");
     const auto parameters = data.find("parameters");
     if (parameters != data.end() && !parameters->is_null()) {
         out.parameters = parameters->is_string() ? parameters->get<std::string>()
                                                  : parameters->dump(-1, ' ', false, json::error_handler_t::replace);
     }
-    out.reason = text_of(data, "reason");
+    out.reason = text_member(data, "reason");
     const auto now = std::chrono::system_clock::now();
-    out.requested_at = store::parse_time(text_of(data, "requested"), now).value_or(now);
+    out.requested_at = store::parse_time(text_member(data, "requested"), now).value_or(now);
     out.timeout = std::chrono::seconds(number_of<long long>(data, "timeout_seconds"));
     return out;
 }
