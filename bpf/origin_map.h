@@ -10,6 +10,7 @@
 #include "common/unique_fd.h"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 namespace tameflare::bpf {
@@ -19,6 +20,10 @@ struct Origin {
     proxy::Endpoint destination;  // an IPv4 destination is v4 even when dialed from an IPv6 socket
     std::uint64_t agent = 0;      // the registration (cgroup id) it was routed by
 };
+
+// A look-up wherever it is made: through a descriptor, or (the data plane on
+// a kernel that refuses it one) a question to the supervisor.
+using OriginSource = std::function<std::optional<Origin>(std::uint64_t netns_cookie, const proxy::Endpoint& client)>;
 
 class OriginMap {
 public:

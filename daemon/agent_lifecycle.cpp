@@ -2,26 +2,13 @@
 
 namespace tameflare::daemon {
 
-// Registers the agent for origin look-ups and serves its listener and DNS
-// stub. The BPF registration is the caller's.
+// Hands the agent's listener and DNS sockets to the data plane, which ties
+// its connections to it by the tag. The BPF registration is the caller's.
 void Agents::Impl::serve_agent(Agent& agent, UniqueFd proxy_socket, UniqueFd dns_udp, UniqueFd dns_tcp) {
-    {
-        std::lock_guard lock(mutex);
-        registrations[agent.key] = Registration{agent.gateway, agent.id};
-    }
     agent.registered = true;
-    proxy->add_listener(std::move(proxy_socket), agent.key);
+    proxy->serve_agent(proxy::AgentSockets{agent.key, agent.gateway, agent.id, std::move(proxy_socket),
+                                           std::move(dns_udp), std::move(dns_tcp)});
     agent.listening = true;
-    const auto snapshot = config.snapshot();
-    const policy::Gateway* gateway = snapshot->gateway(agent.gateway);
-    agent.dns = std::make_unique<dns::DnsStub>(io, std::move(dns_udp), std::move(dns_tcp),
-                                               gateway ? resolvable_names(*gateway) : std::vector<std::string>{},
-                                               proxy->resolver());
-    agent.dns->set_answer_unlisted(gateway != nullptr && gateway->enforcement != policy::Enforcement::full);
-    agent.dns->on_unlisted([server = proxy, gateway = agent.gateway, id = agent.id](const dns::UnlistedName& name) {
-        server->record(dns_record(gateway, id, name));
-    });
-    agent.dns->start();
 }
 
 // Agents a previous daemon launched (it was killed, or restarted) are still
@@ -133,14 +120,10 @@ net::awaitable<void> Agents::Impl::watch_cgroup(std::shared_ptr<Agent> agent) {
 
 // Closes the agent's stub and listener and removes its registration.
 void Agents::Impl::undo_registration(Agent& agent) {
-    if (agent.dns) agent.dns->stop();
-    agent.dns.reset();
-    if (agent.listening) proxy->remove_listener(agent.key);
+    if (agent.listening) proxy->stop_agent(agent.key);
     agent.listening = false;
     if (agent.registered) enforcer.remove_agent(agent.key);
     agent.registered = false;
-    std::lock_guard lock(mutex);
-    registrations.erase(agent.key);
 }
 
 // Tears down what a launch or an agent's life set up, in reverse.

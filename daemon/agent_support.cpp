@@ -16,44 +16,6 @@ bool is_within(const std::string& path, const std::string& root) {
     return path == root || (path.size() > root.size() && path.rfind(root, 0) == 0 && path[root.size()] == '/');
 }
 
-// The traffic record of a name an agent's DNS stub saw that its gateway's
-// policy does not list: "would_deny" where it was answered (monitor, soft),
-// "denied" where refused.
-proxy::TrafficRecord dns_record(const std::string& gateway, const std::string& agent, const dns::UnlistedName& name) {
-    proxy::TrafficRecord record;
-    record.time = std::chrono::system_clock::now();
-    record.gateway = gateway;
-    record.agent = agent;
-    record.connector = "dns";
-    record.action = "dns.query";
-    record.method = name.type == dns::kTypeA      ? "A"
-                    : name.type == dns::kTypeAaaa ? "AAAA"
-                                                  : "TYPE" + std::to_string(name.type);
-    record.host = name.name;
-    record.decision = name.answered ? "would_deny" : "denied";
-    record.reason = name.answered ? "no connector or tcp rule of gateway " + gateway +
-                                        " lists this name: answered (not enforced at this level)"
-                                  : "no connector or tcp rule of gateway " + gateway + " lists this name: REFUSED";
-    if (name.suppressed != 0) {
-        record.reason += "; " + std::to_string(name.suppressed) + " more unlisted queries were not recorded (budget)";
-    }
-    record.forwarded = name.answered;
-    return record;
-}
-
-// The names an agent of `gateway` may resolve: its connectors' domains and
-// the host names of its raw TCP rules.
-std::vector<std::string> resolvable_names(const policy::Gateway& gateway) {
-    std::vector<std::string> names;
-    for (const auto& connector : gateway.connectors) {
-        names.insert(names.end(), connector.domains.begin(), connector.domains.end());
-    }
-    for (const auto& rule : gateway.tcp) {
-        if (!rule.host.empty()) names.push_back(rule.host);
-    }
-    return names;
-}
-
 // Who an agent runs as (docs/enforcement.md, "Who").
 
 // The groups of `have` that the gateway's keep_groups names; every other is dropped.

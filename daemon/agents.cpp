@@ -6,7 +6,7 @@ Agents::~Agents() {
     stop();
 }
 
-void Agents::start(proxy::ProxyServer& proxy) {
+void Agents::start(proxy::DataPlane& proxy) {
     impl_->proxy = &proxy;
     const auto& path = impl_->options.launch_socket;
     std::error_code error;
@@ -68,26 +68,18 @@ bool Agents::responsive(std::chrono::milliseconds timeout) const {
 void Agents::reload() {
     if (!impl_->thread.joinable()) return;
     net::post(impl_->io, [this] {
-        const auto snapshot = impl_->config.snapshot();
         for (auto& [id, agent] : impl_->agents) {
-            const policy::Gateway* gateway = snapshot->gateway(agent->gateway);
-            if (agent->dns) {
-                agent->dns->set_allowed(gateway ? resolvable_names(*gateway) : std::vector<std::string>{});
-                agent->dns->set_answer_unlisted(gateway != nullptr &&
-                                                gateway->enforcement != policy::Enforcement::full);
-            }
             impl_->apply_unix_policy(*agent);
         }
     });
 }
 
-std::optional<proxy::Origin> Agents::lookup(const proxy::AcceptedConnection& connection) {
-    const auto origin = impl_->enforcer.origin(netns::socket_netns_cookie(connection.socket), connection.client);
-    if (!origin || connection.listener != origin->agent) return std::nullopt;
-    std::lock_guard lock(impl_->mutex);
-    const auto found = impl_->registrations.find(origin->agent);
-    if (found == impl_->registrations.end()) return std::nullopt;
-    return proxy::Origin{origin->destination, found->second.gateway, found->second.agent};
+std::optional<bpf::Origin> Agents::origin(std::uint64_t netns_cookie, const Endpoint& client) const {
+    return impl_->enforcer.origin(netns_cookie, client);
+}
+
+UniqueFd Agents::origin_map_readonly() const {
+    return impl_->enforcer.origin_map_readonly();
 }
 
 std::vector<AgentInfo> Agents::list() const {

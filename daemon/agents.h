@@ -17,6 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include "bpf/origin_map.h"
+#include "common/unique_fd.h"
+
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -27,7 +30,7 @@
 #include <vector>
 
 namespace tameflare::proxy {
-class ProxyServer;
+class DataPlane;
 }
 namespace tameflare::store {
 class Store;
@@ -64,7 +67,7 @@ public:
 // agent.started (status 0) and agent.exited (the exit status), on the agents' thread.
 using AgentObserver = std::function<void(const std::string& type, const AgentInfo& agent, int status)>;
 
-class Agents final : public proxy::OriginLookup, public control::AgentRegistry {
+class Agents final : public control::AgentRegistry {
 public:
     // Loads the BPF programs and attaches them to the cgroup root (re-adopting
     // what an earlier daemon pinned). Throws std::runtime_error with the reason.
@@ -73,8 +76,9 @@ public:
     Agents(const Agents&) = delete;
     Agents& operator=(const Agents&) = delete;
 
-    // Opens the launch socket and starts serving; `proxy` serves the agents' listeners.
-    void start(proxy::ProxyServer& proxy);
+    // Opens the launch socket and starts serving; `proxy` serves the agents'
+    // listeners and DNS stubs.
+    void start(proxy::DataPlane& proxy);
     // Closes the launch socket and ends the agents it launched.
     void stop();
 
@@ -82,7 +86,10 @@ public:
     // Whether its event loop runs a posted handler within `timeout` (the watchdog).
     [[nodiscard]] bool responsive(std::chrono::milliseconds timeout) const;
 
-    std::optional<proxy::Origin> lookup(const proxy::AcceptedConnection& connection) override;
+    // What a redirected connection dialed (the data plane asks where its
+    // kernel refuses it the map), and a read-only descriptor of the map for it.
+    [[nodiscard]] std::optional<bpf::Origin> origin(std::uint64_t netns_cookie, const Endpoint& client) const;
+    [[nodiscard]] UniqueFd origin_map_readonly() const;
     // control::AgentRegistry (the control plane's view, agent_registry.h);
     // launch() throws LaunchError.
     [[nodiscard]] std::vector<AgentInfo> list() const override;

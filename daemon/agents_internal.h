@@ -17,10 +17,9 @@
 #include "common/users.h"
 #include "daemon/agent_environment.h"
 #include "daemon/control/authorizer.h"
-#include "daemon/dns/dns_stub.h"
 #include "daemon/proxy/asio.h"
+#include "daemon/proxy/data_plane.h"
 #include "daemon/proxy/liveness.h"
-#include "daemon/proxy/server.h"
 #include "daemon/proxy/trust_store.h"
 #include "daemon/store/store.h"
 #include "netns/cgroup.h"
@@ -105,15 +104,6 @@ std::string caller_cgroup(const Caller& peer);
 
 bool is_within(const std::string& path, const std::string& root);
 
-// The traffic record of a name an agent's DNS stub saw that its gateway's
-// policy does not list: "would_deny" where it was answered (monitor, soft),
-// "denied" where refused.
-proxy::TrafficRecord dns_record(const std::string& gateway, const std::string& agent, const dns::UnlistedName& name);
-
-// The names an agent of `gateway` may resolve: its connectors' domains and
-// the host names of its raw TCP rules.
-std::vector<std::string> resolvable_names(const policy::Gateway& gateway);
-
 // The groups of `have` that the gateway's keep_groups names; every other is dropped.
 std::vector<gid_t> kept_groups(const std::vector<gid_t>& have, const std::vector<std::string>& keep);
 
@@ -184,7 +174,6 @@ struct Agent {
     std::optional<netns::Cgroup> cgroup;
     std::optional<netns::NetworkNamespace> ns;
     std::uint64_t key = 0;  // the cgroup id: the BPF registration and the proxy listener's tag
-    std::unique_ptr<dns::DnsStub> dns;
     std::optional<netns::Process> process;
     std::unique_ptr<Descriptor> exit_watch;
     // Protected names that did not exist at launch: moved aside when the agent makes them.
@@ -201,7 +190,7 @@ struct Agents::Impl {
     const policy::ConfigStore& config;
     store::Store* store;
     bpf::Enforcer enforcer;
-    proxy::ProxyServer* proxy = nullptr;
+    proxy::DataPlane* proxy = nullptr;  // serves its listener and DNS stub
     net::io_context io{1};
     std::thread thread;
     std::unique_ptr<Descriptor> listener;
@@ -211,20 +200,15 @@ struct Agents::Impl {
     const control::Authorizer authorizer{control::RoleGroups{},
                                          [this](const Caller& peer) { return inside_agents(caller_cgroup(peer)); }};
 
-    struct Registration {
-        std::string gateway;
-        std::string agent;
-    };
     mutable std::mutex mutex;
-    std::map<std::uint64_t, Registration> registrations;  // by cgroup id; any thread
-    std::vector<AgentInfo> published;                     // list(), under `mutex`
-    std::vector<std::string> enforced_cgroups;            // relative paths, under `mutex`
-    std::string root_cgroup;                              // options.cgroup_root, relative to the mount
-    AgentObserver observer;                               // set before start
-    netns::SandboxSupport support;                        // what this kernel gives agents' sandboxes
-    netns::SeccompProgram seccomp;                        // the agents' filter, built once
-    mutable std::set<std::string> ignored_entries;        // unix_sockets entries warned about; io thread only
-    std::set<uid_t> dynamic_uids;                         // in use by running agents; io thread only
+    std::vector<AgentInfo> published;               // list(), under `mutex`
+    std::vector<std::string> enforced_cgroups;      // relative paths, under `mutex`
+    std::string root_cgroup;                        // options.cgroup_root, relative to the mount
+    AgentObserver observer;                         // set before start
+    netns::SandboxSupport support;                  // what this kernel gives agents' sandboxes
+    netns::SeccompProgram seccomp;                  // the agents' filter, built once
+    mutable std::set<std::string> ignored_entries;  // unix_sockets entries warned about; io thread only
+    std::set<uid_t> dynamic_uids;                   // in use by running agents; io thread only
     std::vector<std::pair<std::uint64_t, std::uint64_t>> subordinate_uids;  // /etc/subuid, /etc/subgid
 
     Impl(AgentsOptions o, const policy::ConfigStore& c, store::Store* s)

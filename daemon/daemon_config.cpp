@@ -230,6 +230,17 @@ void read_dbus(const policy::JsonNode& node, DbusConfig& dbus) {
     if (const auto address = node.string("address", false)) dbus.address = *address;
 }
 
+// "dataplane": who and what the unprivileged data plane is.
+void read_dataplane(const policy::JsonNode& node, const fs::path& base, DataPlaneConfig& dataplane) {
+    if (!node.expect_object()) return;
+    node.allow_fields({"user", "binary"});
+    if (const auto user = node.string("user", false)) {
+        dataplane.user = *user;
+        dataplane.user_named = true;
+    }
+    if (const auto binary = node.string("binary", false)) dataplane.binary = resolve(base, *binary);
+}
+
 }  // namespace
 
 fs::path DaemonConfig::api_socket_path() const {
@@ -269,7 +280,7 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     const policy::JsonNode root(reader, *json, "");
     if (!root.expect_object()) return std::nullopt;
     root.allow_fields({"connector_dirs", "gateways_dir", "state_dir", "runtime_dir", "max_body_bytes", "proxy", "store",
-                       "agents", "api", "dbus"});
+                       "agents", "api", "dbus", "dataplane"});
     const fs::path base = fs::absolute(file, ec).parent_path();
     if (const auto dirs = root.string_array("connector_dirs", false)) {
         config.connector_dirs.clear();
@@ -286,6 +297,7 @@ std::optional<DaemonConfig> load_daemon_config(const fs::path& file, bool explic
     if (const auto agents = root.field("agents")) read_agents(*agents, base, config.agents);
     if (const auto api = root.field("api")) read_api(*api, base, config.api);
     if (const auto dbus = root.field("dbus")) read_dbus(*dbus, config.dbus);
+    if (const auto dataplane = root.field("dataplane")) read_dataplane(*dataplane, base, config.dataplane);
     if (errors.size() != errors_before) return std::nullopt;
     return config;
 }

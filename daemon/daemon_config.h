@@ -64,6 +64,18 @@ struct DbusConfig {
     std::string address;         // "" : the bus's default (DBUS_SYSTEM_BUS_ADDRESS, then the system socket)
 };
 
+// "dataplane": the unprivileged process that parses agents' traffic (the
+// proxy and the DNS stubs).
+struct DataPlaneConfig {
+    // Its own user (sysusers.d makes it). Where it does not exist and the
+    // file names none, it runs as nobody, with a warning.
+    std::string user = "tameflare-dataplane";
+    bool user_named = false;  // the file named the user: it must exist
+    // "" : beside tameflared when there (a build tree), else
+    // <prefix>/libexec/tameflare/tameflare-dataplane.
+    std::filesystem::path binary;
+};
+
 struct DaemonConfig {
     std::filesystem::path config_file;  // where this came from ("" = built-in defaults)
     // Searched in order; a file in a later directory replaces the file with the
@@ -80,6 +92,7 @@ struct DaemonConfig {
     AgentsConfig agents;
     ApiConfig api;
     DbusConfig dbus;
+    DataPlaneConfig dataplane;
 
     [[nodiscard]] std::filesystem::path database_path() const;
     [[nodiscard]] std::filesystem::path vault_key_path() const;

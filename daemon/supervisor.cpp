@@ -1,15 +1,16 @@
 #include "daemon/supervisor.h"
 
 #include "common/log.h"
+#include "common/users.h"
 #include "daemon/agents.h"
 #include "daemon/api/api_server.h"
 #include "daemon/control/control.h"
 #include "daemon/control/events.h"
 #include "daemon/control/kill_switch.h"
 #include "daemon/control/metrics.h"
+#include "daemon/dataplane/remote_plane.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/certificate_authority.h"
-#include "daemon/proxy/server.h"
 #include "daemon/store/store.h"
 #include "daemon/store/vault_store.h"
 #include "daemon/store_services.h"
@@ -60,7 +61,7 @@ struct Heartbeat {
 
 // SIGTERM: no new connections; every held request is denied with a reason
 // (the agent gets its 403 and the log its row) before connections close.
-void drain(proxy::ProxyServer& server, proxy::ApprovalQueue& queue) {
+void drain(proxy::DataPlane& server, proxy::ApprovalQueue& queue) {
     server.stop_accepting();
     const auto denied = queue.deny_if([](const proxy::ApprovalRequest&) { return true; },
                                       "tameflared is stopping; ask again when it is back");
@@ -77,13 +78,14 @@ void drain(proxy::ProxyServer& server, proxy::ApprovalQueue& queue) {
 
 // What the agents are given: where their cgroups and pins are, the launch
 // socket, the CA they trust, what they must not see or reach.
-AgentsOptions agents_options(const DaemonConfig& config, const proxy::CertificateAuthority& ca) {
+AgentsOptions agents_options(const DaemonConfig& config, const proxy::CertificateAuthority& ca, bool& delegated) {
     AgentsOptions options;
     options.cgroup_root = config.agents.cgroup_root;
     if (options.cgroup_root.empty()) {
         // Under systemd with Delegate=yes: <unit cgroup>/agents, the daemon in <unit cgroup>/daemon.
-        const auto delegated = netns::adopt_delegated_cgroup();
-        options.cgroup_root = delegated ? *delegated : default_cgroup_root();
+        const auto unit = netns::adopt_delegated_cgroup();
+        delegated = unit.has_value();
+        options.cgroup_root = unit ? *unit : default_cgroup_root();
     }
     options.pin_dir = config.agents.bpf_pin_dir;
     options.launch_socket =
@@ -106,6 +108,40 @@ AgentsOptions agents_options(const DaemonConfig& config, const proxy::Certificat
     options.dynamic_uid_last = config.agents.dynamic_uid_last;
     options.unix_socket_filter = config.agents.unix_socket_filter;
     return options;
+}
+
+// What the data plane may read (Landlock): the trust store, the resolver's
+// files and the shared libraries getaddrinfo loads. The upstream CA file
+// comes as a descriptor.
+std::vector<std::string> dataplane_readable() {
+    std::vector<std::string> paths{"/etc/ssl",
+                                   "/usr/share/ca-certificates",
+                                   "/usr/lib/ssl",
+                                   "/etc/hosts",
+                                   "/etc/resolv.conf",
+                                   "/run/systemd/resolve",
+                                   "/etc/nsswitch.conf",
+                                   "/etc/gai.conf",
+                                   "/etc/host.conf",
+                                   "/etc/services",
+                                   "/etc/protocols",
+                                   "/etc/ld.so.cache",
+                                   "/usr/lib",
+                                   "/lib",
+                                   "/lib64"};
+    return paths;
+}
+
+// The data plane's binary: configured, or beside tameflared (a build tree),
+// or where the package installs it relative to tameflared (<prefix>/sbin and
+// <prefix>/libexec/tameflare, whatever the prefix).
+std::filesystem::path dataplane_binary(const DaemonConfig& config) {
+    if (!config.dataplane.binary.empty()) return config.dataplane.binary;
+    std::error_code error;
+    const auto directory = std::filesystem::read_symlink("/proc/self/exe", error).parent_path();
+    auto beside = directory / "tameflare-dataplane";
+    if (!error && std::filesystem::exists(beside, error)) return beside;
+    return (directory / TF_LIBEXEC_FROM_SBIN / "tameflare-dataplane").lexically_normal();
 }
 
 }  // namespace
@@ -151,11 +187,7 @@ int Supervisor::run() {
 
     if (!load_configuration() || !open_state()) return EXIT_FAILURE;
     start_kernel_side();
-    // The data plane's seam: all it uses of the stages before it (what a data plane
-    // of its own process would reach this one for).
-    const proxy::ProxyServices data_plane{
-        &policy_, ca_.get(), agents_.get(), &bindings_->credentials, &bindings_->approvals, &bindings_->traffic};
-    if (!open_data_plane(config_->proxy, data_plane)) return EXIT_FAILURE;
+    if (!open_data_plane()) return EXIT_FAILURE;
     open_control_plane();
     if (!open_front_ends() || !start_serving()) return EXIT_FAILURE;
     loop();
@@ -234,7 +266,9 @@ bool Supervisor::open_state() {
 void Supervisor::start_kernel_side() {
     if (!config_->agents.enabled) return;
     try {
-        agents_ = std::make_unique<Agents>(agents_options(*config_, *ca_), policy_, database_.get());
+        auto options = agents_options(*config_, *ca_, delegated_);
+        agents_root_ = options.cgroup_root;
+        agents_ = std::make_unique<Agents>(std::move(options), policy_, database_.get());
         agents_->on_event([&events = bindings_->events](const std::string& type, const AgentInfo& agent, int status) {
             nlohmann::json data{{"id", agent.id},   {"gateway", agent.gateway}, {"isolation", agent.isolation},
                                 {"pid", agent.pid}, {"uid", agent.uid},         {"enforced_unit", agent.enforced_unit}};
@@ -250,18 +284,82 @@ void Supervisor::start_kernel_side() {
     }
 }
 
-bool Supervisor::open_data_plane(const proxy::ProxyOptions& options, const proxy::ProxyServices& services) {
+// The proxy's listeners are bound here; the unprivileged data plane serves
+// them. Its cgroup is beside the agents', never under it (their hooks would
+// redirect its own upstream connections): <unit>/dataplane under systemd,
+// else <agents root>-dataplane, else this process's own.
+bool Supervisor::open_data_plane() {
+    const auto& config = *config_;
+    dataplane::RemoteDataPlaneOptions options;
+    options.process.binary = dataplane_binary(config);
+    const auto user = user_by_name(config.dataplane.user);
+    if (user && (user->uid == 0 || user->gid == 0)) {
+        log(LogLevel::error, "the data plane may not run as root (dataplane.user is " + config.dataplane.user + ")",
+            {{"HINT", "name an unprivileged system user of its own, as the package's tameflare-dataplane"}});
+        return false;
+    }
+    if (user) {
+        options.process.uid = user->uid;
+        options.process.gid = user->gid;
+    } else if (config.dataplane.user_named) {
+        log(LogLevel::error, "the data plane's user " + config.dataplane.user + " does not exist",
+            {{"HINT", "create it (systemd-sysusers, or useradd --system), or name another in dataplane.user"}});
+        return false;
+    } else {
+        log(LogLevel::warning,
+            "the user " + config.dataplane.user + " does not exist; the data plane runs as nobody (65534)",
+            {{"HINT", "install the package's sysusers.d file (systemd-sysusers) so that it has a user of its own"}});
+    }
     try {
-        server_ = std::make_unique<proxy::ProxyServer>(options, services);
+        if (!agents_root_.empty()) {
+            own_dataplane_cgroup_ = true;
+            dataplane_cgroup_ = delegated_
+                                    ? agents_root_.parent_path() / "dataplane"
+                                    : agents_root_.parent_path() / (agents_root_.filename().string() + "-dataplane");
+        } else {
+            dataplane_cgroup_ = netns::own_cgroup();
+        }
+    } catch (const std::exception& error) {
+        log(LogLevel::error, std::string("cannot place the data plane in a cgroup: ") + error.what(),
+            {{"HINT", "tameflared needs cgroup2 mounted"}});
+        return false;
+    }
+    options.process.cgroup = dataplane_cgroup_;
+    options.process.readable = dataplane_readable();
+    options.proxy = config.proxy;
+    options.config = &policy_;
+    options.host = {&bindings_->traffic, &bindings_->approvals, &bindings_->credentials, ca_.get(), {}};
+    if (agents_) {
+        options.host.origins = [agents = agents_.get()](std::uint64_t cookie, const proxy::Endpoint& client) {
+            return agents->origin(cookie, client);
+        };
+        options.origin_map = [agents = agents_.get()] {
+            try {
+                return agents->origin_map_readonly();
+            } catch (const std::exception& error) {
+                log(LogLevel::warning,
+                    std::string("no read-only origins map for the data plane; it asks for each connection: ") +
+                        error.what());
+                return UniqueFd();
+            }
+        };
+    }
+    // What a dead data plane held is withdrawn: each held request is denied (its row and audit record say why).
+    options.on_lost = [queue = &bindings_->queue](const std::string& why) {
+        const auto denied = queue->deny_if([](const proxy::ApprovalRequest&) { return true; },
+                                           "the data plane that held this request ended (" + why + ")");
+        if (denied != 0) {
+            log(LogLevel::notice, std::to_string(denied) + " held requests withdrawn: their data plane ended",
+                {{"MESSAGE_ID", message_id::approval}, {"DECISION", "deny"}});
+        }
+    };
+    try {
+        server_ = std::make_unique<dataplane::RemoteDataPlane>(std::move(options));
     } catch (const std::system_error& error) {
         log(LogLevel::error, std::string("cannot open the proxy listeners: ") + error.what(),
             {{"HINT",
               "another process may hold the port; change proxy.transparent_listen or "
               "proxy.explicit_listen in the configuration"}});
-        return false;
-    } catch (const std::exception& error) {
-        log(LogLevel::error, std::string("cannot start the proxy: ") + error.what(),
-            {{"HINT", "check proxy.upstream_ca_file"}});
         return false;
     }
     return true;
@@ -339,7 +437,14 @@ bool Supervisor::open_front_ends() {
 }
 
 bool Supervisor::start_serving() {
-    server_->start();
+    try {
+        server_->start();
+    } catch (const std::exception& error) {
+        log(LogLevel::error, std::string("cannot start the data plane: ") + error.what(),
+            {{"DATAPLANE_CGROUP", dataplane_cgroup_.string()},
+             {"HINT", "check proxy.upstream_ca_file and dataplane.binary; the data plane's own lines above say more"}});
+        return false;
+    }
     if (agents_) {
         try {
             agents_->start(*server_);
@@ -425,6 +530,7 @@ void Supervisor::stop() {
     // their pinned programs refusing connections until tameflared is back.
     if (agents_) agents_->stop();
     server_->stop();
+    if (own_dataplane_cgroup_) ::rmdir(dataplane_cgroup_.c_str());
     flush_log();
 }
 

@@ -6,7 +6,8 @@
 //                       and the store and live events seen through the proxy's interfaces
 //   start_kernel_side   the agents: BPF on the cgroup root, cgroups (optional: without it the
 //                       daemon serves the explicit proxy and launches nothing)
-//   open_data_plane     the proxy's listeners; what it needs from the stages before it is passed in
+//   open_data_plane     the proxy's listeners, bound here and served by the unprivileged
+//                       tameflare-dataplane process (issue 24), answered from the stages before it
 //   open_control_plane  the durable kill switch re-applied, the control plane's operations
 //   open_front_ends     the REST socket, D-Bus
 //   start_serving       every part serving, then READY=1
@@ -24,6 +25,7 @@
 
 #include <signal.h>
 
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,8 +33,10 @@
 namespace tameflare::proxy {
 class ApprovalQueue;
 class CertificateAuthority;
-class ProxyServer;
 }  // namespace tameflare::proxy
+namespace tameflare::dataplane {
+class RemoteDataPlane;
+}
 namespace tameflare::store {
 class Store;
 class Vault;
@@ -75,7 +79,7 @@ private:
     bool load_configuration();
     bool open_state();
     void start_kernel_side();
-    bool open_data_plane(const proxy::ProxyOptions& options, const proxy::ProxyServices& services);
+    bool open_data_plane();
     void open_control_plane();
     bool open_front_ends();
     bool start_serving();
@@ -99,8 +103,12 @@ private:
     std::unique_ptr<Bindings> bindings_;
     // start_kernel_side (null: kernel enforcement is off)
     std::unique_ptr<Agents> agents_;
+    std::filesystem::path agents_root_;  // "" : no agents
+    bool delegated_ = false;             // agents_root_ is <unit>/agents (Delegate=yes)
     // open_data_plane
-    std::unique_ptr<proxy::ProxyServer> server_;
+    std::filesystem::path dataplane_cgroup_;
+    bool own_dataplane_cgroup_ = false;  // made for it: removed at stop
+    std::unique_ptr<dataplane::RemoteDataPlane> server_;
     // open_control_plane
     std::unique_ptr<control::KillSwitchControl> kill_switch_;
     std::unique_ptr<control::Control> control_;

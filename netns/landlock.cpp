@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <linux/landlock.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -104,7 +105,13 @@ int apply_landlock(const LandlockPlan& plan, int& failed_rule) noexcept {
     for (std::size_t i = 0; i < plan.rules.size(); ++i) {
         const UniqueFd beneath_fd(::open(plan.rules[i].first, O_PATH | O_CLOEXEC));
         if (!beneath_fd && (errno == ENOENT || errno == ENOTDIR || errno == EACCES || errno == ELOOP)) continue;
-        PathBeneathAttr beneath{plan.rules[i].second, beneath_fd.get()};
+        // A file takes only the rights that apply to files (the kernel refuses the rest with EINVAL).
+        std::uint64_t rights = plan.rules[i].second;
+        struct stat what {};
+        if (beneath_fd && ::fstat(beneath_fd.get(), &what) == 0 && !S_ISDIR(what.st_mode)) {
+            rights &= kFsExecute | kFsWriteFile | kFsReadFile | kFsTruncate | kFsIoctlDev;
+        }
+        PathBeneathAttr beneath{rights, beneath_fd.get()};
         if (!beneath_fd ||
             ::syscall(SYS_landlock_add_rule, ruleset.get(), LANDLOCK_RULE_PATH_BENEATH, &beneath, 0U) != 0) {
             failed_rule = static_cast<int>(i);

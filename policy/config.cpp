@@ -48,6 +48,8 @@ LoadResult load_config(const std::vector<Document>& connector_docs, const std::v
         config->gateways.emplace(gateway->name, std::move(gateway));
     }
     if (!result.errors.empty()) return result;
+    config->sources =
+        std::make_shared<const Config::Sources>(Config::Sources{connector_docs, gateway_docs, enforcement});
     result.config = std::move(config);
     return result;
 }

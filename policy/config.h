@@ -15,9 +15,22 @@
 
 namespace tameflare::policy {
 
+// Enforcement levels set at run time (tf gateways set-enforcement), by
+// gateway name; they replace what the gateway files say.
+using EnforcementOverrides = std::map<std::string, Enforcement, std::less<>>;
+
 struct Config {
+    // What a loaded config was compiled from: the unprivileged data plane
+    // is sent these and compiles its own (issue 24).
+    struct Sources {
+        std::vector<Document> connectors;
+        std::vector<Document> gateways;
+        EnforcementOverrides enforcement;
+    };
+
     std::map<std::string, std::shared_ptr<const ConnectorDef>> connectors;
     std::map<std::string, std::shared_ptr<const Gateway>> gateways;
+    std::shared_ptr<const Sources> sources;  // null for a config not made by load_config
 
     [[nodiscard]] const Gateway* gateway(std::string_view name) const;
 };
@@ -30,9 +43,7 @@ struct LoadResult {
 
 // Connector documents first (each one connector), then gateway documents (each
 // one gateway). Every error in every document is reported, not just the first.
-// Enforcement levels set at run time (tf gateways set-enforcement), by
-// gateway name; they replace what the gateway files say.
-using EnforcementOverrides = std::map<std::string, Enforcement, std::less<>>;
+// `enforcement` replaces the levels the gateway files say.
 
 LoadResult load_config(const std::vector<Document>& connectors, const std::vector<Document>& gateways,
                        const EnforcementOverrides& enforcement = {});

@@ -5,7 +5,7 @@
 #include "daemon/control/kill_switch.h"
 #include "daemon/control/metrics.h"
 #include "daemon/proxy/approvals.h"
-#include "daemon/proxy/server.h"
+#include "daemon/proxy/data_plane.h"
 #include "daemon/store/store.h"
 #include "daemon/store/vault_store.h"
 #include "policy/explain.h"
@@ -53,6 +53,7 @@ struct Control::Impl {
         auto result = services.load(next);
         if (!result.ok()) return std::move(result.errors);
         services.config->publish(result.config);
+        services.proxy->policy_changed();
         if (services.agents != nullptr) services.agents->reload();
         const std::string text = config_summary(*result.config);
         services.store->audit(store::AuditEvent{std::chrono::system_clock::now(), "config.reloaded", "", "", actor, why,

@@ -36,7 +36,7 @@
 #include <vector>
 
 namespace tameflare::proxy {
-class ProxyServer;
+class DataPlane;
 class ApprovalQueue;
 }  // namespace tameflare::proxy
 namespace tameflare::store {
@@ -57,7 +57,7 @@ void log_config_errors(const policy::ConfigErrors& errors);
 
 struct ControlServices {
     policy::ConfigStore* config = nullptr;      // required
-    proxy::ProxyServer* proxy = nullptr;        // required
+    proxy::DataPlane* proxy = nullptr;          // required
     proxy::ApprovalQueue* approvals = nullptr;  // required
     KillSwitchControl* kill_switch = nullptr;   // required
     store::Store* store = nullptr;              // required

@@ -2,7 +2,7 @@
 // re-applies at start (the proxy holds the one in force).
 #pragma once
 
-#include "daemon/proxy/server.h"
+#include "daemon/proxy/data_plane.h"
 #include "daemon/store/store.h"
 #include "policy/engine.h"
 
@@ -14,7 +14,7 @@ namespace tameflare::control {
 // .deactivated) before it takes effect, restore() re-applies it at start.
 class KillSwitchControl {
 public:
-    KillSwitchControl(store::Store& store, proxy::ProxyServer& server) : store_(store), server_(server) {}
+    KillSwitchControl(store::Store& store, proxy::DataPlane& server) : store_(store), server_(server) {}
     // Applies the stored state; returns it (inactive when none was stored).
     policy::KillSwitch restore();
     void set(const policy::KillSwitch& kill_switch, const std::string& reason, const std::string& actor);
@@ -25,7 +25,7 @@ public:
 
 private:
     store::Store& store_;
-    proxy::ProxyServer& server_;
+    proxy::DataPlane& server_;
 };
 
 }  // namespace tameflare::control

@@ -4,6 +4,11 @@
 
 namespace tameflare::dataplane {
 
+void DataPlaneHost::detach() {
+    const std::lock_guard lock(target_->mutex);
+    target_->link = nullptr;
+}
+
 void DataPlaneHost::handle(const ipc::Frame& frame) {
     switch (static_cast<Type>(frame.type)) {
         case Type::records:
@@ -11,20 +16,23 @@ void DataPlaneHost::handle(const ipc::Frame& frame) {
             return;
         case Type::commit: {
             auto commit = ipc::decode<Commit>(frame);
-            services_.traffic->commit(std::move(commit.record), [this, seq = frame.seq](std::string error) {
-                link_.reply(seq, Committed{std::move(error)});
+            services_.traffic->commit(std::move(commit.record), [target = target_, seq = frame.seq](std::string error) {
+                answer(target, [&](Link& link) { link.reply(seq, Committed{std::move(error)}); });
             });
             return;
         }
         case Type::submit: {
             const auto submit = ipc::decode<Submit>(frame);
             if (services_.approvals == nullptr) {
-                link_.post(Answer{submit.request.id, {false, "no approval broker: held requests are denied", ""}});
+                answer(target_, [&](Link& link) {
+                    link.post(Answer{submit.request.id, {false, "no approval broker: held requests are denied", ""}});
+                });
                 return;
             }
-            services_.approvals->submit(submit.request, [this, id = submit.request.id](proxy::ApprovalAnswer answer) {
-                link_.post(Answer{id, std::move(answer)});
-            });
+            services_.approvals->submit(
+                submit.request, [target = target_, id = submit.request.id](proxy::ApprovalAnswer given) {
+                    answer(target, [&](Link& link) { link.post(Answer{id, std::move(given)}); });
+                });
             return;
         }
         case Type::withdraw:
@@ -34,10 +42,20 @@ void DataPlaneHost::handle(const ipc::Frame& frame) {
             const auto request = ipc::decode<CredentialRequest>(frame);
             const auto value =
                 services_.credentials == nullptr ? std::nullopt : services_.credentials->credential(request.name);
-            link_.reply(frame.seq, Credential{value.has_value(), value.value_or("")});
+            answer(target_, [&](Link& link) {
+                link.reply(frame.seq, Credential{value.has_value(), value.value_or("")});
+            });
             return;
         }
         case Type::sign_leaf: sign(frame.seq, ipc::decode<SignLeaf>(frame)); return;
+        case Type::origin_request: {
+            const auto request = ipc::decode<OriginRequest>(frame);
+            const auto origin =
+                services_.origins ? services_.origins(request.netns_cookie, request.client) : std::nullopt;
+            const auto reply = origin ? OriginAnswer{true, origin->destination, origin->agent} : OriginAnswer{};
+            answer(target_, [&](Link& link) { link.reply(frame.seq, reply); });
+            return;
+        }
         default:
             throw ipc::DecodeError("a frame of type " + std::to_string(frame.type) + " the data plane does not send",
                                    0);
@@ -45,10 +63,11 @@ void DataPlaneHost::handle(const ipc::Frame& frame) {
 }
 
 void DataPlaneHost::sign(std::uint32_t seq, const SignLeaf& request) {
+    const auto reply = [&](Leaf leaf) { answer(target_, [&](Link& link) { link.reply(seq, leaf); }); };
     const auto* bytes = reinterpret_cast<const unsigned char*>(request.public_key.data());
     const proxy::EvpPkeyPtr key(d2i_PUBKEY(nullptr, &bytes, static_cast<long>(request.public_key.size())));
     if (!key) {
-        link_.reply(seq, Leaf{"", "the public key to certify is not DER"});
+        reply(Leaf{"", "the public key to certify is not DER"});
         return;
     }
     try {
@@ -58,9 +77,9 @@ void DataPlaneHost::sign(std::uint32_t seq, const SignLeaf& request) {
         if (length <= 0) throw proxy::CaError("cannot encode a leaf certificate");
         std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(length));
         OPENSSL_free(der);
-        link_.reply(seq, Leaf{std::move(out), ""});
+        reply(Leaf{std::move(out), ""});
     } catch (const std::exception& error) {
-        link_.reply(seq, Leaf{"", error.what()});
+        reply(Leaf{"", error.what()});
     }
 }
 

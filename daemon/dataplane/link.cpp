@@ -12,6 +12,10 @@ Link::Link(ipc::Channel channel, MessageHandler on_message, std::function<void(c
     : channel_(std::move(channel)), on_message_(std::move(on_message)), on_closed_(std::move(on_closed)) {}
 
 Link::~Link() {
+    stop();
+}
+
+void Link::stop() {
     shut_down();
     if (reader_.joinable()) reader_.join();
 }

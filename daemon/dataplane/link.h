@@ -27,7 +27,8 @@ inline constexpr std::uint32_t kReplyBit = 0x80000000U;
 
 class Link {
 public:
-    using MessageHandler = std::function<void(const ipc::Frame& frame)>;
+    // The frame is the handler's to take descriptors from.
+    using MessageHandler = std::function<void(ipc::Frame& frame)>;
     using ReplyHandler = std::function<void(std::optional<ipc::Frame> reply)>;
 
     Link(ipc::Channel channel, MessageHandler on_message, std::function<void(const std::string& why)> on_closed);
@@ -39,6 +40,8 @@ public:
     void start();
     // Closes the channel (both directions); the reader ends as for the peer's close.
     void shut_down();
+    // shut_down(), then waits for the reader to end (never from `on_message`).
+    void stop();
     [[nodiscard]] bool closed() const { return closed_.load(); }
 
     // A message that wants no reply. False when the channel is closed.

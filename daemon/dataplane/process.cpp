@@ -8,6 +8,7 @@
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,7 +38,7 @@ struct ChildFailure {
 }
 
 // Between clone3 and execve: nothing that allocates.
-[[noreturn]] void become_data_plane(int channel, int error_pipe, uid_t uid, gid_t gid, const char* binary,
+[[noreturn]] void become_data_plane(pid_t parent, int channel, int error_pipe, uid_t uid, gid_t gid, const char* binary,
                                     char* const* argv, char* const* envp) {
     // Above the places they go first: either may be 3 or 4 already.
     const int error_high = ::fcntl(error_pipe, F_DUPFD_CLOEXEC, 10);
@@ -54,6 +55,11 @@ struct ChildFailure {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     const char* step = "";
     if (const int error = drop_privileges(uid, gid, step); error != 0) child_failed(error, step);
+    // It dies with the supervisor's thread that started it (changing
+    // credentials cleared any earlier setting), so that a killed daemon's
+    // data plane never holds the listeners its successor binds.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_failed(errno, "prctl(PR_SET_PDEATHSIG)");
+    if (::getppid() != parent) child_failed(ESRCH, "the supervisor ended");
     ::execve(binary, argv, envp);
     child_failed(errno, "execve");
 }
@@ -94,6 +100,7 @@ DataPlaneProcess::DataPlaneProcess(const DataPlaneOptions& options) {
     envp.push_back(nullptr);
     const std::string binary = options.binary.string();
 
+    const pid_t parent = ::getpid();
     int pidfd = -1;
     clone_args args{};
     args.flags = CLONE_INTO_CGROUP | CLONE_PIDFD;
@@ -107,8 +114,8 @@ DataPlaneProcess::DataPlaneProcess(const DataPlaneOptions& options) {
     pthread_sigmask(SIG_SETMASK, &all, &previous);
     const long pid = ::syscall(SYS_clone3, &args, sizeof args);
     if (pid == 0) {
-        become_data_plane(theirs.fd(), report_write.get(), options.uid, options.gid, binary.c_str(), argv.data(),
-                          envp.data());
+        become_data_plane(parent, theirs.fd(), report_write.get(), options.uid, options.gid, binary.c_str(),
+                          argv.data(), envp.data());
     }
     const int clone_error = errno;
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
@@ -181,6 +188,10 @@ bool DataPlaneProcess::ping(std::chrono::milliseconds timeout) {
     } catch (const std::exception&) {
         return false;
     }
+}
+
+void DataPlaneProcess::kill() {
+    if (!status_ && pidfd_) (void)::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
 }
 
 std::optional<int> DataPlaneProcess::exited() {

@@ -55,6 +55,10 @@ public:
     bool ping(std::chrono::milliseconds timeout);
     // Its exit status (the code, or 128 + signal) once it has exited; reaps it.
     std::optional<int> exited();
+    // Ends it at once (a data plane that sent what it must not).
+    void kill();
+    // The channel, for a Link to speak on from now on (ping() is then false).
+    ipc::Channel take_channel() { return std::move(channel_); }
 
 private:
     // The next frame within `timeout`; nullopt when none came or the channel closed.

@@ -248,6 +248,9 @@ void RegisterAgent::write(Writer& out) const {
     out.u64(tag);
     out.text(gateway);
     out.text(agent);
+    out.boolean(listener);
+    out.boolean(dns_udp);
+    out.boolean(dns_tcp);
 }
 
 RegisterAgent RegisterAgent::read(Reader& in) {
@@ -255,6 +258,116 @@ RegisterAgent RegisterAgent::read(Reader& in) {
     out.tag = in.u64();
     out.gateway = in.text(kMaxText);
     out.agent = in.text(kMaxText);
+    out.listener = in.boolean();
+    out.dns_udp = in.boolean();
+    out.dns_tcp = in.boolean();
+    return out;
+}
+
+Start Start::from(const proxy::ProxyOptions& options) {
+    Start out;
+    out.threads = options.threads;
+    out.max_body_bytes = options.max_body_bytes;
+    for (const auto& cidr : options.allowed_upstreams)
+        out.allowed_upstreams.push_back(cidr.network.to_string() + "/" + std::to_string(cidr.prefix));
+    for (const auto& [name, addresses] : options.hosts) {
+        auto& entry = out.hosts.emplace_back(name, std::vector<std::string>{});
+        for (const auto& address : addresses) entry.second.push_back(address.to_string());
+    }
+    out.system_resolver = options.system_resolver;
+    out.client_idle_seconds = static_cast<std::uint32_t>(options.client_idle_timeout.count());
+    out.upstream_seconds = static_cast<std::uint32_t>(options.upstream_timeout.count());
+    out.server_first_wait_ms = static_cast<std::uint32_t>(options.server_first_wait.count());
+    return out;
+}
+
+proxy::ProxyOptions Start::options() const {
+    proxy::ProxyOptions out;
+    out.threads = threads;
+    out.max_body_bytes = max_body_bytes;
+    for (const auto& text : allowed_upstreams) {
+        const auto cidr = Cidr::parse(text);
+        if (!cidr) throw ipc::DecodeError("an allowed upstream that is not a CIDR: " + text, 0);
+        out.allowed_upstreams.push_back(*cidr);
+    }
+    for (const auto& [name, addresses] : hosts) {
+        auto& entry = out.hosts[name];
+        for (const auto& text : addresses) {
+            const auto address = IpAddress::parse(text);
+            if (!address) throw ipc::DecodeError("a host address that is not an address: " + text, 0);
+            entry.push_back(*address);
+        }
+    }
+    out.system_resolver = system_resolver;
+    out.client_idle_timeout = std::chrono::seconds(client_idle_seconds);
+    out.upstream_timeout = std::chrono::seconds(upstream_seconds);
+    out.server_first_wait = std::chrono::milliseconds(server_first_wait_ms);
+    return out;
+}
+
+void Start::write(Writer& out) const {
+    out.u32(threads);
+    out.u64(max_body_bytes);
+    write_strings(out, allowed_upstreams);
+    out.count(hosts.size());
+    for (const auto& [name, addresses] : hosts) {
+        out.text(name);
+        write_strings(out, addresses);
+    }
+    out.boolean(system_resolver);
+    out.u32(client_idle_seconds);
+    out.u32(upstream_seconds);
+    out.u32(server_first_wait_ms);
+    out.boolean(transparent);
+    out.boolean(explicit_proxy);
+    out.boolean(upstream_ca);
+    out.boolean(origin_map);
+}
+
+Start Start::read(Reader& in) {
+    Start out;
+    out.threads = in.u32();
+    out.max_body_bytes = in.u64();
+    out.allowed_upstreams = read_strings(in);
+    out.hosts.resize(in.count(kMaxList, 8));
+    for (auto& [name, addresses] : out.hosts) {
+        name = in.text(kMaxText);
+        addresses = read_strings(in);
+    }
+    out.system_resolver = in.boolean();
+    out.client_idle_seconds = in.u32();
+    out.upstream_seconds = in.u32();
+    out.server_first_wait_ms = in.u32();
+    out.transparent = in.boolean();
+    out.explicit_proxy = in.boolean();
+    out.upstream_ca = in.boolean();
+    out.origin_map = in.boolean();
+    return out;
+}
+
+void OriginAnswer::write(Writer& out) const {
+    out.boolean(found);
+    dataplane::write(out, destination);
+    out.u64(agent);
+}
+
+OriginAnswer OriginAnswer::read(Reader& in) {
+    OriginAnswer out;
+    out.found = in.boolean();
+    out.destination = read_endpoint(in);
+    out.agent = in.u64();
+    return out;
+}
+
+void OriginRequest::write(Writer& out) const {
+    out.u64(netns_cookie);
+    dataplane::write(out, client);
+}
+
+OriginRequest OriginRequest::read(Reader& in) {
+    OriginRequest out;
+    out.netns_cookie = in.u64();
+    out.client = read_endpoint(in);
     return out;
 }
 

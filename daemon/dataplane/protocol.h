@@ -2,13 +2,14 @@
 // channel of daemon/ipc: each message a struct with its encoding, by
 // direction. docs/architecture.md ("Privilege separation") has the table.
 //
-//   supervisor -> data plane   PolicyPart (the policy documents, in parts),
-//                              KillSwitch, AddListener (+ the socket),
-//                              RemoveListener, RegisterAgent, UnregisterAgent,
-//                              Committed, Answer, Credential, Leaf, StopAccepting,
-//                              CountersRequest
+//   supervisor -> data plane   Start (+ the listeners and the origins map),
+//                              PolicyPart (the policy documents, in parts),
+//                              KillSwitch, RegisterAgent (+ its sockets),
+//                              UnregisterAgent, Committed, Answer, Credential,
+//                              Leaf, OriginAnswer, StopAccepting, CountersRequest
 //   data plane -> supervisor   Records (batched), Commit, Submit, Withdraw,
-//                              CredentialRequest, SignLeaf, Counters
+//                              CredentialRequest, SignLeaf, Counters,
+//                              OriginRequest
 //
 // A request carries the frame's sequence number and its reply the same one.
 // Every length is bounded (kMaxText, kMaxList) and every field checked when
@@ -19,6 +20,7 @@
 #include "daemon/ipc/codec.h"
 #include "daemon/ipc/messages.h"
 #include "daemon/proxy/interfaces.h"
+#include "daemon/proxy/options.h"
 #include "policy/document.h"
 #include "policy/gateway.h"
 
@@ -43,8 +45,8 @@ inline constexpr std::size_t kMaxPolicyBytes = std::size_t{64} << 20;
 enum class Type : std::uint16_t {
     policy_part = 16,
     kill_switch = 17,
-    add_listener = 18,
-    remove_listener = 19,
+    start = 18,
+    origin_answer = 19,
     register_agent = 20,
     unregister_agent = 21,
     committed = 22,
@@ -60,6 +62,7 @@ enum class Type : std::uint16_t {
     credential_request = 44,
     sign_leaf = 45,
     counters = 46,
+    origin_request = 47,
 };
 
 // ---------------------------------------------------------------------------
@@ -128,29 +131,45 @@ struct KillSwitch {
     static KillSwitch read(Reader& in);
 };
 
-// The listening socket comes with it.
-struct AddListener {
-    static constexpr Type kType = Type::add_listener;
-    std::uint64_t tag = 0;
+// What the data plane serves with (proxy::ProxyOptions as data: the
+// addresses as text, read back by options()). The descriptors come with it,
+// in this order, where their flag is set: the transparent listener, the
+// explicit listener, the upstream CA file (opened by the supervisor: the data
+// plane may not open it), a read-only descriptor of the BPF origins map.
+struct Start {
+    static constexpr Type kType = Type::start;
+    std::uint32_t threads = 0;
+    std::uint64_t max_body_bytes = 0;
+    std::vector<std::string> allowed_upstreams;                           // CIDRs
+    std::vector<std::pair<std::string, std::vector<std::string>>> hosts;  // name, addresses
+    bool system_resolver = true;
+    std::uint32_t client_idle_seconds = 0;
+    std::uint32_t upstream_seconds = 0;
+    std::uint32_t server_first_wait_ms = 0;
+    bool transparent = false;
+    bool explicit_proxy = false;
+    bool upstream_ca = false;
+    bool origin_map = false;
 
-    void write(Writer& out) const { out.u64(tag); }
-    static AddListener read(Reader& in) { return {in.u64()}; }
+    // The options without their listeners and upstream CA file (descriptors, not data).
+    static Start from(const proxy::ProxyOptions& options);
+    // Throws DecodeError for an address or CIDR that does not parse.
+    [[nodiscard]] proxy::ProxyOptions options() const;
+    void write(Writer& out) const;
+    static Start read(Reader& in);
 };
 
-struct RemoveListener {
-    static constexpr Type kType = Type::remove_listener;
-    std::uint64_t tag = 0;
-
-    void write(Writer& out) const { out.u64(tag); }
-    static RemoveListener read(Reader& in) { return {in.u64()}; }
-};
-
-// Whose connections a listener's tag marks (the origin look-up's answer).
+// An agent to serve (proxy::AgentSockets): whose connections its tag marks.
+// Its sockets come with it, in this order, where their flag is set: the
+// transparent listener, the DNS stub's UDP socket, its TCP listener.
 struct RegisterAgent {
     static constexpr Type kType = Type::register_agent;
     std::uint64_t tag = 0;
     std::string gateway;
     std::string agent;
+    bool listener = false;
+    bool dns_udp = false;
+    bool dns_tcp = false;
 
     void write(Writer& out) const;
     static RegisterAgent read(Reader& in);
@@ -200,6 +219,17 @@ struct Leaf {
 
     void write(Writer& out) const;
     static Leaf read(Reader& in);
+};
+
+// OriginRequest's reply (kernels where the data plane cannot look the map up).
+struct OriginAnswer {
+    static constexpr Type kType = Type::origin_answer;
+    bool found = false;
+    Endpoint destination;
+    std::uint64_t agent = 0;
+
+    void write(Writer& out) const;
+    static OriginAnswer read(Reader& in);
 };
 
 struct StopAccepting {
@@ -280,6 +310,17 @@ struct Counters {
 
     void write(Writer& out) const;
     static Counters read(Reader& in);
+};
+
+// What a redirected connection dialed, asked of the supervisor where the
+// data plane cannot look the origins map up itself (bpf::OriginMap).
+struct OriginRequest {
+    static constexpr Type kType = Type::origin_request;
+    std::uint64_t netns_cookie = 0;
+    Endpoint client;
+
+    void write(Writer& out) const;
+    static OriginRequest read(Reader& in);
 };
 
 }  // namespace tameflare::dataplane

@@ -99,6 +99,14 @@ struct TrafficRecord {
     bool forwarded = false;  // the request reached the upstream
 };
 
+// What the proxy has served (the status, STATUS=, the metrics).
+struct ProxyCounters {
+    std::uint64_t connections_open = 0;
+    std::uint64_t connections_total = 0;
+    std::uint64_t requests = 0;
+    std::uint64_t held = 0;  // requests waiting for approval now
+};
+
 class TrafficSink {
 public:
     virtual ~TrafficSink() = default;

@@ -144,7 +144,9 @@ ProxyServer::ProxyServer(ProxyOptions options, ProxyServices services)
     SSL_CTX_set_min_proto_version(client, TLS1_2_VERSION);
     SSL_CTX_set_mode(client, SSL_MODE_RELEASE_BUFFERS);
     impl_->client_tls.set_verify_mode(net::ssl::verify_peer);
-    if (impl_->options.upstream_ca_file.empty()) {
+    if (!impl_->options.upstream_ca_pem.empty()) {
+        impl_->client_tls.add_certificate_authority(net::buffer(impl_->options.upstream_ca_pem));
+    } else if (impl_->options.upstream_ca_file.empty()) {
         impl_->client_tls.set_default_verify_paths();
     } else {
         impl_->client_tls.load_verify_file(impl_->options.upstream_ca_file);

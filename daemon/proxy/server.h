@@ -16,6 +16,7 @@
 #include "daemon/proxy/address_policy.h"
 #include "daemon/proxy/certificate_authority.h"
 #include "daemon/proxy/interfaces.h"
+#include "daemon/proxy/options.h"
 #include "policy/config.h"
 #include "policy/engine.h"
 
@@ -31,29 +32,6 @@ namespace tameflare::proxy {
 
 class Resolver;
 
-struct ProxyOptions {
-    std::optional<Endpoint> transparent_listen;  // port 0: the kernel picks
-    std::optional<Endpoint> explicit_listen;
-    // Listening sockets made elsewhere (the supervisor, for the data plane:
-    // issue 24), served instead of binding the endpoints above. The proxy
-    // serves a duplicate: the caller keeps its own, so that a restarted
-    // proxy gets the same listener with no moment another process could
-    // bind the port. -1: none.
-    int transparent_socket = -1;
-    int explicit_socket = -1;
-    unsigned threads = 0;  // 0: one per core
-    // Body bytes read to extract parameters; past it the request is decided
-    // on what was read (parameters incomplete) and the rest is streamed.
-    std::size_t max_body_bytes = std::size_t{1} << 20;
-    std::vector<Cidr> allowed_upstreams;                  // non-global destinations that may be reached
-    std::string upstream_ca_file;                         // "" : the system trust store
-    std::map<std::string, std::vector<IpAddress>> hosts;  // static resolver overrides
-    bool system_resolver = true;
-    std::chrono::seconds client_idle_timeout{120};      // between requests, and for a first byte
-    std::chrono::seconds upstream_timeout{600};         // connect, handshake, each read
-    std::chrono::milliseconds server_first_wait{1000};  // silence before a raw TCP rule applies
-};
-
 struct ProxyServices {
     policy::ConfigStore* config = nullptr;    // required
     LeafSource* ca = nullptr;                 // required: the certificates interception presents
@@ -61,13 +39,6 @@ struct ProxyServices {
     CredentialSource* credentials = nullptr;  // null: no credential is available
     ApprovalBroker* approvals = nullptr;      // null: held requests time out
     TrafficSink* traffic = nullptr;           // null: records are dropped
-};
-
-struct ProxyCounters {
-    std::uint64_t connections_open = 0;
-    std::uint64_t connections_total = 0;
-    std::uint64_t requests = 0;
-    std::uint64_t held = 0;  // requests waiting for approval now
 };
 
 class ProxyServer {

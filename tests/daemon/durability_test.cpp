@@ -5,9 +5,9 @@
 #include <utility>  // before Asio: Boost 1.74's Asio needs it with C++20
 
 #include "daemon/control/kill_switch.h"
+#include "daemon/dataplane/local.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/certificate_authority.h"
-#include "daemon/proxy/server.h"
 #include "daemon/store/audit.h"
 #include "daemon/store/store.h"
 #include "daemon/store_services.h"
@@ -279,7 +279,7 @@ TEST_F(Durability, ATrippedKillSwitchIsStillTrippedAfterARestart) {
         proxy::ProxyOptions proxy_options;
         proxy_options.transparent_listen = proxy::Endpoint::parse("127.0.0.1:0");
         const auto ca = proxy::CertificateAuthority::load_or_create(root_ / "test-ca");
-        proxy::ProxyServer server(proxy_options, proxy::ProxyServices{&configs, ca.get()});
+        dataplane::LocalDataPlane server(proxy_options, proxy::ProxyServices{&configs, ca.get()}, bpf::OriginSource{});
         control::KillSwitchControl control(*database, server);
         policy::KillSwitch kill;
         kill.gateways.insert("one");

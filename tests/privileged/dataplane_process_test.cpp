@@ -6,6 +6,7 @@
 #include "daemon/dataplane/process.h"
 
 #include "netns/cgroup.h"
+#include "tests/support/files.h"
 
 #include <signal.h>
 #include <sys/syscall.h>
@@ -25,19 +26,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::map<std::string, std::string> status_of(pid_t pid) {
-    std::map<std::string, std::string> out;
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    for (std::string line; std::getline(status, line);) {
-        const auto colon = line.find(':');
-        if (colon == std::string::npos) continue;
-        std::istringstream value(line.substr(colon + 1));
-        std::string first;
-        value >> first;
-        out[line.substr(0, colon)] = first;
-    }
-    return out;
-}
+using testing::proc_status;
 
 class DataPlaneProcessTest : public ::testing::Test {
 protected:
@@ -62,7 +51,7 @@ protected:
 
 TEST_F(DataPlaneProcessTest, ItRunsAsItsUserInItsCgroupWithNoCapabilityAndItsFilterAndAnswersPing) {
     DataPlaneProcess plane(options_);
-    const auto status = status_of(plane.pid());
+    const auto status = proc_status(plane.pid());
     EXPECT_EQ(status.at("Uid"), "65534");
     EXPECT_EQ(status.at("Gid"), "65534");
     for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}) {

@@ -10,9 +10,9 @@
 #include "daemon/control/kill_switch.h"
 #include "daemon/control/metrics.h"
 #include "daemon/daemon_config.h"
+#include "daemon/dataplane/local.h"
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/certificate_authority.h"
-#include "daemon/proxy/server.h"
 #include "daemon/store/audit.h"
 #include "daemon/store/query.h"
 #include "daemon/store/store.h"
@@ -141,7 +141,8 @@ protected:
         proxy_options.threads = 1;
         proxy_options.system_resolver = false;
         server_.emplace(proxy_options,
-                        proxy::ProxyServices{&policy_, ca_.get(), nullptr, nullptr, &*observed_, &*metrics_});
+                        proxy::ProxyServices{&policy_, ca_.get(), nullptr, nullptr, &*observed_, &*metrics_},
+                        bpf::OriginSource{});
 
         kill_switch_.emplace(*store_, *server_);
         kill_switch_->restore();
@@ -219,7 +220,7 @@ protected:
     std::optional<ObservedApprovals> observed_;
     std::optional<daemon::StoreTrafficSink> stored_traffic_;
     std::optional<Metrics> metrics_;
-    std::optional<proxy::ProxyServer> server_;
+    std::optional<dataplane::LocalDataPlane> server_;  // the data plane in this process
     std::optional<KillSwitchControl> kill_switch_;
     std::optional<Control> control_;
     std::map<std::string, proxy::ApprovalAnswer> answers_;

@@ -83,7 +83,7 @@ protected:
         supervisor_.emplace(
             std::move(supervisor_end), [this](const ipc::Frame& frame) { host_->handle(frame); },
             [](const std::string&) {});
-        host_.emplace(*supervisor_, HostServices{&traffic_, &queue_, &vault_, ca_.get()});
+        host_.emplace(*supervisor_, HostServices{&traffic_, &queue_, &vault_, ca_.get(), {}});
         plane_.emplace(
             std::move(plane_end),
             [this](const ipc::Frame& frame) {
@@ -103,6 +103,7 @@ protected:
         remote_traffic_.reset();
         plane_.reset();  // its end calls approvals_ (deny_all), which goes after it
         approvals_.reset();
+        host_->detach();  // what the store still owes goes nowhere
         supervisor_.reset();
         host_.reset();
     }

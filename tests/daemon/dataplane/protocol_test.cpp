@@ -115,11 +115,19 @@ TEST(DataPlaneProtocol, TheRestCrossesToo) {
     EXPECT_FALSE(kill.all);
     EXPECT_EQ(kill.gateways, (std::vector<std::string>{"ci", "dev"}));
     EXPECT_EQ(kill.connectors, std::vector<std::string>{"github"});
-    EXPECT_EQ(round_trip(AddListener{42}).tag, 42u);
-    EXPECT_EQ(round_trip(RemoveListener{42}).tag, 42u);
-    const auto agent = round_trip(RegisterAgent{42, "ci", "agent-7"});
+    const auto agent = round_trip(RegisterAgent{42, "ci", "agent-7", true, false, true});
     EXPECT_EQ(agent.tag, 42u);
     EXPECT_EQ(agent.agent, "agent-7");
+    EXPECT_TRUE(agent.listener);
+    EXPECT_FALSE(agent.dns_udp);
+    EXPECT_TRUE(agent.dns_tcp);
+    const auto origin = round_trip(OriginAnswer{true, *Endpoint::parse("140.82.112.3:443"), 42});
+    EXPECT_TRUE(origin.found);
+    EXPECT_EQ(origin.destination.to_string(), "140.82.112.3:443");
+    EXPECT_EQ(origin.agent, 42u);
+    const auto asked = round_trip(OriginRequest{7, *Endpoint::parse("[::1]:40000")});
+    EXPECT_EQ(asked.netns_cookie, 7u);
+    EXPECT_EQ(asked.client.to_string(), "[::1]:40000");
     EXPECT_EQ(round_trip(UnregisterAgent{42}).tag, 42u);
     const auto credential = round_trip(Credential{true, "ghp_secret"});
     EXPECT_TRUE(credential.found);
@@ -137,6 +145,48 @@ TEST(DataPlaneProtocol, TheRestCrossesToo) {
     write(endpoint, *Endpoint::parse("[::1]:15080"));
     Reader in(endpoint.bytes());
     EXPECT_EQ(read_endpoint(in).to_string(), "[::1]:15080");
+}
+
+TEST(DataPlaneProtocol, TheProxysOptionsCrossAsDataAndBadAddressesAreRefused) {
+    proxy::ProxyOptions options;
+    options.threads = 3;
+    options.max_body_bytes = 4096;
+    options.allowed_upstreams = {*Cidr::parse("10.1.0.0/16"), *Cidr::parse("fd00::/8")};
+    options.upstream_ca_file = "/etc/tameflare/upstream-ca.pem";
+    options.hosts["api.github.com"] = {*IpAddress::parse("127.0.0.5"), *IpAddress::parse("::1")};
+    options.system_resolver = false;
+    options.client_idle_timeout = 30s;
+    options.upstream_timeout = 60s;
+    options.server_first_wait = 250ms;
+    auto start = Start::from(options);
+    start.transparent = true;
+    start.origin_map = true;
+    const auto read = round_trip(start);
+    EXPECT_TRUE(read.transparent);
+    EXPECT_FALSE(read.explicit_proxy);
+    EXPECT_FALSE(read.upstream_ca);
+    EXPECT_TRUE(read.origin_map);
+    const auto back = read.options();
+    EXPECT_EQ(back.threads, 3u);
+    EXPECT_EQ(back.max_body_bytes, 4096u);
+    ASSERT_EQ(back.allowed_upstreams.size(), 2u);
+    EXPECT_TRUE(back.allowed_upstreams[0].contains(*IpAddress::parse("10.1.2.3")));
+    EXPECT_FALSE(back.allowed_upstreams[0].contains(*IpAddress::parse("10.2.0.1")));
+    EXPECT_TRUE(back.allowed_upstreams[1].contains(*IpAddress::parse("fd12::1")));
+    EXPECT_TRUE(back.upstream_ca_file.empty());  // its descriptor goes with Start, not its name
+    EXPECT_EQ(back.hosts, options.hosts);
+    EXPECT_FALSE(back.system_resolver);
+    EXPECT_EQ(back.client_idle_timeout, 30s);
+    EXPECT_EQ(back.upstream_timeout, 60s);
+    EXPECT_EQ(back.server_first_wait, 250ms);
+    every_truncation_refused(start);
+
+    auto bad = Start::from(options);
+    bad.allowed_upstreams.emplace_back("10.0.0.0/99");
+    EXPECT_THROW((void)round_trip(bad).options(), ipc::DecodeError);
+    bad = Start::from(options);
+    bad.hosts.emplace_back("evil.example", std::vector<std::string>{"not-an-address"});
+    EXPECT_THROW((void)round_trip(bad).options(), ipc::DecodeError);
 }
 
 TEST(DataPlaneProtocol, ThePolicyCrossesInPartsPutTogetherOnlyInOrder) {

@@ -5,6 +5,7 @@
 
 #include "daemon/proxy/approvals.h"
 #include "daemon/proxy/server.h"
+#include "tests/support/files.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_ca.h"
@@ -49,23 +50,8 @@ constexpr const char* kGithubAddress = "127.0.0.7";
 constexpr const char* kPlainAddress = "127.0.0.8";
 constexpr const char* kToken = "s3cret-token";
 
-std::string read_file(const std::filesystem::path& path) {
-    std::ifstream in(path);
-    return {std::istreambuf_iterator<char>(in), {}};
-}
-
-std::string sha256_hex(const std::string& text) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
-    std::string out;
-    char hex[3];
-    for (unsigned i = 0; i < length; ++i) {
-        std::snprintf(hex, sizeof hex, "%02x", digest[i]);
-        out += hex;
-    }
-    return out;
-}
+using testing::read_file;
+using testing::sha256_hex;
 
 class FixedOrigin : public OriginLookup {
 public:
