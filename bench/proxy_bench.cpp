@@ -13,6 +13,12 @@
 //                           for its row to be committed before it is forwarded
 //   Http_ProxyLoggedNoLinger  the same with StoreOptions::linger 0: each final
 //                           record is committed in a transaction of its own
+//   *_DataPlaneLogged       the same as *_ProxyLogged, served by the real
+//                           tameflare-dataplane process as tameflared runs it
+//                           (issue 24): its commits, records and leaves cross
+//                           the channel to this process, which keeps the log.
+//                           Its ratio to *_ProxyLogged is the channel's cost.
+//                           Root only (its own user and cgroup); skipped otherwise
 //
 // One process: two TestUpstreams (HTTP on 127.0.0.8, HTTPS for api.example.test
 // on 127.0.0.7), the proxy (2 threads, transparent listener, a gateway that
@@ -25,12 +31,17 @@
 // connections the upstream accepted meanwhile (0: kept alive end to end).
 #include <utility>  // before Asio: Boost 1.74's Asio needs it with C++20
 
+#include "daemon/dataplane/remote_plane.h"
 #include "daemon/proxy/server.h"
 #include "daemon/store/store.h"
 #include "daemon/store_services.h"
+#include "netns/cgroup.h"
+#include "netns/namespaces.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_ca.h"
 #include "tests/support/test_upstream.h"
+
+#include <unistd.h>
 
 #include <benchmark/benchmark.h>
 #include <boost/asio/ip/tcp.hpp>
@@ -66,6 +77,7 @@ constexpr const char* kPlainHost = "plain.example.test";
 constexpr const char* kTlsHost = "api.example.test";
 constexpr const char* kTarget = "/bytes?n=128";
 constexpr std::size_t kBodyBytes = 128;
+constexpr std::uint64_t kAgentTag = 1;  // the data plane's agent listener
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path);
@@ -117,6 +129,20 @@ struct Env {
     std::unique_ptr<tameflare::store::Store> eager_database;
     std::optional<tameflare::daemon::StoreTrafficSink> eager_sink;
     std::optional<ProxyServer> eager_proxy;
+    // The data plane in its own process (root only), logging to a store of its own.
+    struct CgroupDir {
+        std::filesystem::path path;
+        CgroupDir() = default;
+        CgroupDir(const CgroupDir&) = delete;
+        CgroupDir& operator=(const CgroupDir&) = delete;
+        ~CgroupDir() {
+            if (!path.empty()) ::rmdir(path.c_str());
+        }
+    } cgroup;
+    std::unique_ptr<tameflare::store::Store> remote_database;
+    std::optional<tameflare::daemon::StoreTrafficSink> remote_sink;
+    std::optional<tameflare::dataplane::RemoteDataPlane> remote;
+    std::uint16_t remote_port = 0;
 
     Env() {
         const nlohmann::json gateway = {
@@ -158,6 +184,36 @@ struct Env {
         eager_sink.emplace(*eager_database, false);
         eager_proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, nullptr, nullptr, &*eager_sink});
         eager_proxy->start();
+
+        if (::geteuid() == 0) start_data_plane(options);
+    }
+
+    // As tameflared runs it: the listener bound here and passed; origins asked
+    // over the channel (no BPF map here), once per connection.
+    void start_data_plane(const ProxyOptions& options) {
+        cgroup.path = tameflare::netns::cgroup2_mount() / ("tf-proxy-bench-" + std::to_string(::getpid()));
+        tameflare::store::StoreOptions store_options;
+        store_options.database = dir.path() / "dataplane.db";
+        remote_database = tameflare::store::Store::open(store_options);
+        remote_sink.emplace(*remote_database, false);
+        tameflare::dataplane::RemoteDataPlaneOptions remote_options;
+        remote_options.process.binary = TAMEFLARE_DATAPLANE_BINARY;
+        remote_options.process.cgroup = cgroup.path;
+        remote_options.process.readable = {"/etc/ssl", "/usr/lib", "/lib"};
+        remote_options.proxy = options;
+        remote_options.proxy.transparent_listen.reset();
+        remote_options.config = &store;
+        remote_options.host = {&*remote_sink, nullptr, nullptr, ca.get(),
+                               [this](std::uint64_t, const Endpoint& client) -> std::optional<tameflare::bpf::Origin> {
+                                   const auto origin = origins.lookup(AcceptedConnection{client, {}, -1, kAgentTag});
+                                   if (!origin) return std::nullopt;
+                                   return tameflare::bpf::Origin{origin->destination, kAgentTag};
+                               }};
+        remote.emplace(std::move(remote_options));
+        remote->start();
+        auto listener = tameflare::netns::listen_tcp(Endpoint{*IpAddress::parse("127.0.0.1"), 0});
+        remote_port = tameflare::netns::local_endpoint(listener.get()).port;
+        remote->serve_agent({kAgentTag, "bench", "bench-agent", std::move(listener), {}, {}});
     }
 
     static Env& get() {
@@ -171,6 +227,7 @@ struct Path {
     bool proxy = false;
     bool logged = false;  // through the proxy that keeps the traffic log
     bool eager = false;   // ... the one whose writer does not linger
+    bool remote = false;  // ... the data plane in its own process
 };
 
 // One HTTP/1.1 connection, to the upstream or to the proxy's transparent listener.
@@ -182,9 +239,10 @@ public:
         socket_.open(tcp::v4());
         socket_.bind({net::ip::make_address(path.tls ? kTlsClient : kPlainClient), 0});
         const auto& through = path.eager ? env.eager_proxy : path.logged ? env.logged_proxy : env.proxy;
-        socket_.connect(path.proxy
-                            ? tcp::endpoint{net::ip::make_address("127.0.0.1"), through->transparent_endpoint()->port}
-                            : tcp::endpoint{net::ip::make_address(upstream.address()), upstream.port()});
+        if (path.remote && !env.remote) throw std::runtime_error("the data plane process needs root");
+        const std::uint16_t port = path.remote ? env.remote_port : through->transparent_endpoint()->port;
+        socket_.connect(path.proxy ? tcp::endpoint{net::ip::make_address("127.0.0.1"), port}
+                                   : tcp::endpoint{net::ip::make_address(upstream.address()), upstream.port()});
         socket_.set_option(tcp::no_delay(true));
         if (!path.tls) return;
         tls_.emplace(socket_, path.proxy ? env.trust_proxy : env.trust_upstream);
@@ -302,6 +360,12 @@ void BM_Http_ProxyLoggedNoLinger(benchmark::State& state) {
 void BM_Https_ProxyLogged(benchmark::State& state) {
     run(state, {.tls = true, .proxy = true, .logged = true}, false);
 }
+void BM_Http_DataPlaneLogged(benchmark::State& state) {
+    run(state, {.tls = false, .proxy = true, .logged = true, .remote = true}, false);
+}
+void BM_Https_DataPlaneLogged(benchmark::State& state) {
+    run(state, {.tls = true, .proxy = true, .logged = true, .remote = true}, false);
+}
 void BM_HttpsNewConnection_Direct(benchmark::State& state) {
     run(state, {.tls = true, .proxy = false}, true);
 }
@@ -314,9 +378,11 @@ BENCHMARK(BM_Http_Direct)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Http_Proxy)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Http_ProxyLogged)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Http_ProxyLoggedNoLinger)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_Http_DataPlaneLogged)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Https_Direct)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Https_Proxy)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_Https_ProxyLogged)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_Https_DataPlaneLogged)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_HttpsNewConnection_Direct)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_HttpsNewConnection_Proxy)->UseRealTime()->MinTime(1.0);
 

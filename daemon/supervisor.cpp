@@ -178,6 +178,10 @@ Supervisor::Supervisor(ConfigLocation location) : location_(std::move(location))
 
 Supervisor::~Supervisor() = default;
 
+Supervisor::RemovedCgroup::~RemovedCgroup() {
+    if (!path.empty()) ::rmdir(path.c_str());
+}
+
 int Supervisor::run() {
     sigemptyset(&signals_);
     sigaddset(&signals_, SIGHUP);
@@ -312,10 +316,10 @@ bool Supervisor::open_data_plane() {
     }
     try {
         if (!agents_root_.empty()) {
-            own_dataplane_cgroup_ = true;
             dataplane_cgroup_ = delegated_
                                     ? agents_root_.parent_path() / "dataplane"
                                     : agents_root_.parent_path() / (agents_root_.filename().string() + "-dataplane");
+            removed_cgroup_.path = dataplane_cgroup_;
         } else {
             dataplane_cgroup_ = netns::own_cgroup();
         }
@@ -530,7 +534,6 @@ void Supervisor::stop() {
     // their pinned programs refusing connections until tameflared is back.
     if (agents_) agents_->stop();
     server_->stop();
-    if (own_dataplane_cgroup_) ::rmdir(dataplane_cgroup_.c_str());
     flush_log();
 }
 

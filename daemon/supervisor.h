@@ -107,7 +107,14 @@ private:
     bool delegated_ = false;             // agents_root_ is <unit>/agents (Delegate=yes)
     // open_data_plane
     std::filesystem::path dataplane_cgroup_;
-    bool own_dataplane_cgroup_ = false;  // made for it: removed at stop
+    // The cgroup made for it, removed once it is gone (declared before it, so destroyed after).
+    struct RemovedCgroup {
+        std::filesystem::path path;
+        RemovedCgroup() = default;
+        RemovedCgroup(const RemovedCgroup&) = delete;
+        RemovedCgroup& operator=(const RemovedCgroup&) = delete;
+        ~RemovedCgroup();
+    } removed_cgroup_;
     std::unique_ptr<dataplane::RemoteDataPlane> server_;
     // open_control_plane
     std::unique_ptr<control::KillSwitchControl> kill_switch_;
