@@ -52,6 +52,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <optional>
 #include <stdexcept>
@@ -185,7 +186,14 @@ struct Env {
         eager_proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, nullptr, nullptr, &*eager_sink});
         eager_proxy->start();
 
-        if (::geteuid() == 0) start_data_plane(options);
+        if (::geteuid() != 0) return;
+        try {
+            start_data_plane(options);
+        } catch (const std::exception& error) {
+            // Only its own benchmarks are skipped (the client says so).
+            remote.reset();
+            std::fprintf(stderr, "the data plane process cannot start: %s\n", error.what());
+        }
     }
 
     // As tameflared runs it: the listener bound here and passed; origins asked
