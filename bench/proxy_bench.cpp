@@ -22,7 +22,8 @@
 //
 // One process: two TestUpstreams (HTTP on 127.0.0.8, HTTPS for api.example.test
 // on 127.0.0.7), the proxy (2 threads, transparent listener, a gateway that
-// allows everything with no rate limit, records dropped) and a synchronous
+// allows everything with no rate limit and injects a credential into every
+// request, records dropped) and a synchronous
 // Beast client. The client binds 127.0.0.2 for plain HTTP and 127.0.0.3 for
 // HTTPS, and the OriginLookup says where each was "redirected" by that
 // address, as the BPF maps would. Each iteration is one GET of 128 bytes;
@@ -101,6 +102,16 @@ private:
     Origin plain_, tls_;
 };
 
+// The vault: every request injects this credential (through the data plane
+// process, asked for over the channel each time).
+class BenchCredentials : public CredentialSource {
+public:
+    std::optional<std::string> credential(std::string_view name) override {
+        if (name == "bench-key") return "bench-secret";
+        return std::nullopt;
+    }
+};
+
 class DropSink : public TrafficSink {
 public:
     void record(TrafficRecord) override {}
@@ -121,6 +132,7 @@ struct Env {
     tameflare::policy::ConfigStore store;
     ByClientAddress origins{origin_of(plain), origin_of(tls)};
     DropSink sink;
+    BenchCredentials credentials;
     ssl::context trust_upstream{ssl::context::tls_client};  // the test CA: direct HTTPS
     ssl::context trust_proxy{ssl::context::tls_client};     // the proxy's CA: intercepted HTTPS
     std::optional<ProxyServer> proxy;
@@ -146,11 +158,14 @@ struct Env {
     std::uint16_t remote_port = 0;
 
     Env() {
-        const nlohmann::json gateway = {
-            {"name", "bench"},
-            {"rate_limit", {{"requests", 0}}},
-            {"connectors",
-             {{"web", {{"connector", "http"}, {"domains", {kPlainHost, kTlsHost}}, {"preset", "allow_all"}}}}}};
+        const nlohmann::json gateway = {{"name", "bench"},
+                                        {"rate_limit", {{"requests", 0}}},
+                                        {"connectors",
+                                         {{"web",
+                                           {{"connector", "http"},
+                                            {"domains", {kPlainHost, kTlsHost}},
+                                            {"credential", "bench-key"},
+                                            {"preset", "allow_all"}}}}}};
         const auto loaded = tameflare::policy::load_config(
             {{"http.json", read_file(TF_SOURCE_DIR "/connectors/http.json")}}, {{"bench.json", gateway.dump()}});
         if (!loaded.ok()) throw std::runtime_error(tameflare::policy::format_errors(loaded.errors));
@@ -168,14 +183,14 @@ struct Env {
                          {kTlsHost, {*IpAddress::parse(kTlsUpstream)}}};
         options.allowed_upstreams = {*Cidr::parse("127.0.0.0/8")};
         options.upstream_ca_file = test_ca.ca_file().string();
-        proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, nullptr, nullptr, &sink});
+        proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, &credentials, nullptr, &sink});
         proxy->start();
 
         tameflare::store::StoreOptions store_options;
         store_options.database = dir.path() / "tameflared.db";
         database = tameflare::store::Store::open(store_options);
         logged_sink.emplace(*database, false);
-        logged_proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, nullptr, nullptr, &*logged_sink});
+        logged_proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, &credentials, nullptr, &*logged_sink});
         logged_proxy->start();
 
         // The same, with the writer's linger off (each final record its own transaction).
@@ -183,7 +198,7 @@ struct Env {
         store_options.linger = std::chrono::microseconds(0);
         eager_database = tameflare::store::Store::open(store_options);
         eager_sink.emplace(*eager_database, false);
-        eager_proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, nullptr, nullptr, &*eager_sink});
+        eager_proxy.emplace(options, ProxyServices{&store, ca.get(), &origins, &credentials, nullptr, &*eager_sink});
         eager_proxy->start();
 
         if (::geteuid() != 0) return;
@@ -211,7 +226,7 @@ struct Env {
         remote_options.proxy = options;
         remote_options.proxy.transparent_listen.reset();
         remote_options.config = &store;
-        remote_options.host = {&*remote_sink, nullptr, nullptr, ca.get(),
+        remote_options.host = {&*remote_sink, nullptr, &credentials, ca.get(),
                                [this](std::uint64_t, const Endpoint& client) -> std::optional<tameflare::bpf::Origin> {
                                    const auto origin = origins.lookup(AcceptedConnection{client, {}, -1, kAgentTag});
                                    if (!origin) return std::nullopt;
