@@ -387,6 +387,44 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     EXPECT_TRUE(daemon_->wait_for_log("agent survivor exited with status -1")) << daemon_->log();
 }
 
+// The data plane (the unprivileged process that parses agents' traffic) is killed under an agent's traffic: the
+// supervisor says how it ended and starts another on the same listeners, the agent's requests resume, and nothing
+// reaches the canary meanwhile (the agent's connections wait in the listener's backlog or fail).
+TEST_P(AgentsTest, AKilledDataPlaneFailsClosedAndAnotherServesTheAgentAgain) {
+    LoopbackListener canary;
+    const fs::path answers = dir_.path() / "shared" / "answers.txt";
+    std::ofstream(dir_.path() / "poller.py") << kPoller;
+    std::ofstream{answers};
+    fs::permissions(answers,
+                    fs::perms::all & ~fs::perms::owner_exec & ~fs::perms::group_exec & ~fs::perms::others_exec);
+    Subprocess agent(tf_run(
+        {"/bin/sh", "-c", "exec /usr/bin/python3 \"$@\" </dev/null >/dev/null 2>&1", "sh",
+         (dir_.path() / "poller.py").string(), answers.string(), std::to_string(upstream_.port()), canary.port_text()},
+        "steady"));
+    const auto answered_after = [&](std::size_t from) {
+        for (int i = 0; i < 200; ++i) {
+            if (slurp(answers).find("ok HTTP/1.1 200", from) != std::string::npos) return true;
+            std::this_thread::sleep_for(50ms);
+        }
+        return false;
+    };
+    ASSERT_TRUE(answered_after(0)) << slurp(answers) << daemon_->log();
+
+    // Beside the agents' cgroup, never under it.
+    const fs::path plane = cgroup_root_.parent_path() / (cgroup_root_.filename().string() + "-dataplane");
+    const auto pids = netns::Cgroup::open(plane).processes();
+    ASSERT_EQ(pids.size(), 1U);
+    ASSERT_EQ(::kill(pids.front(), SIGKILL), 0);
+    ASSERT_TRUE(daemon_->wait_for_log("ended with signal 9")) << daemon_->log();
+    ASSERT_TRUE(daemon_->wait_for_log("the data plane serves again")) << daemon_->log();
+    EXPECT_TRUE(answered_after(slurp(answers).size())) << slurp(answers) << daemon_->log();
+    EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection";
+    EXPECT_EQ(::kill(daemon_->process().pid(), 0), 0) << "the supervisor lives on";
+
+    netns::Cgroup::open(cgroup_root_ / "one" / "steady").kill();
+    EXPECT_TRUE(daemon_->wait_for_log("agent steady exited")) << daemon_->log();
+}
+
 // A daemon whose maps lost an agent's registration (a new map layout after an upgrade replaces the maps) still
 // adopts the agent: it gets new ports and a registration, and its traffic resumes.
 TEST_P(AgentsTest, AnAgentWhoseRegistrationWasLostIsRegisteredAgainWhenAdopted) {
