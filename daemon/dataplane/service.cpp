@@ -53,7 +53,7 @@ DataPlaneService::DataPlaneService(ipc::Channel channel)
       leaves_(link_) {}
 
 DataPlaneService::~DataPlaneService() {
-    link_.shut_down();
+    link_.stop();  // no frame is handled from here on
     if (plane_) plane_->stop();
 }
 
