@@ -9,6 +9,7 @@
 #include "daemon/dataplane/remote_plane.h"
 #include "daemon/proxy/approvals.h"
 #include "netns/cgroup.h"
+#include "netns/namespaces.h"
 #include "policy/config.h"
 #include "tests/support/files.h"
 #include "tests/support/subprocess.h"
@@ -23,6 +24,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -40,6 +42,7 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr const char* kToken = "s3cret-token";
+constexpr std::uint64_t kAgent = 7;  // the agent's registration (its cgroup id, in tameflared)
 
 using testing::proc_status;
 using testing::read_file;
@@ -119,7 +122,14 @@ protected:
         // In a directory the data plane's user may not enter: it gets the file's descriptor.
         options.proxy.upstream_ca_file = test_ca_.ca_file().string();
         options.config = &config_;
-        options.host = {&traffic_, &queue_, &vault_, ca_.get(), {}};
+        // No origins map here: the data plane asks over the channel, and this
+        // answers as the map would for connections from 127.0.0.1 (agent kAgent).
+        options.host = {&traffic_, &queue_, &vault_, ca_.get(),
+                        [this](std::uint64_t, const Endpoint& client) -> std::optional<bpf::Origin> {
+                            ++origin_questions_;
+                            if (client.address != *IpAddress::parse("127.0.0.1")) return std::nullopt;
+                            return bpf::Origin{Endpoint{*IpAddress::parse("127.0.0.1"), github_.port()}, kAgent};
+                        }};
         options.on_lost = [this](const std::string& why) {
             queue_.deny_if([](const proxy::ApprovalRequest&) { return true; }, "its data plane ended");
             lost_.set_value(why);
@@ -173,6 +183,7 @@ protected:
     proxy::ApprovalQueue queue_;
     Vault vault_;
     std::promise<std::string> lost_;
+    std::atomic<int> origin_questions_{0};
     std::optional<RemoteDataPlane> plane_;
 };
 
@@ -204,6 +215,38 @@ TEST_F(DataPlaneServingTest, AgentsHttpsIsParsedByAProcessWithNothingAndAnswered
 
     // Refused by the policy in the data plane: nothing goes upstream.
     EXPECT_EQ(request("DELETE", "/repos/o/r"), "403");
+    EXPECT_EQ(github_.requests().size(), 1U);
+}
+
+// An agent's listener, made here and passed: its connections are the agent's
+// by the origin the supervisor answers, and only on the listener of that tag.
+TEST_F(DataPlaneServingTest, AnAgentsListenerServesItsConnectionsByTheOriginTheSupervisorAnswers) {
+    auto listener = netns::listen_tcp(*Endpoint::parse("127.0.0.1:0"));
+    const auto port = netns::local_endpoint(listener.get()).port;
+    plane_->serve_agent({kAgent, "dev", "agent-7", std::move(listener), {}, {}});
+    const auto through_agent = [&](std::uint16_t to) {
+        const std::string upstream = std::to_string(github_.port());
+        return testing::run({"/usr/bin/env", "curl", "-q", "--silent", "--max-time", "30", "-o", "/dev/null", "-w",
+                             "%{http_code}", "--cacert", (dir_.path() / "proxy-ca.crt").string(), "--connect-to",
+                             "api.github.com:" + upstream + ":127.0.0.1:" + std::to_string(to),
+                             "https://api.github.com:" + upstream + "/repos/o/r/pulls"})
+            .out;
+    };
+    EXPECT_EQ(through_agent(port), "200");
+    EXPECT_GE(origin_questions_.load(), 1);
+    for (int i = 0; i < 200 && traffic_.records().empty(); ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_FALSE(traffic_.records().empty());
+    EXPECT_EQ(traffic_.records().back().agent, "agent-7");
+    EXPECT_EQ(traffic_.records().back().gateway, "dev");
+
+    // Another tag's listener: the origin names agent 7, so its connections are closed unserved.
+    auto other = netns::listen_tcp(*Endpoint::parse("127.0.0.1:0"));
+    const auto other_port = netns::local_endpoint(other.get()).port;
+    plane_->serve_agent({kAgent + 1, "dev", "agent-8", std::move(other), {}, {}});
+    EXPECT_EQ(through_agent(other_port), "000");
+    // Stopped: its listener is closed in the data plane and here.
+    plane_->stop_agent(kAgent);
+    EXPECT_EQ(through_agent(port), "000");
     EXPECT_EQ(github_.requests().size(), 1U);
 }
 
