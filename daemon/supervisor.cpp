@@ -193,7 +193,7 @@ int Supervisor::run() {
     start_kernel_side();
     if (!open_data_plane()) return EXIT_FAILURE;
     open_control_plane();
-    if (!open_front_ends() || !start_serving()) return EXIT_FAILURE;
+    if (!start_data_plane() || !open_front_ends() || !start_serving()) return EXIT_FAILURE;
     loop();
     stop();
     return EXIT_SUCCESS;
@@ -369,6 +369,22 @@ bool Supervisor::open_data_plane() {
     return true;
 }
 
+// After the control plane restored the durable kill switch and enforcement
+// levels (the first data plane is told them before it accepts anything), and
+// before the front ends: starting it while a D-Bus connection is open keeps
+// that connection's objects from being freed when it closes (found under ASan).
+bool Supervisor::start_data_plane() {
+    try {
+        server_->start();
+    } catch (const std::exception& error) {
+        log(LogLevel::error, std::string("cannot start the data plane: ") + error.what(),
+            {{"DATAPLANE_CGROUP", dataplane_cgroup_.string()},
+             {"HINT", "check proxy.upstream_ca_file and dataplane.binary; the data plane's own lines above say more"}});
+        return false;
+    }
+    return true;
+}
+
 void Supervisor::open_control_plane() {
     kill_switch_ = std::make_unique<control::KillSwitchControl>(*database_, *server_);
     kill_switch_->restore();
@@ -441,14 +457,6 @@ bool Supervisor::open_front_ends() {
 }
 
 bool Supervisor::start_serving() {
-    try {
-        server_->start();
-    } catch (const std::exception& error) {
-        log(LogLevel::error, std::string("cannot start the data plane: ") + error.what(),
-            {{"DATAPLANE_CGROUP", dataplane_cgroup_.string()},
-             {"HINT", "check proxy.upstream_ca_file and dataplane.binary; the data plane's own lines above say more"}});
-        return false;
-    }
     if (agents_) {
         try {
             agents_->start(*server_);

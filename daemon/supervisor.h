@@ -9,6 +9,7 @@
 //   open_data_plane     the proxy's listeners, bound here and served by the unprivileged
 //                       tameflare-dataplane process (issue 24), answered from the stages before it
 //   open_control_plane  the durable kill switch re-applied, the control plane's operations
+//   start_data_plane    the data plane process, told the policy, the kill switch and the listeners
 //   open_front_ends     the REST socket, D-Bus
 //   start_serving       every part serving, then READY=1
 //   loop                signals (SIGHUP reloads), STATUS= and the watchdog
@@ -81,6 +82,7 @@ private:
     void start_kernel_side();
     bool open_data_plane();
     void open_control_plane();
+    bool start_data_plane();
     bool open_front_ends();
     bool start_serving();
     void loop();
