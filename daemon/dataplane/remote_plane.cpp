@@ -28,6 +28,21 @@ struct RemoteDataPlane::Running {
     std::string why;  // under mutex: why the channel closed
     std::atomic<std::uint64_t> nonce{0};
 
+    // Whether it answers a Ping within `timeout` (it answers only while its loops do).
+    bool answers(std::chrono::milliseconds timeout) {
+        const auto sent = ++nonce;
+        const auto pong = link->call(ipc::Ping{sent}, timeout);
+        try {
+            return pong && ipc::decode<ipc::Pong>(*pong).nonce == sent;
+        } catch (const ipc::DecodeError&) {
+            return false;
+        }
+    }
+    std::string closed_because() {
+        const std::lock_guard lock(mutex);
+        return why;
+    }
+
     Running() = default;
     Running(const Running&) = delete;
     Running& operator=(const Running&) = delete;
@@ -138,14 +153,8 @@ std::shared_ptr<RemoteDataPlane::Running> RemoteDataPlane::launch() {
     if (!accepting_) running->link->post(StopAccepting{});
 
     // Serving once it answers: Start was taken, the policy loaded.
-    const auto nonce = ++running->nonce;
-    const auto pong = running->link->call(ipc::Ping{nonce}, options_.process.hello_timeout);
-    if (!pong || ipc::decode<ipc::Pong>(*pong).nonce != nonce) {
-        std::string why;
-        {
-            std::lock_guard lock(running->mutex);
-            why = running->why;
-        }
+    if (!running->answers(options_.process.hello_timeout)) {
+        const auto why = running->closed_because();
         throw DataPlaneError("the data plane did not start serving" + (why.empty() ? "" : ": " + why),
                              "its log (the journal of tameflared.service) says why");
     }
@@ -190,11 +199,7 @@ void RemoteDataPlane::watch() {
         if (running && (ready[1].revents & POLLIN) == 0) continue;
         if (running) {
             const auto status = running->process->exited().value_or(-1);
-            std::string why;
-            {
-                std::lock_guard lock(running->mutex);
-                why = running->why;
-            }
+            const auto why = running->closed_because();
             const auto reason =
                 "the data plane (pid " + std::to_string(running->process->pid()) + ") ended with " +
                 (status > 128 ? "signal " + std::to_string(status - 128) : "exit status " + std::to_string(status)) +
@@ -285,14 +290,7 @@ void RemoteDataPlane::stop_accepting() {
 
 bool RemoteDataPlane::responsive(std::chrono::milliseconds timeout) const {
     const auto running = current();
-    if (!running) return false;
-    const auto nonce = ++running->nonce;
-    const auto pong = running->link->call(ipc::Ping{nonce}, timeout);
-    try {
-        return pong && ipc::decode<ipc::Pong>(*pong).nonce == nonce;
-    } catch (const ipc::DecodeError&) {
-        return false;
-    }
+    return running && running->answers(timeout);
 }
 
 }  // namespace tameflare::dataplane

@@ -70,6 +70,25 @@ bool process_alive(const std::string& pattern) {
     return run({"/usr/bin/pgrep", "-f", pattern}).status == 0;
 }
 
+// The agent keeps asking plain.test (through its DNS stub and proxy) and the
+// canary; each answer is a line in a file.
+constexpr const char* kPoller = R"(import socket, sys, time
+out = open(sys.argv[1], "a", buffering=1)
+port, canary = int(sys.argv[2]), int(sys.argv[3])
+while True:
+    try:
+        with socket.create_connection(("plain.test", port), timeout=3) as s:
+            s.sendall(b"GET /hello HTTP/1.1\r\nHost: plain.test:%d\r\nConnection: close\r\n\r\n" % port)
+            out.write("ok " + s.recv(64).split(b"\r\n")[0].decode() + "\n")
+    except OSError as e:
+        out.write("fail %s\n" % e.errno)
+    try:
+        socket.create_connection(("127.0.0.1", canary), timeout=1).close()
+    except OSError:
+        pass
+    time.sleep(0.2)
+)";
+
 class AgentsTest : public ::testing::TestWithParam<std::string> {
 protected:
     void SetUp() override {
@@ -176,6 +195,29 @@ protected:
         std::vector<std::string> out{"/usr/bin/setpriv", "--reuid=" + uid, "--regid=" + uid, "--clear-groups", "--"};
         out.insert(out.end(), argv.begin(), argv.end());
         return out;
+    }
+
+    // `tf run` of kPoller under `name`: it appends each answer to `answers`
+    // (made here, writable by the agent's own uid) and dials `canary` between them.
+    std::vector<std::string> poller(const fs::path& answers, const LoopbackListener& canary,
+                                    const std::string& name) const {
+        std::ofstream(dir_.path() / "poller.py") << kPoller;
+        std::ofstream{answers};
+        fs::permissions(answers,
+                        fs::perms::all & ~fs::perms::owner_exec & ~fs::perms::group_exec & ~fs::perms::others_exec);
+        // Its stdio is not tf run's pipes: those must close when tf run exits.
+        return tf_run({"/bin/sh", "-c", "exec /usr/bin/python3 \"$@\" </dev/null >/dev/null 2>&1", "sh",
+                       (dir_.path() / "poller.py").string(), answers.string(), std::to_string(upstream_.port()),
+                       canary.port_text()},
+                      name);
+    }
+    // Whether a 200 was appended to `answers` past `from` within 10 s.
+    static bool answered_after(const fs::path& answers, std::size_t from) {
+        for (int i = 0; i < 200; ++i) {
+            if (slurp(answers).find("ok HTTP/1.1 200", from) != std::string::npos) return true;
+            std::this_thread::sleep_for(50ms);
+        }
+        return false;
     }
 
     TempDir dir_{"tf-agents", kAgentVisibleBase};
@@ -325,45 +367,11 @@ TEST_P(AgentsTest, BadLaunchesAreRefusedCleanly) {
     EXPECT_EQ(run(tf_run({"/bin/true"})).status, 0);
 }
 
-// The agent keeps asking plain.test (through its DNS stub and proxy) and the
-// canary; each answer is a line in a file.
-constexpr const char* kPoller = R"(import socket, sys, time
-out = open(sys.argv[1], "a", buffering=1)
-port, canary = int(sys.argv[2]), int(sys.argv[3])
-while True:
-    try:
-        with socket.create_connection(("plain.test", port), timeout=3) as s:
-            s.sendall(b"GET /hello HTTP/1.1\r\nHost: plain.test:%d\r\nConnection: close\r\n\r\n" % port)
-            out.write("ok " + s.recv(64).split(b"\r\n")[0].decode() + "\n")
-    except OSError as e:
-        out.write("fail %s\n" % e.errno)
-    try:
-        socket.create_connection(("127.0.0.1", canary), timeout=1).close()
-    except OSError:
-        pass
-    time.sleep(0.2)
-)";
-
 TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     LoopbackListener canary;
     const fs::path answers = dir_.path() / "shared" / "answers.txt";
-    std::ofstream(dir_.path() / "poller.py") << kPoller;
-    std::ofstream{answers};  // the agent (root's, so a uid of its own) appends to it
-    fs::permissions(answers,
-                    fs::perms::all & ~fs::perms::owner_exec & ~fs::perms::group_exec & ~fs::perms::others_exec);
-    // Its stdio is not tf run's pipes: those must close when tf run exits.
-    Subprocess agent(tf_run(
-        {"/bin/sh", "-c", "exec /usr/bin/python3 \"$@\" </dev/null >/dev/null 2>&1", "sh",
-         (dir_.path() / "poller.py").string(), answers.string(), std::to_string(upstream_.port()), canary.port_text()},
-        "survivor"));
-    const auto wait_for_answer = [&](std::size_t from, const std::string& needle) {
-        for (int i = 0; i < 200; ++i) {
-            if (slurp(answers).find(needle, from) != std::string::npos) return true;
-            std::this_thread::sleep_for(50ms);
-        }
-        return false;
-    };
-    ASSERT_TRUE(wait_for_answer(0, "ok HTTP/1.1 200")) << slurp(answers) << daemon_->log();
+    Subprocess agent(poller(answers, canary, "survivor"));  // root's agent: a uid of its own appends
+    ASSERT_TRUE(answered_after(answers, 0)) << slurp(answers) << daemon_->log();
 
     daemon_->process().signal(SIGKILL);
     daemon_->process().wait();
@@ -379,7 +387,7 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
     daemon_.emplace(TAMEFLARED_BINARY, dir_.path() / "tameflared.json", dir_.path() / "daemon2.log");
     ASSERT_TRUE(daemon_->wait_for_log("agent survivor adopted after a restart")) << daemon_->log();
     const std::size_t restarted_from = slurp(answers).size();
-    EXPECT_TRUE(wait_for_answer(restarted_from, "ok HTTP/1.1 200")) << slurp(answers) << daemon_->log();
+    EXPECT_TRUE(answered_after(answers, restarted_from)) << slurp(answers) << daemon_->log();
     EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection";
 
     // Its end is noticed although it is no longer the daemon's child.
@@ -393,22 +401,8 @@ TEST_P(AgentsTest, AgentsOfAKilledDaemonReachNothingAndResumeWhenItRestarts) {
 TEST_P(AgentsTest, AKilledDataPlaneFailsClosedAndAnotherServesTheAgentAgain) {
     LoopbackListener canary;
     const fs::path answers = dir_.path() / "shared" / "answers.txt";
-    std::ofstream(dir_.path() / "poller.py") << kPoller;
-    std::ofstream{answers};
-    fs::permissions(answers,
-                    fs::perms::all & ~fs::perms::owner_exec & ~fs::perms::group_exec & ~fs::perms::others_exec);
-    Subprocess agent(tf_run(
-        {"/bin/sh", "-c", "exec /usr/bin/python3 \"$@\" </dev/null >/dev/null 2>&1", "sh",
-         (dir_.path() / "poller.py").string(), answers.string(), std::to_string(upstream_.port()), canary.port_text()},
-        "steady"));
-    const auto answered_after = [&](std::size_t from) {
-        for (int i = 0; i < 200; ++i) {
-            if (slurp(answers).find("ok HTTP/1.1 200", from) != std::string::npos) return true;
-            std::this_thread::sleep_for(50ms);
-        }
-        return false;
-    };
-    ASSERT_TRUE(answered_after(0)) << slurp(answers) << daemon_->log();
+    Subprocess agent(poller(answers, canary, "steady"));
+    ASSERT_TRUE(answered_after(answers, 0)) << slurp(answers) << daemon_->log();
 
     // Beside the agents' cgroup, never under it.
     const fs::path plane = cgroup_root_.parent_path() / (cgroup_root_.filename().string() + "-dataplane");
@@ -417,7 +411,7 @@ TEST_P(AgentsTest, AKilledDataPlaneFailsClosedAndAnotherServesTheAgentAgain) {
     ASSERT_EQ(::kill(pids.front(), SIGKILL), 0);
     ASSERT_TRUE(daemon_->wait_for_log("ended with signal 9")) << daemon_->log();
     ASSERT_TRUE(daemon_->wait_for_log("the data plane serves again")) << daemon_->log();
-    EXPECT_TRUE(answered_after(slurp(answers).size())) << slurp(answers) << daemon_->log();
+    EXPECT_TRUE(answered_after(answers, slurp(answers).size())) << slurp(answers) << daemon_->log();
     EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection";
     EXPECT_EQ(::kill(daemon_->process().pid(), 0), 0) << "the supervisor lives on";
 
@@ -429,23 +423,9 @@ TEST_P(AgentsTest, AKilledDataPlaneFailsClosedAndAnotherServesTheAgentAgain) {
 // adopts the agent: it gets new ports and a registration, and its traffic resumes.
 TEST_P(AgentsTest, AnAgentWhoseRegistrationWasLostIsRegisteredAgainWhenAdopted) {
     const fs::path answers = dir_.path() / "shared" / "answers.txt";
-    std::ofstream(dir_.path() / "poller.py") << kPoller;
-    std::ofstream{answers};
-    fs::permissions(answers, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
-                                 fs::perms::group_write | fs::perms::others_read | fs::perms::others_write);
     LoopbackListener canary;
-    Subprocess agent(tf_run(
-        {"/bin/sh", "-c", "exec /usr/bin/python3 \"$@\" </dev/null >/dev/null 2>&1", "sh",
-         (dir_.path() / "poller.py").string(), answers.string(), std::to_string(upstream_.port()), canary.port_text()},
-        "relocated"));
-    const auto wait_for_answer = [&](std::size_t from) {
-        for (int i = 0; i < 200; ++i) {
-            if (slurp(answers).find("ok HTTP/1.1 200", from) != std::string::npos) return true;
-            std::this_thread::sleep_for(50ms);
-        }
-        return false;
-    };
-    ASSERT_TRUE(wait_for_answer(0)) << slurp(answers) << daemon_->log();
+    Subprocess agent(poller(answers, canary, "relocated"));
+    ASSERT_TRUE(answered_after(answers, 0)) << slurp(answers) << daemon_->log();
     daemon_->process().signal(SIGKILL);
     daemon_->process().wait();
     const auto id = netns::cgroup_id(cgroup_root_ / "one" / "relocated");
@@ -454,7 +434,7 @@ TEST_P(AgentsTest, AnAgentWhoseRegistrationWasLostIsRegisteredAgainWhenAdopted) 
 
     daemon_.emplace(TAMEFLARED_BINARY, dir_.path() / "tameflared.json", dir_.path() / "daemon2.log");
     ASSERT_TRUE(daemon_->wait_for_log("agent relocated adopted after a restart")) << daemon_->log();
-    EXPECT_TRUE(wait_for_answer(slurp(answers).size())) << slurp(answers) << daemon_->log();
+    EXPECT_TRUE(answered_after(answers, slurp(answers).size())) << slurp(answers) << daemon_->log();
     EXPECT_EQ(bpf::Enforcer(bpf::EnforcerOptions{pins_, true, netns::cgroup2_mount()}).agents().count(id), 1U);
     EXPECT_EQ(canary.accept(100ms), -1) << "the canary saw a connection";
     netns::Cgroup::open(cgroup_root_ / "one" / "relocated").kill();
